@@ -1,0 +1,50 @@
+/* par.h - the thin layer that owns MPI calls, and the abort policy.
+ *
+ * Abort policy (STYLE.md): an error every rank sees ends all ranks together with one message
+ * from rank 0; an error only some ranks see must not leave the others waiting in a
+ * collective. Code that may fail on some ranks only (reading a shard of files) calls
+ * sd_par_agree() before the next collective: it is collective, returns the same status on
+ * every rank, and ships the message of the lowest failing rank to all ranks, so the caller
+ * can unwind everywhere and rank 0 prints one message. sd_par_fatal() is the last resort
+ * for an error in the middle of a collective sequence: it prints "[rank r] file:line msg",
+ * removes registered temporary files, and calls MPI_Abort.
+ *
+ * Everything here takes comm explicitly so callers can be tested in one process.
+ */
+#ifndef STEMDEFECT_PAR_H
+#define STEMDEFECT_PAR_H
+
+#include <mpi.h>
+#include <stdint.h>
+
+#include "stemdefect/status.h"
+
+/* Balanced contiguous shard [first, first+count) of n items for rank of size ranks: the
+ * first n % size ranks get one more. Pure function. */
+void sd_shard_range(int64_t n, int rank, int size, int64_t *first, int64_t *count);
+
+/* Collective: combines each rank's status; returns SD_OK everywhere when all are OK, else
+ * the status of the lowest failing rank on every rank, with its message installed in the
+ * local error record (prefixed "[rank r] " when r != 0). */
+sd_status sd_par_agree(MPI_Comm comm, sd_status local);
+
+/* Not collective: prints the pending error with rank and location, unlinks registered
+ * temporary files, and aborts the whole job. */
+void sd_par_fatal(MPI_Comm comm, const char *file, int line) __attribute__((noreturn));
+#define SD_PAR_FATAL(comm) sd_par_fatal((comm), __FILE__, __LINE__)
+
+/* Temporary output files to remove if the job aborts (up to 16). */
+void sd_par_tmpfile_register(const char *path);
+void sd_par_tmpfile_unregister(const char *path);
+
+/* Checked MPI wrappers: return SD_ERR_MPI with the MPI error string on failure. */
+sd_status sd_par_check(int mpi_rc, const char *what);
+sd_status sd_par_allreduce_sum_double(MPI_Comm comm, double *v, int n);
+sd_status sd_par_allreduce_max_double(MPI_Comm comm, double *v, int n);
+sd_status sd_par_allreduce_sum_i64(MPI_Comm comm, int64_t *v, int n);
+sd_status sd_par_allreduce_max_i64(MPI_Comm comm, int64_t *v, int n);
+sd_status sd_par_bcast_string(MPI_Comm comm, char **s, int root); /* *s malloc'd on all */
+/* Exclusive prefix sum of a per-rank count (0 on rank 0) and the total. */
+sd_status sd_par_exscan_i64(MPI_Comm comm, int64_t local, int64_t *offset, int64_t *total);
+
+#endif
