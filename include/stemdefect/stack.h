@@ -6,13 +6,16 @@
  *   /labels  int32 [N], -1 = unknown; attr class_names: fixed-length string array [C]
  *            (also /class_names dataset, the same strings, for tools that read datasets only).
  *   /source  fixed-length string [N]: file (and page) of origin, or "simulate:<seed>:<index>".
- *            The string length L is fixed when /source is created, which happens lazily in
- *            the first sd_stack_write (collective): L = the longest source string passed by
- *            any rank in that call, or the value given to sd_stack_set_source_length before
- *            it, whichever is larger (at least 1). A later write with a longer string fails
- *            on all ranks naming the image; writers that write in several batches and do not
- *            know their longest name up front call sd_stack_set_source_length first. Images
- *            written without sources (NULL) keep "" (the fill value).
+ *            Parallel HDF5 cannot write variable-length strings, and the fixed length L
+ *            must be known when the dataset is created, but writers learn their sources
+ *            batch by batch (file paths, "...:index=1000" longer than "...:index=9"). So
+ *            sd_stack_write keeps a copy of each rank's source strings (small next to the
+ *            images) and sd_stack_close(.., commit=1) creates /source with L = the longest
+ *            string over all ranks (MPI_Allreduce) + 1 for the terminating NUL (NULLTERM,
+ *            so h5dump shows no padding) and writes each rank's rows
+ *            in one collective transfer. No length to guess, no limit; images written
+ *            without sources hold "" (the fill value); a stack being written has no /source
+ *            to read yet.
  *   /masks   uint8 [N,H,W] (optional): 0 = background, c = pixel of class c.
  *   root attributes: format = "stemdefect-stack", format_version = 1, plus provenance
  *   (program, version, git_commit, command_line, config (resolved YAML), ranks, created).
@@ -63,7 +66,7 @@ typedef struct sd_stack_info {
 
 typedef struct sd_stack sd_stack;
 
-/* Collective. Creates the temporary file and all datasets (except /source, see above).
+/* Collective. Creates the temporary file and all datasets (/source is written at commit).
  * All arguments must be the same on every rank (checked). n may be 0; height, width >= 1.
  * class_names may be NULL when num_classes == 0. Fails on all ranks with SD_ERR_IO naming
  * path when its directory does not exist or is not writable. prov may be NULL. */
@@ -73,20 +76,24 @@ sd_status sd_stack_create(MPI_Comm comm, const char *path, int64_t n, int height
 
 /* Collective: every rank calls it, count may be 0. Writes images [first, first+count):
  * images (count,H,W); labels (count) or NULL (writes -1), each in [-1, num_classes);
- * sources (count strings) or NULL (leaves them as they are, "" when never written);
+ * sources (count strings, copied; written to the file at commit) or NULL (leaves them as
+ * they are, "" when never given; when an image is written twice its last source wins);
  * masks (count,H,W) or NULL (only when the stack has masks: then required). */
 sd_status sd_stack_write(sd_stack *s, int64_t first, int64_t count, const float *images,
                          const int32_t *labels, const char *const *sources,
                          const uint8_t *masks);
 
-/* Not collective, but call it on every rank with the same value before the first
- * sd_stack_write: the fixed length of the /source strings will be at least max_len bytes.
- * SD_ERR_ARG after /source has been created. */
-sd_status sd_stack_set_source_length(sd_stack *s, int max_len);
-
 /* Collective (an attribute write): sets the units attribute of /images (default "counts";
  * "a.u." for simulated or rescaled data). Same value on every rank. */
 sd_status sd_stack_set_image_units(sd_stack *s, const char *units);
+
+/* Collective (an attribute write): sets a string attribute of /images, e.g.
+ * "consumer_normalization" = "robust_zscore" (what consumers apply before using the raw
+ * values). Same value on every rank. */
+sd_status sd_stack_set_image_attribute(sd_stack *s, const char *name, const char *value);
+/* Collective: reads a string attribute of /images into a new string (free it), or sets
+ * *value = NULL when the attribute does not exist. */
+sd_status sd_stack_get_image_attribute(sd_stack *s, const char *name, char **value);
 
 /* Collective. Opens an existing stack for reading and checks the schema (names the file
  * and the missing or malformed dataset on error). */
@@ -94,8 +101,10 @@ sd_status sd_stack_open(MPI_Comm comm, const char *path, sd_stack **out);
 
 const sd_stack_info *sd_stack_get_info(const sd_stack *s);
 
-/* Collective; count may be 0 on some ranks. Any output pointer may be NULL to skip it;
- * masks requires has_masks. images (count,H,W), labels (count), masks (count,H,W). */
+/* Collective; count may be 0 on some ranks. Any output pointer may be NULL to skip it
+ * (a dataset is read when any rank asks for it); masks requires has_masks. images
+ * (count,H,W) converted to float, labels (count), masks (count,H,W). Works on a stack
+ * being written too. */
 sd_status sd_stack_read(sd_stack *s, int64_t first, int64_t count, float *images, int32_t *labels,
                         uint8_t *masks);
 /* Collective like sd_stack_read: reads the /source strings [first, first+count) into
@@ -108,8 +117,9 @@ void sd_stack_strings_free(char **sources, int64_t count);
 
 /* Collective. For a stack being written: commit = 1 closes and renames into place,
  * commit = 0 closes and deletes the temporary file. Committing fails (and deletes the
- * temporary file) when the ranks wrote fewer than n images in total, or when the rename
- * fails; the status is the same on every rank. For a stack opened for reading commit is
+ * temporary file) when the ranks wrote fewer than n images in total (a count of
+ * sd_stack_write rows: an image written twice counts twice), else writes /source and
+ * renames, which fails when the rename does; the status is the same on every rank. For a stack opened for reading commit is
  * ignored. Releases everything even on failure. NULL-safe; sets *s to NULL. */
 sd_status sd_stack_close(sd_stack **s, int commit);
 

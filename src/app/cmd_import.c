@@ -250,6 +250,12 @@ static sd_status import_run(sd_app *app) {
   SD_CHECK_GOTO(st, sd_stack_create(app->comm, out, p.n, p.out_h, p.out_w, p.nclasses,
                                     (const char *const *)p.classes, 0, &app->prov, &stack),
                 done);
+  SD_CHECK_GOTO(st, sd_stack_set_image_attribute(
+                        stack, "consumer_normalization",
+                        strcmp(sd_config_string(app->cfg, "import.normalize"), "robust") == 0
+                            ? "robust_zscore"
+                            : "none"),
+                fail);
 
   /* 4. read and write in batches; every rank makes the same number of collective writes */
   int64_t local_first = p.offset[p.first_file];
