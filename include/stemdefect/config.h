@@ -21,7 +21,9 @@ typedef enum sd_config_type {
   SD_CONFIG_TYPE_BOOL,
   SD_CONFIG_TYPE_STRING,
   SD_CONFIG_TYPE_ENUM,       /* one of a '|' separated list */
-  SD_CONFIG_TYPE_STRING_LIST /* YAML sequence of strings, or comma separated on the command line */
+  SD_CONFIG_TYPE_STRING_LIST, /* YAML sequence of strings, or comma separated on the command line */
+  SD_CONFIG_TYPE_FLOAT_AUTO   /* a number in range, or "auto" (a default chosen by the program;
+                                 sd_config_float gives NAN, sd_config_string gives "auto") */
 } sd_config_type;
 
 typedef struct sd_config_key {
@@ -53,8 +55,10 @@ sd_status sd_config_set_assignment(sd_config *cfg, const char *assignment, const
 /* Getters. The key must be in the schema with the matching type (else the program aborts:
  * that is a bug, not a user error). Strings are owned by cfg. */
 int64_t sd_config_int(const sd_config *cfg, const char *key);
+/* FLOAT, INT or FLOAT_AUTO keys (NAN for "auto"). */
 double sd_config_float(const sd_config *cfg, const char *key);
 int sd_config_bool(const sd_config *cfg, const char *key);
+/* STRING and ENUM keys; also the text of any scalar key ("auto", "0.25", "true"). */
 const char *sd_config_string(const sd_config *cfg, const char *key);
 int sd_config_list_length(const sd_config *cfg, const char *key);
 const char *sd_config_list_item(const sd_config *cfg, const char *key, int i);

@@ -3,7 +3,8 @@
  * The simulator is the project's embedded default dataset. It renders incoherent HAADF
  * (Z-contrast) images of a crystal seen down a zone axis: every projected atomic column is a
  * probe-blurred 2-D Gaussian whose peak is proportional to sum(Z^n * occupancy) over the
- * atoms of the column (n = z_exponent, 1.7 by default), on a slowly varying background, with
+ * atoms of the column (n = z_exponent: 1.7 for cdte; 1.0 for sto, where it fits the Ti-O to
+ * Sr contrast of the real images, 1.7 making Ti-O too dim), on a slowly varying background, with
  * slow drift (linear shear and stretch), scan-line jitter, Poisson shot noise, Gaussian
  * detector noise, then optional detector lag along the scan rows and a light smoothing
  * (both linear, so a noise-free image is the expectation of a noisy one). Pixel size,
@@ -92,8 +93,9 @@ typedef struct sd_sim_params {
   int size;                    /* image side, px */
   double pixel_size_min;       /* A/px */
   double pixel_size_max;       /* A/px */
-  double rotation_deg;         /* centre of the orientation range (image x axis to [1-10]
-                                  for cdte, to [100] for sto), degrees, clockwise on screen */
+  double rotation_deg;         /* centre of the orientation range: angle from the image x axis
+                                  to [1-10] (cdte) or [100] (sto), degrees, clockwise on
+                                  screen (rows run downwards) */
   double rotation_max_deg;     /* orientation = rotation_deg +- rotation_max_deg */
   double dose_min;             /* expected counts at the brightest bulk column peak */
   double dose_max;
@@ -157,7 +159,8 @@ typedef struct sd_sim_info {
  * sto bulk, vacancy, interstitial, substitution, dislocation. */
 sd_status sd_sim_params_default(sd_sim_params *p, sd_sim_material m, int size);
 
-/* Checks every field; the message names the field, its value and the allowed range. */
+/* Checks every field; the message names the field (as simulate.<field>), its value and the
+ * allowed range. Also bounds the field of view size * pixel_size_max to 1500 A. */
 sd_status sd_sim_params_validate(const sd_sim_params *p);
 
 /* Sets one field from text by its key (the config key without "simulate."): any numeric field
@@ -190,7 +193,7 @@ const char *sd_sim_defect_name(sd_sim_defect d);
  * item that is just a defect name uses it as the class name). The first class must be bulk,
  * the others must not be; names are unique, 1..31 characters of [A-Za-z0-9_.+-].
  * Example matching the real CdTe set:
- *   "Bulk=bulk,LC=dislocation,SF1=stacking_fault:1,SF2=stacking_fault:2,Twin_Bound=twin,"
+ *   "Bulk=bulk,LC=dislocation:1,SF1=stacking_fault:2,SF2=stacking_fault:1,Twin_Bound=twin,"
  *   "Vacancy_CdTe=vacancy,interstitial=interstitial"
  * and the real STO set: "Bulk=bulk,Extra=interstitial,IExtra=substitution,Mis=vacancy". */
 sd_status sd_sim_parse_classes(sd_sim_params *p, const char *spec);

@@ -16,7 +16,7 @@ static const sd_command *const commands[] = {&sd_cmd_import, &sd_cmd_simulate, &
 
 static const sd_cli_option common_options[] = {
     {"--config", NULL, "FILE", "read options from a YAML study file (command-line options win)", 0},
-    {"--set", NULL, "KEY=VALUE", "set any configuration key, e.g. --set simulate.dose=800", 1},
+    {"--set", NULL, "KEY=VALUE", "set any configuration key, e.g. --set simulate.dose_max=800", 1},
     {"--profile", "general.profile", "FILE", "write a JSON timing profile (per stage: compute, communication, I/O)", 0},
     {"--verbose", NULL, NULL, "log debug messages", 0},
     {"--quiet", NULL, NULL, "log only warnings and errors", 0},
@@ -82,6 +82,8 @@ static void print_command_help(const sd_command *c, const sd_config *cfg) {
             snprintf(val, sizeof val, "%g", sd_config_float(cfg, k->name));
           } else if (k->type == SD_CONFIG_TYPE_BOOL) {
             snprintf(val, sizeof val, "%s", sd_config_bool(cfg, k->name) ? "true" : "false");
+          } else if (k->type == SD_CONFIG_TYPE_FLOAT_AUTO) {
+            snprintf(val, sizeof val, "%s", sd_config_string(cfg, k->name));
           } else {
             snprintf(val, sizeof val, "\"%s\"", sd_config_string(cfg, k->name));
           }
@@ -89,6 +91,8 @@ static void print_command_help(const sd_command *c, const sd_config *cfg) {
         char range[128] = "";
         if (k->type == SD_CONFIG_TYPE_INT) snprintf(range, sizeof range, " (%.0f..%.0f)", k->min, k->max);
         if (k->type == SD_CONFIG_TYPE_FLOAT) snprintf(range, sizeof range, " (%g..%g)", k->min, k->max);
+        if (k->type == SD_CONFIG_TYPE_FLOAT_AUTO)
+          snprintf(range, sizeof range, " (auto or %g..%g)", k->min, k->max);
         if (k->type == SD_CONFIG_TYPE_ENUM) snprintf(range, sizeof range, " (%s)", k->allowed);
         printf("  %s = %s%s\n      %s\n", k->name, val, range, k->help);
       }

@@ -36,7 +36,7 @@ static sd_status sd_simulate_params_from_config(const sd_config *cfg, sd_sim_par
     char key[96], text[64];
     snprintf(key, sizeof key, "simulate.%s", d.name);
     if (!sd_config_find_key(key)) continue;
-    snprintf(text, sizeof text, "%.17g", sd_config_float(cfg, key));
+    snprintf(text, sizeof text, "%s", sd_config_string(cfg, key));
     sd_status st = sd_sim_params_set(p, d.name, text);
     if (st != SD_OK) {
       char msg[2048];
@@ -59,16 +59,16 @@ static sd_status sd_simulate_params_from_config(const sd_config *cfg, sd_sim_par
     sd_status st = sd_sim_parse_classes(p, spec);
     if (st != SD_OK) {
       char msg[2048];
-      snprintf(msg, sizeof msg, "simulate.classes: %s", sd_error_message());
+      snprintf(msg, sizeof msg, "%s", sd_error_message());
       sd_error_set_message(SD_ERR_CONFIG, msg);
       return SD_ERR_CONFIG;
     }
   }
   sd_status st = sd_sim_params_validate(p);
   if (st != SD_OK) {
-    /* the simulator names its field; say it is a simulate.* key */
+    /* the simulator names its field (simulate.<field>); report it as a configuration error */
     char msg[2048];
-    snprintf(msg, sizeof msg, "simulate: %s", sd_error_message());
+    snprintf(msg, sizeof msg, "%s", sd_error_message());
     sd_error_set_message(SD_ERR_CONFIG, msg);
     return SD_ERR_CONFIG;
   }
@@ -175,7 +175,8 @@ const sd_command sd_cmd_simulate = {
     .usage = "--material cdte|sto --count N --size PX --output sim.h5 [--seed S] [--preview PNG]",
     .description =
         "Incoherent HAADF model: projected atomic columns (CdTe [110] dumbbells, SrTiO3 [001])\n"
-        "as probe-blurred Gaussians with intensity ~ Z^1.7, a slow background, Poisson shot noise\n"
+        "as probe-blurred Gaussians with intensity ~ Z^n (n = 1.7 for CdTe, 1.0 fitted to real SrTiO3),\n"
+        "a slow background, Poisson shot noise "
         "at the given dose, detector noise, scan-line jitter and drift. Defects (vacancy,\n"
         "interstitial, substitution/antisite, stacking fault, twin, dislocation) come with pixel\n"
         "masks (/masks: 0 = background, c = class c). Image i depends only on (seed, i): the file\n"

@@ -149,6 +149,9 @@ static void describe_allowed(const sd_config_key *k, char *buf, size_t n) {
   case SD_CONFIG_TYPE_STRING_LIST:
     snprintf(buf, n, "a list of strings");
     break;
+  case SD_CONFIG_TYPE_FLOAT_AUTO:
+    snprintf(buf, n, "auto or a number in [%g, %g]", k->min, k->max);
+    break;
   }
 }
 
@@ -199,6 +202,12 @@ static sd_status set_scalar(sd_config *cfg, int ki, const char *raw, const char 
     nv.f = (double)v;
     break;
   }
+  case SD_CONFIG_TYPE_FLOAT_AUTO:
+    if (!strcmp(t, "auto")) {
+      nv.f = NAN;
+      break;
+    }
+    /* fall through */
   case SD_CONFIG_TYPE_FLOAT: {
     char *end;
     errno = 0;
@@ -460,8 +469,11 @@ static const sd_config_value *get(const sd_config *cfg, const char *key, sd_conf
     int enum_as_string = ki >= 0 && type == SD_CONFIG_TYPE_STRING &&
                          sd_config_schema[ki].type == SD_CONFIG_TYPE_ENUM;
     int int_as_float = ki >= 0 && type == SD_CONFIG_TYPE_FLOAT &&
-                       sd_config_schema[ki].type == SD_CONFIG_TYPE_INT;
-    if (!enum_as_string && !int_as_float) {
+                       (sd_config_schema[ki].type == SD_CONFIG_TYPE_INT ||
+                        sd_config_schema[ki].type == SD_CONFIG_TYPE_FLOAT_AUTO);
+    int scalar_text = ki >= 0 && type == SD_CONFIG_TYPE_STRING &&
+                      sd_config_schema[ki].type != SD_CONFIG_TYPE_STRING_LIST;
+    if (!enum_as_string && !int_as_float && !scalar_text) {
       fprintf(stderr, "stemdefect: internal error: config key %s read with the wrong type\n", key);
       abort();
     }

@@ -16,6 +16,8 @@
 #include "stemdefect/png.h"
 #include "stemdefect/rng.h"
 
+#define SIM_MAX_FOV 1500.0 /* A */
+
 /* ---- the numeric fields: one table drives set, get, validate and help ---------------------- */
 
 typedef struct sim_field {
@@ -42,7 +44,7 @@ static const sim_field g_fields[] = {
     F(post_blur, 0.0, 3.0, "px", "Gaussian smoothing after the noise (standard deviation)"),
     F(probe_sigma_min, 0.1, 3.0, "A", "smallest probe (column image) standard deviation"),
     F(probe_sigma_max, 0.1, 3.0, "A", "largest probe standard deviation (>= probe_sigma_min)"),
-    F(z_exponent, 1.0, 2.5, "", "column intensity ~ sum of Z^z_exponent over its atoms"),
+    F(z_exponent, 0.5, 2.5, "", "column intensity ~ sum of Z^z_exponent over its atoms"),
     F(background, 0.0, 10.0, "x peak", "mean background relative to the brightest column peak"),
     F(background_variation, 0.0, 1.0, "x background", "amplitude of the smooth background field"),
     F(column_variation, 0.0, 0.5, "", "standard deviation of the static column intensity spread"),
@@ -372,6 +374,13 @@ sd_status sd_sim_params_validate(const sd_sim_params *p) {
       return SD_ERROR(SD_ERR_CONFIG, "simulate.%s = %g is outside the allowed range [%g, %g]%s%s",
                       f->name, v, f->min, f->max, f->unit[0] ? " " : "", f->unit);
   }
+  /* the column list grows with the field of view squared (a twin needs about 4x its area) */
+  double fov = p->size * p->pixel_size_max;
+  if (fov > SIM_MAX_FOV)
+    return SD_ERROR(SD_ERR_CONFIG,
+                    "simulate.size x simulate.pixel_size_max = %d x %g = %g A field of view; at "
+                    "most %g A is allowed (use fewer pixels or smaller pixels)",
+                    p->size, p->pixel_size_max, fov, SIM_MAX_FOV);
   for (size_t k = 0; k < sizeof g_pairs / sizeof g_pairs[0]; k++) {
     double lo = field_value(p, field_find(g_pairs[k][0]));
     double hi = field_value(p, field_find(g_pairs[k][1]));

@@ -24,6 +24,7 @@ typedef struct sim_crystal {
   int natoms[SIM_MAX_BASIS];       /* atoms per column per repeat along the beam */
   double z[SIM_MAX_BASIS][2];      /* their atomic numbers */
   double interstitial[2];          /* offset of the open-channel site from a lattice site, A */
+  double min_column_distance;      /* shortest distance between two bulk columns, A */
   int n_sf, sf[SIM_MAX_PLANES][2];       /* stacking-fault plane directions */
   int n_twin, twin[SIM_MAX_PLANES][2];   /* twin (mirror) plane directions */
   int n_burgers, burgers[SIM_MAX_PLANES][2];

@@ -14,68 +14,56 @@
 
 /* ---- crystals ---------------------------------------------------------------------------- */
 
-static sim_crystal g_cdte, g_sto;
-static int g_ready = 0;
+#define CDTE_A 6.48
+#define CDTE_H (CDTE_A * 0.35355339059327376) /* a / (2 sqrt 2) */
+#define STO_A 3.905
 
-static void crystals_init(void) {
-  /* CdTe zincblende along [110]: centred rectangular dumbbell lattice (a/sqrt2 x a). */
-  sim_crystal *c = &g_cdte;
-  memset(c, 0, sizeof *c);
-  double a = 6.48, h = a / (2.0 * sqrt(2.0));
-  c->name = "cdte";
-  c->a = a;
-  c->t1[0] = h, c->t1[1] = a / 2;
-  c->t2[0] = -h, c->t2[1] = a / 2;
-  c->nbasis = 2;
-  c->basis[0][0] = 0, c->basis[0][1] = 0;      /* Cd */
-  c->basis[1][0] = 0, c->basis[1][1] = a / 4;  /* Te, 1.62 A along [001] */
-  c->natoms[0] = 1, c->z[0][0] = 48;
-  c->natoms[1] = 1, c->z[1][0] = 52;
-  c->interstitial[0] = h, c->interstitial[1] = a / 8; /* channel centre, 2.43 A from 4 columns */
-  /* the two {111} planes seen edge-on lie along t1 and t2 */
-  c->n_sf = c->n_twin = 2;
-  int planes[2][2] = {{1, 0}, {0, 1}};
-  memcpy(c->sf, planes, sizeof planes);
-  memcpy(c->twin, planes, sizeof planes);
-  /* Burgers vectors in projection: the Lomer (pure edge, misfit) a/2[1-10] = t1 - t2 along x,
-   * and the edge parts t1, t2 of the two 60-degree dislocations a/2<011> (their screw part
-   * lies along the beam and does not show) */
-  int burgers[3][2] = {{1, -1}, {1, 0}, {0, 1}};
-  c->n_burgers = 3;
-  memcpy(c->burgers, burgers, sizeof burgers);
+/* CdTe zincblende along [110]: centred rectangular dumbbell lattice (a/sqrt2 x a); the two
+ * {111} planes seen edge-on lie along t1 and t2. Burgers vectors in projection: the Lomer
+ * (pure edge, misfit) a/2[1-10] = t1 - t2 along x, and the edge parts t1, t2 of the two
+ * 60-degree dislocations a/2<011> (their screw part lies along the beam and does not show). */
+static const sim_crystal g_cdte = {
+    .name = "cdte",
+    .a = CDTE_A,
+    .t1 = {CDTE_H, CDTE_A / 2},
+    .t2 = {-CDTE_H, CDTE_A / 2},
+    .nbasis = 2,
+    .basis = {{0, 0}, {0, CDTE_A / 4}}, /* Cd, then Te 1.62 A along [001] */
+    .natoms = {1, 1},
+    .z = {{48}, {52}},
+    .interstitial = {CDTE_H, CDTE_A / 8}, /* channel centre, 2.43 A from four columns */
+    .min_column_distance = CDTE_A / 4,
+    .n_sf = 2,
+    .sf = {{1, 0}, {0, 1}},
+    .n_twin = 2,
+    .twin = {{1, 0}, {0, 1}},
+    .n_burgers = 3,
+    .burgers = {{1, -1}, {1, 0}, {0, 1}},
+};
 
-  /* SrTiO3 perovskite along [001]: square lattice a x a. */
-  sim_crystal *s = &g_sto;
-  memset(s, 0, sizeof *s);
-  a = 3.905;
-  s->name = "sto";
-  s->a = a;
-  s->t1[0] = a, s->t1[1] = 0;
-  s->t2[0] = 0, s->t2[1] = a;
-  s->nbasis = 4;
-
-  s->basis[0][0] = 0, s->basis[0][1] = 0;          /* Sr */
-  s->basis[1][0] = a / 2, s->basis[1][1] = a / 2;  /* Ti-O */
-  s->basis[2][0] = a / 2, s->basis[2][1] = 0;      /* O */
-  s->basis[3][0] = 0, s->basis[3][1] = a / 2;      /* O */
-  s->natoms[0] = 1, s->z[0][0] = 38;
-  s->natoms[1] = 2, s->z[1][0] = 22, s->z[1][1] = 8;
-  s->natoms[2] = 1, s->z[2][0] = 8;
-  s->natoms[3] = 1, s->z[3][0] = 8;
-  s->interstitial[0] = a / 4, s->interstitial[1] = a / 4;
-  s->n_sf = 2, s->n_burgers = 2;
-  memcpy(s->sf, planes, sizeof planes);
-  memcpy(s->burgers, planes, sizeof planes);
-  /* mirrors across {100} or {110} map a square lattice onto itself; {210} gives the Sigma-5
-   * boundary (36.9 degree misorientation) seen in SrTiO3 bicrystals */
-  int tw[4][2] = {{1, 2}, {2, 1}, {-1, 2}, {-2, 1}};
-  s->n_twin = 4;
-  memcpy(s->twin, tw, sizeof tw);
-  g_ready = 1;
-}
+/* SrTiO3 perovskite along [001]: square lattice a x a. Mirrors across {100} or {110} map a
+ * square lattice onto itself; {210} gives the Sigma-5 boundary (36.9 degrees) seen in SrTiO3
+ * bicrystals. */
+static const sim_crystal g_sto = {
+    .name = "sto",
+    .a = STO_A,
+    .t1 = {STO_A, 0},
+    .t2 = {0, STO_A},
+    .nbasis = 4,
+    .basis = {{0, 0}, {STO_A / 2, STO_A / 2}, {STO_A / 2, 0}, {0, STO_A / 2}}, /* Sr, TiO, O, O */
+    .natoms = {1, 2, 1, 1},
+    .z = {{38}, {22, 8}, {8}, {8}},
+    .interstitial = {STO_A / 4, STO_A / 4},
+    .min_column_distance = STO_A / 2,
+    .n_sf = 2,
+    .sf = {{1, 0}, {0, 1}},
+    .n_twin = 4,
+    .twin = {{1, 2}, {2, 1}, {-1, 2}, {-2, 1}},
+    .n_burgers = 2,
+    .burgers = {{1, 0}, {0, 1}},
+};
 
 const sim_crystal *sim_crystal_get(sd_sim_material m) {
-  if (!g_ready) crystals_init(); /* idempotent: concurrent first calls write equal values */
   return m == SD_SIM_MATERIAL_STO ? &g_sto : &g_cdte;
 }
 
@@ -294,6 +282,28 @@ static sd_status add_plane_defect(sim_model *m, sd_sim_defect defect, int fam, c
       m->col[m->n++] = c;
     }
     if (max_site >= m->next_site) m->next_site = max_site + 1;
+    /* where the mirrored half meets the kept one, columns closer than 60% of the shortest bulk
+     * column distance cannot coexist (a grain-boundary structural unit keeps one): drop the
+     * mirrored one. A coherent CdTe twin never gets here; the sto Sigma-5 boundary does. */
+    double lim = 0.6 * x->min_column_distance, lim2 = lim * lim, near = 2 * x->a;
+    int nnear = 0, *nearby = NULL; /* kept columns close to the line */
+    nearby = sd_malloc((size_t)w + 1, sizeof *nearby, "twin boundary columns");
+    if (!nearby) return SD_ERR_NOMEM;
+    for (int j = 0; j < w; j++)
+      if (fabs((m->col[j].x - qx) * uy - (m->col[j].y - qy) * ux) < near) nearby[nnear++] = j;
+    int keep = w;
+    for (int i = w; i < m->n; i++) {
+      const sim_column *c = &m->col[i];
+      int clash = 0;
+      if (fabs((c->x - qx) * uy - (c->y - qy) * ux) < near)
+        for (int k = 0; k < nnear && !clash; k++) {
+          double ex = c->x - m->col[nearby[k]].x, ey = c->y - m->col[nearby[k]].y;
+          clash = ex * ex + ey * ey < lim2;
+        }
+      if (!clash) m->col[keep++] = *c;
+    }
+    m->n = keep;
+    free(nearby);
   }
   g->kind = SIM_MASK_BAND;
   double along = (t[0] - qx) * ux + (t[1] - qy) * uy;
@@ -318,13 +328,16 @@ static void add_dislocation(sim_model *m, int fam, const double t[2], double cor
     cx = m->col[ic].sx + x->interstitial[0];
     cy = m->col[ic].sy + x->interstitial[1];
   }
-  const double nu = SIM_POISSON_NU, k = blen / (2.0 * M_PI), rmin2 = 0.25, r0sq = blen * blen;
+  /* the elastic field is singular at the core: regularise r^2 -> r^2 + rc^2 with a core
+   * radius of half the Burgers vector, so columns next to the core do not pile up */
+  const double nu = SIM_POISSON_NU, k = blen / (2.0 * M_PI), rc2 = 0.25 * blen * blen,
+               r0sq = blen * blen;
   for (int i = 0; i < m->n; i++) {
     sim_column *c = &m->col[i];
     double ex = c->sx - cx, ey = c->sy - cy;
     double xr = ex * bx + ey * by;  /* along b (glide direction) */
     double yr = -ex * by + ey * bx; /* normal to the glide plane */
-    double r2 = fmax(xr * xr + yr * yr, rmin2);
+    double r2 = xr * xr + yr * yr + rc2;
     double th = atan2(yr, xr);
     double ux = k * (th + xr * yr / (2.0 * (1.0 - nu) * r2));
     double uy = -k * ((1.0 - 2.0 * nu) / (4.0 * (1.0 - nu)) * log(r2 / r0sq) +
@@ -415,12 +428,17 @@ static sd_status add_point_defect(sim_model *m, const sd_sim_params *p, sd_sim_d
     break;
   }
   case SD_SIM_DEFECT_ANTISITE: {
-    /* swap with the other bright column of the same site (the dumbbell partner) */
+    /* swap with the nearest bright column of the other species (the dumbbell partner in
+     * CdTe; of the four Ti-O neighbours of a Sr column, the one nearest the image centre) */
     int partner = -1;
-    for (int i = 0; i < m->n; i++)
-      if (i != ic && m->col[i].site == c->site && m->col[i].w0 >= 0.3f &&
-          m->col[i].w0 != c->w0 && !m->col[i].mark)
-        partner = i;
+    double best = 1e300;
+    for (int i = 0; i < m->n; i++) {
+      const sim_column *o = &m->col[i];
+      if (i == ic || o->w0 < 0.3f || o->w0 == c->w0 || o->mark || o->basis == SIM_BASIS_ADDED)
+        continue;
+      double score = hypot(o->x - c->x, o->y - c->y) + 1e-3 * hypot(o->x, o->y);
+      if (score < best) best = score, partner = i;
+    }
     if (partner < 0) return SD_ERROR(SD_ERR_INTERNAL, "antisite: no partner column");
     float tmp = c->w;
     c->w = m->col[partner].w;

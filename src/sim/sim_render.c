@@ -280,13 +280,15 @@ sd_status sd_sim_render_ex(const sd_sim_params *p, uint64_t seed, int64_t index,
 
   /* columns */
   double sig_px = g.sigma / g.pix, inv2s2 = 1.0 / (2.0 * sig_px * sig_px);
-  double rad = SIM_WINDOW_SIGMAS * sig_px;
+  double rad = SIM_WINDOW_SIGMAS * sig_px, maxjit = 0;
+  for (int i = 0; i < S; i++) maxjit = fmax(maxjit, fabs(jit[i]));
   for (int i = 0; i < m.n; i++) {
     const sim_column *col = &m.col[i];
     if (col->w <= 0.0f) continue;
     double px, py;
     to_pixel(&g, m.cth, m.sth, c, col->x, col->y, &px, &py);
-    if (py + rad < 0 || py - rad > S - 1 || px + rad + 8 < 0 || px - rad - 8 > S - 1) continue;
+    if (py + rad < 0 || py - rad > S - 1 || px + rad + maxjit < 0 || px - rad - maxjit > S - 1)
+      continue;
     double amp = col->w * column_factor(g.column_seed, col, p->column_variation);
     splat(image, S, px, py, amp, inv2s2, rad, jit);
   }

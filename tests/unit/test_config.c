@@ -1,5 +1,6 @@
 /* test_config.c - defaults agree with the schema; YAML and overrides; each kind of bad
  * input gives one message naming the key, the value and what is allowed. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,11 +31,11 @@ int main(void) {
 
   /* a file layer and command-line layer */
   SD_EXPECT_OK(sd_config_load_string(cfg,
-                                     "simulate:\n  count: 100\n  dose: 1.5e3\n  material: sto\n"
+                                     "simulate:\n  count: 100\n  dose_max: 1.5e3\n  material: sto\n"
                                      "import:\n  input: [a.tif, b dir]\n  recursive: yes\n",
                                      "study.yaml"));
   SD_EXPECT(sd_config_int(cfg, "simulate.count") == 100);
-  SD_EXPECT_NEAR(sd_config_float(cfg, "simulate.dose"), 1500.0, 0);
+  SD_EXPECT_NEAR(sd_config_float(cfg, "simulate.dose_max"), 1500.0, 0);
   SD_EXPECT(sd_config_list_length(cfg, "import.input") == 2);
   SD_EXPECT(strcmp(sd_config_list_item(cfg, "import.input", 1), "b dir") == 0);
   SD_EXPECT(sd_config_bool(cfg, "import.recursive") == 1);
@@ -51,7 +52,11 @@ int main(void) {
   expect_error(cfg, "simulte:\n  count: 3\n", "simulte", "allowed sections");
   expect_error(cfg, "simulate:\n  count: many\n", "simulate.count", "integer");
   expect_error(cfg, "simulate:\n  count: 0\n", "simulate.count", "[1, 1000000000]");
-  expect_error(cfg, "simulate:\n  dose: -5\n", "simulate.dose", "out of range");
+  expect_error(cfg, "simulate:\n  dose_max: -5\n", "simulate.dose_max", "out of range");
+  expect_error(cfg, "simulate:\n  dose_max: lots\n", "simulate.dose_max", "auto or a number");
+  SD_EXPECT_OK(sd_config_load_string(cfg, "simulate:\n  dose_max: auto\n", "auto.yaml"));
+  SD_EXPECT(isnan(sd_config_float(cfg, "simulate.dose_max")));
+  SD_EXPECT(strcmp(sd_config_string(cfg, "simulate.dose_max"), "auto") == 0);
   expect_error(cfg, "simulate:\n  material: gold\n", "simulate.material", "cdte|sto");
   expect_error(cfg, "import:\n  recursive: maybe\n", "import.recursive", "true or false");
   expect_error(cfg, "simulate:\n  count: [1, 2]\n", "simulate.count", "wrong type");

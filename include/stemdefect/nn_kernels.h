@@ -1,0 +1,124 @@
+/* nn_kernels.h - the stateless compute kernels behind the layers of nn.h, on raw float32 NCHW
+ * buffers with explicit shapes. The model calls these; tests and benchmarks call them directly.
+ *
+ * Conventions: forward kernels overwrite their output; backward kernels ADD into the input
+ * gradient (dx), into parameter gradients (dw, db, dgamma, dbeta), so a tensor read by several
+ * layers collects all contributions. A NULL gradient pointer skips that gradient. No kernel
+ * allocates: the ones needing scratch take a workspace sized by their _workspace function.
+ */
+#ifndef STEMDEFECT_NN_KERNELS_H
+#define STEMDEFECT_NN_KERNELS_H
+
+#include <stddef.h>
+
+#include "stemdefect/nn.h"
+
+/* ---- convolution (im2col + OpenBLAS sgemm) ------------------------------------------------ */
+
+/* Output size of a convolution: (in + 2 pad - k) / stride + 1 (0 or less: invalid). */
+int sd_nn_conv_out_size(int in, int k, int stride, int pad);
+
+/* x [c, h, w] -> col [c*kh*kw, oh*ow] (row r = (ci*kh + ky)*kw + kx), rows ldcol apart. */
+void sd_nn_im2col(const sd_nn_conv_geom *g, const float *x, float *col, size_t ldcol);
+/* Inverse scatter: x [c, h, w] += col2im(col [c*kh*kw, oh*ow], rows ldcol apart). */
+void sd_nn_col2im_add(const sd_nn_conv_geom *g, const float *col, size_t ldcol, float *x);
+
+/* Floats of workspace needed by conv2d forward/backward and transposed conv on n images. */
+size_t sd_nn_conv2d_workspace(const sd_nn_conv_geom *g, int n);
+/* y [n, oc, oh, ow] = conv(x [n, c, h, w], w [oc, c, kh, kw]) + b [oc] (b may be NULL). */
+void sd_nn_conv2d_forward(const sd_nn_conv_geom *g, int n, const float *x, const float *w,
+                          const float *b, float *y, float *work);
+/* From dy [n, oc, oh, ow]: dx [n, c, h, w] +=, dw [oc, c, kh, kw] +=, db [oc] += (each may be
+ * NULL). */
+void sd_nn_conv2d_backward(const sd_nn_conv_geom *g, int n, const float *x, const float *w,
+                           const float *dy, float *dx, float *dw, float *db, float *work);
+
+/* Transposed convolution, the adjoint of the conv described by g: input x [n, oc, oh, ow],
+ * weight w [oc, c, kh, kw] (PyTorch's ConvTranspose2d [in, out, kh, kw] layout), output
+ * y [n, c, h, w] = conv_backward_data(x) + b [c]. */
+void sd_nn_conv_transpose2d_forward(const sd_nn_conv_geom *g, int n, const float *x,
+                                    const float *w, const float *b, float *y, float *work);
+/* From dy [n, c, h, w]: dx [n, oc, oh, ow] +=, dw [oc, c, kh, kw] +=, db [c] +=. */
+void sd_nn_conv_transpose2d_backward(const sd_nn_conv_geom *g, int n, const float *x,
+                                     const float *w, const float *dy, float *dx, float *dw,
+                                     float *db, float *work);
+
+/* ---- dense ---------------------------------------------------------------------------- */
+
+/* y [n, out] = x [n, in] w^T + b; w [out, in]; b [out] or NULL. */
+void sd_nn_dense_forward(int n, int in, int out, const float *x, const float *w, const float *b,
+                         float *y);
+/* dx [n, in] +=, dw [out, in] +=, db [out] += (each may be NULL). */
+void sd_nn_dense_backward(int n, int in, int out, const float *x, const float *w,
+                          const float *dy, float *dx, float *dw, float *db);
+
+/* ---- batch normalisation ---------------------------------------------------------------- */
+
+/* Training forward on x [n, c, hw]: per-channel sums (sum x, sum x^2, count) go through reduce
+ * (may be NULL) in stats [2c + 1], then y = gamma (x - mean) invstd + beta. Saves mean, invstd
+ * [c] and *count; updates running_mean/var [c] (unbiased variance, PyTorch's momentum). */
+sd_status sd_nn_batchnorm_forward_train(int n, int c, int hw, const float *x, const float *gamma,
+                                        const float *beta, float momentum, float eps,
+                                        float *running_mean, float *running_var, float *mean,
+                                        float *invstd, double *count, float *y, double *stats,
+                                        sd_nn_reduce_fn reduce, void *reduce_ctx);
+/* Inference forward with running statistics. */
+void sd_nn_batchnorm_forward_eval(int n, int c, int hw, const float *x, const float *gamma,
+                                  const float *beta, const float *running_mean,
+                                  const float *running_var, float eps, float *y);
+/* Training backward: local dgamma, dbeta [c] +=; the sums (sum dy, sum dy xhat) go through
+ * reduce in stats [2c] before dx +=. count is the (global) count saved by forward. */
+sd_status sd_nn_batchnorm_backward_train(int n, int c, int hw, const float *x, const float *dy,
+                                         const float *gamma, const float *mean,
+                                         const float *invstd, double count, float *dx,
+                                         float *dgamma, float *dbeta, double *stats,
+                                         sd_nn_reduce_fn reduce, void *reduce_ctx);
+/* Backward of the eval-mode affine map. */
+void sd_nn_batchnorm_backward_eval(int n, int c, int hw, const float *x, const float *dy,
+                                   const float *gamma, const float *running_mean,
+                                   const float *running_var, float eps, float *dx, float *dgamma,
+                                   float *dbeta);
+
+/* ---- elementwise ------------------------------------------------------------------------ */
+
+/* y = x > 0 ? x : slope x over len elements (slope 0 = ReLU). */
+void sd_nn_leaky_relu_forward(size_t len, float slope, const float *x, float *y);
+/* dx += dy * (x > 0 ? 1 : slope). */
+void sd_nn_leaky_relu_backward(size_t len, float slope, const float *x, const float *dy,
+                               float *dx);
+/* y = x * mask. */
+void sd_nn_mul_forward(size_t len, const float *x, const float *mask, float *y);
+/* dx += dy * mask. */
+void sd_nn_mul_backward(size_t len, const float *mask, const float *dy, float *dx);
+
+/* ---- pooling ------------------------------------------------------------------------------ */
+
+/* x [nc, h, w] -> y [nc, oh, ow] (nc = batch * channels). */
+void sd_nn_maxpool_forward(int nc, int h, int w, int k, int stride, int pad, int oh, int ow,
+                           const float *x, float *y);
+/* Routes dy to the first maximum of each window (recomputed from x): dx +=. */
+void sd_nn_maxpool_backward(int nc, int h, int w, int k, int stride, int pad, int oh, int ow,
+                            const float *x, const float *dy, float *dx);
+void sd_nn_avgpool_forward(int nc, int h, int w, int k, int stride, int pad, int oh, int ow,
+                           const float *x, float *y);
+void sd_nn_avgpool_backward(int nc, int h, int w, int k, int stride, int pad, int oh, int ow,
+                            const float *dy, float *dx);
+/* x [nc, hw] -> y [nc]. */
+void sd_nn_global_avgpool_forward(int nc, int hw, const float *x, float *y);
+void sd_nn_global_avgpool_backward(int nc, int hw, const float *dy, float *dx);
+
+/* ---- resampling and joins -------------------------------------------------------------------- */
+
+/* x [nc, h, w] -> y [nc, h*factor, w*factor]. */
+void sd_nn_upsample_forward(int nc, int h, int w, int factor, sd_nn_upsample_mode mode,
+                            const float *x, float *y);
+/* dx [nc, h, w] += adjoint of the upsampling applied to dy. */
+void sd_nn_upsample_backward(int nc, int h, int w, int factor, sd_nn_upsample_mode mode,
+                             const float *dy, float *dx);
+/* y [n, ca + cb, hw] = [a [n, ca, hw], b [n, cb, hw]]. */
+void sd_nn_concat_forward(int n, int ca, int cb, int hw, const float *a, const float *b,
+                          float *y);
+/* da +=, db += the matching slices of dy (either may be NULL). */
+void sd_nn_concat_backward(int n, int ca, int cb, int hw, const float *dy, float *da, float *db);
+
+#endif

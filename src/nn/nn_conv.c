@@ -1,0 +1,342 @@
+/* nn_conv.c - convolution, transposed convolution and dense layers lowered onto OpenBLAS sgemm.
+ *
+ * Convolution of one image is W [oc, c*kh*kw] x col [c*kh*kw, oh*ow] with col built by im2col.
+ * When an image has few output pixels, several images are folded into the GEMM's N dimension
+ * (col [K, g*P], staged output [oc, g*P] scattered back to NCHW) so that the GEMM stays large
+ * enough to run near peak. 1x1 stride-1 convolutions use the input directly as col. The
+ * backward pass recomputes col instead of keeping it from forward (memory over a cheap pass).
+ */
+#include <cblas.h>
+#include <string.h>
+
+#include "stemdefect/nn_kernels.h"
+
+/* Fold images into one GEMM until it has about this many columns. */
+#define SD_NN_GEMM_COLS 2048
+
+int sd_nn_conv_out_size(int in, int k, int stride, int pad) {
+  if (in < 1 || k < 1 || stride < 1 || pad < 0) return 0;
+  int span = in + 2 * pad - k;
+  if (span < 0) return 0;
+  return span / stride + 1;
+}
+
+/* For kernel offset kx: the output columns [lo, hi) whose input column ox*s - p + kx is in
+ * [0, w). */
+static void valid_range(int w, int ow, int s, int p, int kx, int *lo, int *hi) {
+  int a = p - kx;
+  int l = a <= 0 ? 0 : (a + s - 1) / s;
+  int b = w - 1 + p - kx;
+  int h = b < 0 ? 0 : b / s + 1;
+  if (h > ow) h = ow;
+  if (l > h) l = h;
+  *lo = l;
+  *hi = h;
+}
+
+void sd_nn_im2col(const sd_nn_conv_geom *g, const float *x, float *col, size_t ldcol) {
+  const int h = g->h, w = g->w, oh = g->oh, ow = g->ow;
+  const int sh = g->sh, sw = g->sw, ph = g->ph, pw = g->pw;
+  for (int ci = 0; ci < g->c; ci++) {
+    const float *xc = x + (size_t)ci * h * w;
+    for (int ky = 0; ky < g->kh; ky++) {
+      for (int kx = 0; kx < g->kw; kx++) {
+        float *row = col + (size_t)((ci * g->kh + ky) * g->kw + kx) * ldcol;
+        int lo, hi;
+        valid_range(w, ow, sw, pw, kx, &lo, &hi);
+        for (int oy = 0; oy < oh; oy++) {
+          float *dst = row + (size_t)oy * ow;
+          int iy = oy * sh - ph + ky;
+          if (iy < 0 || iy >= h || lo == hi) {
+            memset(dst, 0, sizeof(float) * (size_t)ow);
+            continue;
+          }
+          const float *src = xc + (size_t)iy * w + (lo * sw - pw + kx);
+          for (int ox = 0; ox < lo; ox++) dst[ox] = 0.0f;
+          if (sw == 1) {
+            memcpy(dst + lo, src, sizeof(float) * (size_t)(hi - lo));
+          } else {
+            float *d = dst + lo;
+            for (int i = 0, m = hi - lo; i < m; i++) d[i] = src[(size_t)i * sw];
+          }
+          for (int ox = hi; ox < ow; ox++) dst[ox] = 0.0f;
+        }
+      }
+    }
+  }
+}
+
+void sd_nn_col2im_add(const sd_nn_conv_geom *g, const float *col, size_t ldcol, float *x) {
+  const int h = g->h, w = g->w, oh = g->oh, ow = g->ow;
+  const int sh = g->sh, sw = g->sw, ph = g->ph, pw = g->pw;
+  for (int ci = 0; ci < g->c; ci++) {
+    float *xc = x + (size_t)ci * h * w;
+    for (int ky = 0; ky < g->kh; ky++) {
+      for (int kx = 0; kx < g->kw; kx++) {
+        const float *row = col + (size_t)((ci * g->kh + ky) * g->kw + kx) * ldcol;
+        int lo, hi;
+        valid_range(w, ow, sw, pw, kx, &lo, &hi);
+        if (lo == hi) continue;
+        for (int oy = 0; oy < oh; oy++) {
+          int iy = oy * sh - ph + ky;
+          if (iy < 0 || iy >= h) continue;
+          const float *src = row + (size_t)oy * ow + lo;
+          float *dst = xc + (size_t)iy * w + (lo * sw - pw + kx);
+          const int m = hi - lo;
+          if (sw == 1) {
+            for (int i = 0; i < m; i++) dst[i] += src[i];
+          } else {
+            for (int i = 0; i < m; i++) dst[(size_t)i * sw] += src[i];
+          }
+        }
+      }
+    }
+  }
+}
+
+static int is_pointwise(const sd_nn_conv_geom *g) {
+  return g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0;
+}
+
+/* Images per GEMM. */
+static int chunk_images(const sd_nn_conv_geom *g, int n) {
+  size_t P = (size_t)g->oh * g->ow;
+  if (P >= SD_NN_GEMM_COLS || n <= 1) return 1;
+  size_t gi = (SD_NN_GEMM_COLS + P - 1) / P;
+  return gi > (size_t)n ? n : (int)gi;
+}
+
+size_t sd_nn_conv2d_workspace(const sd_nn_conv_geom *g, int n) {
+  size_t P = (size_t)g->oh * g->ow;
+  size_t K = (size_t)g->c * g->kh * g->kw;
+  return (K + (size_t)g->oc) * (size_t)chunk_images(g, n) * P;
+}
+
+/* rows x [rows, P] of `cnt` images (image stride img) -> dst [rows, cnt*P]. */
+static void gather_rows(int cnt, int rows, size_t P, const float *src, size_t img, float *dst) {
+  size_t N = (size_t)cnt * P;
+  for (int j = 0; j < cnt; j++)
+    for (int r = 0; r < rows; r++)
+      memcpy(dst + (size_t)r * N + (size_t)j * P, src + (size_t)j * img + (size_t)r * P,
+             sizeof(float) * P);
+}
+
+/* The im2col of cnt images into col [K, cnt*P]. */
+static void build_cols(const sd_nn_conv_geom *g, int cnt, const float *x, float *col) {
+  size_t P = (size_t)g->oh * g->ow, N = (size_t)cnt * P;
+  size_t in_sz = (size_t)g->c * g->h * g->w;
+  if (is_pointwise(g)) {
+    gather_rows(cnt, g->c, P, x, in_sz, col);
+    return;
+  }
+  for (int j = 0; j < cnt; j++) sd_nn_im2col(g, x + (size_t)j * in_sz, col + (size_t)j * P, N);
+}
+
+/* dx (cnt images) += col2im(col [K, cnt*P]). */
+static void scatter_cols_add(const sd_nn_conv_geom *g, int cnt, const float *col, float *dx) {
+  size_t P = (size_t)g->oh * g->ow, N = (size_t)cnt * P;
+  size_t in_sz = (size_t)g->c * g->h * g->w;
+  for (int j = 0; j < cnt; j++) {
+    float *d = dx + (size_t)j * in_sz;
+    if (is_pointwise(g)) {
+      for (int r = 0; r < g->c; r++) {
+        const float *s = col + (size_t)r * N + (size_t)j * P;
+        float *dr = d + (size_t)r * P;
+        for (size_t i = 0; i < P; i++) dr[i] += s[i];
+      }
+    } else {
+      sd_nn_col2im_add(g, col + (size_t)j * P, N, d);
+    }
+  }
+}
+
+void sd_nn_conv2d_forward(const sd_nn_conv_geom *g, int n, const float *x, const float *w,
+                          const float *b, float *y, float *work) {
+  const int oc = g->oc;
+  const size_t P = (size_t)g->oh * g->ow, K = (size_t)g->c * g->kh * g->kw;
+  const size_t in_sz = (size_t)g->c * g->h * g->w, out_sz = (size_t)oc * P;
+  const int gi = chunk_images(g, n);
+  for (int i0 = 0; i0 < n; i0 += gi) {
+    const int cnt = n - i0 < gi ? n - i0 : gi;
+    const size_t N = (size_t)cnt * P;
+    const float *xi = x + (size_t)i0 * in_sz;
+    if (cnt == 1) {
+      const float *B = xi;
+      if (!is_pointwise(g)) {
+        sd_nn_im2col(g, xi, work, P);
+        B = work;
+      }
+      float *Y = y + (size_t)i0 * out_sz;
+      float beta = 0.0f;
+      if (b) {
+        for (int o = 0; o < oc; o++) {
+          float *row = Y + (size_t)o * P, v = b[o];
+          for (size_t p = 0; p < P; p++) row[p] = v;
+        }
+        beta = 1.0f;
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, oc, (int)P, (int)K, 1.0f, w, (int)K,
+                  B, (int)P, beta, Y, (int)P);
+    } else {
+      float *col = work, *stage = work + K * N;
+      build_cols(g, cnt, xi, col);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, oc, (int)N, (int)K, 1.0f, w, (int)K,
+                  col, (int)N, 0.0f, stage, (int)N);
+      for (int j = 0; j < cnt; j++) {
+        float *Y = y + (size_t)(i0 + j) * out_sz;
+        for (int o = 0; o < oc; o++) {
+          const float *s = stage + (size_t)o * N + (size_t)j * P;
+          float *d = Y + (size_t)o * P, v = b ? b[o] : 0.0f;
+          for (size_t p = 0; p < P; p++) d[p] = s[p] + v;
+        }
+      }
+    }
+  }
+}
+
+static void row_sums_add(int rows, size_t len, const float *a, float *out) {
+  for (int r = 0; r < rows; r++) {
+    const float *s = a + (size_t)r * len;
+    float acc = 0.0f;
+    for (size_t i = 0; i < len; i++) acc += s[i];
+    out[r] += acc;
+  }
+}
+
+void sd_nn_conv2d_backward(const sd_nn_conv_geom *g, int n, const float *x, const float *w,
+                           const float *dy, float *dx, float *dw, float *db, float *work) {
+  const int oc = g->oc;
+  const size_t P = (size_t)g->oh * g->ow, K = (size_t)g->c * g->kh * g->kw;
+  const size_t in_sz = (size_t)g->c * g->h * g->w, out_sz = (size_t)oc * P;
+  const int gi = chunk_images(g, n);
+  const int pointwise = is_pointwise(g);
+  for (int i0 = 0; i0 < n; i0 += gi) {
+    const int cnt = n - i0 < gi ? n - i0 : gi;
+    const size_t N = (size_t)cnt * P;
+    const float *xi = x + (size_t)i0 * in_sz;
+    float *col = work, *stage = work + K * N;
+    const float *DY = dy + (size_t)i0 * out_sz;
+    if (cnt > 1) {
+      gather_rows(cnt, oc, P, DY, out_sz, stage);
+      DY = stage;
+    }
+    if (db) row_sums_add(oc, N, DY, db);
+    if (dw) {
+      const float *B = xi;
+      if (cnt > 1 || !pointwise) {
+        build_cols(g, cnt, xi, col);
+        B = col;
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, oc, (int)K, (int)N, 1.0f, DY, (int)N,
+                  B, (int)N, 1.0f, dw, (int)K);
+    }
+    if (dx) {
+      float *dxi = dx + (size_t)i0 * in_sz;
+      if (cnt == 1 && pointwise) {
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)P, oc, 1.0f, w, (int)K,
+                    DY, (int)P, 1.0f, dxi, (int)P);
+      } else {
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)N, oc, 1.0f, w, (int)K,
+                    DY, (int)N, 0.0f, col, (int)N);
+        scatter_cols_add(g, cnt, col, dxi);
+      }
+    }
+  }
+}
+
+void sd_nn_conv_transpose2d_forward(const sd_nn_conv_geom *g, int n, const float *x,
+                                    const float *w, const float *b, float *y, float *work) {
+  const int oc = g->oc;
+  const size_t P = (size_t)g->oh * g->ow, K = (size_t)g->c * g->kh * g->kw;
+  const size_t y_sz = (size_t)g->c * g->h * g->w, x_sz = (size_t)oc * P;
+  const size_t HW = (size_t)g->h * g->w;
+  const int gi = chunk_images(g, n);
+  for (int i = 0; i < n; i++) {
+    float *yi = y + (size_t)i * y_sz;
+    for (int c = 0; c < g->c; c++) {
+      float v = b ? b[c] : 0.0f, *row = yi + (size_t)c * HW;
+      for (size_t p = 0; p < HW; p++) row[p] = v;
+    }
+  }
+  for (int i0 = 0; i0 < n; i0 += gi) {
+    const int cnt = n - i0 < gi ? n - i0 : gi;
+    const size_t N = (size_t)cnt * P;
+    float *col = work, *stage = work + K * N;
+    const float *X = x + (size_t)i0 * x_sz;
+    if (cnt > 1) {
+      gather_rows(cnt, oc, P, X, x_sz, stage);
+      X = stage;
+    }
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)N, oc, 1.0f, w, (int)K, X,
+                (int)N, 0.0f, col, (int)N);
+    scatter_cols_add(g, cnt, col, y + (size_t)i0 * y_sz);
+  }
+}
+
+void sd_nn_conv_transpose2d_backward(const sd_nn_conv_geom *g, int n, const float *x,
+                                     const float *w, const float *dy, float *dx, float *dw,
+                                     float *db, float *work) {
+  const int oc = g->oc;
+  const size_t P = (size_t)g->oh * g->ow, K = (size_t)g->c * g->kh * g->kw;
+  const size_t y_sz = (size_t)g->c * g->h * g->w, x_sz = (size_t)oc * P;
+  const size_t HW = (size_t)g->h * g->w;
+  const int gi = chunk_images(g, n);
+  if (db)
+    for (int i = 0; i < n; i++) row_sums_add(g->c, HW, dy + (size_t)i * y_sz, db);
+  if (!dx && !dw) return;
+  for (int i0 = 0; i0 < n; i0 += gi) {
+    const int cnt = n - i0 < gi ? n - i0 : gi;
+    const size_t N = (size_t)cnt * P;
+    float *col = work, *stage = work + K * N;
+    build_cols(g, cnt, dy + (size_t)i0 * y_sz, col);
+    if (dw) {
+      const float *X = x + (size_t)i0 * x_sz;
+      if (cnt > 1) {
+        gather_rows(cnt, oc, P, X, x_sz, stage);
+        X = stage;
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, oc, (int)K, (int)N, 1.0f, X, (int)N,
+                  col, (int)N, 1.0f, dw, (int)K);
+    }
+    if (dx) {
+      float *dxi = dx + (size_t)i0 * x_sz;
+      if (cnt == 1) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, oc, (int)P, (int)K, 1.0f, w,
+                    (int)K, col, (int)P, 1.0f, dxi, (int)P);
+      } else {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, oc, (int)N, (int)K, 1.0f, w,
+                    (int)K, col, (int)N, 0.0f, stage, (int)N);
+        for (int j = 0; j < cnt; j++)
+          for (int o = 0; o < oc; o++) {
+            const float *s = stage + (size_t)o * N + (size_t)j * P;
+            float *d = dxi + (size_t)j * x_sz + (size_t)o * P;
+            for (size_t p = 0; p < P; p++) d[p] += s[p];
+          }
+      }
+    }
+  }
+}
+
+void sd_nn_dense_forward(int n, int in, int out, const float *x, const float *w, const float *b,
+                         float *y) {
+  float beta = 0.0f;
+  if (b) {
+    for (int i = 0; i < n; i++) memcpy(y + (size_t)i * out, b, sizeof(float) * (size_t)out);
+    beta = 1.0f;
+  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, w, in, beta, y,
+              out);
+}
+
+void sd_nn_dense_backward(int n, int in, int out, const float *x, const float *w,
+                          const float *dy, float *dx, float *dw, float *db) {
+  if (db)
+    for (int i = 0; i < n; i++)
+      for (int o = 0; o < out; o++) db[o] += dy[(size_t)i * out + o];
+  if (dw)
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, n, 1.0f, dy, out, x, in, 1.0f,
+                dw, in);
+  if (dx)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, out, 1.0f, dy, out, w, in, 1.0f,
+                dx, in);
+}
