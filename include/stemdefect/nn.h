@@ -82,13 +82,13 @@ static inline size_t sd_nn_tensor_size(const sd_nn_tensor *t) {
 /* A named parameter or buffer tensor inside its arena (for optimisers and serialization). */
 typedef struct sd_nn_param {
   char name[SD_NN_NAME_MAX + 24]; /* "conv3.weight", "bn0.running_var", ... */
-  int ndim;                  /* 1..4 */
-  int shape[4];              /* e.g. conv weight [out_ch, in_ch, kh, kw], bias [out_ch] */
-  size_t offset;             /* first element in the arena (params/grads/opt, or buffers) */
-  size_t count;              /* product of shape */
-  int layer;                 /* owning layer id */
-  int decay;                 /* 1: weight decay applies (conv/dense weights); 0: bias, BN */
-  int trainable;             /* 0: frozen, the optimiser leaves it unchanged */
+  int ndim;                       /* 1..4 */
+  int shape[4];                   /* e.g. conv weight [out_ch, in_ch, kh, kw], bias [out_ch] */
+  size_t offset;                  /* first element in the arena (params/grads/opt, or buffers) */
+  size_t count;                   /* product of shape */
+  int layer;                      /* owning layer id */
+  int decay;                      /* 1: weight decay applies (conv/dense weights); 0: bias, BN */
+  int trainable;                  /* 0: frozen, the optimiser leaves it unchanged */
 } sd_nn_param;
 
 /* ---- layers ---------------------------------------------------------------------------- */
@@ -132,17 +132,17 @@ typedef struct sd_nn_conv_geom {
  * pointers point into the model's arenas (NULL before compile). */
 typedef struct sd_nn_layer {
   sd_nn_layer_kind kind;
-  char name[SD_NN_NAME_MAX]; /* unique: "conv0", "bn2", ... (sd_nn_layer_set_name) */
-  int in[2];                 /* input layer ids; in[1] = -1 except concat and add */
-  sd_nn_tensor out;          /* output [n, c, h, w] and its gradient */
+  char name[SD_NN_NAME_MAX];      /* unique: "conv0", "bn2", ... (sd_nn_layer_set_name) */
+  int in[2];                      /* input layer ids; in[1] = -1 except concat and add */
+  sd_nn_tensor out;               /* output [n, c, h, w] and its gradient */
   int param_first, param_count;   /* entries in model->param_info */
   int buffer_first, buffer_count; /* entries in model->buffer_info */
-  int on_path;               /* 1: the output depends on this layer (forward/backward visit it) */
+  int on_path; /* 1: the output depends on this layer (forward/backward visit it) */
   union {
     struct {
       int out_ch, k, stride, pad, bias; /* as given to the builder */
       sd_nn_conv_geom g;                /* resolved at compile */
-      float *w, *dw;                    /* conv [oc, c, kh, kw]; transposed [c_in, oc, kh, kw] */
+      float *w, *dw; /* conv [oc, c, kh, kw]; transposed [in_ch, out_ch, kh, kw] = [g.oc, g.c, ..] */
       float *b, *db;                    /* [oc], NULL without bias */
     } conv;
     struct {
@@ -182,14 +182,14 @@ typedef struct sd_nn_layer {
 typedef struct sd_nn_model {
   sd_nn_layer *layers; /* [num_layers]; layers[0] is the input */
   int num_layers, cap_layers;
-  int output;              /* output layer id (default: the last added) */
-  sd_status build_status;  /* first builder error */
-  int compiled;            /* 1 after sd_nn_model_compile */
-  int batch;               /* compiled (maximum) batch size */
-  int in_c, in_h, in_w;    /* input sample shape */
-  int input_grad;          /* 1: backward also fills layers[0].out.grad */
-  sd_nn_mode mode;         /* mode of the last forward */
-  int forward_done;        /* 1 after a forward (backward needs one) */
+  int output;             /* output layer id (default: the last added) */
+  sd_status build_status; /* first builder error */
+  int compiled;           /* 1 after sd_nn_model_compile */
+  int batch;              /* compiled (maximum) batch size */
+  int in_c, in_h, in_w;   /* input sample shape */
+  int input_grad;         /* 1: backward also fills layers[0].out.grad */
+  sd_nn_mode mode;        /* mode of the last forward */
+  int forward_done;       /* 1 after a forward (backward needs one) */
 
   sd_nn_param *param_info; /* [num_param_tensors] */
   int num_param_tensors, cap_param_tensors;
@@ -208,10 +208,10 @@ typedef struct sd_nn_model {
   float *work;        /* [num_work] im2col columns and GEMM staging */
   double *dwork;      /* [2 * max channels + 2] statistics handed to the reduce hook */
 
-  sd_rng dropout_rng;                /* advanced by every training forward with dropout */
-  sd_nn_reduce_fn reduce;            /* batch-norm statistics across ranks; NULL = local */
+  sd_rng dropout_rng;     /* advanced by every training forward with dropout */
+  sd_nn_reduce_fn reduce; /* batch-norm statistics across ranks; NULL = local */
   void *reduce_ctx;
-  sd_nn_grad_ready_fn grad_ready;    /* optional, see sd_nn_grad_ready_fn */
+  sd_nn_grad_ready_fn grad_ready; /* optional, see sd_nn_grad_ready_fn */
   void *grad_ready_ctx;
 } sd_nn_model;
 
@@ -254,7 +254,8 @@ int sd_nn_add_upsample(sd_nn_model *m, int in, int factor, sd_nn_upsample_mode m
 sd_status sd_nn_layer_set_name(sd_nn_model *m, int id, const char *name);
 /* Chooses the output layer (default: the last added). */
 sd_status sd_nn_model_set_output(sd_nn_model *m, int id);
-/* Keep the gradient with respect to the model input (off by default; for tests, saliency). */
+/* Keep the gradient with respect to the model input (off by default; for tests, saliency).
+ * Before compile; ignored after. */
 void sd_nn_model_set_input_grad(sd_nn_model *m, int on);
 
 /* Resolves shapes for input [batch, c, h, w], allocates every arena once and initialises the
@@ -319,8 +320,8 @@ size_t sd_nn_model_trainable_count(const sd_nn_model *m);
 size_t sd_nn_model_describe(const sd_nn_model *m, char *buf, size_t cap);
 /* Builds an uncompiled model from a description written by sd_nn_model_describe; *c, *h, *w
  * receive the input shape (any may be NULL). */
-sd_status sd_nn_model_create_from_description(sd_nn_model **model, const char *text, int *c,
-                                              int *h, int *w);
+sd_status sd_nn_model_create_from_description(sd_nn_model **model, const char *text, int *c, int *h,
+                                              int *w);
 /* Kind name as used in descriptions ("conv2d", "batchnorm", ...). */
 const char *sd_nn_layer_kind_name(sd_nn_layer_kind kind);
 
@@ -347,14 +348,14 @@ typedef struct sd_nn_loss_opts {
  * (-log p_{i,c})] / sum_i w_{y_i}, as torch.nn.functional.cross_entropy. opts may be NULL. */
 sd_status sd_nn_loss_softmax_ce(sd_nn_tensor *logits, const int32_t *target,
                                 const sd_nn_loss_opts *opts, double *loss);
-/* Sigmoid + binary cross-entropy, mean over elements whose target is >= 0. logits, target
- * [n, c, h, w], targets in [0, 1]. */
+/* Sigmoid + binary cross-entropy, mean over elements whose target is >= 0 (negative = ignored).
+ * logits, target [n, c, h, w], targets in [0, 1]; class_weights [c] weight each channel. */
 sd_status sd_nn_loss_sigmoid_bce(sd_nn_tensor *logits, const float *target,
                                  const sd_nn_loss_opts *opts, double *loss);
 /* Soft Dice on softmax(logits) against one-hot targets [n, h, w]: loss = 1 - weighted mean over
  * classes of (2 sum p g + s) / (sum p + sum g + s), sums over the whole batch. */
-sd_status sd_nn_loss_dice(sd_nn_tensor *logits, const int32_t *target,
-                          const sd_nn_loss_opts *opts, double *loss);
+sd_status sd_nn_loss_dice(sd_nn_tensor *logits, const int32_t *target, const sd_nn_loss_opts *opts,
+                          double *loss);
 /* Channel softmax of x [n, c, hw] into y (may alias x). */
 void sd_nn_softmax(int n, int c, int hw, const float *x, float *y);
 
@@ -385,7 +386,9 @@ sd_nn_optim sd_nn_optim_adamw(float lr, float weight_decay);
 
 /* One update of every trainable parameter from m->grads with learning rate lr (clipping the
  * gradient first if clip_norm > 0, which rescales m->grads). grad_norm (may be NULL) receives
- * the global gradient norm before clipping. Frozen parameters are untouched. */
+ * the global gradient norm before clipping. Frozen parameters are untouched. Returns
+ * SD_ERR_ARG, changing nothing, when the gradient norm is not finite (a diverged loss). In data
+ * parallel training call it after the gradient allreduce: every rank then takes the same step. */
 sd_status sd_nn_optim_step(sd_nn_model *m, sd_nn_optim *opt, float lr, double *grad_norm);
 /* L2 norm of the gradients of trainable parameters. */
 double sd_nn_grad_norm(const sd_nn_model *m);
@@ -394,32 +397,33 @@ void sd_nn_optim_reset(sd_nn_model *m, sd_nn_optim *opt);
 
 typedef enum sd_nn_schedule_kind {
   SD_NN_SCHEDULE_CONSTANT = 0,
-  SD_NN_SCHEDULE_STEP = 1,  /* lr * gamma^floor((t - warmup) / step_size) */
-  SD_NN_SCHEDULE_COSINE = 2 /* min_lr + (lr - min_lr)(1 + cos(pi (t - warmup)/(total - warmup)))/2 */
+  SD_NN_SCHEDULE_STEP = 1, /* lr * gamma^floor((t - warmup) / step_size) */
+  SD_NN_SCHEDULE_COSINE =
+      2 /* min_lr + (lr - min_lr)(1 + cos(pi (t - warmup)/(total - warmup)))/2 */
 } sd_nn_schedule_kind;
 
 /* Learning rate as a function of the step t (0-based), with an optional linear warm-up from
  * lr/warmup_steps to lr over the first warmup_steps steps. */
 typedef struct sd_nn_schedule {
   sd_nn_schedule_kind kind;
-  float lr;           /* peak learning rate */
-  float min_lr;       /* cosine floor */
-  float gamma;        /* step decay factor */
-  int64_t step_size;  /* step decay period */
-  int64_t total;      /* cosine: total steps */
-  int64_t warmup;     /* warm-up steps (0 = none) */
+  float lr;          /* peak learning rate */
+  float min_lr;      /* cosine floor */
+  float gamma;       /* step decay factor */
+  int64_t step_size; /* step decay period */
+  int64_t total;     /* cosine: total steps */
+  int64_t warmup;    /* warm-up steps (0 = none) */
 } sd_nn_schedule;
 
 float sd_nn_schedule_lr(const sd_nn_schedule *s, int64_t t);
 
 /* Early stopping on a validation loss with a copy of the best parameters and buffers. */
 typedef struct sd_nn_early_stop {
-  int patience;       /* epochs without improvement before stopping */
-  double min_delta;   /* improvement must exceed this */
-  double best;        /* best validation loss so far (+inf at start) */
-  int best_epoch;     /* epoch of best (-1 at start) */
-  int bad_epochs;     /* epochs since the best */
-  float *best_params; /* [num_params] copy of the parameter arena at the best epoch */
+  int patience;        /* epochs without improvement before stopping */
+  double min_delta;    /* improvement must exceed this */
+  double best;         /* best validation loss so far (+inf at start) */
+  int best_epoch;      /* epoch of best (-1 at start) */
+  int bad_epochs;      /* epochs since the best */
+  float *best_params;  /* [num_params] copy of the parameter arena at the best epoch */
   float *best_buffers; /* [num_buffers] */
   size_t num_params, num_buffers;
 } sd_nn_early_stop;
@@ -428,8 +432,7 @@ sd_status sd_nn_early_stop_init(sd_nn_early_stop *es, const sd_nn_model *m, int 
                                 double min_delta);
 /* Records this epoch's validation loss (saving the weights when it is the best so far);
  * returns 1 when training should stop, 0 otherwise. */
-int sd_nn_early_stop_update(sd_nn_early_stop *es, const sd_nn_model *m, double val_loss,
-                            int epoch);
+int sd_nn_early_stop_update(sd_nn_early_stop *es, const sd_nn_model *m, double val_loss, int epoch);
 /* Copies the best parameters and buffers back into the model (no-op before any update). */
 sd_status sd_nn_early_stop_restore(const sd_nn_early_stop *es, sd_nn_model *m);
 void sd_nn_early_stop_free(sd_nn_early_stop *es);

@@ -36,8 +36,8 @@ void sd_nn_conv2d_backward(const sd_nn_conv_geom *g, int n, const float *x, cons
 /* Transposed convolution, the adjoint of the conv described by g: input x [n, oc, oh, ow],
  * weight w [oc, c, kh, kw] (PyTorch's ConvTranspose2d [in, out, kh, kw] layout), output
  * y [n, c, h, w] = conv_backward_data(x) + b [c]. */
-void sd_nn_conv_transpose2d_forward(const sd_nn_conv_geom *g, int n, const float *x,
-                                    const float *w, const float *b, float *y, float *work);
+void sd_nn_conv_transpose2d_forward(const sd_nn_conv_geom *g, int n, const float *x, const float *w,
+                                    const float *b, float *y, float *work);
 /* From dy [n, c, h, w]: dx [n, oc, oh, ow] +=, dw [oc, c, kh, kw] +=, db [c] +=. */
 void sd_nn_conv_transpose2d_backward(const sd_nn_conv_geom *g, int n, const float *x,
                                      const float *w, const float *dy, float *dx, float *dw,
@@ -49,8 +49,8 @@ void sd_nn_conv_transpose2d_backward(const sd_nn_conv_geom *g, int n, const floa
 void sd_nn_dense_forward(int n, int in, int out, const float *x, const float *w, const float *b,
                          float *y);
 /* dx [n, in] +=, dw [out, in] +=, db [out] += (each may be NULL). */
-void sd_nn_dense_backward(int n, int in, int out, const float *x, const float *w,
-                          const float *dy, float *dx, float *dw, float *db);
+void sd_nn_dense_backward(int n, int in, int out, const float *x, const float *w, const float *dy,
+                          float *dx, float *dw, float *db);
 
 /* ---- batch normalisation ---------------------------------------------------------------- */
 
@@ -69,10 +69,9 @@ void sd_nn_batchnorm_forward_eval(int n, int c, int hw, const float *x, const fl
 /* Training backward: local dgamma, dbeta [c] +=; the sums (sum dy, sum dy xhat) go through
  * reduce in stats [2c] before dx +=. count is the (global) count saved by forward. */
 sd_status sd_nn_batchnorm_backward_train(int n, int c, int hw, const float *x, const float *dy,
-                                         const float *gamma, const float *mean,
-                                         const float *invstd, double count, float *dx,
-                                         float *dgamma, float *dbeta, double *stats,
-                                         sd_nn_reduce_fn reduce, void *reduce_ctx);
+                                         const float *gamma, const float *mean, const float *invstd,
+                                         double count, float *dx, float *dgamma, float *dbeta,
+                                         double *stats, sd_nn_reduce_fn reduce, void *reduce_ctx);
 /* Backward of the eval-mode affine map. */
 void sd_nn_batchnorm_backward_eval(int n, int c, int hw, const float *x, const float *dy,
                                    const float *gamma, const float *running_mean,
@@ -84,8 +83,7 @@ void sd_nn_batchnorm_backward_eval(int n, int c, int hw, const float *x, const f
 /* y = x > 0 ? x : slope x over len elements (slope 0 = ReLU). */
 void sd_nn_leaky_relu_forward(size_t len, float slope, const float *x, float *y);
 /* dx += dy * (x > 0 ? 1 : slope). */
-void sd_nn_leaky_relu_backward(size_t len, float slope, const float *x, const float *dy,
-                               float *dx);
+void sd_nn_leaky_relu_backward(size_t len, float slope, const float *x, const float *dy, float *dx);
 /* y = x * mask. */
 void sd_nn_mul_forward(size_t len, const float *x, const float *mask, float *y);
 /* dx += dy * mask. */
@@ -116,8 +114,7 @@ void sd_nn_upsample_forward(int nc, int h, int w, int factor, sd_nn_upsample_mod
 void sd_nn_upsample_backward(int nc, int h, int w, int factor, sd_nn_upsample_mode mode,
                              const float *dy, float *dx);
 /* y [n, ca + cb, hw] = [a [n, ca, hw], b [n, cb, hw]]. */
-void sd_nn_concat_forward(int n, int ca, int cb, int hw, const float *a, const float *b,
-                          float *y);
+void sd_nn_concat_forward(int n, int ca, int cb, int hw, const float *a, const float *b, float *y);
 /* da +=, db += the matching slices of dy (either may be NULL). */
 void sd_nn_concat_backward(int n, int ca, int cb, int hw, const float *dy, float *da, float *db);
 

@@ -79,8 +79,8 @@ static sd_status expand_dir(sd_filelist *fl, const char *dir, int recursive, int
   }
   closedir(d);
   if (st == SD_OK) {
-    qsort(files.paths, (size_t)files.n, sizeof *files.paths, cmp_natural);
-    qsort(subdirs.paths, (size_t)subdirs.n, sizeof *subdirs.paths, cmp_natural);
+    if (files.n > 1) qsort(files.paths, (size_t)files.n, sizeof *files.paths, cmp_natural);
+    if (subdirs.n > 1) qsort(subdirs.paths, (size_t)subdirs.n, sizeof *subdirs.paths, cmp_natural);
     for (int i = 0; i < files.n && st == SD_OK; i++) st = push(fl, files.paths[i]);
     *found += files.n;
     for (int i = 0; i < subdirs.n && st == SD_OK; i++) st = expand_dir(fl, subdirs.paths[i], 1, found);

@@ -236,7 +236,15 @@ static sd_status set_scalar(sd_config *cfg, int ki, const char *raw, const char 
                     t, allowed);
       break;
     }
-    strcpy(t, nv.b ? "true" : "false");
+    {
+      char *norm = sd_strdup(nv.b ? "true" : "false");
+      if (!norm) {
+        st = SD_ERR_NOMEM;
+        break;
+      }
+      free(t);
+      t = norm;
+    }
     break;
   }
   case SD_CONFIG_TYPE_ENUM:

@@ -19,36 +19,38 @@ static void emit(out_buf *o, const char *fmt, ...) {
   size_t room = o->len < o->cap ? o->cap - o->len : 0;
   int k = vsnprintf(room ? o->buf + o->len : NULL, room, fmt, ap);
   va_end(ap);
-  if (k > 0) o->len += (size_t)k;
+  if (k > 0)
+    o->len += (size_t)k;
 }
 
 /* Shortest decimal form of v that reads back as the same float. */
 static const char *fmt_float(float v, char *buf, size_t cap) {
   for (int prec = 6; prec <= 9; prec++) {
     snprintf(buf, cap, "%.*g", prec, (double)v);
-    if (strtof(buf, NULL) == v) break;
+    if (strtof(buf, NULL) == v)
+      break;
   }
   return buf;
 }
 
 size_t sd_nn_model_describe(const sd_nn_model *m, char *buf, size_t cap) {
   out_buf o = {buf, cap, 0};
-  if (buf && cap) buf[0] = '\0';
+  if (buf && cap)
+    buf[0] = '\0';
   char f1[32], f2[32];
   emit(&o, "input c=%d h=%d w=%d\n", m->in_c, m->in_h, m->in_w);
   for (int i = 1; i < m->num_layers; i++) {
     const sd_nn_layer *L = &m->layers[i];
     emit(&o, "%s name=%s in=%d", sd_nn_layer_kind_name(L->kind), L->name, L->in[0]);
-    if (L->in[1] >= 0) emit(&o, ",%d", L->in[1]);
+    if (L->in[1] >= 0)
+      emit(&o, ",%d", L->in[1]);
     switch (L->kind) {
     case SD_NN_LAYER_CONV2D:
     case SD_NN_LAYER_CONV_TRANSPOSE2D:
       emit(&o, " out=%d k=%d stride=%d pad=%d bias=%d", L->u.conv.out_ch, L->u.conv.k,
            L->u.conv.stride, L->u.conv.pad, L->u.conv.bias);
       break;
-    case SD_NN_LAYER_DENSE:
-      emit(&o, " out=%d bias=%d", L->u.dense.out, L->u.dense.bias);
-      break;
+    case SD_NN_LAYER_DENSE: emit(&o, " out=%d bias=%d", L->u.dense.out, L->u.dense.bias); break;
     case SD_NN_LAYER_BATCHNORM:
       emit(&o, " momentum=%s eps=%s", fmt_float(L->u.bn.momentum, f1, sizeof f1),
            fmt_float(L->u.bn.eps, f2, sizeof f2));
@@ -67,13 +69,13 @@ size_t sd_nn_model_describe(const sd_nn_model *m, char *buf, size_t cap) {
       emit(&o, " factor=%d mode=%s", L->u.up.factor,
            L->u.up.mode == SD_NN_UPSAMPLE_BILINEAR ? "bilinear" : "nearest");
       break;
-    default:
-      break;
+    default: break;
     }
     emit(&o, "\n");
   }
   emit(&o, "output %d\n", m->output);
-  if (buf && cap && o.len >= cap) buf[cap - 1] = '\0';
+  if (buf && cap && o.len >= cap)
+    buf[cap - 1] = '\0';
   return o.len;
 }
 
@@ -86,13 +88,15 @@ typedef struct {
 
 static const char *kv_get(const kv_list *kv, const char *key) {
   for (int i = 0; i < kv->n; i++)
-    if (strcmp(kv->key[i], key) == 0) return kv->val[i];
+    if (strcmp(kv->key[i], key) == 0)
+      return kv->val[i];
   return NULL;
 }
 
 static sd_status kv_int(const kv_list *kv, const char *key, int line, int *v) {
   const char *s = kv_get(kv, key);
-  if (!s) return SD_ERROR(SD_ERR_FORMAT, "architecture line %d: missing %s=", line, key);
+  if (!s)
+    return SD_ERROR(SD_ERR_FORMAT, "architecture line %d: missing %s=", line, key);
   char *end;
   long x = strtol(s, &end, 10);
   if (*end != '\0' || end == s || x < -1000000000L || x > 1000000000L)
@@ -103,7 +107,8 @@ static sd_status kv_int(const kv_list *kv, const char *key, int line, int *v) {
 
 static sd_status kv_float(const kv_list *kv, const char *key, int line, float *v) {
   const char *s = kv_get(kv, key);
-  if (!s) return SD_ERROR(SD_ERR_FORMAT, "architecture line %d: missing %s=", line, key);
+  if (!s)
+    return SD_ERROR(SD_ERR_FORMAT, "architecture line %d: missing %s=", line, key);
   char *end;
   double x = strtod(s, &end);
   if (*end != '\0' || end == s)
@@ -114,7 +119,8 @@ static sd_status kv_float(const kv_list *kv, const char *key, int line, float *v
 
 static int kind_from_name(const char *s) {
   for (int k = 0; k < SD_NN_LAYER_COUNT_; k++)
-    if (strcmp(s, sd_nn_layer_kind_name((sd_nn_layer_kind)k)) == 0) return k;
+    if (strcmp(s, sd_nn_layer_kind_name((sd_nn_layer_kind)k)) == 0)
+      return k;
   return -1;
 }
 
@@ -123,10 +129,12 @@ static sd_status parse_line(sd_nn_model *m, char *line, int lineno, int *c, int 
   kv_list kv = {.n = 0};
   char *save = NULL;
   char *kind_s = strtok_r(line, " \t\r", &save);
-  if (!kind_s) return SD_OK; /* blank line */
+  if (!kind_s)
+    return SD_OK; /* blank line */
   char *first_arg = strtok_r(NULL, " \t\r", &save);
   if (strcmp(kind_s, "output") == 0) {
-    if (!first_arg) return SD_ERROR(SD_ERR_FORMAT, "architecture line %d: output without id", lineno);
+    if (!first_arg)
+      return SD_ERROR(SD_ERR_FORMAT, "architecture line %d: output without id", lineno);
     *output = atoi(first_arg);
     return SD_OK;
   }
@@ -148,7 +156,8 @@ static sd_status parse_line(sd_nn_model *m, char *line, int lineno, int *c, int 
   if (kind <= 0)
     return SD_ERROR(SD_ERR_FORMAT, "architecture line %d: unknown layer kind '%s'", lineno, kind_s);
   const char *in_s = kv_get(&kv, "in");
-  if (!in_s) return SD_ERROR(SD_ERR_FORMAT, "architecture line %d: missing in=", lineno);
+  if (!in_s)
+    return SD_ERROR(SD_ERR_FORMAT, "architecture line %d: missing in=", lineno);
   int a = -1, b = -1;
   if (sscanf(in_s, "%d,%d", &a, &b) < 1)
     return SD_ERROR(SD_ERR_FORMAT, "architecture line %d: in=%s is not an id list", lineno, in_s);
@@ -166,14 +175,16 @@ static sd_status parse_line(sd_nn_model *m, char *line, int lineno, int *c, int 
       id = sd_nn_add_conv2d_ex(m, a, out, k, stride, pad, bias);
     } else {
       id = sd_nn_add_conv_transpose2d(m, a, out, k, stride, pad);
-      if (id >= 0) m->layers[id].u.conv.bias = bias ? 1 : 0;
+      if (id >= 0)
+        m->layers[id].u.conv.bias = bias ? 1 : 0;
     }
     break;
   case SD_NN_LAYER_DENSE:
     SD_CHECK(kv_int(&kv, "out", lineno, &out));
     SD_CHECK(kv_int(&kv, "bias", lineno, &bias));
     id = sd_nn_add_dense(m, a, out);
-    if (id >= 0) m->layers[id].u.dense.bias = bias ? 1 : 0;
+    if (id >= 0)
+      m->layers[id].u.dense.bias = bias ? 1 : 0;
     break;
   case SD_NN_LAYER_BATCHNORM:
     SD_CHECK(kv_float(&kv, "momentum", lineno, &f1));
@@ -213,15 +224,18 @@ static sd_status parse_line(sd_nn_model *m, char *line, int lineno, int *c, int 
   default:
     return SD_ERROR(SD_ERR_FORMAT, "architecture line %d: unexpected kind '%s'", lineno, kind_s);
   }
-  if (id < 0) return SD_ERROR(SD_ERR_FORMAT, "architecture line %d: invalid layer", lineno);
+  if (id < 0)
+    return SD_ERROR(SD_ERR_FORMAT, "architecture line %d: invalid layer", lineno);
   const char *name = kv_get(&kv, "name");
-  if (name) SD_CHECK(sd_nn_layer_set_name(m, id, name));
+  if (name)
+    SD_CHECK(sd_nn_layer_set_name(m, id, name));
   return SD_OK;
 }
 
-sd_status sd_nn_model_create_from_description(sd_nn_model **model, const char *text, int *c,
-                                              int *h, int *w) {
-  if (!model || !text) return SD_ERROR(SD_ERR_ARG, "create_from_description: NULL argument");
+sd_status sd_nn_model_create_from_description(sd_nn_model **model, const char *text, int *c, int *h,
+                                              int *w) {
+  if (!model || !text)
+    return SD_ERROR(SD_ERR_ARG, "create_from_description: NULL argument");
   *model = NULL;
   sd_nn_model *m = NULL;
   SD_CHECK(sd_nn_model_create(&m));
@@ -236,11 +250,15 @@ sd_status sd_nn_model_create_from_description(sd_nn_model **model, const char *t
   for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
     SD_CHECK_GOTO(st, parse_line(m, line, ++lineno, &ic, &ih, &iw, &output), fail);
   }
-  if (output >= 0) SD_CHECK_GOTO(st, sd_nn_model_set_output(m, output), fail);
+  if (output >= 0)
+    SD_CHECK_GOTO(st, sd_nn_model_set_output(m, output), fail);
   free(copy);
-  if (c) *c = ic;
-  if (h) *h = ih;
-  if (w) *w = iw;
+  if (c)
+    *c = ic;
+  if (h)
+    *h = ih;
+  if (w)
+    *w = iw;
   *model = m;
   return SD_OK;
 fail:

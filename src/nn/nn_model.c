@@ -11,19 +11,21 @@
 /* Every tensor inside an arena starts on a 64-byte boundary. */
 #define SD_NN_ALIGN 16
 
-static size_t align_up(size_t n) { return (n + SD_NN_ALIGN - 1) / SD_NN_ALIGN * SD_NN_ALIGN; }
+static size_t align_up(size_t n) {
+  return (n + SD_NN_ALIGN - 1) / SD_NN_ALIGN * SD_NN_ALIGN;
+}
 
 static const char *kind_names[SD_NN_LAYER_COUNT_] = {
-    "input",    "conv2d",  "conv_transpose2d", "dense",   "batchnorm",
-    "relu",     "leaky_relu", "maxpool",       "avgpool", "global_avgpool",
-    "dropout",  "concat",  "add",              "upsample"};
+    "input",   "conv2d",  "conv_transpose2d", "dense",   "batchnorm", "relu", "leaky_relu",
+    "maxpool", "avgpool", "global_avgpool",   "dropout", "concat",    "add",  "upsample"};
 /* Prefix of default layer names. */
 static const char *kind_prefix[SD_NN_LAYER_COUNT_] = {
-    "input", "conv", "convt", "dense", "bn", "relu", "lrelu",
-    "maxpool", "avgpool", "gap", "dropout", "concat", "add", "up"};
+    "input",   "conv",    "convt", "dense",   "bn",     "relu", "lrelu",
+    "maxpool", "avgpool", "gap",   "dropout", "concat", "add",  "up"};
 
 const char *sd_nn_layer_kind_name(sd_nn_layer_kind kind) {
-  if ((int)kind < 0 || kind >= SD_NN_LAYER_COUNT_) return "unknown";
+  if ((int)kind < 0 || kind >= SD_NN_LAYER_COUNT_)
+    return "unknown";
   return kind_names[kind];
 }
 
@@ -41,10 +43,12 @@ static void *aligned_floats(size_t n, const char *what) {
 }
 
 sd_status sd_nn_model_create(sd_nn_model **model) {
-  if (!model) return SD_ERROR(SD_ERR_ARG, "sd_nn_model_create: model is NULL");
+  if (!model)
+    return SD_ERROR(SD_ERR_ARG, "sd_nn_model_create: model is NULL");
   *model = NULL;
   sd_nn_model *m = sd_calloc(1, sizeof *m, "nn model");
-  if (!m) return SD_ERR_NOMEM;
+  if (!m)
+    return SD_ERR_NOMEM;
   m->cap_layers = 16;
   m->layers = sd_calloc((size_t)m->cap_layers, sizeof *m->layers, "nn layers");
   if (!m->layers) {
@@ -63,7 +67,8 @@ sd_status sd_nn_model_create(sd_nn_model **model) {
 }
 
 void sd_nn_model_destroy(sd_nn_model **model) {
-  if (!model || !*model) return;
+  if (!model || !*model)
+    return;
   sd_nn_model *m = *model;
   free(m->layers);
   free(m->param_info);
@@ -81,28 +86,36 @@ void sd_nn_model_destroy(sd_nn_model **model) {
 
 /* Records a build error (first one wins) and returns -1. */
 static int build_fail(sd_nn_model *m, sd_status st) {
-  if (m->build_status == SD_OK) m->build_status = st;
+  if (m->build_status == SD_OK)
+    m->build_status = st;
   return -1;
 }
 
+/* 1 when id names an existing layer; 0 for a propagated failure (id < 0, already recorded) or
+ * a bad id (recorded here). */
 static int check_input(sd_nn_model *m, int id, const char *what) {
-  if (id < 0) return 0; /* propagated failure, already recorded */
-  if (id >= m->num_layers)
-    return build_fail(m, SD_ERROR(SD_ERR_ARG, "%s: input layer id %d does not exist (model has %d "
-                                              "layers)", what, id, m->num_layers)),
-           0;
+  if (id < 0)
+    return 0;
+  if (id >= m->num_layers) {
+    build_fail(m, SD_ERROR(SD_ERR_ARG, "%s: input layer id %d does not exist (model has %d layers)",
+                           what, id, m->num_layers));
+    return 0;
+  }
   return 1;
 }
 
 static sd_nn_layer *add_layer(sd_nn_model *m, sd_nn_layer_kind kind, int a, int b) {
-  if (!m) return NULL;
+  if (!m)
+    return NULL;
   if (m->compiled) {
     build_fail(m, SD_ERROR(SD_ERR_ARG, "cannot add a %s layer: the model is already compiled",
                            kind_names[kind]));
     return NULL;
   }
-  if (!check_input(m, a, kind_names[kind])) return NULL;
-  if (b != -2 && !check_input(m, b, kind_names[kind])) return NULL;
+  if (!check_input(m, a, kind_names[kind]))
+    return NULL;
+  if (b != -2 && !check_input(m, b, kind_names[kind]))
+    return NULL;
   if (m->num_layers == m->cap_layers) {
     int cap = m->cap_layers * 2;
     sd_nn_layer *nl = sd_realloc(m->layers, (size_t)cap, sizeof *nl, "nn layers");
@@ -114,7 +127,8 @@ static sd_nn_layer *add_layer(sd_nn_model *m, sd_nn_layer_kind kind, int a, int 
     m->cap_layers = cap;
   }
   int count = 0;
-  for (int i = 0; i < m->num_layers; i++) count += m->layers[i].kind == kind;
+  for (int i = 0; i < m->num_layers; i++)
+    count += m->layers[i].kind == kind;
   sd_nn_layer *L = &m->layers[m->num_layers];
   memset(L, 0, sizeof *L);
   L->kind = kind;
@@ -126,23 +140,32 @@ static sd_nn_layer *add_layer(sd_nn_model *m, sd_nn_layer_kind kind, int a, int 
   return L;
 }
 
-static int id_of(const sd_nn_model *m, const sd_nn_layer *L) { return (int)(L - m->layers); }
+static int id_of(const sd_nn_model *m, const sd_nn_layer *L) {
+  return (int)(L - m->layers);
+}
 
 static int bad_arg(sd_nn_model *m, const char *what, const char *cond, int value) {
-  if (!m) return -1;
+  if (!m)
+    return -1;
   return build_fail(m, SD_ERROR(SD_ERR_ARG, "%s: %s (got %d)", what, cond, value));
 }
 
 static int add_conv_common(sd_nn_model *m, sd_nn_layer_kind kind, int in, int out_ch, int k,
                            int stride, int pad, int bias) {
   const char *what = kind_names[kind];
-  if (!m) return -1;
-  if (out_ch < 1) return bad_arg(m, what, "out_ch must be >= 1", out_ch);
-  if (k < 1) return bad_arg(m, what, "kernel size must be >= 1", k);
-  if (stride < 1) return bad_arg(m, what, "stride must be >= 1", stride);
-  if (pad < 0 || pad >= k) return bad_arg(m, what, "padding must be in [0, k)", pad);
+  if (!m)
+    return -1;
+  if (out_ch < 1)
+    return bad_arg(m, what, "out_ch must be >= 1", out_ch);
+  if (k < 1)
+    return bad_arg(m, what, "kernel size must be >= 1", k);
+  if (stride < 1)
+    return bad_arg(m, what, "stride must be >= 1", stride);
+  if (pad < 0 || pad >= k)
+    return bad_arg(m, what, "padding must be in [0, k)", pad);
   sd_nn_layer *L = add_layer(m, kind, in, -2);
-  if (!L) return -1;
+  if (!L)
+    return -1;
   L->u.conv.out_ch = out_ch;
   L->u.conv.k = k;
   L->u.conv.stride = stride;
@@ -164,24 +187,29 @@ int sd_nn_add_conv_transpose2d(sd_nn_model *m, int in, int out_ch, int k, int st
 }
 
 int sd_nn_add_dense(sd_nn_model *m, int in, int out) {
-  if (!m) return -1;
-  if (out < 1) return bad_arg(m, "dense", "output features must be >= 1", out);
+  if (!m)
+    return -1;
+  if (out < 1)
+    return bad_arg(m, "dense", "output features must be >= 1", out);
   sd_nn_layer *L = add_layer(m, SD_NN_LAYER_DENSE, in, -2);
-  if (!L) return -1;
+  if (!L)
+    return -1;
   L->u.dense.out = out;
   L->u.dense.bias = 1;
   return id_of(m, L);
 }
 
 int sd_nn_add_batchnorm_ex(sd_nn_model *m, int in, float momentum, float eps) {
-  if (!m) return -1;
+  if (!m)
+    return -1;
   if (!(momentum >= 0.0f && momentum <= 1.0f))
     return build_fail(m, SD_ERROR(SD_ERR_ARG, "batchnorm: momentum must be in [0, 1] (got %g)",
                                   (double)momentum));
   if (!(eps > 0.0f))
     return build_fail(m, SD_ERROR(SD_ERR_ARG, "batchnorm: eps must be > 0 (got %g)", (double)eps));
   sd_nn_layer *L = add_layer(m, SD_NN_LAYER_BATCHNORM, in, -2);
-  if (!L) return -1;
+  if (!L)
+    return -1;
   L->u.bn.momentum = momentum;
   L->u.bn.eps = eps;
   return id_of(m, L);
@@ -197,27 +225,34 @@ int sd_nn_add_relu(sd_nn_model *m, int in) {
 }
 
 int sd_nn_add_leaky_relu(sd_nn_model *m, int in, float slope) {
-  if (!m) return -1;
+  if (!m)
+    return -1;
   if (!(slope >= 0.0f && slope < 1.0f))
-    return build_fail(m, SD_ERROR(SD_ERR_ARG, "leaky_relu: slope must be in [0, 1) (got %g)",
-                                  (double)slope));
+    return build_fail(
+        m, SD_ERROR(SD_ERR_ARG, "leaky_relu: slope must be in [0, 1) (got %g)", (double)slope));
   sd_nn_layer *L = add_layer(m, SD_NN_LAYER_LEAKY_RELU, in, -2);
-  if (!L) return -1;
+  if (!L)
+    return -1;
   L->u.leaky.slope = slope;
   return id_of(m, L);
 }
 
 int sd_nn_add_pool_ex(sd_nn_model *m, sd_nn_layer_kind kind, int in, int k, int stride, int pad) {
-  if (!m) return -1;
+  if (!m)
+    return -1;
   if (kind != SD_NN_LAYER_MAXPOOL && kind != SD_NN_LAYER_AVGPOOL)
     return build_fail(m, SD_ERROR(SD_ERR_ARG, "pool: kind must be maxpool or avgpool (got %s)",
                                   sd_nn_layer_kind_name(kind)));
   const char *what = kind_names[kind];
-  if (k < 1) return bad_arg(m, what, "kernel size must be >= 1", k);
-  if (stride < 1) return bad_arg(m, what, "stride must be >= 1", stride);
-  if (pad < 0 || 2 * pad > k) return bad_arg(m, what, "padding must be in [0, k/2]", pad);
+  if (k < 1)
+    return bad_arg(m, what, "kernel size must be >= 1", k);
+  if (stride < 1)
+    return bad_arg(m, what, "stride must be >= 1", stride);
+  if (pad < 0 || 2 * pad > k)
+    return bad_arg(m, what, "padding must be in [0, k/2]", pad);
   sd_nn_layer *L = add_layer(m, kind, in, -2);
-  if (!L) return -1;
+  if (!L)
+    return -1;
   L->u.pool.k = k;
   L->u.pool.stride = stride;
   L->u.pool.pad = pad;
@@ -238,45 +273,56 @@ int sd_nn_add_global_avgpool(sd_nn_model *m, int in) {
 }
 
 int sd_nn_add_dropout(sd_nn_model *m, int in, float rate) {
-  if (!m) return -1;
+  if (!m)
+    return -1;
   if (!(rate >= 0.0f && rate < 1.0f))
-    return build_fail(m, SD_ERROR(SD_ERR_ARG, "dropout: rate must be in [0, 1) (got %g)",
-                                  (double)rate));
+    return build_fail(
+        m, SD_ERROR(SD_ERR_ARG, "dropout: rate must be in [0, 1) (got %g)", (double)rate));
   sd_nn_layer *L = add_layer(m, SD_NN_LAYER_DROPOUT, in, -2);
-  if (!L) return -1;
+  if (!L)
+    return -1;
   L->u.dropout.rate = rate;
   return id_of(m, L);
 }
 
 int sd_nn_add_concat(sd_nn_model *m, int a, int b) {
-  if (!m) return -1;
-  if (a < 0 || b < 0) return -1;
+  if (!m)
+    return -1;
+  if (a < 0 || b < 0)
+    return -1;
   sd_nn_layer *L = add_layer(m, SD_NN_LAYER_CONCAT, a, b);
   return L ? id_of(m, L) : -1;
 }
 
 int sd_nn_add_add(sd_nn_model *m, int a, int b) {
-  if (!m) return -1;
-  if (a < 0 || b < 0) return -1;
+  if (!m)
+    return -1;
+  if (a < 0 || b < 0)
+    return -1;
   sd_nn_layer *L = add_layer(m, SD_NN_LAYER_ADD, a, b);
   return L ? id_of(m, L) : -1;
 }
 
 int sd_nn_add_upsample(sd_nn_model *m, int in, int factor, sd_nn_upsample_mode mode) {
-  if (!m) return -1;
-  if (factor < 1) return bad_arg(m, "upsample", "factor must be >= 1", factor);
+  if (!m)
+    return -1;
+  if (factor < 1)
+    return bad_arg(m, "upsample", "factor must be >= 1", factor);
   if (mode != SD_NN_UPSAMPLE_NEAREST && mode != SD_NN_UPSAMPLE_BILINEAR)
     return bad_arg(m, "upsample", "mode must be nearest (0) or bilinear (1)", (int)mode);
   sd_nn_layer *L = add_layer(m, SD_NN_LAYER_UPSAMPLE, in, -2);
-  if (!L) return -1;
+  if (!L)
+    return -1;
   L->u.up.factor = factor;
   L->u.up.mode = mode;
   return id_of(m, L);
 }
 
 sd_status sd_nn_layer_set_name(sd_nn_model *m, int id, const char *name) {
-  if (!m || !name) return SD_ERROR(SD_ERR_ARG, "sd_nn_layer_set_name: NULL argument");
-  if (m->compiled) return SD_ERROR(SD_ERR_ARG, "cannot rename layer %d after compile", id);
+  if (!m || !name)
+    return SD_ERROR(SD_ERR_ARG, "sd_nn_layer_set_name: NULL argument");
+  if (m->compiled)
+    return SD_ERROR(SD_ERR_ARG, "cannot rename layer %d after compile", id);
   if (id < 0 || id >= m->num_layers)
     return SD_ERROR(SD_ERR_ARG, "cannot rename layer %d: the model has %d layers", id,
                     m->num_layers);
@@ -297,17 +343,20 @@ sd_status sd_nn_layer_set_name(sd_nn_model *m, int id, const char *name) {
 static void mark_path(sd_nn_model *m);
 
 sd_status sd_nn_model_set_output(sd_nn_model *m, int id) {
-  if (!m) return SD_ERROR(SD_ERR_ARG, "sd_nn_model_set_output: model is NULL");
+  if (!m)
+    return SD_ERROR(SD_ERR_ARG, "sd_nn_model_set_output: model is NULL");
   if (id < 0 || id >= m->num_layers)
     return SD_ERROR(SD_ERR_ARG, "output layer %d does not exist (model has %d layers)", id,
                     m->num_layers);
   m->output = id;
-  if (m->compiled) mark_path(m);
+  if (m->compiled)
+    mark_path(m);
   return SD_OK;
 }
 
 void sd_nn_model_set_input_grad(sd_nn_model *m, int on) {
-  if (m && !m->compiled) m->input_grad = on ? 1 : 0;
+  if (m && !m->compiled)
+    m->input_grad = on ? 1 : 0;
 }
 
 void sd_nn_model_set_reduce(sd_nn_model *m, sd_nn_reduce_fn fn, void *ctx) {
@@ -332,7 +381,8 @@ static sd_status register_tensor(sd_nn_param **info, int *num, int *cap, size_t 
   if (*num == *cap) {
     int nc = *cap ? *cap * 2 : 32;
     sd_nn_param *ni = sd_realloc(*info, (size_t)nc, sizeof *ni, "nn parameter list");
-    if (!ni) return SD_ERR_NOMEM;
+    if (!ni)
+      return SD_ERR_NOMEM;
     *info = ni;
     *cap = nc;
   }
@@ -368,13 +418,16 @@ static sd_status register_tensor(sd_nn_param **info, int *num, int *cap, size_t 
 
 static void mark_path(sd_nn_model *m) {
   /* a layer is on the path when the output depends on it; inputs precede their readers */
-  for (int i = 0; i < m->num_layers; i++) m->layers[i].on_path = 0;
+  for (int i = 0; i < m->num_layers; i++)
+    m->layers[i].on_path = 0;
   m->layers[m->output].on_path = 1;
   for (int i = m->output; i > 0; i--) {
     sd_nn_layer *L = &m->layers[i];
-    if (!L->on_path) continue;
+    if (!L->on_path)
+      continue;
     for (int k = 0; k < 2; k++)
-      if (L->in[k] >= 0) m->layers[L->in[k]].on_path = 1;
+      if (L->in[k] >= 0)
+        m->layers[L->in[k]].on_path = 1;
   }
 }
 
@@ -430,16 +483,18 @@ static sd_status resolve_shapes(sd_nn_model *m, size_t *act_floats, size_t *work
         g->h = (a->h - 1) * s - 2 * p + k;
         g->w = (a->w - 1) * s - 2 * p + k;
         if (g->h < 1 || g->w < 1)
-          return SD_ERROR(SD_ERR_ARG, "layer %d (%s): output size %dx%d is empty", i, L->name,
-                          g->h, g->w);
+          return SD_ERROR(SD_ERR_ARG, "layer %d (%s): output size %dx%d is empty", i, L->name, g->h,
+                          g->w);
         o->c = g->c;
         o->h = g->h;
         o->w = g->w;
         ADD_PARAM("weight", 4, 1, g->oc, g->c, k, k);
       }
-      if (L->u.conv.bias) ADD_PARAM("bias", 1, 0, o->c);
+      if (L->u.conv.bias)
+        ADD_PARAM("bias", 1, 0, o->c);
       size_t ws = sd_nn_conv2d_workspace(g, B);
-      if (ws > work) work = ws;
+      if (ws > work)
+        work = ws;
       break;
     }
     case SD_NN_LAYER_DENSE:
@@ -447,7 +502,8 @@ static sd_status resolve_shapes(sd_nn_model *m, size_t *act_floats, size_t *work
       o->c = L->u.dense.out;
       o->h = o->w = 1;
       ADD_PARAM("weight", 2, 1, L->u.dense.out, L->u.dense.in);
-      if (L->u.dense.bias) ADD_PARAM("bias", 1, 0, L->u.dense.out);
+      if (L->u.dense.bias)
+        ADD_PARAM("bias", 1, 0, L->u.dense.out);
       break;
     case SD_NN_LAYER_BATCHNORM:
       o->c = a->c;
@@ -458,7 +514,8 @@ static sd_status resolve_shapes(sd_nn_model *m, size_t *act_floats, size_t *work
       ADD_BUFFER("running_mean", a->c);
       ADD_BUFFER("running_var", a->c);
       aux = 2 * align_up((size_t)a->c);
-      if (a->c > maxc) maxc = a->c;
+      if (a->c > maxc)
+        maxc = a->c;
       break;
     case SD_NN_LAYER_RELU:
     case SD_NN_LAYER_LEAKY_RELU:
@@ -479,8 +536,9 @@ static sd_status resolve_shapes(sd_nn_model *m, size_t *act_floats, size_t *work
       o->h = sd_nn_conv_out_size(a->h, k, s, p);
       o->w = sd_nn_conv_out_size(a->w, k, s, p);
       if (o->h < 1 || o->w < 1)
-        return SD_ERROR(SD_ERR_ARG, "layer %d (%s): input %dx%d is too small for pool %d, stride %d",
-                        i, L->name, a->h, a->w, k, s);
+        return SD_ERROR(SD_ERR_ARG,
+                        "layer %d (%s): input %dx%d is too small for pool %d, stride %d", i,
+                        L->name, a->h, a->w, k, s);
       break;
     }
     case SD_NN_LAYER_GLOBAL_AVGPOOL:
@@ -513,8 +571,7 @@ static sd_status resolve_shapes(sd_nn_model *m, size_t *act_floats, size_t *work
       o->h = a->h * L->u.up.factor;
       o->w = a->w * L->u.up.factor;
       break;
-    default:
-      return SD_ERROR(SD_ERR_INTERNAL, "layer %d: unknown kind %d", i, (int)L->kind);
+    default: return SD_ERROR(SD_ERR_INTERNAL, "layer %d: unknown kind %d", i, (int)L->kind);
     }
     L->param_count = m->num_param_tensors - L->param_first;
     L->buffer_count = m->num_buffer_tensors - L->buffer_first;
@@ -576,20 +633,23 @@ static void bind_pointers(sd_nn_model *m) {
       L->u.dropout.mask = p;
       p += align_up((size_t)m->batch * sd_nn_tensor_sample_size(&L->out));
       break;
-    default:
-      break;
+    default: break;
     }
   }
 }
 
 sd_status sd_nn_model_compile(sd_nn_model *m, int batch, int c, int h, int w) {
-  if (!m) return SD_ERROR(SD_ERR_ARG, "sd_nn_model_compile: model is NULL");
+  if (!m)
+    return SD_ERROR(SD_ERR_ARG, "sd_nn_model_compile: model is NULL");
   if (m->build_status != SD_OK)
     return SD_ERROR(m->build_status, "cannot compile: a layer could not be added (see above)");
-  if (m->compiled) return SD_ERROR(SD_ERR_ARG, "the model is already compiled");
+  if (m->compiled)
+    return SD_ERROR(SD_ERR_ARG, "the model is already compiled");
   if (batch < 1 || c < 1 || h < 1 || w < 1)
-    return SD_ERROR(SD_ERR_ARG, "compile: batch, channels, height, width must be >= 1 (got "
-                                "[%d,%d,%d,%d])", batch, c, h, w);
+    return SD_ERROR(SD_ERR_ARG,
+                    "compile: batch, channels, height, width must be >= 1 (got "
+                    "[%d,%d,%d,%d])",
+                    batch, c, h, w);
   m->batch = batch;
   m->in_c = c;
   m->in_h = h;
@@ -624,18 +684,22 @@ sd_status sd_nn_model_compile(sd_nn_model *m, int batch, int c, int h, int w) {
   return SD_OK;
 }
 
-/* ---- initialisation ---------------------------------------------------------------------------- */
+/* ---- initialisation ----------------------------------------------------------------------------
+ */
 
 static void fill_normal(sd_rng *r, float *p, size_t n, double std) {
-  for (size_t i = 0; i < n; i++) p[i] = (float)(std * sd_rng_normal(r));
+  for (size_t i = 0; i < n; i++)
+    p[i] = (float)(std * sd_rng_normal(r));
 }
 
 static void fill(float *p, size_t n, float v) {
-  for (size_t i = 0; i < n; i++) p[i] = v;
+  for (size_t i = 0; i < n; i++)
+    p[i] = v;
 }
 
 sd_status sd_nn_model_init_params(sd_nn_model *m, uint64_t seed) {
-  if (!m || !m->compiled) return SD_ERROR(SD_ERR_ARG, "init_params: the model is not compiled");
+  if (!m || !m->compiled)
+    return SD_ERROR(SD_ERR_ARG, "init_params: the model is not compiled");
   sd_rng r;
   sd_rng_init(&r, seed, 0, SD_RNG_STREAM_INIT);
   memset(m->params, 0, sizeof(float) * m->num_params);
@@ -654,7 +718,8 @@ sd_status sd_nn_model_init_params(sd_nn_model *m, uint64_t seed) {
       /* each output pixel sums in_ch * (k/stride)^2 products on average */
       const sd_nn_conv_geom *g = &L->u.conv.g;
       double fan_in = (double)g->oc * g->kh * g->kw / ((double)g->sh * g->sw);
-      if (fan_in < 1.0) fan_in = 1.0;
+      if (fan_in < 1.0)
+        fan_in = 1.0;
       fill_normal(&r, L->u.conv.w, (size_t)g->oc * g->c * g->kh * g->kw, sqrt(2.0 / fan_in));
       break;
     }
@@ -667,8 +732,7 @@ sd_status sd_nn_model_init_params(sd_nn_model *m, uint64_t seed) {
       fill(L->u.bn.running_mean, (size_t)L->out.c, 0.0f);
       fill(L->u.bn.running_var, (size_t)L->out.c, 1.0f);
       break;
-    default:
-      break;
+    default: break;
     }
   }
   sd_rng_init(&m->dropout_rng, seed, 0, SD_RNG_STREAM_DROPOUT);
@@ -698,28 +762,25 @@ static sd_status layer_forward(sd_nn_model *m, sd_nn_layer *L, sd_nn_mode mode) 
   case SD_NN_LAYER_BATCHNORM:
     if (mode == SD_NN_MODE_TRAIN) {
       SD_CHECK(sd_nn_batchnorm_forward_train(
-          n, o->c, o->h * o->w, a->data, L->u.bn.gamma, L->u.bn.beta, L->u.bn.momentum,
-          L->u.bn.eps, L->u.bn.running_mean, L->u.bn.running_var, L->u.bn.mean, L->u.bn.invstd,
-          &L->u.bn.count, o->data, m->dwork, m->reduce, m->reduce_ctx));
+          n, o->c, o->h * o->w, a->data, L->u.bn.gamma, L->u.bn.beta, L->u.bn.momentum, L->u.bn.eps,
+          L->u.bn.running_mean, L->u.bn.running_var, L->u.bn.mean, L->u.bn.invstd, &L->u.bn.count,
+          o->data, m->dwork, m->reduce, m->reduce_ctx));
     } else {
       sd_nn_batchnorm_forward_eval(n, o->c, o->h * o->w, a->data, L->u.bn.gamma, L->u.bn.beta,
-                                   L->u.bn.running_mean, L->u.bn.running_var, L->u.bn.eps,
-                                   o->data);
+                                   L->u.bn.running_mean, L->u.bn.running_var, L->u.bn.eps, o->data);
     }
     break;
-  case SD_NN_LAYER_RELU:
-    sd_nn_leaky_relu_forward(len, 0.0f, a->data, o->data);
-    break;
+  case SD_NN_LAYER_RELU: sd_nn_leaky_relu_forward(len, 0.0f, a->data, o->data); break;
   case SD_NN_LAYER_LEAKY_RELU:
     sd_nn_leaky_relu_forward(len, L->u.leaky.slope, a->data, o->data);
     break;
   case SD_NN_LAYER_MAXPOOL:
-    sd_nn_maxpool_forward(n * o->c, a->h, a->w, L->u.pool.k, L->u.pool.stride, L->u.pool.pad,
-                          o->h, o->w, a->data, o->data);
+    sd_nn_maxpool_forward(n * o->c, a->h, a->w, L->u.pool.k, L->u.pool.stride, L->u.pool.pad, o->h,
+                          o->w, a->data, o->data);
     break;
   case SD_NN_LAYER_AVGPOOL:
-    sd_nn_avgpool_forward(n * o->c, a->h, a->w, L->u.pool.k, L->u.pool.stride, L->u.pool.pad,
-                          o->h, o->w, a->data, o->data);
+    sd_nn_avgpool_forward(n * o->c, a->h, a->w, L->u.pool.k, L->u.pool.stride, L->u.pool.pad, o->h,
+                          o->w, a->data, o->data);
     break;
   case SD_NN_LAYER_GLOBAL_AVGPOOL:
     sd_nn_global_avgpool_forward(n * o->c, a->h * a->w, a->data, o->data);
@@ -741,7 +802,8 @@ static sd_status layer_forward(sd_nn_model *m, sd_nn_layer *L, sd_nn_mode mode) 
     sd_nn_concat_forward(n, a->c, b->c, o->h * o->w, a->data, b->data, o->data);
     break;
   case SD_NN_LAYER_ADD:
-    for (size_t i = 0; i < len; i++) o->data[i] = a->data[i] + b->data[i];
+    for (size_t i = 0; i < len; i++)
+      o->data[i] = a->data[i] + b->data[i];
     break;
   case SD_NN_LAYER_UPSAMPLE:
     sd_nn_upsample_forward(n * o->c, a->h, a->w, L->u.up.factor, L->u.up.mode, a->data, o->data);
@@ -762,8 +824,8 @@ static sd_status layer_backward(sd_nn_model *m, sd_nn_layer *L) {
   const float *dy = o->grad;
   switch (L->kind) {
   case SD_NN_LAYER_CONV2D:
-    sd_nn_conv2d_backward(&L->u.conv.g, n, a->data, L->u.conv.w, dy, da, L->u.conv.dw,
-                          L->u.conv.db, m->work);
+    sd_nn_conv2d_backward(&L->u.conv.g, n, a->data, L->u.conv.w, dy, da, L->u.conv.dw, L->u.conv.db,
+                          m->work);
     break;
   case SD_NN_LAYER_CONV_TRANSPOSE2D:
     sd_nn_conv_transpose2d_backward(&L->u.conv.g, n, a->data, L->u.conv.w, dy, da, L->u.conv.dw,
@@ -775,10 +837,9 @@ static sd_status layer_backward(sd_nn_model *m, sd_nn_layer *L) {
     break;
   case SD_NN_LAYER_BATCHNORM:
     if (m->mode == SD_NN_MODE_TRAIN) {
-      SD_CHECK(sd_nn_batchnorm_backward_train(n, o->c, o->h * o->w, a->data, dy, L->u.bn.gamma,
-                                              L->u.bn.mean, L->u.bn.invstd, L->u.bn.count, da,
-                                              L->u.bn.dgamma, L->u.bn.dbeta, m->dwork, m->reduce,
-                                              m->reduce_ctx));
+      SD_CHECK(sd_nn_batchnorm_backward_train(
+          n, o->c, o->h * o->w, a->data, dy, L->u.bn.gamma, L->u.bn.mean, L->u.bn.invstd,
+          L->u.bn.count, da, L->u.bn.dgamma, L->u.bn.dbeta, m->dwork, m->reduce, m->reduce_ctx));
     } else {
       sd_nn_batchnorm_backward_eval(n, o->c, o->h * o->w, a->data, dy, L->u.bn.gamma,
                                     L->u.bn.running_mean, L->u.bn.running_var, L->u.bn.eps, da,
@@ -786,10 +847,12 @@ static sd_status layer_backward(sd_nn_model *m, sd_nn_layer *L) {
     }
     break;
   case SD_NN_LAYER_RELU:
-    if (da) sd_nn_leaky_relu_backward(len, 0.0f, a->data, dy, da);
+    if (da)
+      sd_nn_leaky_relu_backward(len, 0.0f, a->data, dy, da);
     break;
   case SD_NN_LAYER_LEAKY_RELU:
-    if (da) sd_nn_leaky_relu_backward(len, L->u.leaky.slope, a->data, dy, da);
+    if (da)
+      sd_nn_leaky_relu_backward(len, L->u.leaky.slope, a->data, dy, da);
     break;
   case SD_NN_LAYER_MAXPOOL:
     if (da)
@@ -802,22 +865,27 @@ static sd_status layer_backward(sd_nn_model *m, sd_nn_layer *L) {
                              o->h, o->w, dy, da);
     break;
   case SD_NN_LAYER_GLOBAL_AVGPOOL:
-    if (da) sd_nn_global_avgpool_backward(n * o->c, a->h * a->w, dy, da);
+    if (da)
+      sd_nn_global_avgpool_backward(n * o->c, a->h * a->w, dy, da);
     break;
   case SD_NN_LAYER_DROPOUT:
-    if (da) sd_nn_mul_backward(len, L->u.dropout.mask, dy, da);
+    if (da)
+      sd_nn_mul_backward(len, L->u.dropout.mask, dy, da);
     break;
   case SD_NN_LAYER_CONCAT:
     sd_nn_concat_backward(n, a->c, b->c, o->h * o->w, dy, da, b->grad);
     break;
   case SD_NN_LAYER_ADD:
     if (da)
-      for (size_t i = 0; i < len; i++) da[i] += dy[i];
+      for (size_t i = 0; i < len; i++)
+        da[i] += dy[i];
     if (b->grad)
-      for (size_t i = 0; i < len; i++) b->grad[i] += dy[i];
+      for (size_t i = 0; i < len; i++)
+        b->grad[i] += dy[i];
     break;
   case SD_NN_LAYER_UPSAMPLE:
-    if (da) sd_nn_upsample_backward(n * o->c, a->h, a->w, L->u.up.factor, L->u.up.mode, dy, da);
+    if (da)
+      sd_nn_upsample_backward(n * o->c, a->h, a->w, L->u.up.factor, L->u.up.mode, dy, da);
     break;
   default:
     return SD_ERROR(SD_ERR_INTERNAL, "layer %s: no backward for kind %d", L->name, (int)L->kind);
@@ -826,34 +894,42 @@ static sd_status layer_backward(sd_nn_model *m, sd_nn_layer *L) {
 }
 
 sd_status sd_nn_model_forward(sd_nn_model *m, const float *x, int n, sd_nn_mode mode) {
-  if (!m || !m->compiled) return SD_ERROR(SD_ERR_ARG, "forward: the model is not compiled");
+  if (!m || !m->compiled)
+    return SD_ERROR(SD_ERR_ARG, "forward: the model is not compiled");
   if (n < 1 || n > m->batch)
     return SD_ERROR(SD_ERR_ARG, "forward: batch %d is outside [1, %d] (the compiled batch)", n,
                     m->batch);
   if (mode != SD_NN_MODE_TRAIN && mode != SD_NN_MODE_EVAL)
     return SD_ERROR(SD_ERR_ARG, "forward: mode must be SD_NN_MODE_TRAIN or SD_NN_MODE_EVAL");
-  for (int i = 0; i < m->num_layers; i++) m->layers[i].out.n = n;
+  for (int i = 0; i < m->num_layers; i++)
+    m->layers[i].out.n = n;
   sd_nn_tensor *in = &m->layers[0].out;
-  if (x && x != in->data) memcpy(in->data, x, sizeof(float) * sd_nn_tensor_size(in));
+  if (x && x != in->data)
+    memcpy(in->data, x, sizeof(float) * sd_nn_tensor_size(in));
   m->mode = mode;
   for (int i = 1; i <= m->output; i++) {
     sd_nn_layer *L = &m->layers[i];
-    if (L->on_path) SD_CHECK(layer_forward(m, L, mode));
+    if (L->on_path)
+      SD_CHECK(layer_forward(m, L, mode));
   }
   m->forward_done = 1;
   return SD_OK;
 }
 
 sd_status sd_nn_model_backward(sd_nn_model *m) {
-  if (!m || !m->compiled) return SD_ERROR(SD_ERR_ARG, "backward: the model is not compiled");
-  if (!m->forward_done) return SD_ERROR(SD_ERR_ARG, "backward: no forward pass to differentiate");
+  if (!m || !m->compiled)
+    return SD_ERROR(SD_ERR_ARG, "backward: the model is not compiled");
+  if (!m->forward_done)
+    return SD_ERROR(SD_ERR_ARG, "backward: no forward pass to differentiate");
   for (int i = 0; i < m->output; i++) {
     sd_nn_tensor *t = &m->layers[i].out;
-    if (m->layers[i].on_path && t->grad) memset(t->grad, 0, sizeof(float) * sd_nn_tensor_size(t));
+    if (m->layers[i].on_path && t->grad)
+      memset(t->grad, 0, sizeof(float) * sd_nn_tensor_size(t));
   }
   for (int i = m->output; i > 0; i--) {
     sd_nn_layer *L = &m->layers[i];
-    if (!L->on_path) continue;
+    if (!L->on_path)
+      continue;
     SD_CHECK(layer_backward(m, L));
     if (m->grad_ready && L->param_count > 0)
       SD_CHECK(m->grad_ready(m->grad_ready_ctx, m->param_info[L->param_first].offset));
@@ -862,25 +938,34 @@ sd_status sd_nn_model_backward(sd_nn_model *m) {
 }
 
 void sd_nn_model_zero_grad(sd_nn_model *m) {
-  if (m && m->grads) memset(m->grads, 0, sizeof(float) * m->num_params);
+  if (m && m->grads)
+    memset(m->grads, 0, sizeof(float) * m->num_params);
 }
 
-sd_nn_tensor *sd_nn_model_output(sd_nn_model *m) { return &m->layers[m->output].out; }
+sd_nn_tensor *sd_nn_model_output(sd_nn_model *m) {
+  return &m->layers[m->output].out;
+}
 
 sd_nn_tensor *sd_nn_model_tensor(sd_nn_model *m, int id) {
-  if (!m || id < 0 || id >= m->num_layers) return NULL;
+  if (!m || id < 0 || id >= m->num_layers)
+    return NULL;
   return &m->layers[id].out;
 }
 
-/* ---- enumeration ------------------------------------------------------------------------------ */
+/* ---- enumeration ------------------------------------------------------------------------------
+ */
 
-int sd_nn_model_param_count(const sd_nn_model *m) { return m->num_param_tensors; }
+int sd_nn_model_param_count(const sd_nn_model *m) {
+  return m->num_param_tensors;
+}
 
 const sd_nn_param *sd_nn_model_param(const sd_nn_model *m, int i) {
   return i >= 0 && i < m->num_param_tensors ? &m->param_info[i] : NULL;
 }
 
-int sd_nn_model_buffer_count(const sd_nn_model *m) { return m->num_buffer_tensors; }
+int sd_nn_model_buffer_count(const sd_nn_model *m) {
+  return m->num_buffer_tensors;
+}
 
 const sd_nn_param *sd_nn_model_buffer(const sd_nn_model *m, int i) {
   return i >= 0 && i < m->num_buffer_tensors ? &m->buffer_info[i] : NULL;
@@ -888,18 +973,21 @@ const sd_nn_param *sd_nn_model_buffer(const sd_nn_model *m, int i) {
 
 int sd_nn_model_find_param(const sd_nn_model *m, const char *name) {
   for (int i = 0; i < m->num_param_tensors; i++)
-    if (strcmp(m->param_info[i].name, name) == 0) return i;
+    if (strcmp(m->param_info[i].name, name) == 0)
+      return i;
   return -1;
 }
 
 int sd_nn_model_find_buffer(const sd_nn_model *m, const char *name) {
   for (int i = 0; i < m->num_buffer_tensors; i++)
-    if (strcmp(m->buffer_info[i].name, name) == 0) return i;
+    if (strcmp(m->buffer_info[i].name, name) == 0)
+      return i;
   return -1;
 }
 
 sd_status sd_nn_model_set_trainable(sd_nn_model *m, int first, int last, int trainable) {
-  if (!m || !m->compiled) return SD_ERROR(SD_ERR_ARG, "set_trainable: the model is not compiled");
+  if (!m || !m->compiled)
+    return SD_ERROR(SD_ERR_ARG, "set_trainable: the model is not compiled");
   if (first < 0 || last >= m->num_layers || first > last)
     return SD_ERROR(SD_ERR_ARG, "set_trainable: layer range [%d, %d] is outside [0, %d]", first,
                     last, m->num_layers - 1);
@@ -912,6 +1000,7 @@ sd_status sd_nn_model_set_trainable(sd_nn_model *m, int first, int last, int tra
 size_t sd_nn_model_trainable_count(const sd_nn_model *m) {
   size_t n = 0;
   for (int i = 0; i < m->num_param_tensors; i++)
-    if (m->param_info[i].trainable) n += m->param_info[i].count;
+    if (m->param_info[i].trainable)
+      n += m->param_info[i].count;
   return n;
 }

@@ -17,7 +17,8 @@
 #endif
 
 static inline void nt_fill(sd_rng *r, float *p, size_t n, double lo, double hi) {
-  for (size_t i = 0; i < n; i++) p[i] = (float)sd_rng_range(r, lo, hi);
+  for (size_t i = 0; i < n; i++)
+    p[i] = (float)sd_rng_range(r, lo, hi);
 }
 
 typedef struct {
@@ -36,7 +37,8 @@ static inline double nt_loss(sd_nn_model *m, const float *x, int n, sd_nn_mode m
   }
   const sd_nn_tensor *o = sd_nn_model_output(m);
   double s = 0.0;
-  for (size_t i = 0; i < sd_nn_tensor_size(o); i++) s += (double)o->data[i] * R[i];
+  for (size_t i = 0; i < sd_nn_tensor_size(o); i++)
+    s += (double)o->data[i] * R[i];
   return s;
 }
 
@@ -61,7 +63,8 @@ static inline void nt_fd_entry(sd_nn_model *m, const float *x, int n, sd_nn_mode
     return;
   }
   double err = fabs(analytic - central) / (fmax(fabs(analytic), fabs(central)) + floor);
-  if (err > res->max_err) res->max_err = err;
+  if (err > res->max_err)
+    res->max_err = err;
   res->checked++;
 }
 
@@ -79,7 +82,8 @@ static inline nt_fd_result nt_fd_check(sd_nn_model *m, const float *x_in, int n,
   sd_nn_tensor *o = sd_nn_model_output(m);
   size_t olen = (size_t)n * sd_nn_tensor_sample_size(o);
   float *R = malloc(olen * sizeof *R);
-  for (size_t i = 0; i < olen; i++) R[i] = (float)sd_rng_normal(&r);
+  for (size_t i = 0; i < olen; i++)
+    R[i] = (float)sd_rng_normal(&r);
   /* analytic */
   sd_nn_model_zero_grad(m);
   nt_loss(m, x, n, mode, R);
@@ -98,8 +102,10 @@ static inline nt_fd_result nt_fd_check(sd_nn_model *m, const float *x_in, int n,
     memcpy(gx, in->grad, xlen * sizeof *gx);
   }
   double gmax = 1e-12;
-  for (size_t i = 0; i < m->num_params; i++) gmax = fmax(gmax, fabs(ga[i]));
-  for (size_t i = 0; gx && i < xlen; i++) gmax = fmax(gmax, fabs(gx[i]));
+  for (size_t i = 0; i < m->num_params; i++)
+    gmax = fmax(gmax, fabs(ga[i]));
+  for (size_t i = 0; gx && i < xlen; i++)
+    gmax = fmax(gmax, fabs(gx[i]));
   const double floor = 1e-2 * gmax;
   for (int t = 0; t < sd_nn_model_param_count(m); t++) {
     const sd_nn_param *p = sd_nn_model_param(m, t);

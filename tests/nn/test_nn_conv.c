@@ -9,7 +9,8 @@
 #include "stemdefect/rng.h"
 
 static void fill_rand(sd_rng *r, float *p, size_t n) {
-  for (size_t i = 0; i < n; i++) p[i] = (float)sd_rng_range(r, -1.0, 1.0);
+  for (size_t i = 0; i < n; i++)
+    p[i] = (float)sd_rng_range(r, -1.0, 1.0);
 }
 
 /* The textbook 7-loop convolution in double. */
@@ -24,7 +25,8 @@ static void conv_naive(const sd_nn_conv_geom *g, int n, const float *x, const fl
             for (int ky = 0; ky < g->kh; ky++)
               for (int kx = 0; kx < g->kw; kx++) {
                 int iy = oy * g->sh - g->ph + ky, ix = ox * g->sw - g->pw + kx;
-                if (iy < 0 || iy >= g->h || ix < 0 || ix >= g->w) continue;
+                if (iy < 0 || iy >= g->h || ix < 0 || ix >= g->w)
+                  continue;
                 s += (double)x[(((size_t)i * g->c + c) * g->h + iy) * g->w + ix] *
                      w[(((size_t)o * g->c + c) * g->kh + ky) * g->kw + kx];
               }
@@ -38,7 +40,8 @@ static void convt_naive(const sd_nn_conv_geom *g, int n, const float *x, const f
   size_t ysz = (size_t)g->c * g->h * g->w;
   for (int i = 0; i < n; i++)
     for (int c = 0; c < g->c; c++)
-      for (int p = 0; p < g->h * g->w; p++) y[i * ysz + (size_t)c * g->h * g->w + p] = b ? b[c] : 0;
+      for (int p = 0; p < g->h * g->w; p++)
+        y[i * ysz + (size_t)c * g->h * g->w + p] = b ? b[c] : 0;
   for (int i = 0; i < n; i++)
     for (int o = 0; o < g->oc; o++)
       for (int oy = 0; oy < g->oh; oy++)
@@ -48,7 +51,8 @@ static void convt_naive(const sd_nn_conv_geom *g, int n, const float *x, const f
             for (int ky = 0; ky < g->kh; ky++)
               for (int kx = 0; kx < g->kw; kx++) {
                 int iy = oy * g->sh - g->ph + ky, ix = ox * g->sw - g->pw + kx;
-                if (iy < 0 || iy >= g->h || ix < 0 || ix >= g->w) continue;
+                if (iy < 0 || iy >= g->h || ix < 0 || ix >= g->w)
+                  continue;
                 y[(((size_t)i * g->c + c) * g->h + iy) * g->w + ix] +=
                     v * w[(((size_t)o * g->c + c) * g->kh + ky) * g->kw + kx];
               }
@@ -57,8 +61,10 @@ static void convt_naive(const sd_nn_conv_geom *g, int n, const float *x, const f
 
 static double max_rel(const float *a, const double *ref, size_t n) {
   double scale = 1e-6, err = 0.0;
-  for (size_t i = 0; i < n; i++) scale = fmax(scale, fabs(ref[i]));
-  for (size_t i = 0; i < n; i++) err = fmax(err, fabs(a[i] - ref[i]) / scale);
+  for (size_t i = 0; i < n; i++)
+    scale = fmax(scale, fabs(ref[i]));
+  for (size_t i = 0; i < n; i++)
+    err = fmax(err, fabs(a[i] - ref[i]) / scale);
   return err;
 }
 
@@ -67,8 +73,16 @@ typedef struct {
 } conv_case;
 
 static void check_conv(sd_rng *r, const conv_case *cc) {
-  sd_nn_conv_geom g = {.c = cc->c, .h = cc->h, .w = cc->w, .oc = cc->oc, .kh = cc->kh,
-                       .kw = cc->kw, .sh = cc->s, .sw = cc->s, .ph = cc->p, .pw = cc->p};
+  sd_nn_conv_geom g = {.c = cc->c,
+                       .h = cc->h,
+                       .w = cc->w,
+                       .oc = cc->oc,
+                       .kh = cc->kh,
+                       .kw = cc->kw,
+                       .sh = cc->s,
+                       .sw = cc->s,
+                       .ph = cc->p,
+                       .pw = cc->p};
   g.oh = sd_nn_conv_out_size(g.h, g.kh, g.sh, g.ph);
   g.ow = sd_nn_conv_out_size(g.w, g.kw, g.sw, g.pw);
   size_t xs = (size_t)cc->n * g.c * g.h * g.w, ws = (size_t)g.oc * g.c * g.kh * g.kw;
@@ -97,7 +111,8 @@ static void check_conv(sd_rng *r, const conv_case *cc) {
   double et = max_rel(yt, reft, xs);
   SD_EXPECT_MSG(et < 1e-5, "conv_transpose n=%d c=%d %dx%d oc=%d k=%d s=%d p=%d: max rel err %.3g",
                 cc->n, cc->c, cc->h, cc->w, cc->oc, cc->kh, cc->s, cc->p, et);
-  fprintf(stderr, "conv n=%d c=%d %dx%d -> oc=%d %dx%d k=%dx%d s=%d p=%d: err %.2g, transposed %.2g\n",
+  fprintf(stderr,
+          "conv n=%d c=%d %dx%d -> oc=%d %dx%d k=%dx%d s=%d p=%d: err %.2g, transposed %.2g\n",
           cc->n, cc->c, cc->h, cc->w, cc->oc, g.oh, g.ow, cc->kh, cc->kw, cc->s, cc->p, e, et);
   free(x), free(w), free(b), free(y), free(work), free(ref), free(xt), free(yt), free(reft),
       free(bt);
@@ -107,19 +122,20 @@ int main(void) {
   sd_rng r;
   sd_rng_init(&r, 1234, 0, 99);
   const conv_case cases[] = {
-      {2, 3, 7, 5, 4, 3, 3, 1, 1, 1},    /* non-square, same padding */
-      {3, 2, 9, 6, 5, 3, 3, 2, 1, 1},    /* stride 2 */
-      {2, 4, 8, 8, 3, 1, 1, 1, 0, 1},    /* pointwise, folded */
-      {1, 4, 50, 45, 3, 1, 1, 1, 0, 0},  /* pointwise, one image per GEMM */
-      {2, 1, 11, 13, 6, 5, 5, 1, 2, 1},  /* 5x5 */
-      {2, 3, 10, 7, 2, 2, 2, 2, 0, 1},   /* 2x2 stride 2 */
-      {2, 2, 6, 9, 3, 3, 3, 3, 2, 1},    /* stride 3, large pad */
-      {2, 2, 48, 48, 4, 3, 3, 1, 1, 1},  /* >= 2048 output pixels: one image per GEMM */
-      {7, 3, 20, 30, 4, 3, 3, 1, 0, 0},  /* folded chunks of 5 and a remainder of 2 */
-      {2, 3, 9, 8, 4, 3, 2, 1, 1, 1},    /* non-square kernel */
-      {1, 1, 1, 1, 2, 1, 1, 1, 0, 1},    /* 1x1 image */
+      {2, 3, 7, 5, 4, 3, 3, 1, 1, 1},   /* non-square, same padding */
+      {3, 2, 9, 6, 5, 3, 3, 2, 1, 1},   /* stride 2 */
+      {2, 4, 8, 8, 3, 1, 1, 1, 0, 1},   /* pointwise, folded */
+      {1, 4, 50, 45, 3, 1, 1, 1, 0, 0}, /* pointwise, one image per GEMM */
+      {2, 1, 11, 13, 6, 5, 5, 1, 2, 1}, /* 5x5 */
+      {2, 3, 10, 7, 2, 2, 2, 2, 0, 1},  /* 2x2 stride 2 */
+      {2, 2, 6, 9, 3, 3, 3, 3, 2, 1},   /* stride 3, large pad */
+      {2, 2, 48, 48, 4, 3, 3, 1, 1, 1}, /* >= 2048 output pixels: one image per GEMM */
+      {7, 3, 20, 30, 4, 3, 3, 1, 0, 0}, /* folded chunks of 5 and a remainder of 2 */
+      {2, 3, 9, 8, 4, 3, 2, 1, 1, 1},   /* non-square kernel */
+      {1, 1, 1, 1, 2, 1, 1, 1, 0, 1},   /* 1x1 image */
   };
-  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_conv(&r, &cases[i]);
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+    check_conv(&r, &cases[i]);
 
   /* dense against a naive product */
   {
@@ -133,7 +149,8 @@ int main(void) {
     for (int i = 0; i < n; i++)
       for (int o = 0; o < out; o++) {
         double s = b[o];
-        for (int k = 0; k < in; k++) s += (double)x[i * in + k] * w[o * in + k];
+        for (int k = 0; k < in; k++)
+          s += (double)x[i * in + k] * w[o * in + k];
         err = fmax(err, fabs(s - y[i * out + o]));
       }
     SD_EXPECT_MSG(err < 1e-5, "dense max abs err %.3g", err);
@@ -141,8 +158,18 @@ int main(void) {
 
   /* im2col of a known 3x3 image, k2 s1 p0: row (0,0) holds the top-left of each window */
   {
-    sd_nn_conv_geom g = {.c = 1, .h = 3, .w = 3, .oc = 1, .oh = 2, .ow = 2, .kh = 2, .kw = 2,
-                         .sh = 1, .sw = 1, .ph = 0, .pw = 0};
+    sd_nn_conv_geom g = {.c = 1,
+                         .h = 3,
+                         .w = 3,
+                         .oc = 1,
+                         .oh = 2,
+                         .ow = 2,
+                         .kh = 2,
+                         .kw = 2,
+                         .sh = 1,
+                         .sw = 1,
+                         .ph = 0,
+                         .pw = 0};
     float x[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9}, col[16];
     sd_nn_im2col(&g, x, col, 4);
     const float want[16] = {1, 2, 4, 5, 2, 3, 5, 6, 4, 5, 7, 8, 5, 6, 8, 9};

@@ -6,27 +6,57 @@
 
 typedef int (*build_fn)(sd_nn_model *m, int x);
 
-static int b_conv(sd_nn_model *m, int x) { return sd_nn_add_conv2d(m, x, 4, 3, 1, 1); }
-static int b_conv_s2(sd_nn_model *m, int x) { return sd_nn_add_conv2d(m, x, 3, 3, 2, 1); }
-static int b_conv_1x1(sd_nn_model *m, int x) { return sd_nn_add_conv2d(m, x, 5, 1, 1, 0); }
-static int b_conv_k2_nobias(sd_nn_model *m, int x) { return sd_nn_add_conv2d_ex(m, x, 2, 2, 2, 0, 0); }
-static int b_conv_5x5(sd_nn_model *m, int x) { return sd_nn_add_conv2d(m, x, 2, 5, 1, 2); }
-static int b_convt_k2(sd_nn_model *m, int x) { return sd_nn_add_conv_transpose2d(m, x, 3, 2, 2, 0); }
-static int b_convt_k3(sd_nn_model *m, int x) { return sd_nn_add_conv_transpose2d(m, x, 2, 3, 2, 1); }
-static int b_dense(sd_nn_model *m, int x) { return sd_nn_add_dense(m, x, 4); }
-static int b_bn(sd_nn_model *m, int x) { return sd_nn_add_batchnorm(m, x); }
-static int b_relu(sd_nn_model *m, int x) { return sd_nn_add_relu(m, x); }
-static int b_lrelu(sd_nn_model *m, int x) { return sd_nn_add_leaky_relu(m, x, 0.1f); }
-static int b_maxpool(sd_nn_model *m, int x) { return sd_nn_add_maxpool(m, x, 2, 2); }
+static int b_conv(sd_nn_model *m, int x) {
+  return sd_nn_add_conv2d(m, x, 4, 3, 1, 1);
+}
+static int b_conv_s2(sd_nn_model *m, int x) {
+  return sd_nn_add_conv2d(m, x, 3, 3, 2, 1);
+}
+static int b_conv_1x1(sd_nn_model *m, int x) {
+  return sd_nn_add_conv2d(m, x, 5, 1, 1, 0);
+}
+static int b_conv_k2_nobias(sd_nn_model *m, int x) {
+  return sd_nn_add_conv2d_ex(m, x, 2, 2, 2, 0, 0);
+}
+static int b_conv_5x5(sd_nn_model *m, int x) {
+  return sd_nn_add_conv2d(m, x, 2, 5, 1, 2);
+}
+static int b_convt_k2(sd_nn_model *m, int x) {
+  return sd_nn_add_conv_transpose2d(m, x, 3, 2, 2, 0);
+}
+static int b_convt_k3(sd_nn_model *m, int x) {
+  return sd_nn_add_conv_transpose2d(m, x, 2, 3, 2, 1);
+}
+static int b_dense(sd_nn_model *m, int x) {
+  return sd_nn_add_dense(m, x, 4);
+}
+static int b_bn(sd_nn_model *m, int x) {
+  return sd_nn_add_batchnorm(m, x);
+}
+static int b_relu(sd_nn_model *m, int x) {
+  return sd_nn_add_relu(m, x);
+}
+static int b_lrelu(sd_nn_model *m, int x) {
+  return sd_nn_add_leaky_relu(m, x, 0.1f);
+}
+static int b_maxpool(sd_nn_model *m, int x) {
+  return sd_nn_add_maxpool(m, x, 2, 2);
+}
 static int b_maxpool_k3(sd_nn_model *m, int x) {
   return sd_nn_add_pool_ex(m, SD_NN_LAYER_MAXPOOL, x, 3, 2, 1);
 }
-static int b_avgpool(sd_nn_model *m, int x) { return sd_nn_add_avgpool(m, x, 2, 2); }
+static int b_avgpool(sd_nn_model *m, int x) {
+  return sd_nn_add_avgpool(m, x, 2, 2);
+}
 static int b_avgpool_k3(sd_nn_model *m, int x) {
   return sd_nn_add_pool_ex(m, SD_NN_LAYER_AVGPOOL, x, 3, 1, 1);
 }
-static int b_gap(sd_nn_model *m, int x) { return sd_nn_add_global_avgpool(m, x); }
-static int b_dropout(sd_nn_model *m, int x) { return sd_nn_add_dropout(m, x, 0.3f); }
+static int b_gap(sd_nn_model *m, int x) {
+  return sd_nn_add_global_avgpool(m, x);
+}
+static int b_dropout(sd_nn_model *m, int x) {
+  return sd_nn_add_dropout(m, x, 0.3f);
+}
 static int b_up_nearest(sd_nn_model *m, int x) {
   return sd_nn_add_upsample(m, x, 2, SD_NN_UPSAMPLE_NEAREST);
 }
@@ -86,7 +116,7 @@ typedef struct {
   build_fn build;
   int n, c, h, w;
   sd_nn_mode mode;
-  int warm; /* training forwards before the check (running statistics for eval mode) */
+  int warm;    /* training forwards before the check (running statistics for eval mode) */
   double step; /* finite-difference step: large for one layer (less float noise), small for deep
                nets with ReLU (fewer kinks inside the step); 0 = 1e-2 */
 } grad_case;
@@ -94,7 +124,8 @@ typedef struct {
 static void run_case(const grad_case *gc) {
   sd_nn_model *m = NULL;
   SD_EXPECT_OK(sd_nn_model_create(&m));
-  if (!m) return;
+  if (!m)
+    return;
   int id = gc->build(m, 0);
   SD_EXPECT(id > 0);
   sd_nn_model_set_input_grad(m, 1);
@@ -113,9 +144,11 @@ static void run_case(const grad_case *gc) {
   /* perturb BN and biases away from their trivial init values */
   for (int t = 0; t < sd_nn_model_param_count(m); t++) {
     const sd_nn_param *p = sd_nn_model_param(m, t);
-    if (!p->decay) nt_fill(&r, sd_nn_param_data(m, p), p->count, -0.5, 0.5);
+    if (!p->decay)
+      nt_fill(&r, sd_nn_param_data(m, p), p->count, -0.5, 0.5);
     if (p->ndim == 1 && strstr(p->name, ".weight"))
-      for (size_t k = 0; k < p->count; k++) sd_nn_param_data(m, p)[k] += 1.0f;
+      for (size_t k = 0; k < p->count; k++)
+        sd_nn_param_data(m, p)[k] += 1.0f;
   }
   for (int k = 0; k < gc->warm; k++) {
     nt_fill(&r, x, xlen, -2.0, 3.0);
@@ -171,6 +204,7 @@ int main(void) {
       {"unet-shaped", b_unet, 2, 1, 8, 6, T, 0, 1e-3},
       {"unet-shaped", b_unet, 2, 1, 8, 6, E, 2, 1e-3},
   };
-  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i]);
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+    run_case(&cases[i]);
   return sd_test_finish("test_nn_grad");
 }

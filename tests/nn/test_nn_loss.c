@@ -26,7 +26,8 @@ static double loss_fd(loss_fn f, sd_nn_tensor *t, const void *tg, const sd_nn_lo
   float *keep = t->grad;
   t->grad = scratch;
   double gmax = 1e-9, err = 0.0;
-  for (size_t i = 0; i < len; i++) gmax = fmax(gmax, fabs(g[i]));
+  for (size_t i = 0; i < len; i++)
+    gmax = fmax(gmax, fabs(g[i]));
   for (size_t i = 0; i < len; i++) {
     float v = t->data[i];
     double lp, lm;
@@ -48,7 +49,8 @@ static double loss_fd(loss_fn f, sd_nn_tensor *t, const void *tg, const sd_nn_lo
 /* A pretend second rank holding identical data: doubles every sum. */
 static sd_status twice(void *ctx, double *buf, int n) {
   (void)ctx;
-  for (int i = 0; i < n; i++) buf[i] *= 2.0;
+  for (int i = 0; i < n; i++)
+    buf[i] *= 2.0;
   return SD_OK;
 }
 
@@ -90,14 +92,16 @@ int main(void) {
     double l2;
     SD_EXPECT_OK(sd_nn_loss_softmax_ce(&t, y, &o2, &l2));
     SD_EXPECT_NEAR(l2, 2 * l, 1e-9);
-    for (int i = 0; i < 6; i++) SD_EXPECT_NEAR(g[i], 3 * g1[i], 1e-6);
+    for (int i = 0; i < 6; i++)
+      SD_EXPECT_NEAR(g[i], 3 * g1[i], 1e-6);
     /* the reduce hook: a second identical rank doubles the normaliser, halving this share */
     sd_nn_loss_opts o3 = o;
     o3.reduce = twice;
     double l3;
     SD_EXPECT_OK(sd_nn_loss_softmax_ce(&t, y, &o3, &l3));
     SD_EXPECT_NEAR(l3, l / 2, 1e-9);
-    for (int i = 0; i < 6; i++) SD_EXPECT_NEAR(g[i], g1[i] / 2, 1e-7);
+    for (int i = 0; i < 6; i++)
+      SD_EXPECT_NEAR(g[i], g1[i] / 2, 1e-7);
   }
   /* ---- per-pixel targets [n, h, w] with ignored pixels ---- */
   {
@@ -118,7 +122,8 @@ int main(void) {
     sd_rng r;
     sd_rng_init(&r, 3, 0, 0);
     nt_fill(&r, zz, N * C * H * W, -2, 2);
-    for (int i = 0; i < N * H * W; i++) yy[i] = (int32_t)sd_rng_below(&r, C + 1) - 1;
+    for (int i = 0; i < N * H * W; i++)
+      yy[i] = (int32_t)sd_rng_below(&r, C + 1) - 1;
     const float w[C] = {0.2f, 1.0f, 2.0f, 1.5f};
     sd_nn_loss_opts o = {.class_weights = w, .label_smoothing = 0.05f};
     sd_nn_tensor tt = {zz, gg, N, C, H, W};

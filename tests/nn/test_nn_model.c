@@ -34,7 +34,8 @@ int __wrap_posix_memalign(void **p, size_t a, size_t n) {
 /* conv-bn-relu-pool-dense for [n, 1, 8, 8], 4 classes */
 static sd_nn_model *tiny_cnn(int batch) {
   sd_nn_model *m = NULL;
-  if (sd_nn_model_create(&m) != SD_OK) return NULL;
+  if (sd_nn_model_create(&m) != SD_OK)
+    return NULL;
   int x = sd_nn_add_conv2d_ex(m, 0, 8, 3, 1, 1, 0);
   x = sd_nn_add_batchnorm(m, x);
   x = sd_nn_add_relu(m, x);
@@ -52,17 +53,19 @@ static void test_overfit_and_no_alloc(void) {
   enum { N = 16, C = 4, STEPS = 300 };
   sd_nn_model *m = tiny_cnn(N);
   SD_EXPECT(m != NULL);
-  if (!m) return;
+  if (!m)
+    return;
   SD_EXPECT_OK(sd_nn_model_init_params(m, 11));
   sd_rng r;
   sd_rng_init(&r, 2024, 0, 1);
   float x[N * 64];
   int32_t y[N];
   nt_fill(&r, x, N * 64, -1, 1);
-  for (int i = 0; i < N; i++) y[i] = i % C;
+  for (int i = 0; i < N; i++)
+    y[i] = i % C;
   sd_nn_optim opt = sd_nn_optim_adamw(1e-2f, 1e-4f);
-  sd_nn_schedule sched = {.kind = SD_NN_SCHEDULE_COSINE, .lr = 1e-2f, .min_lr = 1e-3f,
-                          .total = STEPS, .warmup = 10};
+  sd_nn_schedule sched = {
+      .kind = SD_NN_SCHEDULE_COSINE, .lr = 1e-2f, .min_lr = 1e-3f, .total = STEPS, .warmup = 10};
   const float *arenas[6] = {m->params, m->grads, m->opt_state, m->buffers, m->acts, m->work};
   double loss = 1e9, first = 0;
   long allocs_in_steps = 0;
@@ -75,8 +78,10 @@ static void test_overfit_and_no_alloc(void) {
     SD_EXPECT_OK(sd_nn_model_backward(m));
     SD_EXPECT_OK(sd_nn_optim_step(m, &opt, sd_nn_schedule_lr(&sched, opt.step), NULL));
     allocs_in_steps += alloc_calls - before;
-    if (steps == 0) first = loss;
-    if (loss < 0.01) break;
+    if (steps == 0)
+      first = loss;
+    if (loss < 0.01)
+      break;
   }
   fprintf(stderr, "overfit: loss %.4f -> %.5f after %d steps; %ld allocations in the steps\n",
           first, loss, steps + 1, allocs_in_steps);
@@ -91,7 +96,8 @@ static void test_overfit_and_no_alloc(void) {
   for (int i = 0; i < N; i++) {
     int best = 0;
     for (int c = 1; c < C; c++)
-      if (o->data[i * C + c] > o->data[i * C + best]) best = c;
+      if (o->data[i * C + c] > o->data[i * C + best])
+        best = c;
     correct += best == y[i];
   }
   SD_EXPECT_MSG(correct == N, "eval accuracy %d/%d after overfitting", correct, N);
@@ -117,10 +123,12 @@ static void test_batchnorm_modes(void) {
   double mean[C] = {0}, var[C] = {0};
   for (int c = 0; c < C; c++) {
     for (int i = 0; i < N; i++)
-      for (int p = 0; p < HW; p++) mean[c] += x[(i * C + c) * HW + p];
+      for (int p = 0; p < HW; p++)
+        mean[c] += x[(i * C + c) * HW + p];
     mean[c] /= N * HW;
     for (int i = 0; i < N; i++)
-      for (int p = 0; p < HW; p++) var[c] += pow(x[(i * C + c) * HW + p] - mean[c], 2);
+      for (int p = 0; p < HW; p++)
+        var[c] += pow(x[(i * C + c) * HW + p] - mean[c], 2);
     var[c] /= N * HW; /* biased, used to normalise */
   }
   /* one training forward: output normalised with the batch statistics */
@@ -142,7 +150,8 @@ static void test_batchnorm_modes(void) {
   SD_EXPECT_OK(sd_nn_model_forward(m, x, N, SD_NN_MODE_EVAL));
   SD_EXPECT_NEAR(o->data[0], (x[0] - rm[0]) / sqrt(rv[0] + 1e-5), 1e-5);
   /* many training passes on the same batch: running stats -> batch mean, unbiased var */
-  for (int k = 0; k < 300; k++) SD_EXPECT_OK(sd_nn_model_forward(m, x, N, SD_NN_MODE_TRAIN));
+  for (int k = 0; k < 300; k++)
+    SD_EXPECT_OK(sd_nn_model_forward(m, x, N, SD_NN_MODE_TRAIN));
   for (int c = 0; c < C; c++) {
     SD_EXPECT_NEAR(rm[c], mean[c], 1e-5);
     SD_EXPECT_NEAR(rv[c], var[c] * unb, 1e-5);
@@ -165,7 +174,8 @@ static void test_batchnorm_modes(void) {
 
 static sd_nn_model *unet(int batch, int compile) {
   sd_nn_model *m = NULL;
-  if (sd_nn_model_create(&m) != SD_OK) return NULL;
+  if (sd_nn_model_create(&m) != SD_OK)
+    return NULL;
   int c1 = sd_nn_add_conv2d(m, 0, 4, 3, 1, 1);
   c1 = sd_nn_add_batchnorm(m, c1);
   c1 = sd_nn_add_relu(m, c1);
@@ -180,8 +190,10 @@ static sd_nn_model *unet(int batch, int compile) {
   int s = sd_nn_add_add(m, c3, t);
   s = sd_nn_add_avgpool(m, s, 1, 1);
   int head = sd_nn_add_conv2d(m, s, 3, 1, 1, 0);
-  if (sd_nn_layer_set_name(m, head, "head") != SD_OK) sd_error_clear();
-  if (compile && sd_nn_model_compile(m, batch, 1, 8, 8) != SD_OK) sd_nn_model_destroy(&m);
+  if (sd_nn_layer_set_name(m, head, "head") != SD_OK)
+    sd_error_clear();
+  if (compile && sd_nn_model_compile(m, batch, 1, 8, 8) != SD_OK)
+    sd_nn_model_destroy(&m);
   return m;
 }
 
@@ -190,7 +202,8 @@ static size_t last_ready = (size_t)-1;
 static int ready_monotone = 1;
 static sd_status on_ready(void *ctx, size_t first) {
   (void)ctx;
-  if (first > last_ready) ready_monotone = 0;
+  if (first > last_ready)
+    ready_monotone = 0;
   last_ready = first;
   ready_calls++;
   return SD_OK;
@@ -199,7 +212,8 @@ static sd_status on_ready(void *ctx, size_t first) {
 static void test_structure(void) {
   sd_nn_model *a = unet(2, 1), *b = unet(2, 1);
   SD_EXPECT(a && b);
-  if (!a || !b) return;
+  if (!a || !b)
+    return;
   /* deterministic initialisation, identical across processes by construction */
   SD_EXPECT_OK(sd_nn_model_init_params(a, 7));
   SD_EXPECT_OK(sd_nn_model_init_params(b, 7));
@@ -213,7 +227,8 @@ static void test_structure(void) {
   SD_EXPECT(p0->ndim == 4 && p0->shape[0] == 4 && p0->shape[1] == 1 && p0->shape[2] == 3 &&
             p0->shape[3] == 3 && p0->count == 36 && p0->decay == 1);
   double ss = 0;
-  for (int k = 0; k < 36; k++) ss += pow(sd_nn_param_data(a, p0)[k], 2);
+  for (int k = 0; k < 36; k++)
+    ss += pow(sd_nn_param_data(a, p0)[k], 2);
   SD_EXPECT(sqrt(ss / 36) > 0.5 * sqrt(2.0 / 9) && sqrt(ss / 36) < 1.5 * sqrt(2.0 / 9));
   SD_EXPECT(sd_nn_model_find_param(a, "bn0.weight") >= 0);
   SD_EXPECT(sd_nn_model_param(a, sd_nn_model_find_param(a, "bn0.bias"))->decay == 0);
@@ -278,7 +293,8 @@ static void test_structure(void) {
   sd_nn_model_seed_dropout(a, 1, 0);
   SD_EXPECT_OK(sd_nn_model_forward(a, x, 2, SD_NN_MODE_TRAIN));
   sd_nn_tensor *o = sd_nn_model_output(a);
-  for (size_t k = 0; k < sd_nn_tensor_size(o); k++) o->grad[k] = 1.0f;
+  for (size_t k = 0; k < sd_nn_tensor_size(o); k++)
+    o->grad[k] = 1.0f;
   SD_EXPECT_OK(sd_nn_model_backward(a));
   SD_EXPECT(ready_calls == 6 && ready_monotone && last_ready == 0);
   sd_nn_model_set_grad_ready(a, NULL, NULL);
@@ -288,7 +304,8 @@ static void test_structure(void) {
   memcpy(g1, a->grads, a->num_params * sizeof *g1);
   sd_nn_model_seed_dropout(a, 1, 0); /* the same dropout mask as the first pass */
   SD_EXPECT_OK(sd_nn_model_forward(a, x, 2, SD_NN_MODE_TRAIN));
-  for (size_t k = 0; k < sd_nn_tensor_size(o); k++) o->grad[k] = 1.0f;
+  for (size_t k = 0; k < sd_nn_tensor_size(o); k++)
+    o->grad[k] = 1.0f;
   SD_EXPECT_OK(sd_nn_model_backward(a));
   double acc_err = 0;
   for (size_t k = 0; k < a->num_params; k++)
@@ -307,7 +324,8 @@ static void test_structure(void) {
 
 static sd_status doubling(void *ctx, double *buf, int n) {
   (void)ctx;
-  for (int i = 0; i < n; i++) buf[i] *= 2;
+  for (int i = 0; i < n; i++)
+    buf[i] *= 2;
   return SD_OK;
 }
 
@@ -316,7 +334,8 @@ static void test_reduce_hook(void) {
    * unchanged, the loss normaliser doubles, so this rank's loss and gradients are half */
   sd_nn_model *a = tiny_cnn(4), *b = tiny_cnn(4);
   SD_EXPECT(a && b);
-  if (!a || !b) return;
+  if (!a || !b)
+    return;
   sd_nn_model_set_reduce(b, doubling, NULL);
   float x[4 * 64];
   int32_t y[4] = {0, 1, 2, 3};
@@ -335,7 +354,8 @@ static void test_reduce_hook(void) {
   }
   SD_EXPECT_NEAR(l[1], l[0] / 2, 1e-6);
   double err = 0;
-  for (size_t k = 0; k < a->num_params; k++) err = fmax(err, fabs(a->grads[k] - 2 * b->grads[k]));
+  for (size_t k = 0; k < a->num_params; k++)
+    err = fmax(err, fabs(a->grads[k] - 2 * b->grads[k]));
   SD_EXPECT_MSG(err < 1e-5, "two identical pretend ranks: gradient share differs by %.3g", err);
   /* same running means; running variances differ only by the unbiased factor of 4*64 vs
    * 2*4*64 elements */

@@ -5,7 +5,8 @@
 
 static double max_abs(const float *a, const float *b, size_t n) {
   double d = 0;
-  for (size_t i = 0; i < n; i++) d = fmax(d, fabs(a[i] - b[i]));
+  for (size_t i = 0; i < n; i++)
+    d = fmax(d, fabs(a[i] - b[i]));
   return d;
 }
 
@@ -24,18 +25,22 @@ int main(void) {
     SD_EXPECT(max_abs(y, near, 16) == 0.0);
     /* adjoint: <up(x), g> = <x, up^T(g)> for bilinear */
     float g[16], gx[4] = {0, 0, 0, 0};
-    for (int i = 0; i < 16; i++) g[i] = (float)(i % 5) - 2.0f;
+    for (int i = 0; i < 16; i++)
+      g[i] = (float)(i % 5) - 2.0f;
     sd_nn_upsample_forward(1, 2, 2, 2, SD_NN_UPSAMPLE_BILINEAR, x, y);
     sd_nn_upsample_backward(1, 2, 2, 2, SD_NN_UPSAMPLE_BILINEAR, g, gx);
     double l = 0, r = 0;
-    for (int i = 0; i < 16; i++) l += (double)y[i] * g[i];
-    for (int i = 0; i < 4; i++) r += (double)x[i] * gx[i];
+    for (int i = 0; i < 16; i++)
+      l += (double)y[i] * g[i];
+    for (int i = 0; i < 4; i++)
+      r += (double)x[i] * gx[i];
     SD_EXPECT_NEAR(l, r, 1e-5);
   }
   /* pooling on a 4x4 ramp 0..15 */
   {
     float x[16], y[16];
-    for (int i = 0; i < 16; i++) x[i] = (float)i;
+    for (int i = 0; i < 16; i++)
+      x[i] = (float)i;
     sd_nn_maxpool_forward(1, 4, 4, 2, 2, 0, 2, 2, x, y);
     const float mx[4] = {5, 7, 13, 15};
     SD_EXPECT(max_abs(y, mx, 4) == 0.0);
@@ -53,7 +58,8 @@ int main(void) {
     SD_EXPECT(max_abs(y, av3, 4) < 1e-6);
     /* negative inputs in maxpool with padding: padding must not win */
     float neg[16];
-    for (int i = 0; i < 16; i++) neg[i] = -1.0f - (float)i;
+    for (int i = 0; i < 16; i++)
+      neg[i] = -1.0f - (float)i;
     sd_nn_maxpool_forward(1, 4, 4, 3, 2, 1, 2, 2, neg, y);
     SD_EXPECT(y[0] == -1.0f && y[3] == -6.0f);
     sd_nn_global_avgpool_forward(1, 16, x, y);
@@ -89,7 +95,8 @@ int main(void) {
     SD_EXPECT_OK(sd_nn_model_compile(m, 4, 8, 16, 16));
     size_t n = 4 * 8 * 16 * 16;
     float *x = malloc(n * sizeof *x);
-    for (size_t i = 0; i < n; i++) x[i] = 1.0f;
+    for (size_t i = 0; i < n; i++)
+      x[i] = 1.0f;
     SD_EXPECT_OK(sd_nn_model_forward(m, x, 4, SD_NN_MODE_TRAIN));
     const float *y = sd_nn_model_output(m)->data;
     size_t zeros = 0, scaled = 0;

@@ -6,7 +6,8 @@
 /* dense 2 -> 2 on a [1, 2, 1, 1] input: weight [2, 2] (decayed), bias [2] (not decayed) */
 static sd_nn_model *tiny(void) {
   sd_nn_model *m = NULL;
-  if (sd_nn_model_create(&m) != SD_OK) return NULL;
+  if (sd_nn_model_create(&m) != SD_OK)
+    return NULL;
   sd_nn_add_dense(m, 0, 2);
   if (sd_nn_model_compile(m, 1, 2, 1, 1) != SD_OK) {
     sd_nn_model_destroy(&m);
@@ -28,17 +29,23 @@ static void set_all(sd_nn_model *m, float p, float g) {
 static void set_grads(sd_nn_model *m, float g) {
   for (int i = 0; i < sd_nn_model_param_count(m); i++) {
     const sd_nn_param *pi = sd_nn_model_param(m, i);
-    for (size_t k = 0; k < pi->count; k++) sd_nn_param_grad(m, pi)[k] = g;
+    for (size_t k = 0; k < pi->count; k++)
+      sd_nn_param_grad(m, pi)[k] = g;
   }
 }
 
-static float W(sd_nn_model *m) { return m->layers[1].u.dense.w[0]; }
-static float B(sd_nn_model *m) { return m->layers[1].u.dense.b[0]; }
+static float W(sd_nn_model *m) {
+  return m->layers[1].u.dense.w[0];
+}
+static float B(sd_nn_model *m) {
+  return m->layers[1].u.dense.b[0];
+}
 
 int main(void) {
   sd_nn_model *m = tiny();
   SD_EXPECT(m != NULL);
-  if (!m) return sd_test_finish("test_nn_optim");
+  if (!m)
+    return sd_test_finish("test_nn_optim");
   SD_EXPECT(sd_nn_model_param_count(m) == 2);
   SD_EXPECT(sd_nn_model_param(m, 0)->decay == 1 && sd_nn_model_param(m, 1)->decay == 0);
 
@@ -146,7 +153,8 @@ int main(void) {
     int stop_at = -1;
     for (int e = 0; e < 5 && stop_at < 0; e++) {
       set_all(m, (float)e, 0.0f);
-      if (sd_nn_early_stop_update(&es, m, val[e], e)) stop_at = e;
+      if (sd_nn_early_stop_update(&es, m, val[e], e))
+        stop_at = e;
     }
     SD_EXPECT(stop_at == 4);
     SD_EXPECT(es.best_epoch == 1);

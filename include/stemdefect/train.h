@@ -1,0 +1,115 @@
+/* train.h - data-parallel training over MPI on the nn engine.
+ *
+ * Data: the training images are cut into S data shards (contiguous blocks of the sorted
+ * training indices); shard s lives on rank s % P, which reads only the stack ranges its
+ * shards cover (parallel HDF5). Each step, every shard contributes B/S samples to the global
+ * batch B: rank r runs forward/backward on the samples of its shards, batch-norm statistics
+ * and the loss normaliser are summed over ranks, gradients are summed with one
+ * MPI_Allreduce on the gradient arena, and every rank takes the same optimiser step. The
+ * sample order of shard s in epoch e and the augmentation of step t are drawn from streams
+ * keyed by (seed, s, e) and (seed, t, s): nothing depends on which rank holds a shard, so
+ * P ranks with the same S reproduce 1 rank to float tolerance, and a run resumed from a
+ * checkpoint (written at epoch ends, and on SIGTERM / SIGUSR1 after the current step)
+ * continues bitwise identically.
+ */
+#ifndef STEMDEFECT_TRAIN_H
+#define STEMDEFECT_TRAIN_H
+
+#include <mpi.h>
+#include <stdint.h>
+
+#include "stemdefect/augment.h"
+#include "stemdefect/checkpoint.h"
+#include "stemdefect/nn.h"
+#include "stemdefect/stack.h"
+#include "stemdefect/status.h"
+
+/* Images of one part (train, validation or test) held by this rank, normalised. */
+typedef struct sd_train_data {
+  int h, w;
+  int64_t n;          /* images held by this rank */
+  int64_t n_global;   /* images of the part over all ranks */
+  float *images;      /* (n, h, w) normalised */
+  int32_t *labels;    /* (n) class */
+  uint8_t *masks;     /* (n, h, w) per-pixel class, or NULL */
+  int64_t *index;     /* (n) stack index of each image */
+  /* training parts only: shards owned by this rank */
+  int num_shards;     /* S (global) */
+  int num_local;      /* shards on this rank */
+  int *shard_id;      /* [num_local] global shard ids, increasing */
+  int64_t *shard_first; /* [num_local] first local image of the shard */
+  int64_t *shard_count; /* [num_local] */
+  int64_t min_shard;  /* smallest shard size over all shards (sets the epoch length) */
+} sd_train_data;
+
+/* Collective. Loads the images of stack whose part[i] == which (part has one entry per image,
+ * the same on all ranks). shards > 0: training layout with S = shards data shards (S >= P);
+ * shards == 0: an even contiguous split over ranks (validation, test, inference).
+ * normalize_robust: apply the robust z-score per image. with_masks: also read /masks. */
+sd_status sd_train_data_load(MPI_Comm comm, sd_stack *stack, const int8_t *part, int8_t which,
+                             int shards, int normalize_robust, int with_masks,
+                             sd_train_data *out);
+void sd_train_data_free(sd_train_data *d);
+
+typedef enum sd_train_task { SD_TRAIN_TASK_CLASSIFY = 0, SD_TRAIN_TASK_SEGMENT = 1 } sd_train_task;
+
+typedef struct sd_train_opts {
+  sd_train_task task;
+  int epochs;
+  int batch;              /* global batch B (a multiple of S) */
+  uint64_t seed;
+  sd_nn_optim optim;
+  sd_nn_schedule_kind schedule;
+  double warmup_epochs;
+  float min_lr_factor;    /* cosine floor as a fraction of lr */
+  float label_smoothing;
+  int balanced_weights;   /* class weights ~ 1 / frequency (training set) */
+  float dice_weight;      /* segmentation: loss = CE + dice_weight * Dice */
+  int patience;           /* early stopping (epochs, 0 = off); restores the best weights */
+  int augment;
+  sd_augment_params aug;
+  const char *checkpoint; /* checkpoint path ("" = none) */
+  int checkpoint_every;   /* epochs */
+  int max_steps;          /* stop after this many steps in total (tests; 0 = no limit) */
+  const sd_provenance *prov;
+} sd_train_opts;
+
+/* Per-epoch record. */
+typedef struct sd_train_epoch_log {
+  int epoch;
+  double loss, val_loss, val_acc, images_per_s, seconds;
+} sd_train_epoch_log;
+
+/* Collective. Trains m (compiled with batch >= the largest per-rank batch, parameters
+ * identical on all ranks) on train, validating on val (may hold 0 images). state carries the
+ * class names and normalisation, and on resume the epoch/step to continue from; it is
+ * updated as training proceeds. Returns SD_ERR_INTERRUPTED after writing a checkpoint when
+ * SIGTERM or SIGUSR1 arrived. log (may be NULL) receives up to max_log epochs. */
+sd_status sd_train_run(MPI_Comm comm, sd_nn_model *m, const sd_train_data *train,
+                       const sd_train_data *val, const sd_train_opts *opts, sd_ckpt_state *state,
+                       sd_train_epoch_log *log, int max_log, int *nlog);
+
+/* Installs SIGTERM/SIGUSR1 handlers that ask sd_train_run to checkpoint and stop. */
+void sd_train_install_signal_handlers(void);
+/* 1 when a stop signal arrived (this process). */
+int sd_train_stop_requested(void);
+
+/* Collective. Runs m in eval mode over d in batches of at most m->batch; writes the output
+ * (n, C, h, w) of every local image into out (may be NULL) and returns the summed
+ * cross-entropy and correct count (classification) over all ranks. */
+sd_status sd_train_evaluate(MPI_Comm comm, sd_nn_model *m, const sd_train_data *d, float *out,
+                            double *loss_sum, int64_t *correct);
+
+/* The classifier: a compact residual CNN for (1, H, W) input: stem conv3x3(width)-BN-ReLU, then
+ * `stages` stages of `blocks` residual blocks (conv3x3-BN-ReLU-conv3x3-BN + identity or 1x1
+ * projection, ReLU), channels doubling and resolution halving (stride 2) from stage 2 on,
+ * global average pooling, dropout, dense to num_classes. The last layer is named "head". */
+sd_status sd_classifier_build(sd_nn_model **m, int width, int stages, int blocks, float dropout,
+                              int num_classes);
+
+/* A stack-level sanity measure used by the report and tests: per-class counts. */
+
+/* MPI hook for sd_nn_reduce_fn: sums doubles over the communicator passed as ctx. */
+sd_status sd_train_reduce_sum(void *ctx, double *buf, int n);
+
+#endif
