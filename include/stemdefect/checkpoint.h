@@ -12,6 +12,7 @@
  *   /training     attrs epoch, step, best_val_loss, best_epoch, finished (0/1), seed,
  *                 data_shards; dataset rng uint64 [k,4] (one xoshiro state per data shard)
  *   root          provenance attributes (program, version, git_commit, config, ...)
+ *                 dataset split int8 [N] with attrs kind, data (the split of the stack)
  * Written by rank 0 to "<path>.tmp-<pid>" and renamed (atomic); read by every rank.
  */
 #ifndef STEMDEFECT_CHECKPOINT_H
@@ -43,6 +44,12 @@ typedef struct sd_ckpt_state {
   sd_rng rng[SD_CKPT_MAX_RNG];
   sd_nn_optim optim;
   int has_optimizer;      /* set by load: the file holds optimiser state */
+  /* the train/validation/test split of the data stack (saved when split_n > 0) */
+  char split_kind[16];    /* "stratified" or "grouped" */
+  char data_path[1024];   /* the stack trained on */
+  int64_t split_n;
+  int8_t *split;          /* [split_n] 0 train, 1 validation, 2 test; owned by the caller on
+                             save, allocated by load (free it) */
 } sd_ckpt_state;
 
 /* Collective on comm: rank 0 writes the model (parameters, buffers, optimiser state) and the

@@ -48,6 +48,13 @@ typedef struct sd_app {
 extern const sd_command sd_cmd_import;
 extern const sd_command sd_cmd_simulate;
 extern const sd_command sd_cmd_info;
+extern const sd_command sd_cmd_train;
+extern const sd_command sd_cmd_evaluate;
+extern const sd_command sd_cmd_predict;
+
+struct sd_sim_params;
+/* Simulator parameters from the simulate section (errors name the simulate.* key). */
+sd_status sd_simulate_params_from_config(const sd_config *cfg, struct sd_sim_params *p);
 
 /* Runs the front end (called by main between MPI_Init and MPI_Finalize); returns the process
  * exit code, the same on every rank. */

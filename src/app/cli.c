@@ -11,7 +11,8 @@
 #include "stemdefect/profile.h"
 #include "stemdefect/version.h"
 
-static const sd_command *const commands[] = {&sd_cmd_import, &sd_cmd_simulate, &sd_cmd_info,
+static const sd_command *const commands[] = {&sd_cmd_import,   &sd_cmd_simulate, &sd_cmd_info,
+                                             &sd_cmd_train,    &sd_cmd_evaluate, &sd_cmd_predict,
                                              NULL};
 
 static const sd_cli_option common_options[] = {

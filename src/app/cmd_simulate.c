@@ -25,7 +25,7 @@ static const sd_cli_option simulate_options[] = {
     {NULL, NULL, NULL, NULL, 0}};
 
 /* Fills params from the simulate section. Collective-safe: every rank sees the same config. */
-static sd_status sd_simulate_params_from_config(const sd_config *cfg, sd_sim_params *p) {
+sd_status sd_simulate_params_from_config(const sd_config *cfg, struct sd_sim_params *p) {
   sd_sim_material m;
   SD_CHECK(sd_sim_parse_material(sd_config_string(cfg, "simulate.material"), &m));
   SD_CHECK(sd_sim_params_default(p, m, (int)sd_config_int(cfg, "simulate.size")));

@@ -142,6 +142,24 @@ static sd_status save_rank0(const char *path, const sd_nn_model *m, const sd_ckp
       goto done;
     }
   }
+  if (st->split_n > 0 && st->split) {
+    hsize_t dims[1] = {(hsize_t)st->split_n};
+    hid_t sp = H5Screate_simple(1, dims, NULL);
+    hid_t ds = H5Dcreate2(gt, "split", H5T_STD_I8LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t rc = ds < 0 ? -1 : H5Dwrite(ds, H5T_NATIVE_INT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, st->split);
+    if (rc >= 0) {
+      s = sd_h5_attr_write_string(ds, "kind", st->split_kind);
+      if (s == SD_OK) s = sd_h5_attr_write_string(ds, "data", st->data_path);
+      if (s == SD_OK) s = sd_h5_attr_write_string(ds, "meaning", "0 train, 1 validation, 2 test");
+    }
+    if (ds >= 0) H5Dclose(ds);
+    H5Sclose(sp);
+    if (rc < 0) {
+      s = SD_H5_ERROR(SD_ERR_HDF5, "%s: cannot write the split", path);
+      goto done;
+    }
+    if (s != SD_OK) goto done;
+  }
 done:
   free(arch);
   if (gt >= 0) H5Gclose(gt);
@@ -224,6 +242,28 @@ static sd_status read_state(hid_t f, const char *path, sd_ckpt_state *st) {
           }
         }
         free(buf);
+      }
+      H5Sclose(sp);
+      H5Dclose(ds);
+    }
+    ds = H5Lexists(gt, "split", H5P_DEFAULT) > 0 ? H5Dopen2(gt, "split", H5P_DEFAULT) : -1;
+    if (ds >= 0) {
+      hid_t sp = H5Dget_space(ds);
+      hssize_t np = H5Sget_simple_extent_npoints(sp);
+      st->split = np > 0 ? sd_malloc((size_t)np, 1, "split") : NULL;
+      if (st->split && H5Dread(ds, H5T_NATIVE_INT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, st->split) >= 0) {
+        st->split_n = np;
+        char *kind = NULL, *data = NULL;
+        if (sd_h5_attr_read_string(ds, "kind", &kind) == SD_OK)
+          snprintf(st->split_kind, sizeof st->split_kind, "%s", kind);
+        if (sd_h5_attr_read_string(ds, "data", &data) == SD_OK)
+          snprintf(st->data_path, sizeof st->data_path, "%s", data);
+        free(kind);
+        free(data);
+        sd_error_clear();
+      } else {
+        free(st->split);
+        st->split = NULL;
       }
       H5Sclose(sp);
       H5Dclose(ds);

@@ -178,8 +178,8 @@ sd_status sd_train_run(MPI_Comm comm, sd_nn_model *m, const sd_train_data *train
   sd_nn_schedule sched;
   memset(&sched, 0, sizeof sched);
   sched.kind = opts->schedule;
-  sched.lr = opts->optim.lr;
-  sched.min_lr = opts->optim.lr * opts->min_lr_factor;
+  sched.lr = state->optim.lr;
+  sched.min_lr = state->optim.lr * opts->min_lr_factor;
   sched.gamma = 0.1f;
   sched.total = (int64_t)opts->epochs * steps_per_epoch;
   sched.step_size = sched.total / 3 > 0 ? sched.total / 3 : 1;
