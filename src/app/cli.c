@@ -358,7 +358,10 @@ int sd_app_main(MPI_Comm comm, int argc, char **argv) {
       if (st == SD_OK) sd_log_info("profile written to %s", prof);
     }
   }
-  if (st != SD_OK && app.rank == 0) {
+  if (st == SD_ERR_INTERRUPTED && app.rank == 0) {
+    fprintf(stderr, "stemdefect %s: stopped: %s (exit code %d: resume with --resume)\n",
+            app.cmd->name, sd_error_message(), SD_EXIT_REQUEUE);
+  } else if (st != SD_OK && app.rank == 0) {
     fprintf(stderr, "stemdefect %s: error: %s\n", app.cmd->name, sd_error_message());
     if (sd_log_get_level() >= SD_LOG_LEVEL_DEBUG && sd_error_where()[0])
       fprintf(stderr, "trace:\n%s\n", sd_error_where());
