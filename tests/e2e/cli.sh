@@ -31,4 +31,8 @@ expect_ok "$SD" simulate --config "$WORK/ok.yaml" --count 3 --output "$WORK/s.h5
 h5dump -H -d /images "$WORK/s.h5" | grep -q "( 3, 32, 32 )" && ok || fail "override not applied"
 grep -q '"command": "simulate"' "$WORK/p.json" && grep -q '"stages"' "$WORK/p.json" && ok || fail "profile JSON"
 /usr/bin/python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['ranks']==1 and d['stages']" "$WORK/p.json" 2>/dev/null && ok || fail "profile JSON does not parse"
+# the README documents every configuration key
+for key in $(sed -n 's/^ *{"\([a-z_]*\.[a-z_0-9]*\)",.*/\1/p' "$SRC/src/core/config_schema.c"); do
+  grep -q "\`$key\`" "$SRC/README.md" && ok || fail "README.md does not document $key"
+done
 finish
