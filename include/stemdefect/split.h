@@ -19,7 +19,10 @@
  *      (scan-line streaks, correlated noise, leftovers of the lattice), and a few strong
  *      structured components dominate an unwhitened residual, so independent patches then
  *      correlate at 0.3-0.6; whitened, they stay below ~0.25 while shifted crops of one region
- *      give >= 0.9.
+ *      give >= 0.9. Calibration of the default threshold 0.5 on random 64x64 crops of the two
+ *      bulk reference images: overlapping crops 0.94..1.0, disjoint crops <= 0.14 (the raw
+ *      images of disjoint crops correlate at up to ~0.9); on the CdTe patches the groups equal
+ *      those of pixel-identical overlaps found by exhaustive search (tests/split).
  *      Two images are near-copies when the normalised cross-correlation of their residuals,
  *      computed on the overlapping region at every integer offset |dx|, |dy| <= max_shift with
  *      at least min_overlap of the pixels overlapping, exceeds threshold somewhere. Matched
@@ -56,15 +59,15 @@ typedef enum sd_split_part {
 
 /* Stratified split of n items. labels (n): in [0, num_classes) or -1. f_train, f_val >= 0 with
  * f_train + f_val <= 1; the test fraction is the rest. Per class of m items the part sizes are
- * round(f * m), adjusted so they sum to m and, when m >= 3, every part with a positive
- * fraction gets at least one item. Writes part (n): SD_SPLIT_PART_*. Same inputs and seed give
- * the same split. SD_ERR_ARG naming the value on bad fractions, a label out of range or a
- * NULL pointer. */
+ * f * m rounded by largest remainder (so they sum to m), then, when m >= 3, every part with a
+ * positive fraction that got none takes one item from the largest part. Writes part (n):
+ * SD_SPLIT_PART_*. Same inputs and seed give the same split. SD_ERR_ARG naming the value on bad
+ * fractions, a label out of range or a NULL pointer. */
 sd_status sd_split_stratified(const int32_t *labels, int64_t n, int num_classes, double f_train,
                               double f_val, uint64_t seed, int8_t *part);
 
-/* Grouped split: every group (group ids in [0, ngroups), any values >= 0 accepted) goes whole
- * into one part. A group's stratum is its majority label (ties: the smaller label; -1 only
+/* Grouped split: every group (group (n): ids >= 0, need not be contiguous) goes whole into
+ * one part. A group's stratum is its majority label (ties: the smaller label; -1 only
  * when all its members are unknown). Within a stratum, groups are taken largest first (ties
  * in seeded random order) and each goes to a part chosen at random, weighted by how many
  * items that part still lacks of its target round(f * m), among the parts it fits in; when
@@ -91,14 +94,21 @@ typedef struct sd_nearcopy_params {
 
 sd_nearcopy_params sd_nearcopy_params_default(void);
 
-/* What sd_nearcopy_groups did (for logs). */
+/* What a near-copy search did (for logs). */
 typedef struct sd_nearcopy_stats {
   int64_t pairs_compared;
-  int64_t pairs_matched;
-  double max_nonmatch_corr; /* the largest best-correlation among non-matching pairs */
-  int largest_group;
-  double seconds; /* wall time */
+  int64_t pairs_matched;    /* best correlation >= threshold */
+  double max_nonmatch_corr; /* the largest best correlation below threshold (-1: none) */
+  int largest_group;        /* sd_nearcopy_groups only */
+  double seconds;           /* wall time of the comparison */
 } sd_nearcopy_stats;
+
+/* One compared pair: images a < b, b(y + dy, x + dx) lines up with a(y, x). */
+typedef struct sd_nearcopy_match {
+  int32_t a, b;
+  int32_t dx, dy;
+  double corr; /* best residual NCC over the offsets (-1: no offset had a defined one) */
+} sd_nearcopy_match;
 
 /* The residual of one image: image (h, w) raw values (not modified) -> residual (h, w),
  * zero mean, unit standard deviation (all zero for a constant image). See the file comment.
@@ -113,12 +123,22 @@ sd_status sd_nearcopy_residual(const float *image, int h, int w, const sd_nearco
 sd_status sd_nearcopy_pair(const float *a, const float *b, int h, int w,
                            const sd_nearcopy_params *p, double *corr, int *dx, int *dy);
 
-/* Near-copy groups of n images (n, h, w) raw. labels (n) may be NULL (then same_label_only is
- * ignored); with same_label_only only images with equal labels are compared (unknown -1 is
- * compared with -1). Writes group (n): ids 0..*ngroups-1 numbered in order of each group's
- * first image; singletons are groups of one. stats may be NULL. Memory: the residuals
- * (n*h*w floats) plus spectra of two blocks of 64 images. Time: one inverse FFT of size
- * P x P (P = the power of two >= side + max_shift) per two compared pairs. */
+/* Compares the candidate pairs of n images (n, h, w) raw and returns those whose best
+ * correlation is >= min_corr (pass -1 for every compared pair; p->threshold for the matches)
+ * as a new array *pairs of *npairs entries sorted by (a, b) (free() it; NULL when none).
+ * labels (n) may be NULL (then same_label_only is ignored); with same_label_only only images
+ * with equal labels are compared (unknown -1 with -1). stats may be NULL. Memory: the residuals
+ * (n*h*w floats) plus the spectra of two blocks of 64 images (2 x 64 x P^2 complex floats,
+ * P = the power of two >= side + max_shift: 16 MB for 64x64 images). Time: one P x P inverse
+ * FFT per two compared pairs (64x64 images: ~0.17 ms per pair on one core). */
+sd_status sd_nearcopy_pairs(const float *images, const int32_t *labels, int64_t n, int h, int w,
+                            const sd_nearcopy_params *p, double min_corr, sd_nearcopy_match **pairs,
+                            int64_t *npairs, sd_nearcopy_stats *stats);
+
+/* Near-copy groups: the connected components of the matched pairs of sd_nearcopy_pairs (a
+ * group is a transitive closure, so two members need not overlap each other). Writes group
+ * (n): ids 0..*ngroups-1 numbered in order of each group's first image; an image without a
+ * match is a group of one. stats may be NULL. */
 sd_status sd_nearcopy_groups(const float *images, const int32_t *labels, int64_t n, int h, int w,
                              const sd_nearcopy_params *p, int32_t *group, int *ngroups,
                              sd_nearcopy_stats *stats);

@@ -78,6 +78,22 @@ sd_status sd_classify_make_split(MPI_Comm comm, const sd_config *cfg, sd_stack *
   } else if (st == SD_OK) {
     st = sd_split_stratified(labels, n, in->num_classes, 1.0 - fv - ft, fv, seed, split->part);
   }
+  /* label-efficiency studies: keep a stratified fraction of the training part (3 = unused) */
+  double lf = sd_config_float(cfg, "classifier.label_fraction");
+  if (st == SD_OK && lf < 1.0) {
+    int64_t nt = 0;
+    for (int64_t i = 0; i < n; i++) nt += split->part[i] == SD_SPLIT_PART_TRAIN;
+    int32_t *sub = sd_malloc((size_t)(nt ? nt : 1), sizeof *sub, "labels");
+    int8_t *keep = sd_malloc((size_t)(nt ? nt : 1), 1, "subset");
+    if (!sub || !keep) st = SD_ERR_NOMEM;
+    for (int64_t i = 0, k = 0; st == SD_OK && i < n; i++)
+      if (split->part[i] == SD_SPLIT_PART_TRAIN) sub[k++] = labels[i];
+    if (st == SD_OK) st = sd_split_stratified(sub, nt, in->num_classes, lf, 0.0, seed ^ 0x5eedULL, keep);
+    for (int64_t i = 0, k = 0; st == SD_OK && i < n; i++)
+      if (split->part[i] == SD_SPLIT_PART_TRAIN && keep[k++] != SD_SPLIT_PART_TRAIN) split->part[i] = 3;
+    free(sub);
+    free(keep);
+  }
   free(labels);
   free(group);
   st = sd_par_agree(comm, st);

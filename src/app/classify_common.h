@@ -8,7 +8,7 @@
 
 typedef struct sd_classify_split {
   char kind[16];  /* "stratified" | "grouped" */
-  int8_t *part;   /* [n] 0 train, 1 validation, 2 test (malloc'd) */
+  int8_t *part;   /* [n] 0 train, 1 validation, 2 test, 3 unused (label_fraction) */
   int ngroups;    /* grouped: number of near-copy groups */
 } sd_classify_split;
 

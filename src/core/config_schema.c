@@ -100,6 +100,7 @@ const sd_config_key sd_config_schema[] = {
     {"classifier.gain_jitter", F, 0, 2, NULL, "contrast jitter (log-normal sigma)"},
     {"classifier.offset_jitter", F, 0, 10, NULL, "intensity offset jitter (normalised units)"},
     {"classifier.noise_sigma", F, 0, 10, NULL, "largest added Gaussian noise (normalised units)"},
+    {"classifier.label_fraction", F, 0.001, 1, NULL, "use only this fraction of the training part's labels (stratified, seeded; the rest is left out: for label-efficiency studies)"},
     {"classifier.pretrain_count", I, 0, 1e9, NULL, "pretrain on this many simulated images (simulate section) before training on the data (0 = off)"},
     {"classifier.pretrain_epochs", I, 1, 100000, NULL, "pretraining epochs"},
     {"classifier.metrics", S, 0, 0, NULL, "evaluate: metrics JSON path (\"\" = print only)"},

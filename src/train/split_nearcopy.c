@@ -39,9 +39,9 @@ sd_nearcopy_params sd_nearcopy_params_default(void) {
 typedef struct fft_plan {
   int n;
   int pow2;
-  float *cs;   /* (n, 2): cos, sin of 2 pi k / n */
-  int *rev;    /* (n) bit reversal (pow2 only) */
-  float *tmp;  /* (n, 2) scratch for the direct DFT */
+  float *cs;  /* (n, 2): cos, sin of 2 pi k / n */
+  int *rev;   /* (n) bit reversal (pow2 only) */
+  float *tmp; /* (n, 2) scratch for the direct DFT */
 } fft_plan;
 
 static void fft_plan_free(fft_plan *f) {
@@ -68,11 +68,13 @@ static sd_status fft_plan_init(fft_plan *f, int n) {
     f->cs[2 * k + 1] = (float)sin(a);
   }
   int bits = 0;
-  while ((1 << bits) < n) bits++;
+  while ((1 << bits) < n)
+    bits++;
   for (int i = 0; i < n; i++) {
     int r = 0;
     for (int b = 0; b < bits; b++)
-      if (i & (1 << b)) r |= 1 << (bits - 1 - b);
+      if (i & (1 << b))
+        r |= 1 << (bits - 1 - b);
     f->rev[i] = f->pow2 ? r : i;
   }
   return SD_OK;
@@ -134,7 +136,8 @@ static void fft_run(const fft_plan *f, float *z, int inverse) {
 /* 2-D transform of z (h, w) complex row-major, in place; col: (h, 2) scratch. */
 static void fft2_run(const fft_plan *fh, const fft_plan *fw, float *z, float *col, int inverse) {
   const int h = fh->n, w = fw->n;
-  for (int y = 0; y < h; y++) fft_run(fw, z + (size_t)2 * y * w, inverse);
+  for (int y = 0; y < h; y++)
+    fft_run(fw, z + (size_t)2 * y * w, inverse);
   for (int x = 0; x < w; x++) {
     for (int y = 0; y < h; y++) {
       col[2 * y] = z[2 * ((size_t)y * w + x)];
@@ -152,21 +155,21 @@ static void fft2_run(const fft_plan *fh, const fft_plan *fw, float *z, float *co
 
 typedef struct nc_ctx {
   sd_nearcopy_params p;
-  int h, w;         /* image size */
-  int sy, sx;       /* largest |dy|, |dx| */
-  int py, px;       /* padded correlation size (powers of two) */
+  int h, w;          /* image size */
+  int sy, sx;        /* largest |dy|, |dx| */
+  int py, px;        /* padded correlation size (powers of two) */
   double min_pixels; /* smallest overlap in pixels */
   fft_plan fh, fw, fpy, fpx;
-  float *u;     /* (h, w) normalised image */
-  float *zu;    /* (h, w, 2) its spectrum */
-  float *zv;    /* (h, w, 2) boundary image spectrum */
-  float *mag;   /* (h, w) |F| */
-  float *scr;   /* (h*w) median scratch */
+  float *u;            /* (h, w) normalised image */
+  float *zu;           /* (h, w, 2) its spectrum */
+  float *zv;           /* (h, w, 2) boundary image spectrum */
+  float *mag;          /* (h, w) |F| */
+  float *scr;          /* (h*w) median scratch */
   unsigned char *mask; /* (h, w) 1 = removed frequency */
-  float *col;   /* (max(h, w, py, px), 2) column scratch */
-  float *zc;    /* (px, py, 2) correlation spectrum, transposed */
-  float *row;   /* (px, 2) */
-  float *corr;  /* (2, 2*sy+1, 2*sx+1) raw correlations of two pairs */
+  float *col;          /* (max(h, w, py, px), 2) column scratch */
+  float *zc;           /* (px, py, 2) correlation spectrum, transposed */
+  float *row;          /* (px, 2) */
+  float *corr;         /* (2, 2*sy+1, 2*sx+1) raw correlations of two pairs */
 } nc_ctx;
 
 static void nc_ctx_free(nc_ctx *c) {
@@ -189,12 +192,14 @@ static void nc_ctx_free(nc_ctx *c) {
 
 static int next_pow2(int v) {
   int p = 1;
-  while (p < v) p <<= 1;
+  while (p < v)
+    p <<= 1;
   return p;
 }
 
 static sd_status check_params(const sd_nearcopy_params *p, int h, int w) {
-  if (!p) return SD_ERROR(SD_ERR_ARG, "near-copy parameters are NULL");
+  if (!p)
+    return SD_ERROR(SD_ERR_ARG, "near-copy parameters are NULL");
   if (h < 2 || w < 2 || h > 4096 || w > 4096)
     return SD_ERROR(SD_ERR_ARG, "near-copy images must be 2..4096 pixels a side, got %dx%d", h, w);
   if (p->max_shift < 0)
@@ -233,9 +238,12 @@ static sd_status nc_ctx_init(nc_ctx *c, const sd_nearcopy_params *p, int h, int 
   SD_CHECK_GOTO(st, fft_plan_init(&c->fpx, c->px), fail);
   size_t hw = (size_t)h * w;
   int m = h;
-  if (w > m) m = w;
-  if (c->py > m) m = c->py;
-  if (c->px > m) m = c->px;
+  if (w > m)
+    m = w;
+  if (c->py > m)
+    m = c->py;
+  if (c->px > m)
+    m = c->px;
   SD_ALLOC_GOTO(st, c->u, hw, fail);
   SD_ALLOC_GOTO(st, c->zu, 2 * hw, fail);
   SD_ALLOC_GOTO(st, c->zv, 2 * hw, fail);
@@ -288,13 +296,15 @@ static sd_status nc_residual(nc_ctx *c, const float *image, float *res) {
   for (int q = 0; q < h; q++) {
     for (int r = 0; r < w; r++) {
       size_t i = (size_t)q * w + r;
-      if (q == 0 && r == 0) continue;
+      if (q == 0 && r == 0)
+        continue;
       double den = 2.0 * cos(2.0 * M_PI * q / h) + 2.0 * cos(2.0 * M_PI * r / w) - 4.0;
       c->zu[2 * i] -= (float)(c->zv[2 * i] / den);
       c->zu[2 * i + 1] -= (float)(c->zv[2 * i + 1] / den);
     }
   }
-  for (size_t i = 0; i < hw; i++) c->mag[i] = hypotf(c->zu[2 * i], c->zu[2 * i + 1]);
+  for (size_t i = 0; i < hw; i++)
+    c->mag[i] = hypotf(c->zu[2 * i], c->zu[2 * i + 1]);
   float med = sd_median(c->mag, hw, c->scr);
   const float peak_min = (float)(c->p.peak_factor * med);
 
@@ -306,9 +316,11 @@ static sd_status nc_residual(nc_ctx *c, const float *image, float *res) {
     for (int r = 0; r < w; r++) {
       int fr = signed_freq(r, w);
       size_t i = (size_t)q * w + r;
-      if (fq * fq + fr * fr <= L * L) c->mask[i] = 1;
+      if (fq * fq + fr * fr <= L * L)
+        c->mask[i] = 1;
       float m = c->mag[i];
-      if (!(m > peak_min)) continue;
+      if (!(m > peak_min))
+        continue;
       int is_max = 1;
       for (int a = -R; a <= R && is_max; a++)
         for (int b = -R; b <= R; b++) {
@@ -318,26 +330,30 @@ static sd_status nc_residual(nc_ctx *c, const float *image, float *res) {
             break;
           }
         }
-      if (!is_max) continue;
+      if (!is_max)
+        continue;
       for (int a = -R; a <= R; a++)
         for (int b = -R; b <= R; b++)
           c->mask[(size_t)((q + a + h) % h) * w + (size_t)((r + b + w) % w)] = 1;
     }
   }
   for (size_t i = 0; i < hw; i++)
-    if (c->mask[i]) c->zu[2 * i] = c->zu[2 * i + 1] = 0.0f;
+    if (c->mask[i])
+      c->zu[2 * i] = c->zu[2 * i + 1] = 0.0f;
 
   /* whitening: each kept frequency divided by the mean magnitude of the kept frequencies in
    * its (2 wr + 1)^2 neighbourhood, so structured noise (scan lines, correlated noise) and the
    * lattice's leftovers weigh no more than white noise */
   const int wr = c->p.whiten_radius;
   if (wr >= 0) {
-    for (size_t i = 0; i < hw; i++) c->mag[i] = c->mask[i] ? 0.0f : c->mag[i];
+    for (size_t i = 0; i < hw; i++)
+      c->mag[i] = c->mask[i] ? 0.0f : c->mag[i];
     for (int q = 0; q < h; q++)
       for (int r = 0; r < w; r++) {
         size_t i = (size_t)q * w + r;
         c->scr[i] = 0.0f;
-        if (c->mask[i]) continue;
+        if (c->mask[i])
+          continue;
         double s = 0;
         int cnt = 0;
         for (int a = -wr; a <= wr; a++) {
@@ -345,7 +361,8 @@ static sd_status nc_residual(nc_ctx *c, const float *image, float *res) {
           const unsigned char *krow = c->mask + (size_t)((q + a + h) % h) * w;
           for (int b = -wr; b <= wr; b++) {
             int j = (r + b + w) % w;
-            if (krow[j]) continue;
+            if (krow[j])
+              continue;
             s += mrow[j];
             cnt++;
           }
@@ -366,10 +383,12 @@ static sd_status nc_residual(nc_ctx *c, const float *image, float *res) {
     sum += res[i];
   }
   double mean = sum / (double)hw;
-  for (size_t i = 0; i < hw; i++) sum2 += (res[i] - mean) * (res[i] - mean);
+  for (size_t i = 0; i < hw; i++)
+    sum2 += (res[i] - mean) * (res[i] - mean);
   double sd = sqrt(sum2 / (double)hw);
   float scale = sd > 1e-12 ? (float)(1.0 / sd) : 0.0f;
-  for (size_t i = 0; i < hw; i++) res[i] = (float)((res[i] - mean) * scale);
+  for (size_t i = 0; i < hw; i++)
+    res[i] = (float)((res[i] - mean) * scale);
   return SD_OK;
 }
 
@@ -412,18 +431,21 @@ static void nc_block_set(nc_ctx *c, nc_block *b, int s, const float *r) {
   /* rows: transform along x, store transposed [kx][y] */
   for (int y = 0; y < h; y++) {
     memset(c->row, 0, (size_t)px * 2 * sizeof *c->row);
-    for (int x = 0; x < w; x++) c->row[2 * x] = r[(size_t)y * w + x];
+    for (int x = 0; x < w; x++)
+      c->row[2 * x] = r[(size_t)y * w + x];
     fft_run(&c->fpx, c->row, 0);
     for (int kx = 0; kx < px; kx++) {
       spec[2 * ((size_t)kx * py + y)] = c->row[2 * kx];
       spec[2 * ((size_t)kx * py + y) + 1] = c->row[2 * kx + 1];
     }
   }
-  for (int kx = 0; kx < px; kx++) fft_run(&c->fpy, spec + (size_t)2 * kx * py, 0);
+  for (int kx = 0; kx < px; kx++)
+    fft_run(&c->fpy, spec + (size_t)2 * kx * py, 0);
 
   const int W1 = w + 1;
   double *i1 = b->integ + (size_t)s * 2 * (h + 1) * W1, *i2 = i1 + (size_t)(h + 1) * W1;
-  for (int x = 0; x <= w; x++) i1[x] = i2[x] = 0.0;
+  for (int x = 0; x <= w; x++)
+    i1[x] = i2[x] = 0.0;
   for (int y = 0; y < h; y++) {
     double a1 = 0, a2 = 0;
     i1[(size_t)(y + 1) * W1] = i2[(size_t)(y + 1) * W1] = 0.0;
@@ -464,7 +486,8 @@ static void nc_correlate(nc_ctx *c, const float *sa, const float *sb1, const flo
       z[2 * i + 1] = ar * ti + ai * tr;
     }
   }
-  for (int kx = 0; kx < px; kx++) fft_run(&c->fpy, z + (size_t)2 * kx * py, 1);
+  for (int kx = 0; kx < px; kx++)
+    fft_run(&c->fpy, z + (size_t)2 * kx * py, 1);
   const float norm = 1.0f / (float)np;
   const int nx = 2 * sx + 1;
   const size_t plane = (size_t)(2 * sy + 1) * nx;
@@ -498,13 +521,15 @@ static double nc_best(const nc_ctx *c, const float *craw, const double *ia, cons
     for (int dx = -sx; dx <= sx; dx++) {
       int ax0 = dx < 0 ? -dx : 0, ax1 = dx < 0 ? w : w - dx;
       double npx = (double)oh * (ax1 - ax0);
-      if (npx < c->min_pixels || npx < 4) continue;
+      if (npx < c->min_pixels || npx < 4)
+        continue;
       double sa = rect_sum(ia, W1, ay0, ay1, ax0, ax1);
       double sa2 = rect_sum(ia + isz, W1, ay0, ay1, ax0, ax1);
       double sb = rect_sum(ib, W1, ay0 + dy, ay1 + dy, ax0 + dx, ax1 + dx);
       double sb2 = rect_sum(ib + isz, W1, ay0 + dy, ay1 + dy, ax0 + dx, ax1 + dx);
       double va = sa2 - sa * sa / npx, vb = sb2 - sb * sb / npx;
-      if (!(va > 1e-9 * npx && vb > 1e-9 * npx)) continue;
+      if (!(va > 1e-9 * npx && vb > 1e-9 * npx))
+        continue;
       double num = craw[(size_t)(dy + sy) * nx + (dx + sx)] - sa * sb / npx;
       double r = num / sqrt(va * vb);
       if (r > best) {
@@ -514,8 +539,10 @@ static double nc_best(const nc_ctx *c, const float *craw, const double *ia, cons
       }
     }
   }
-  if (bdx) *bdx = best_dx;
-  if (bdy) *bdy = best_dy;
+  if (bdx)
+    *bdx = best_dx;
+  if (bdy)
+    *bdy = best_dy;
   return best;
 }
 
@@ -531,7 +558,8 @@ static double *slot_integ(const nc_ctx *c, const nc_block *b, int s) {
 
 sd_status sd_nearcopy_residual(const float *image, int h, int w, const sd_nearcopy_params *p,
                                float *residual) {
-  if (!image || !residual) return SD_ERROR(SD_ERR_ARG, "sd_nearcopy_residual: NULL image");
+  if (!image || !residual)
+    return SD_ERROR(SD_ERR_ARG, "sd_nearcopy_residual: NULL image");
   nc_ctx c;
   SD_CHECK(nc_ctx_init(&c, p, h, w));
   sd_status st = nc_residual(&c, image, residual);
@@ -542,7 +570,8 @@ sd_status sd_nearcopy_residual(const float *image, int h, int w, const sd_nearco
 
 sd_status sd_nearcopy_pair(const float *a, const float *b, int h, int w,
                            const sd_nearcopy_params *p, double *corr, int *dx, int *dy) {
-  if (!a || !b) return SD_ERROR(SD_ERR_ARG, "sd_nearcopy_pair: NULL image");
+  if (!a || !b)
+    return SD_ERROR(SD_ERR_ARG, "sd_nearcopy_pair: NULL image");
   nc_ctx c;
   nc_block blk;
   float *r = NULL;
@@ -557,7 +586,8 @@ sd_status sd_nearcopy_pair(const float *a, const float *b, int h, int w,
   nc_block_set(&c, &blk, 1, r);
   nc_correlate(&c, slot_spec(&c, &blk, 0), slot_spec(&c, &blk, 1), NULL);
   double best = nc_best(&c, c.corr, slot_integ(&c, &blk, 0), slot_integ(&c, &blk, 1), dx, dy);
-  if (corr) *corr = best;
+  if (corr)
+    *corr = best;
 done:
   free(r);
   nc_block_free(&blk);
@@ -576,7 +606,8 @@ static int64_t uf_find(int64_t *parent, int64_t i) {
 static void uf_union(int64_t *parent, int64_t a, int64_t b) {
   a = uf_find(parent, a);
   b = uf_find(parent, b);
-  if (a == b) return;
+  if (a == b)
+    return;
   if (a < b)
     parent[b] = a;
   else
@@ -594,25 +625,50 @@ static void load_block(nc_ctx *c, nc_block *b, const int64_t *members, int64_t f
   }
 }
 
-typedef struct pair_acc {
-  int64_t *parent;
-  double threshold;
+/* Where compared pairs go: the list of pairs with corr >= keep_min, and the statistics. */
+typedef struct pair_sink {
+  double threshold, keep_min;
+  sd_nearcopy_match *list;
+  int64_t count, cap;
   sd_nearcopy_stats st;
-} pair_acc;
+} pair_sink;
 
-static void record(pair_acc *acc, int64_t i, int64_t j, double r) {
-  acc->st.pairs_compared++;
-  if (r >= acc->threshold) {
-    acc->st.pairs_matched++;
-    uf_union(acc->parent, i, j);
-  } else if (r > acc->st.max_nonmatch_corr) {
-    acc->st.max_nonmatch_corr = r;
+static sd_status record(pair_sink *sk, int64_t i, int64_t j, double r, int dx, int dy) {
+  sk->st.pairs_compared++;
+  if (r >= sk->threshold)
+    sk->st.pairs_matched++;
+  else if (r > sk->st.max_nonmatch_corr)
+    sk->st.max_nonmatch_corr = r;
+  if (!(r >= sk->keep_min))
+    return SD_OK;
+  if (sk->count == sk->cap) {
+    int64_t cap = sk->cap ? 2 * sk->cap : 1024;
+    sd_nearcopy_match *l = sd_realloc(sk->list, (size_t)cap, sizeof *l, "near-copy pair list");
+    if (!l)
+      return SD_ERR_NOMEM;
+    sk->list = l;
+    sk->cap = cap;
   }
+  sd_nearcopy_match *m = &sk->list[sk->count++];
+  /* stored with a < b: swapping the images negates the offset */
+  if (i < j) {
+    m->a = (int32_t)i;
+    m->b = (int32_t)j;
+    m->dx = dx;
+    m->dy = dy;
+  } else {
+    m->a = (int32_t)j;
+    m->b = (int32_t)i;
+    m->dx = -dx;
+    m->dy = -dy;
+  }
+  m->corr = r;
+  return SD_OK;
 }
 
 /* All pairs within one candidate set (m members). */
-static void compare_set(nc_ctx *c, nc_block *bi, nc_block *bj, const int64_t *members, int64_t m,
-                        const float *res, pair_acc *acc) {
+static sd_status compare_set(nc_ctx *c, nc_block *bi, nc_block *bj, const int64_t *members,
+                             int64_t m, const float *res, pair_sink *sk) {
   const size_t plane = (size_t)(2 * c->sy + 1) * (2 * c->sx + 1);
   int partners[NC_BLOCK];
   for (int64_t i0 = 0; i0 < m; i0 += NC_BLOCK) {
@@ -627,22 +683,24 @@ static void compare_set(nc_ctx *c, nc_block *bi, nc_block *bj, const int64_t *me
       }
       for (int s = 0; s < ni; s++) {
         int np = 0;
-        for (int t = (j0 == i0 ? s + 1 : 0); t < nj; t++) partners[np++] = t;
+        for (int t = (j0 == i0 ? s + 1 : 0); t < nj; t++)
+          partners[np++] = t;
         for (int k = 0; k < np; k += 2) {
-          int t1 = partners[k], t2 = k + 1 < np ? partners[k + 1] : -1;
+          int t1 = partners[k], t2 = k + 1 < np ? partners[k + 1] : -1, dx, dy;
           nc_correlate(c, slot_spec(c, bi, s), slot_spec(c, b, t1),
                        t2 >= 0 ? slot_spec(c, b, t2) : NULL);
           const double *ia = slot_integ(c, bi, s);
-          double r1 = nc_best(c, c->corr, ia, slot_integ(c, b, t1), NULL, NULL);
-          record(acc, bi->idx[s], b->idx[t1], r1);
+          double r1 = nc_best(c, c->corr, ia, slot_integ(c, b, t1), &dx, &dy);
+          SD_CHECK(record(sk, bi->idx[s], b->idx[t1], r1, dx, dy));
           if (t2 >= 0) {
-            double r2 = nc_best(c, c->corr + plane, ia, slot_integ(c, b, t2), NULL, NULL);
-            record(acc, bi->idx[s], b->idx[t2], r2);
+            double r2 = nc_best(c, c->corr + plane, ia, slot_integ(c, b, t2), &dx, &dy);
+            SD_CHECK(record(sk, bi->idx[s], b->idx[t2], r2, dx, dy));
           }
         }
       }
     }
   }
+  return SD_OK;
 }
 
 static double now_seconds(void) {
@@ -658,101 +716,158 @@ typedef struct label_index {
 
 static int cmp_label_index(const void *pa, const void *pb) {
   const label_index *a = pa, *b = pb;
-  if (a->label != b->label) return a->label < b->label ? -1 : 1;
+  if (a->label != b->label)
+    return a->label < b->label ? -1 : 1;
   return a->index < b->index ? -1 : (a->index > b->index);
 }
 
 /* order (n): the indices sorted by (label, index) */
 static sd_status order_by_label(const int32_t *labels, int64_t n, int64_t *order) {
   label_index *li = sd_malloc(n > 0 ? (size_t)n : 1, sizeof *li, "label order");
-  if (!li) return SD_ERR_NOMEM;
+  if (!li)
+    return SD_ERR_NOMEM;
   for (int64_t i = 0; i < n; i++) {
     li[i].label = labels[i];
     li[i].index = i;
   }
   qsort(li, (size_t)n, sizeof *li, cmp_label_index);
-  for (int64_t i = 0; i < n; i++) order[i] = li[i].index;
+  for (int64_t i = 0; i < n; i++)
+    order[i] = li[i].index;
   free(li);
   return SD_OK;
 }
 
-sd_status sd_nearcopy_groups(const float *images, const int32_t *labels, int64_t n, int h, int w,
-                             const sd_nearcopy_params *p, int32_t *group, int *ngroups,
-                             sd_nearcopy_stats *stats) {
-  if (!images || !group || !ngroups)
-    return SD_ERROR(SD_ERR_ARG, "sd_nearcopy_groups: NULL images, group or ngroups");
+static int cmp_match(const void *pa, const void *pb) {
+  const sd_nearcopy_match *a = pa, *b = pb;
+  if (a->a != b->a)
+    return a->a < b->a ? -1 : 1;
+  return a->b < b->b ? -1 : (a->b > b->b);
+}
+
+/* The engine behind sd_nearcopy_pairs and sd_nearcopy_groups: compares the candidate pairs
+ * and fills the sink. */
+static sd_status nearcopy_run(const float *images, const int32_t *labels, int64_t n, int h, int w,
+                              const sd_nearcopy_params *p, pair_sink *sk) {
+  if (!images && n > 0)
+    return SD_ERROR(SD_ERR_ARG, "near-copy search: NULL images");
   if (n < 0 || n > INT32_MAX)
-    return SD_ERROR(SD_ERR_ARG, "sd_nearcopy_groups: image count %lld out of range",
-                    (long long)n);
+    return SD_ERROR(SD_ERR_ARG, "near-copy search: image count %lld out of range 0..%d",
+                    (long long)n, INT32_MAX);
   double t0 = now_seconds();
   nc_ctx c;
   SD_CHECK(nc_ctx_init(&c, p, h, w));
   sd_status st = SD_OK;
   nc_block bi, bj;
   float *res = NULL;
-  int64_t *order = NULL, *parent = NULL, *size = NULL;
-  int32_t *id = NULL;
+  int64_t *order = NULL;
   memset(&bi, 0, sizeof bi);
   memset(&bj, 0, sizeof bj);
   const size_t hw = (size_t)h * w;
   size_t nn = n > 0 ? (size_t)n : 1;
   SD_ALLOC_GOTO(st, res, nn * hw, done);
   SD_ALLOC_GOTO(st, order, nn, done);
-  SD_ALLOC_GOTO(st, parent, nn, done);
-  SD_ALLOC_GOTO(st, size, nn, done);
-  SD_ALLOC_GOTO(st, id, nn, done);
   SD_CHECK_GOTO(st, nc_block_alloc(&bi, &c), done);
   SD_CHECK_GOTO(st, nc_block_alloc(&bj, &c), done);
-  for (int64_t i = 0; i < n; i++) {
+  for (int64_t i = 0; i < n; i++)
     SD_CHECK_GOTO(st, nc_residual(&c, images + (size_t)i * hw, res + (size_t)i * hw), done);
-    parent[i] = i;
-  }
-  pair_acc acc;
-  memset(&acc, 0, sizeof acc);
-  acc.parent = parent;
-  acc.threshold = p->threshold;
-  acc.st.max_nonmatch_corr = -1.0;
   const int by_label = labels && p->same_label_only;
   if (by_label) {
     SD_CHECK_GOTO(st, order_by_label(labels, n, order), done);
   } else {
-    for (int64_t i = 0; i < n; i++) order[i] = i;
+    for (int64_t i = 0; i < n; i++)
+      order[i] = i;
   }
   for (int64_t a = 0; a < n;) {
     int64_t b = a + 1;
     if (by_label)
-      while (b < n && labels[order[b]] == labels[order[a]]) b++;
+      while (b < n && labels[order[b]] == labels[order[a]])
+        b++;
     else
       b = n;
-    compare_set(&c, &bi, &bj, order + a, b - a, res, &acc);
+    SD_CHECK_GOTO(st, compare_set(&c, &bi, &bj, order + a, b - a, res, sk), done);
     a = b;
   }
-  /* group ids in order of first member */
-  int next = 0, largest = 0;
-  for (int64_t i = 0; i < n; i++) {
-    id[i] = -1;
-    size[i] = 0;
-  }
-  for (int64_t i = 0; i < n; i++) {
-    int64_t r = uf_find(parent, i);
-    if (id[r] < 0) id[r] = next++;
-    group[i] = id[r];
-    if (++size[r] > largest) largest = (int)size[r];
-  }
-  *ngroups = next;
-  if (stats) {
-    *stats = acc.st;
-    stats->largest_group = largest;
-    stats->seconds = now_seconds() - t0;
-  }
+  if (sk->count > 1)
+    qsort(sk->list, (size_t)sk->count, sizeof *sk->list, cmp_match);
+  sk->st.seconds = now_seconds() - t0;
 done:
   free(res);
   free(order);
-  free(parent);
-  free(size);
-  free(id);
   nc_block_free(&bi);
   nc_block_free(&bj);
   nc_ctx_free(&c);
+  return st;
+}
+
+sd_status sd_nearcopy_pairs(const float *images, const int32_t *labels, int64_t n, int h, int w,
+                            const sd_nearcopy_params *p, double min_corr, sd_nearcopy_match **pairs,
+                            int64_t *npairs, sd_nearcopy_stats *stats) {
+  if (!pairs || !npairs)
+    return SD_ERROR(SD_ERR_ARG, "sd_nearcopy_pairs: NULL pairs or npairs");
+  *pairs = NULL;
+  *npairs = 0;
+  pair_sink sk;
+  memset(&sk, 0, sizeof sk);
+  sk.threshold = p ? p->threshold : 0.0;
+  sk.keep_min = min_corr;
+  sk.st.max_nonmatch_corr = -1.0;
+  sd_status st = nearcopy_run(images, labels, n, h, w, p, &sk);
+  if (st != SD_OK) {
+    free(sk.list);
+    SD_CHECK(st);
+  }
+  *pairs = sk.list;
+  *npairs = sk.count;
+  if (stats)
+    *stats = sk.st;
+  return SD_OK;
+}
+
+sd_status sd_nearcopy_groups(const float *images, const int32_t *labels, int64_t n, int h, int w,
+                             const sd_nearcopy_params *p, int32_t *group, int *ngroups,
+                             sd_nearcopy_stats *stats) {
+  if ((!group && n > 0) || !ngroups)
+    return SD_ERROR(SD_ERR_ARG, "sd_nearcopy_groups: NULL group or ngroups");
+  if (!p)
+    return SD_ERROR(SD_ERR_ARG, "near-copy parameters are NULL");
+  sd_nearcopy_match *pairs = NULL;
+  int64_t npairs = 0;
+  sd_nearcopy_stats s;
+  SD_CHECK(sd_nearcopy_pairs(images, labels, n, h, w, p, p->threshold, &pairs, &npairs, &s));
+  sd_status st = SD_OK;
+  int64_t *parent = NULL, *size = NULL;
+  int32_t *id = NULL;
+  size_t nn = n > 0 ? (size_t)n : 1;
+  SD_ALLOC_GOTO(st, parent, nn, done);
+  SD_ALLOC_GOTO(st, size, nn, done);
+  SD_ALLOC_GOTO(st, id, nn, done);
+  for (int64_t i = 0; i < n; i++) {
+    parent[i] = i;
+    size[i] = 0;
+    id[i] = -1;
+  }
+  for (int64_t k = 0; k < npairs; k++)
+    uf_union(parent, pairs[k].a, pairs[k].b);
+  /* group ids in order of each group's first image */
+  int next = 0;
+  int64_t largest = 0;
+  for (int64_t i = 0; i < n; i++) {
+    int64_t r = uf_find(parent, i);
+    if (id[r] < 0)
+      id[r] = next++;
+    group[i] = id[r];
+    if (++size[r] > largest)
+      largest = size[r];
+  }
+  *ngroups = next;
+  if (stats) {
+    *stats = s;
+    stats->largest_group = (int)largest;
+  }
+done:
+  free(pairs);
+  free(parent);
+  free(size);
+  free(id);
   return st;
 }
