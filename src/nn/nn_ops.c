@@ -177,8 +177,11 @@ void sd_nn_leaky_relu_forward(size_t len, float slope, const float *x, float *y)
 
 void sd_nn_leaky_relu_backward(size_t len, float slope, const float *x, const float *dy,
                                float *dx) {
-  for (size_t i = 0; i < len; i++)
-    dx[i] += x[i] > 0.0f ? dy[i] : slope * dy[i];
+  /* a select of the factor, not of the product, so the loop vectorises without branches */
+  for (size_t i = 0; i < len; i++) {
+    float s = x[i] > 0.0f ? 1.0f : slope;
+    dx[i] += dy[i] * s;
+  }
 }
 
 void sd_nn_mul_forward(size_t len, const float *x, const float *mask, float *y) {
@@ -370,8 +373,12 @@ void sd_nn_upsample_forward(int nc, int h, int w, int factor, sd_nn_upsample_mod
       float *out = yp + (size_t)oy * ow;
       if (mode == SD_NN_UPSAMPLE_NEAREST) {
         const float *in = xp + (size_t)(oy / factor) * w;
-        for (int ox = 0; ox < ow; ox++)
-          out[ox] = in[ox / factor];
+        if (factor == 2) {
+          for (int ix = 0; ix < w; ix++) out[2 * ix] = out[2 * ix + 1] = in[ix];
+        } else {
+          for (int ix = 0; ix < w; ix++)
+            for (int f = 0; f < factor; f++) out[ix * factor + f] = in[ix];
+        }
       } else {
         int y0, y1;
         float ly;

@@ -67,8 +67,8 @@ typedef struct bench_model {
   const char *name;
   sd_nn_model *m;
   int batch;
-  float *x;       /* [batch, 1, 64, 64] */
-  int32_t *y;     /* [batch] classes or [batch, 64, 64] per-pixel classes */
+  float *x;   /* [batch, 1, 64, 64] */
+  int32_t *y; /* [batch] classes or [batch, 64, 64] per-pixel classes */
   sd_nn_optim opt;
   double loss;
 } bench_model;
@@ -268,7 +268,9 @@ static sd_status layer_bwd(sd_nn_model *m, sd_nn_layer *L) {
     if (da)
       sd_nn_mul_backward(len, L->u.dropout.mask, dy, da);
     break;
-  case SD_NN_LAYER_CONCAT: sd_nn_concat_backward(n, a->c, b->c, o->h * o->w, dy, da, b->grad); break;
+  case SD_NN_LAYER_CONCAT:
+    sd_nn_concat_backward(n, a->c, b->c, o->h * o->w, dy, da, b->grad);
+    break;
   case SD_NN_LAYER_ADD:
     if (da)
       for (size_t i = 0; i < len; i++)
@@ -354,8 +356,8 @@ static double conv_train_flop(const sd_nn_model *m, int n) {
 static sd_status profile_layers(bench_model *b, int threads, int steps, int print_layers,
                                 double step_seconds) {
   static const char *kind_name[SD_NN_LAYER_COUNT_] = {
-      "input", "conv2d", "convT", "dense", "batchnorm", "relu", "leaky_relu",
-      "maxpool", "avgpool", "global_avgpool", "dropout", "concat", "add", "upsample"};
+      "input",   "conv2d",  "convT",          "dense",   "batchnorm", "relu", "leaky_relu",
+      "maxpool", "avgpool", "global_avgpool", "dropout", "concat",    "add",  "upsample"};
   layer_times t;
   memset(&t, 0, sizeof t);
   layer_times warm;
@@ -402,10 +404,11 @@ static sd_status profile_layers(bench_model *b, int threads, int steps, int prin
       double f = conv_flop_fwd(L, b->batch);
       double fb = f * (1.0 + (b->m->layers[L->in[0]].out.grad ? 1.0 : 0.0));
       double tf = t.fwd_layer[i] / steps, tb = t.bwd_layer[i] / steps;
-      printf("CONVL %s %-8s %3dx%2dx%2d->%3dx%2dx%2d k%d s%d  fwd %7.2f ms %5.1f GF/s  bwd %7.2f ms "
-             "%5.1f GF/s\n",
-             b->name, L->name, g->c, g->h, g->w, g->oc, g->oh, g->ow, g->kh, g->sh, 1e3 * tf,
-             f / tf * 1e-9, 1e3 * tb, fb / tb * 1e-9);
+      printf(
+          "CONVL %s %-8s %3dx%2dx%2d->%3dx%2dx%2d k%d s%d  fwd %7.2f ms %5.1f GF/s  bwd %7.2f ms "
+          "%5.1f GF/s\n",
+          b->name, L->name, g->c, g->h, g->w, g->oc, g->oh, g->ow, g->kh, g->sh, 1e3 * tf,
+          f / tf * 1e-9, 1e3 * tb, fb / tb * 1e-9);
     }
   }
   free(t.fwd_layer), free(t.bwd_layer);
@@ -426,9 +429,9 @@ static sd_status profile_layers(bench_model *b, int threads, int steps, int prin
  * propagation (0 * NaN = NaN). noipa: with slope constant-propagated to 0, GCC turns this back
  * into the branchy form, which the engine (slope is a run-time value) would not see. */
 __attribute__((optimize("O3"), noipa)) static void proto_relu_backward(size_t len, float slope,
-                                                                const float *restrict x,
-                                                                const float *restrict dy,
-                                                                float *restrict dx) {
+                                                                       const float *restrict x,
+                                                                       const float *restrict dy,
+                                                                       float *restrict dx) {
   for (size_t i = 0; i < len; i++) {
     float s = x[i] > 0.0f ? 1.0f : slope;
     dx[i] = dx[i] + dy[i] * s;
@@ -436,9 +439,8 @@ __attribute__((optimize("O3"), noipa)) static void proto_relu_backward(size_t le
 }
 
 /* Nearest upsampling by 2 without the per-element integer division. */
-__attribute__((optimize("O3"))) static void proto_upsample2_forward(int nc, int h, int w,
-                                                                    const float *restrict x,
-                                                                    float *restrict y) {
+__attribute__((optimize("O3"))) static void
+proto_upsample2_forward(int nc, int h, int w, const float *restrict x, float *restrict y) {
   const int ow = 2 * w;
   for (size_t r = 0; r < (size_t)nc * h; r++) {
     const float *in = x + r * w;
@@ -449,9 +451,8 @@ __attribute__((optimize("O3"))) static void proto_upsample2_forward(int nc, int 
   }
 }
 
-__attribute__((optimize("O3"))) static void proto_upsample2_backward(int nc, int h, int w,
-                                                                     const float *restrict dy,
-                                                                     float *restrict dx) {
+__attribute__((optimize("O3"))) static void
+proto_upsample2_backward(int nc, int h, int w, const float *restrict dy, float *restrict dx) {
   const int ow = 2 * w;
   for (size_t r = 0; r < (size_t)nc * h; r++) {
     const float *g0 = dy + 2 * r * ow, *g1 = g0 + ow;
@@ -592,9 +593,8 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[i], "--kernels") == 0)
       kernels = 1;
     else {
-      fprintf(stderr,
-              "usage: bench_train [--threads T] [--reps R] [--min-time S] "
-              "[--only classifier|unet|sgemm] [--layers] [--kernels]\n");
+      fprintf(stderr, "usage: bench_train [--threads T] [--reps R] [--min-time S] "
+                      "[--only classifier|unet|sgemm] [--layers] [--kernels]\n");
       return 2;
     }
   }
