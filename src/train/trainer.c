@@ -150,12 +150,15 @@ sd_status sd_train_run(MPI_Comm comm, sd_nn_model *m, const sd_train_data *train
   const int S = train->num_shards;
   if (opts->batch % S != 0)
     return SD_ERROR(SD_ERR_CONFIG, "batch %d must be a multiple of the %d data shards", opts->batch, S);
-  const int per_shard = opts->batch / S;
-  if (train->min_shard < per_shard)
-    return SD_ERROR(SD_ERR_ARG,
-                    "too few training images: the smallest data shard holds %lld but the batch "
-                    "needs %d per shard (lower the batch size or the shard count)",
-                    (long long)train->min_shard, per_shard);
+  int per_shard = opts->batch / S;
+  if (train->min_shard < 1)
+    return SD_ERROR(SD_ERR_ARG, "too few training images (%lld) for %d data shards",
+                    (long long)train->n_global, S);
+  if (train->min_shard < per_shard) {
+    sd_log_warn("only %lld training images per data shard: batch lowered from %d to %lld",
+                (long long)train->min_shard, opts->batch, (long long)train->min_shard * S);
+    per_shard = (int)train->min_shard;
+  }
   const int64_t steps_per_epoch = train->min_shard / per_shard;
   const int local_batch = per_shard * train->num_local;
   if (local_batch > m->batch)
@@ -323,7 +326,7 @@ sd_status sd_train_run(MPI_Comm comm, sd_nn_model *m, const sd_train_data *train
       }
     }
     double secs = sd_time_now() - t_epoch;
-    double ips = secs > 0 ? (double)loss_steps * opts->batch / secs : 0;
+    double ips = secs > 0 ? (double)loss_steps * per_shard * S / secs : 0;
     double per_step = steps_run > 0 ? (sd_time_now() - t_run) / (double)steps_run : 0;
     fmt_eta(eta, sizeof eta,
             per_step * (double)((int64_t)opts->epochs * steps_per_epoch - step));
