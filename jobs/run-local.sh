@@ -8,8 +8,8 @@
 # --ranks   MPI ranks (default 2)
 # --data    also import a folder of real images, e.g. ../shared/data/stem-real/CdTe
 # --out     run directory (default runs/<config name>)
-# Stages so far: simulate the dataset (+ preview montage), import the real folder if given,
-# and print a summary of each stack.
+# Stages so far: simulate the dataset (+ preview montage), train and evaluate the defect
+# classifier on it, import the real folder if given, and print a summary of each stack.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/setup.sh"
 
@@ -43,6 +43,10 @@ sd_log "stemdefect $("$SD" --version | cut -d' ' -f2-) - run directory $out"
 run simulate --config "$config" --output "$out/sim.h5" --preview "$out/sim_preview.png" \
   --profile "$out/profile_simulate.json"
 "$SD" info "$out/sim.h5"
+run train --task classify --config "$config" --data "$out/sim.h5" --output "$out/classifier.h5" \
+  --profile "$out/profile_train.json"
+run evaluate --config "$config" --model "$out/classifier.h5" --data "$out/sim.h5" \
+  --output "$out/classifier_metrics.json"
 if [ -n "$data" ]; then
   run import --config "$config" --input "$data" --output "$out/real.h5" \
     --profile "$out/profile_import.json"
