@@ -3,7 +3,9 @@
  *
  * Conventions: forward kernels overwrite their output; backward kernels ADD into the input
  * gradient (dx), into parameter gradients (dw, db, dgamma, dbeta), so a tensor read by several
- * layers collects all contributions. A NULL gradient pointer skips that gradient. No kernel
+ * layers collects all contributions; the _set variants overwrite dx instead (the first
+ * contribution, so the gradient needs no zeroing). A NULL gradient pointer skips that
+ * gradient. No kernel
  * allocates: the ones needing scratch take a workspace sized by their _workspace function.
  */
 #ifndef STEMDEFECT_NN_KERNELS_H
@@ -32,6 +34,10 @@ void sd_nn_conv2d_forward(const sd_nn_conv_geom *g, int n, const float *x, const
  * NULL). */
 void sd_nn_conv2d_backward(const sd_nn_conv_geom *g, int n, const float *x, const float *w,
                            const float *dy, float *dx, float *dw, float *db, float *work);
+
+/* As sd_nn_conv2d_backward, but dx (when not NULL) is overwritten instead of added into. */
+void sd_nn_conv2d_backward_set(const sd_nn_conv_geom *g, int n, const float *x, const float *w,
+                               const float *dy, float *dx, float *dw, float *db, float *work);
 
 /* Transposed convolution, the adjoint of the conv described by g: input x [n, oc, oh, ow],
  * weight w [oc, c, kh, kw] (PyTorch's ConvTranspose2d [in, out, kh, kw] layout), output
@@ -72,6 +78,12 @@ sd_status sd_nn_batchnorm_backward_train(int n, int c, int hw, const float *x, c
                                          const float *gamma, const float *mean, const float *invstd,
                                          double count, float *dx, float *dgamma, float *dbeta,
                                          double *stats, sd_nn_reduce_fn reduce, void *reduce_ctx);
+/* As sd_nn_batchnorm_backward_train, but dx is overwritten instead of added into. */
+sd_status sd_nn_batchnorm_backward_train_set(int n, int c, int hw, const float *x, const float *dy,
+                                             const float *gamma, const float *mean,
+                                             const float *invstd, double count, float *dx,
+                                             float *dgamma, float *dbeta, double *stats,
+                                             sd_nn_reduce_fn reduce, void *reduce_ctx);
 /* Backward of the eval-mode affine map. */
 void sd_nn_batchnorm_backward_eval(int n, int c, int hw, const float *x, const float *dy,
                                    const float *gamma, const float *running_mean,
@@ -84,6 +96,9 @@ void sd_nn_batchnorm_backward_eval(int n, int c, int hw, const float *x, const f
 void sd_nn_leaky_relu_forward(size_t len, float slope, const float *x, float *y);
 /* dx += dy * (x > 0 ? 1 : slope). */
 void sd_nn_leaky_relu_backward(size_t len, float slope, const float *x, const float *dy, float *dx);
+/* dx = dy * (x > 0 ? 1 : slope) (overwrites dx). */
+void sd_nn_leaky_relu_backward_set(size_t len, float slope, const float *x, const float *dy,
+                                   float *dx);
 /* y = x * mask. */
 void sd_nn_mul_forward(size_t len, const float *x, const float *mask, float *y);
 /* dx += dy * mask. */

@@ -19,6 +19,14 @@
 
 /* Fold images into one GEMM until it has about this many columns. */
 #define SD_NN_GEMM_COLS 2048
+/* A one-image convolution whose columns col [K, P] exceed SD_NN_BLOCK_ABOVE floats (no longer
+ * cache-resident between im2col and the GEMM, or between the GEMM and col2im) runs in blocks of
+ * output rows of about SD_NN_COL_BLOCK floats of columns, each with at least
+ * SD_NN_BLOCK_MIN_COLS columns so the GEMM stays efficient. Measured on the U-Net's 96- and
+ * 192-channel layers: 5-12% faster; smaller layers lose from blocking, so they do not block. */
+#define SD_NN_BLOCK_ABOVE (1u << 20)
+#define SD_NN_COL_BLOCK 131072
+#define SD_NN_BLOCK_MIN_COLS 1024
 
 int sd_nn_conv_out_size(int in, int k, int stride, int pad) {
   if (in < 1 || k < 1 || stride < 1 || pad < 0)
@@ -44,8 +52,10 @@ static void valid_range(int w, int ow, int s, int p, int kx, int *lo, int *hi) {
   *hi = h;
 }
 
-void sd_nn_im2col(const sd_nn_conv_geom *g, const float *x, float *col, size_t ldcol) {
-  const int h = g->h, w = g->w, oh = g->oh, ow = g->ow;
+/* im2col of the output rows [oy0, oy1) only: col [K, (oy1 - oy0)*ow], rows ldcol apart. */
+static void im2col_rows(const sd_nn_conv_geom *g, const float *x, int oy0, int oy1, float *col,
+                        size_t ldcol) {
+  const int h = g->h, w = g->w, ow = g->ow;
   const int sh = g->sh, sw = g->sw, ph = g->ph, pw = g->pw;
   for (int ci = 0; ci < g->c; ci++) {
     const float *xc = x + (size_t)ci * h * w;
@@ -54,10 +64,11 @@ void sd_nn_im2col(const sd_nn_conv_geom *g, const float *x, float *col, size_t l
         float *row = col + (size_t)((ci * g->kh + ky) * g->kw + kx) * ldcol;
         int lo, hi;
         valid_range(w, ow, sw, pw, kx, &lo, &hi);
-        for (int oy = 0; oy < oh; oy++) {
-          float *dst = row + (size_t)oy * ow;
+        const int m = hi - lo;
+        for (int oy = oy0; oy < oy1; oy++) {
+          float *dst = row + (size_t)(oy - oy0) * ow;
           int iy = oy * sh - ph + ky;
-          if (iy < 0 || iy >= h || lo == hi) {
+          if (iy < 0 || iy >= h || m == 0) {
             memset(dst, 0, sizeof(float) * (size_t)ow);
             continue;
           }
@@ -65,10 +76,14 @@ void sd_nn_im2col(const sd_nn_conv_geom *g, const float *x, float *col, size_t l
           for (int ox = 0; ox < lo; ox++)
             dst[ox] = 0.0f;
           if (sw == 1) {
-            memcpy(dst + lo, src, sizeof(float) * (size_t)(hi - lo));
+            memcpy(dst + lo, src, sizeof(float) * (size_t)m);
+          } else if (sw == 2) {
+            float *d = dst + lo;
+            for (int i = 0; i < m; i++)
+              d[i] = src[2 * i];
           } else {
             float *d = dst + lo;
-            for (int i = 0, m = hi - lo; i < m; i++)
+            for (int i = 0; i < m; i++)
               d[i] = src[(size_t)i * sw];
           }
           for (int ox = hi; ox < ow; ox++)
@@ -79,8 +94,14 @@ void sd_nn_im2col(const sd_nn_conv_geom *g, const float *x, float *col, size_t l
   }
 }
 
-void sd_nn_col2im_add(const sd_nn_conv_geom *g, const float *col, size_t ldcol, float *x) {
-  const int h = g->h, w = g->w, oh = g->oh, ow = g->ow;
+void sd_nn_im2col(const sd_nn_conv_geom *g, const float *x, float *col, size_t ldcol) {
+  im2col_rows(g, x, 0, g->oh, col, ldcol);
+}
+
+/* x += col2im of the output rows [oy0, oy1): col [K, (oy1 - oy0)*ow], rows ldcol apart. */
+static void col2im_rows_add(const sd_nn_conv_geom *g, const float *col, size_t ldcol, int oy0,
+                            int oy1, float *x) {
+  const int h = g->h, w = g->w, ow = g->ow;
   const int sh = g->sh, sw = g->sw, ph = g->ph, pw = g->pw;
   for (int ci = 0; ci < g->c; ci++) {
     float *xc = x + (size_t)ci * h * w;
@@ -89,15 +110,15 @@ void sd_nn_col2im_add(const sd_nn_conv_geom *g, const float *col, size_t ldcol, 
         const float *row = col + (size_t)((ci * g->kh + ky) * g->kw + kx) * ldcol;
         int lo, hi;
         valid_range(w, ow, sw, pw, kx, &lo, &hi);
-        if (lo == hi)
+        const int m = hi - lo;
+        if (m == 0)
           continue;
-        for (int oy = 0; oy < oh; oy++) {
+        for (int oy = oy0; oy < oy1; oy++) {
           int iy = oy * sh - ph + ky;
           if (iy < 0 || iy >= h)
             continue;
-          const float *src = row + (size_t)oy * ow + lo;
-          float *dst = xc + (size_t)iy * w + (lo * sw - pw + kx);
-          const int m = hi - lo;
+          const float *restrict src = row + (size_t)(oy - oy0) * ow + lo;
+          float *restrict dst = xc + (size_t)iy * w + (lo * sw - pw + kx);
           if (sw == 1) {
             for (int i = 0; i < m; i++)
               dst[i] += src[i];
@@ -109,6 +130,24 @@ void sd_nn_col2im_add(const sd_nn_conv_geom *g, const float *col, size_t ldcol, 
       }
     }
   }
+}
+
+void sd_nn_col2im_add(const sd_nn_conv_geom *g, const float *col, size_t ldcol, float *x) {
+  col2im_rows_add(g, col, ldcol, 0, g->oh, x);
+}
+
+/* Output rows per block of a one-image convolution (see SD_NN_COL_BLOCK). */
+static int block_rows(const sd_nn_conv_geom *g) {
+  const size_t K = (size_t)g->c * g->kh * g->kw, ow = (size_t)g->ow;
+  if (K * ow * (size_t)g->oh <= SD_NN_BLOCK_ABOVE)
+    return g->oh;
+  size_t r = SD_NN_COL_BLOCK / (K * ow);
+  size_t rmin = (SD_NN_BLOCK_MIN_COLS + ow - 1) / ow;
+  if (r < rmin)
+    r = rmin;
+  if (r < 1)
+    r = 1;
+  return r > (size_t)g->oh ? g->oh : (int)r;
 }
 
 static int is_pointwise(const sd_nn_conv_geom *g) {
@@ -181,11 +220,6 @@ void sd_nn_conv2d_forward(const sd_nn_conv_geom *g, int n, const float *x, const
     const size_t N = (size_t)cnt * P;
     const float *xi = x + (size_t)i0 * in_sz;
     if (cnt == 1) {
-      const float *B = xi;
-      if (!is_pointwise(g)) {
-        sd_nn_im2col(g, xi, work, P);
-        B = work;
-      }
       float *Y = y + (size_t)i0 * out_sz;
       float beta = 0.0f;
       if (b) {
@@ -196,8 +230,19 @@ void sd_nn_conv2d_forward(const sd_nn_conv_geom *g, int n, const float *x, const
         }
         beta = 1.0f;
       }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, oc, (int)P, (int)K, 1.0f, w, (int)K, B,
-                  (int)P, beta, Y, (int)P);
+      if (is_pointwise(g)) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, oc, (int)P, (int)K, 1.0f, w,
+                    (int)K, xi, (int)P, beta, Y, (int)P);
+        continue;
+      }
+      const int rb = block_rows(g);
+      for (int oy0 = 0; oy0 < g->oh; oy0 += rb) {
+        const int oy1 = oy0 + rb < g->oh ? oy0 + rb : g->oh;
+        const size_t nb = (size_t)(oy1 - oy0) * g->ow, p0 = (size_t)oy0 * g->ow;
+        im2col_rows(g, xi, oy0, oy1, work, nb);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, oc, (int)nb, (int)K, 1.0f, w,
+                    (int)K, work, (int)nb, beta, Y + p0, (int)P);
+      }
     } else {
       float *col = work, *stage = work + K * N;
       build_cols(g, cnt, xi, col);
@@ -226,8 +271,11 @@ static void row_sums_add(int rows, size_t len, const float *a, float *out) {
   }
 }
 
-void sd_nn_conv2d_backward(const sd_nn_conv_geom *g, int n, const float *x, const float *w,
-                           const float *dy, float *dx, float *dw, float *db, float *work) {
+/* The backward; overwrite stores dx instead of adding into it (each image's dx is zeroed just
+ * before its col2im, while it is about to be in cache anyway). */
+static void conv2d_backward(const sd_nn_conv_geom *g, int n, const float *x, const float *w,
+                            const float *dy, float *dx, float *dw, float *db, float *work,
+                            int overwrite) {
   const int oc = g->oc;
   const size_t P = (size_t)g->oh * g->ow, K = (size_t)g->c * g->kh * g->kw;
   const size_t in_sz = (size_t)g->c * g->h * g->w, out_sz = (size_t)oc * P;
@@ -239,6 +287,29 @@ void sd_nn_conv2d_backward(const sd_nn_conv_geom *g, int n, const float *x, cons
     const float *xi = x + (size_t)i0 * in_sz;
     float *col = work, *stage = work + K * N;
     const float *DY = dy + (size_t)i0 * out_sz;
+    if (cnt == 1 && !pointwise) {
+      float *dxi = dx ? dx + (size_t)i0 * in_sz : NULL;
+      if (dxi && overwrite)
+        memset(dxi, 0, sizeof(float) * in_sz);
+      if (db)
+        row_sums_add(oc, P, DY, db);
+      const int rb = block_rows(g);
+      for (int oy0 = 0; oy0 < g->oh; oy0 += rb) {
+        const int oy1 = oy0 + rb < g->oh ? oy0 + rb : g->oh;
+        const size_t nb = (size_t)(oy1 - oy0) * g->ow, p0 = (size_t)oy0 * g->ow;
+        if (dw) {
+          im2col_rows(g, xi, oy0, oy1, col, nb);
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, oc, (int)K, (int)nb, 1.0f, DY + p0,
+                      (int)P, col, (int)nb, 1.0f, dw, (int)K);
+        }
+        if (dxi) {
+          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)nb, oc, 1.0f, w,
+                      (int)K, DY + p0, (int)P, 0.0f, col, (int)nb);
+          col2im_rows_add(g, col, nb, oy0, oy1, dxi);
+        }
+      }
+      continue;
+    }
     if (cnt > 1) {
       gather_rows(cnt, oc, P, DY, out_sz, stage);
       DY = stage;
@@ -258,14 +329,26 @@ void sd_nn_conv2d_backward(const sd_nn_conv_geom *g, int n, const float *x, cons
       float *dxi = dx + (size_t)i0 * in_sz;
       if (cnt == 1 && pointwise) {
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)P, oc, 1.0f, w, (int)K,
-                    DY, (int)P, 1.0f, dxi, (int)P);
+                    DY, (int)P, overwrite ? 0.0f : 1.0f, dxi, (int)P);
       } else {
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)N, oc, 1.0f, w, (int)K,
                     DY, (int)N, 0.0f, col, (int)N);
+        if (overwrite)
+          memset(dxi, 0, sizeof(float) * in_sz * (size_t)cnt);
         scatter_cols_add(g, cnt, col, dxi);
       }
     }
   }
+}
+
+void sd_nn_conv2d_backward(const sd_nn_conv_geom *g, int n, const float *x, const float *w,
+                           const float *dy, float *dx, float *dw, float *db, float *work) {
+  conv2d_backward(g, n, x, w, dy, dx, dw, db, work, 0);
+}
+
+void sd_nn_conv2d_backward_set(const sd_nn_conv_geom *g, int n, const float *x, const float *w,
+                               const float *dy, float *dx, float *dw, float *db, float *work) {
+  conv2d_backward(g, n, x, w, dy, dx, dw, db, work, 1);
 }
 
 void sd_nn_conv_transpose2d_forward(const sd_nn_conv_geom *g, int n, const float *x, const float *w,

@@ -814,6 +814,21 @@ static sd_status layer_forward(sd_nn_model *m, sd_nn_layer *L, sd_nn_mode mode) 
   return SD_OK;
 }
 
+/* 1 when layer id is the first, in backward order, to contribute to the gradient of its input
+ * k: no later layer on the path reads that tensor (and input 1 is not also input 0). The
+ * contribution then overwrites the gradient, which is never zeroed. */
+static int grad_first(const sd_nn_model *m, int id, int k) {
+  const int t = m->layers[id].in[k];
+  if (t < 0 || (k == 1 && m->layers[id].in[0] == t))
+    return 0;
+  for (int j = id + 1; j <= m->output; j++) {
+    const sd_nn_layer *J = &m->layers[j];
+    if (J->on_path && (J->in[0] == t || J->in[1] == t))
+      return 0;
+  }
+  return 1;
+}
+
 static sd_status layer_backward(sd_nn_model *m, sd_nn_layer *L) {
   const int n = m->layers[0].out.n;
   sd_nn_tensor *a = &m->layers[L->in[0]].out;
@@ -822,10 +837,32 @@ static sd_status layer_backward(sd_nn_model *m, sd_nn_layer *L) {
   const size_t len = sd_nn_tensor_size(o);
   float *da = a->grad; /* NULL for the model input unless input_grad */
   const float *dy = o->grad;
+  const int id = (int)(L - m->layers);
+  /* set_a: this layer's kernel overwrites da (the first contribution); kinds without an
+   * overwriting kernel zero it here instead */
+  int set_a = da && grad_first(m, id, 0);
   switch (L->kind) {
   case SD_NN_LAYER_CONV2D:
-    sd_nn_conv2d_backward(&L->u.conv.g, n, a->data, L->u.conv.w, dy, da, L->u.conv.dw, L->u.conv.db,
-                          m->work);
+  case SD_NN_LAYER_BATCHNORM:
+  case SD_NN_LAYER_RELU:
+  case SD_NN_LAYER_LEAKY_RELU:
+  case SD_NN_LAYER_ADD: break;
+  default:
+    if (set_a)
+      memset(da, 0, sizeof(float) * sd_nn_tensor_size(a));
+    set_a = 0;
+    break;
+  }
+  if (b && b->grad && grad_first(m, id, 1))
+    memset(b->grad, 0, sizeof(float) * sd_nn_tensor_size(b));
+  switch (L->kind) {
+  case SD_NN_LAYER_CONV2D:
+    if (set_a)
+      sd_nn_conv2d_backward_set(&L->u.conv.g, n, a->data, L->u.conv.w, dy, da, L->u.conv.dw,
+                                L->u.conv.db, m->work);
+    else
+      sd_nn_conv2d_backward(&L->u.conv.g, n, a->data, L->u.conv.w, dy, da, L->u.conv.dw,
+                            L->u.conv.db, m->work);
     break;
   case SD_NN_LAYER_CONV_TRANSPOSE2D:
     sd_nn_conv_transpose2d_backward(&L->u.conv.g, n, a->data, L->u.conv.w, dy, da, L->u.conv.dw,
@@ -837,23 +874,26 @@ static sd_status layer_backward(sd_nn_model *m, sd_nn_layer *L) {
     break;
   case SD_NN_LAYER_BATCHNORM:
     if (m->mode == SD_NN_MODE_TRAIN) {
-      SD_CHECK(sd_nn_batchnorm_backward_train(
+      SD_CHECK((set_a ? sd_nn_batchnorm_backward_train_set : sd_nn_batchnorm_backward_train)(
           n, o->c, o->h * o->w, a->data, dy, L->u.bn.gamma, L->u.bn.mean, L->u.bn.invstd,
           L->u.bn.count, da, L->u.bn.dgamma, L->u.bn.dbeta, m->dwork, m->reduce, m->reduce_ctx));
     } else {
+      if (set_a)
+        memset(da, 0, sizeof(float) * len);
       sd_nn_batchnorm_backward_eval(n, o->c, o->h * o->w, a->data, dy, L->u.bn.gamma,
                                     L->u.bn.running_mean, L->u.bn.running_var, L->u.bn.eps, da,
                                     L->u.bn.dgamma, L->u.bn.dbeta);
     }
     break;
   case SD_NN_LAYER_RELU:
-    if (da)
-      sd_nn_leaky_relu_backward(len, 0.0f, a->data, dy, da);
+  case SD_NN_LAYER_LEAKY_RELU: {
+    const float slope = L->kind == SD_NN_LAYER_RELU ? 0.0f : L->u.leaky.slope;
+    if (set_a)
+      sd_nn_leaky_relu_backward_set(len, slope, a->data, dy, da);
+    else if (da)
+      sd_nn_leaky_relu_backward(len, slope, a->data, dy, da);
     break;
-  case SD_NN_LAYER_LEAKY_RELU:
-    if (da)
-      sd_nn_leaky_relu_backward(len, L->u.leaky.slope, a->data, dy, da);
-    break;
+  }
   case SD_NN_LAYER_MAXPOOL:
     if (da)
       sd_nn_maxpool_backward(n * o->c, a->h, a->w, L->u.pool.k, L->u.pool.stride, L->u.pool.pad,
@@ -876,7 +916,9 @@ static sd_status layer_backward(sd_nn_model *m, sd_nn_layer *L) {
     sd_nn_concat_backward(n, a->c, b->c, o->h * o->w, dy, da, b->grad);
     break;
   case SD_NN_LAYER_ADD:
-    if (da)
+    if (set_a)
+      memcpy(da, dy, sizeof(float) * len);
+    else if (da)
       for (size_t i = 0; i < len; i++)
         da[i] += dy[i];
     if (b->grad)
@@ -921,11 +963,8 @@ sd_status sd_nn_model_backward(sd_nn_model *m) {
     return SD_ERROR(SD_ERR_ARG, "backward: the model is not compiled");
   if (!m->forward_done)
     return SD_ERROR(SD_ERR_ARG, "backward: no forward pass to differentiate");
-  for (int i = 0; i < m->output; i++) {
-    sd_nn_tensor *t = &m->layers[i].out;
-    if (m->layers[i].on_path && t->grad)
-      memset(t->grad, 0, sizeof(float) * sd_nn_tensor_size(t));
-  }
+  /* no zeroing of activation gradients: each one's first contribution overwrites it (see
+   * grad_first) */
   for (int i = m->output; i > 0; i--) {
     sd_nn_layer *L = &m->layers[i];
     if (!L->on_path)

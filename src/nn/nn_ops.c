@@ -97,10 +97,12 @@ void sd_nn_batchnorm_forward_eval(int n, int c, int hw, const float *x, const fl
   }
 }
 
-sd_status sd_nn_batchnorm_backward_train(int n, int c, int hw, const float *x, const float *dy,
-                                         const float *gamma, const float *mean, const float *invstd,
-                                         double count, float *dx, float *dgamma, float *dbeta,
-                                         double *stats, sd_nn_reduce_fn reduce, void *reduce_ctx) {
+/* The training backward; overwrite stores dx instead of adding into it. */
+static sd_status bn_backward_train(int n, int c, int hw, const float *x, const float *dy,
+                                   const float *gamma, const float *mean, const float *invstd,
+                                   double count, float *dx, float *dgamma, float *dbeta,
+                                   double *stats, sd_nn_reduce_fn reduce, void *reduce_ctx,
+                                   int overwrite) {
   for (int ch = 0; ch < c; ch++) {
     double sdy = 0.0, sdyx = 0.0;
     for (int i = 0; i < n; i++) {
@@ -131,11 +133,32 @@ sd_status sd_nn_batchnorm_backward_train(int n, int c, int hw, const float *x, c
       size_t off = ((size_t)i * c + ch) * hw;
       const float *p = x + off, *g = dy + off;
       float *q = dx + off;
-      for (int j = 0; j < hw; j++)
-        q[j] += cdy * g[j] + cx * p[j] + c0;
+      if (overwrite)
+        for (int j = 0; j < hw; j++)
+          q[j] = cdy * g[j] + cx * p[j] + c0;
+      else
+        for (int j = 0; j < hw; j++)
+          q[j] += cdy * g[j] + cx * p[j] + c0;
     }
   }
   return SD_OK;
+}
+
+sd_status sd_nn_batchnorm_backward_train(int n, int c, int hw, const float *x, const float *dy,
+                                         const float *gamma, const float *mean, const float *invstd,
+                                         double count, float *dx, float *dgamma, float *dbeta,
+                                         double *stats, sd_nn_reduce_fn reduce, void *reduce_ctx) {
+  return bn_backward_train(n, c, hw, x, dy, gamma, mean, invstd, count, dx, dgamma, dbeta, stats,
+                           reduce, reduce_ctx, 0);
+}
+
+sd_status sd_nn_batchnorm_backward_train_set(int n, int c, int hw, const float *x, const float *dy,
+                                             const float *gamma, const float *mean,
+                                             const float *invstd, double count, float *dx,
+                                             float *dgamma, float *dbeta, double *stats,
+                                             sd_nn_reduce_fn reduce, void *reduce_ctx) {
+  return bn_backward_train(n, c, hw, x, dy, gamma, mean, invstd, count, dx, dgamma, dbeta, stats,
+                           reduce, reduce_ctx, 1);
 }
 
 void sd_nn_batchnorm_backward_eval(int n, int c, int hw, const float *x, const float *dy,
@@ -181,6 +204,14 @@ void sd_nn_leaky_relu_backward(size_t len, float slope, const float *x, const fl
   for (size_t i = 0; i < len; i++) {
     float s = x[i] > 0.0f ? 1.0f : slope;
     dx[i] += dy[i] * s;
+  }
+}
+
+void sd_nn_leaky_relu_backward_set(size_t len, float slope, const float *x, const float *dy,
+                                   float *dx) {
+  for (size_t i = 0; i < len; i++) {
+    float s = x[i] > 0.0f ? 1.0f : slope;
+    dx[i] = dy[i] * s;
   }
 }
 
