@@ -105,6 +105,12 @@ const sd_config_key sd_config_schema[] = {
     {"classifier.pretrain_epochs", I, 1, 100000, NULL, "pretraining epochs"},
     {"classifier.metrics", S, 0, 0, NULL, "evaluate: metrics JSON path (\"\" = print only)"},
     {"classifier.part", E, 0, 0, "test|val|train|all", "evaluate: which part of the model's split to score"},
+    {"classifier.tta", E, 0, 0, "dihedral|none", "evaluate/predict: average the class probabilities over the 8 lattice symmetries of each image (dihedral) or score it as it is (none)"},
     {"classifier.predictions", S, 0, 0, NULL, "predict: output HDF5 with per-image class probabilities"},
     {"classifier.model", S, 0, 0, NULL, "evaluate/predict: the model file (--model)"},
+    /* run */
+    {"run.dir", S, 0, 0, NULL, "run directory of `stemdefect run` (\"\" = runs/<config file name>)"},
+    {"run.stages", L, 0, 0, NULL, "stages to run (default all, in order): data, classify"},
+    {"run.force", B, 0, 0, NULL, "re-run the selected stages even when their outputs are up to date"},
+
     {NULL, 0, 0, 0, NULL, NULL}};
