@@ -108,6 +108,15 @@ const sd_config_key sd_config_schema[] = {
     {"classifier.tta", E, 0, 0, "dihedral|none", "evaluate/predict: average the class probabilities over the 8 lattice symmetries of each image (dihedral) or score it as it is (none)"},
     {"classifier.predictions", S, 0, 0, NULL, "predict: output HDF5 with per-image class probabilities"},
     {"classifier.model", S, 0, 0, NULL, "evaluate/predict: the model file (--model)"},
+    /* describe */
+    {"describe.heatmaps", S, 0, 0, NULL, "heatmaps file (/heatmaps [N,C,H,W] per-class probabilities) to describe"},
+    {"describe.data", S, 0, 0, NULL, "the image stack the heatmaps belong to"},
+    {"describe.residual", S, 0, 0, NULL, "pseudo-label file whose /deviation (residual against the bulk lattice) gives the residual columns (\"\" = none: those columns are 0)"},
+    {"describe.output", S, 0, 0, NULL, "output descriptors file (HDF5)"},
+    {"describe.threshold", F, 0, 1, NULL, "probability above which a pixel belongs to a defect region"},
+    {"describe.min_area", I, 1, 1000000, NULL, "smallest region kept, pixels"},
+    {"describe.batch", I, 1, 65536, NULL, "images read per collective transfer on each rank"},
+
     /* run */
     {"run.dir", S, 0, 0, NULL, "run directory of `stemdefect run` (\"\" = runs/<config file name>)"},
     {"run.stages", L, 0, 0, NULL, "stages to run (default all, in order): data, classify"},
