@@ -53,6 +53,7 @@ extern const sd_command sd_cmd_train;
 extern const sd_command sd_cmd_evaluate;
 extern const sd_command sd_cmd_predict;
 extern const sd_command sd_cmd_describe;
+extern const sd_command sd_cmd_report;
 extern const sd_command sd_cmd_run;
 
 struct sd_sim_params;

@@ -4,7 +4,7 @@
  * outputs at fixed names inside the run directory:
  *   data        import (when import.input is given) or simulate  -> stack.h5
  *   classify    train --task classify, then evaluate              -> classifier.h5, classifier_metrics.json
- *   (later stages are added to the table as they exist)
+ *   report      the HTML report of everything above                 -> report.html
  * A stage whose outputs exist and whose fingerprint is current is skipped. The fingerprint
  * (FNV-1a 64) covers the stage name, the program version, the resolved configuration of the
  * sections the stage reads (with the run's paths filled in), the fingerprints of the stages it
@@ -156,11 +156,21 @@ static sd_status classify_execute(run_ctx *r, int resume) {
   return run_command(r, &sd_cmd_predict);
 }
 
+static sd_status report_configure(run_ctx *r) {
+  SD_CHECK(set_key(r, "report.run", r->dir));
+  return set_path(r, "report.output", "report.html");
+}
+static sd_status report_execute(run_ctx *r, int resume) {
+  (void)resume;
+  return run_command(r, &sd_cmd_report);
+}
+
 static const run_stage stages[] = {
     {"data", "import,simulate", "", "stack.h5", data_configure, data_execute, NULL},
     {"classify", "train,classifier,simulate", "data",
      "classifier.h5,classifier_metrics.json,classifier_predictions.h5", classify_configure,
      classify_execute, "classifier.h5.ckpt"},
+    {"report", "report", "data,classify", "report.html", report_configure, report_execute, NULL},
 };
 #define NUM_STAGES ((int)(sizeof stages / sizeof stages[0]))
 
@@ -425,7 +435,8 @@ const sd_command sd_cmd_run = {
     .description =
         "Runs the stages in order into the run directory (default runs/<config name>): data\n"
         "(import when import.input is set, else simulate) -> stack.h5; classify (train, evaluate,\n"
-        "predict) -> classifier.h5, classifier_metrics.json, classifier_predictions.h5.\n"
+        "predict) -> classifier.h5, classifier_metrics.json, classifier_predictions.h5; report ->\n"
+        "report.html.\n"
         "A stage whose outputs exist and whose fingerprint (its configuration sections, the\n"
         "fingerprints of its inputs, imported files' sizes and times) is unchanged is skipped, so\n"
         "running the same command again after a failure or a preemption resumes at the first\n"

@@ -117,9 +117,16 @@ const sd_config_key sd_config_schema[] = {
     {"describe.min_area", I, 1, 1000000, NULL, "smallest region kept, pixels"},
     {"describe.batch", I, 1, 65536, NULL, "images read per collective transfer on each rank"},
 
+    /* report */
+    {"report.run", S, 0, 0, NULL, "run directory to report on"},
+    {"report.output", S, 0, 0, NULL, "the HTML report to write"},
+    {"report.title", S, 0, 0, NULL, "page title"},
+    {"report.examples", I, 1, 32, NULL, "example patches shown per cluster"},
+    {"report.samples", I, 1, 32, NULL, "sample images shown per class"},
+
     /* run */
     {"run.dir", S, 0, 0, NULL, "run directory of `stemdefect run` (\"\" = runs/<config file name>)"},
-    {"run.stages", L, 0, 0, NULL, "stages to run (default all, in order): data, classify"},
+    {"run.stages", L, 0, 0, NULL, "stages to run (default all, in order): data, classify, report"},
     {"run.force", B, 0, 0, NULL, "re-run the selected stages even when their outputs are up to date"},
 
     {NULL, 0, 0, 0, NULL, NULL}};

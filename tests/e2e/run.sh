@@ -20,13 +20,13 @@ YAML
 R="$WORK/r"
 expect_ok $MPIRUN -n 2 "$SD" run --config "$WORK/tiny.yaml" --dir "$R"
 for f in stack.h5 classifier.h5 classifier_metrics.json classifier_predictions.h5 profile/data.json \
-         profile/classify.json .state/data .state/classify; do
+         profile/classify.json .state/data .state/classify report.html; do
   [ -s "$R/$f" ] && ok || fail "run did not write $f"
 done
 grep -q '"macro_f1"' "$R/classifier_metrics.json" && ok || fail "metrics JSON lacks macro_f1"
 expect_ok $MPIRUN -n 2 "$SD" run --config "$WORK/tiny.yaml" --dir "$R"
 c=$(grep -c "up to date, skipped" "$WORK/last.err")
-[ "$c" = 2 ] && ok || fail "second run skipped $c stage(s), wanted 2: $(cat "$WORK/last.err")"
+[ "$c" = 3 ] && ok || fail "second run skipped $c stage(s), wanted 3: $(cat "$WORK/last.err")"
 cp "$R/classifier.h5" "$WORK/first.h5"
 expect_ok "$SD" run --config "$WORK/tiny.yaml" --dir "$R" --set classifier.epochs=3
 grep -q "stage data       up to date" "$WORK/last.err" && ok || fail "data stage re-ran after a classifier change"
