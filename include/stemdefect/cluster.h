@@ -29,6 +29,9 @@
 #include "stemdefect/status.h"
 
 #define SD_CLUSTER_CHUNK 512
+/* Largest inner dimension of our GEMM calls: OpenBLAS splits longer inner dimensions
+ * differently depending on its thread count, which would change the last bits. */
+#define SD_CLUSTER_SUBK 128
 
 /* Pure. The block [first, first + count) of m rows for rank of size: whole chunks of
  * SD_CLUSTER_CHUNK rows, balanced over ranks (a rank may get none). */

@@ -8,8 +8,21 @@
 #ifndef SD_CLUSTER_FIXED_H
 #define SD_CLUSTER_FIXED_H
 
+#include <cblas.h>
 #include <math.h>
 #include <stdint.h>
+
+/* OpenBLAS rounds a GEMM element differently depending on how its threads split the matrix
+ * (edge kernels), so the GEMMs whose values reach our results run single-threaded; ranks are
+ * the parallelism. begin returns the previous thread count for end. */
+static inline int sd_blas_single_begin(void) {
+  int n = openblas_get_num_threads();
+  if (n != 1) openblas_set_num_threads(1);
+  return n;
+}
+static inline void sd_blas_single_end(int n) {
+  if (n != 1) openblas_set_num_threads(n);
+}
 
 /* The exponent e for sums bounded by bound (a tiny or non-positive bound is raised to 1e-200). */
 static inline int sd_fix_exponent(double bound) {

@@ -82,8 +82,15 @@ fail:
     int64_t nb = m_local - c0 < SD_CLUSTER_CHUNK ? m_local - c0 : SD_CLUSTER_CHUNK;
     for (int64_t i = 0; i < nb; i++)
       for (int j = 0; j < d; j++) y[i * d + j] = (double)x[(c0 + i) * d + j] - mean[j];
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, d, (int)nb, 1.0, y, d, y, d, 0.0,
-                part, d);
+    int nt = sd_blas_single_begin();
+    /* inner dimension at most SD_CLUSTER_SUBK per dgemm (thread-count independent), summed
+     * in a fixed order */
+    for (int64_t r0 = 0; r0 < nb; r0 += SD_CLUSTER_SUBK) {
+      int rn = (int)(nb - r0 < SD_CLUSTER_SUBK ? nb - r0 : SD_CLUSTER_SUBK);
+      cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, d, rn, 1.0, y + r0 * d, d,
+                  y + r0 * d, d, r0 == 0 ? 0.0 : 1.0, part, d);
+    }
+    sd_blas_single_end(nt);
     for (int a = 0; a < d; a++)
       for (int b = a; b < d; b++) acc[(size_t)a * d + b] += sd_fix_from(part[(size_t)a * d + b], fac[(size_t)a * d + b]);
   }

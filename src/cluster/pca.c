@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fixed.h"
 #include "stemdefect/cluster.h"
 #include "stemdefect/par.h"
 
@@ -261,8 +262,10 @@ sd_status sd_pca_transform(const sd_pca *pca, const float *x, int64_t m_local, f
     for (int64_t i = 0; i < nb; i++)
       for (int j = 0; j < d; j++)
         z[i * d + j] = ((double)x[(c0 + i) * din + pca->columns[j]] - pca->mean[j]) / pca->scale[j];
+    int nt = sd_blas_single_begin();
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, p, d, 1.0, z, d, pca->components,
                 d, 0.0, s, p);
+    sd_blas_single_end(nt);
     for (int64_t i = 0; i < nb * p; i++) scores[c0 * p + i] = (float)s[i];
   }
   free(z);

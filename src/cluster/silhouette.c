@@ -25,6 +25,7 @@ typedef struct sil_work {
   int p, K;
   float *g;  /* [CHUNK, CHUNK] */
   float *s;  /* [CHUNK, K] */
+  double *sd; /* [CHUNK, K] */
   double fac;
 } sil_work;
 
@@ -62,9 +63,16 @@ static void sil_tile(sil_work *w, int nA, const float *XA, const float *xnA, con
     int64_t self = gidA[i] - firstB;
     if (self >= 0 && self < nB) gi[self] = 0.0f;
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nA, K, nB, 1.0f, w->g, nB, HB, K, 0.0f,
-              w->s, K);
-  for (size_t t = 0; t < (size_t)nA * K; t++) acc[t] += sd_fix_from(w->s[t], w->fac);
+  /* S = D H in column blocks of SD_CLUSTER_SUBK (no inner dimension above that, so OpenBLAS
+   * never splits it, whatever its thread count), summed in double in a fixed order */
+  memset(w->sd, 0, sizeof *w->sd * (size_t)nA * K);
+  for (int j0 = 0; j0 < nB; j0 += SD_CLUSTER_SUBK) {
+    int jn = nB - j0 < SD_CLUSTER_SUBK ? nB - j0 : SD_CLUSTER_SUBK;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nA, K, jn, 1.0f, w->g + j0, nB,
+                HB + (size_t)j0 * K, K, 0.0f, w->s, K);
+    for (size_t t = 0; t < (size_t)nA * K; t++) w->sd[t] += w->s[t];
+  }
+  for (size_t t = 0; t < (size_t)nA * K; t++) acc[t] += sd_fix_from(w->sd[t], w->fac);
 }
 
 /* One-hot labels of n rows for all clusterings: h[n, K]. */
@@ -89,10 +97,10 @@ static double sil_value(const int64_t *acc, int e, int own, int k, const int64_t
   return mx > 0 ? (b - a) / mx : 0.0;
 }
 
-sd_status sd_km_silhouette(MPI_Comm comm, const float *x, int64_t m_local, int64_t m, int p,
-                           int nk, const int *ks, const int32_t *const *assign, int64_t sample,
-                           uint64_t seed, double *mean, double *stderr_out,
-                           double *const *per_cluster) {
+static sd_status silhouette(MPI_Comm comm, const float *x, int64_t m_local, int64_t m, int p,
+                            int nk, const int *ks, const int32_t *const *assign, int64_t sample,
+                            uint64_t seed, double *mean, double *stderr_out,
+                            double *const *per_cluster) {
   int rank, size;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
@@ -111,7 +119,7 @@ sd_status sd_km_silhouette(MPI_Comm comm, const float *x, int64_t m_local, int64
   size_t blk_floats = (size_t)(maxrows > 0 ? maxrows : 1) * (p + 1);
   size_t blk_bytes = 2 * sizeof(int64_t) + blk_floats * sizeof(float) +
                      (size_t)(maxrows > 0 ? maxrows : 1) * nk * sizeof(int32_t);
-  sil_work w = {p, K, NULL, NULL, 0};
+  sil_work w = {p, K, NULL, NULL, NULL, 0};
   sd_status st = SD_OK;
   char *send = NULL, *recv = NULL;
   float *xa = NULL, *xna = NULL, *h = NULL, *own = NULL;
@@ -120,11 +128,12 @@ sd_status sd_km_silhouette(MPI_Comm comm, const float *x, int64_t m_local, int64
   size_t na = (size_t)(nA > 0 ? nA : 1);
   w.g = sd_malloc((size_t)SD_CLUSTER_CHUNK * SD_CLUSTER_CHUNK, sizeof *w.g, "distance tile");
   w.s = sd_malloc((size_t)SD_CLUSTER_CHUNK * K, sizeof *w.s, "cluster sums");
+  w.sd = sd_malloc((size_t)SD_CLUSTER_CHUNK * K, sizeof *w.sd, "cluster sums");
   acc = sd_calloc(na * K, sizeof *acc, "silhouette sums");
   gida = sd_malloc(na, sizeof *gida, "row index");
   counts = sd_calloc((size_t)K, sizeof *counts, "cluster sizes");
   sfix = sd_calloc((size_t)K + nk, sizeof *sfix, "silhouette totals");
-  if (!w.g || !w.s || !acc || !gida || !counts || !sfix) st = SD_ERR_NOMEM;
+  if (!w.g || !w.s || !w.sd || !acc || !gida || !counts || !sfix) st = SD_ERR_NOMEM;
   if (st == SD_OK && !sampled) {
     send = sd_malloc(blk_bytes, 1, "ring block");
     recv = sd_malloc(blk_bytes, 1, "ring block");
@@ -314,6 +323,7 @@ sd_status sd_km_silhouette(MPI_Comm comm, const float *x, int64_t m_local, int64
 done:
   free(w.g);
   free(w.s);
+  free(w.sd);
   free(send);
   free(recv);
   free(xa);
@@ -326,6 +336,17 @@ done:
   free(acc);
   free(counts);
   free(sfix);
+  return st;
+}
+
+sd_status sd_km_silhouette(MPI_Comm comm, const float *x, int64_t m_local, int64_t m, int p,
+                           int nk, const int *ks, const int32_t *const *assign, int64_t sample,
+                           uint64_t seed, double *mean, double *stderr_out,
+                           double *const *per_cluster) {
+  int nt = sd_blas_single_begin();
+  sd_status st = silhouette(comm, x, m_local, m, p, nk, ks, assign, sample, seed, mean, stderr_out,
+                            per_cluster);
+  sd_blas_single_end(nt);
   return st;
 }
 
