@@ -28,6 +28,8 @@ typedef struct km_ctx {
   double *dmin;   /* [m_local] squared distance to the assigned centroid */
   float *cf;      /* [k, p] centroids in float for sgemm */
   double *cn;     /* [k] |c|^2 */
+  float *cnf;     /* [k] |c|^2 in float */
+  float *dv;      /* [k] scratch */
   float *g;       /* [CHUNK, k] */
   double *part;   /* [k, p] chunk partial sums */
   int64_t *acc;   /* [k*p + k + 1]: sums, counts, changed */
@@ -43,6 +45,8 @@ static void km_ctx_free(km_ctx *c) {
   free(c->dmin);
   free(c->cf);
   free(c->cn);
+  free(c->cnf);
+  free(c->dv);
   free(c->g);
   free(c->part);
   free(c->acc);
@@ -288,6 +292,7 @@ static sd_status estep(km_ctx *c, const double *cent, int32_t *assign, int first
       s += cent[a * p + l] * cent[a * p + l];
     }
     c->cn[a] = s;
+    c->cnf[a] = (float)s;
     if (s > cmax) cmax = s;
   }
   /* a safe margin for the float GEMM distances: (p + 2) float roundings of |x|^2 + |c|^2,
@@ -305,19 +310,20 @@ static sd_status estep(km_ctx *c, const double *cent, int32_t *assign, int first
       int64_t r = c0 + i;
       double xn = c->xn[r];
       const float *gi = c->g + (size_t)i * k;
-      double b1 = INFINITY, b2 = INFINITY;
+      /* |c|^2 - 2 x.c in float (|x|^2 does not change the order), branch-free minimum */
+      float *dv = c->dv;
+      for (int a = 0; a < k; a++) dv[a] = c->cnf[a] - 2.0f * gi[a];
+      float f1 = dv[0], f2 = INFINITY;
       int a1 = 0;
-      for (int a = 0; a < k; a++) {
-        double d = xn + c->cn[a] - 2.0 * (double)gi[a];
-        if (d < b1) {
-          b2 = b1;
-          b1 = d;
-          a1 = a;
-        } else if (d < b2) {
-          b2 = d;
-        }
+      for (int a = 1; a < k; a++) {
+        float v = dv[a];
+        int lt = v < f1;
+        f2 = lt ? f1 : (v < f2 ? v : f2);
+        f1 = lt ? v : f1;
+        a1 = lt ? a : a1;
       }
-      if (b2 - b1 <= rel * (xn + cmax) + 1e-300) { /* close call: decide in double */
+      double b1 = xn + (double)f1;
+      if ((double)f2 - (double)f1 <= rel * (xn + cmax) + 1e-300) { /* close call: decide in double */
         b1 = INFINITY;
         for (int a = 0; a < k; a++) {
           double d = dist2_exact(c->x + r * p, cent + (size_t)a * p, p);
@@ -393,6 +399,8 @@ sd_status sd_km_fit(MPI_Comm comm, const float *x, int64_t m_local, int64_t m, i
   c.dmin = sd_malloc(ml, sizeof *c.dmin, "row distances");
   c.cf = sd_malloc((size_t)k * p, sizeof *c.cf, "centroids");
   c.cn = sd_malloc((size_t)k, sizeof *c.cn, "centroid norms");
+  c.cnf = sd_malloc((size_t)k, sizeof *c.cnf, "centroid norms");
+  c.dv = sd_malloc((size_t)k, sizeof *c.dv, "distances");
   c.g = sd_malloc((size_t)SD_CLUSTER_CHUNK * k, sizeof *c.g, "distance block");
   c.part = sd_malloc((size_t)k * p, sizeof *c.part, "partial sums");
   c.acc = sd_malloc((size_t)k * p + k + 1, sizeof *c.acc, "sums");
@@ -408,7 +416,7 @@ sd_status sd_km_fit(MPI_Comm comm, const float *x, int64_t m_local, int64_t m, i
   res->assign = sd_malloc(ml, sizeof *res->assign, "assignments");
   res->counts = sd_malloc((size_t)k, sizeof *res->counts, "counts");
   res->objective = sd_malloc((size_t)maxit + 2, sizeof *res->objective, "objective");
-  sd_status st = (c.xn && c.dmin && c.cf && c.cn && c.g && c.part && c.acc && c.ex && c.fac &&
+  sd_status st = (c.xn && c.dmin && c.cf && c.cn && c.cnf && c.dv && c.g && c.part && c.acc && c.ex && c.fac &&
                   c.rowbuf && cent && next && asg && w && obj && res->centroids && res->assign &&
                   res->counts && res->objective)
                      ? SD_OK
