@@ -120,7 +120,7 @@ const sd_config_key sd_config_schema[] = {
     {"cluster.init", E, 0, 0, "auto|plusplus|parallel", "k-means++ (plusplus), k-means|| (parallel), or auto = parallel above 100000 rows"},
     {"cluster.silhouette", E, 0, 0, "auto|exact|sampled", "exact silhouette (ring exchange, O(M^2)), sampled rows with a standard error, or auto = exact up to cluster.exact_max rows"},
     {"cluster.exact_max", I, 3, 1e9, NULL, "auto: exact silhouette up to this many rows"},
-    {"cluster.sample", I, 10, 1e8, NULL, "sampled silhouette: rows drawn (each against all rows)"},
+    {"cluster.sample", I, 10, 1e6, NULL, "sampled silhouette: rows drawn (each against all rows)"},
     {"cluster.screen", B, 0, 0, NULL, "drop near-constant columns and one of each highly correlated pair before PCA"},
     {"cluster.screen_corr", F, 0, 1, NULL, "screen: drop a column with |r| above this against an earlier kept column"},
     {"cluster.screen_var", F, 0, 1e30, NULL, "screen: drop a column whose variance (raw units) is below this"},
