@@ -116,6 +116,9 @@ static sd_status silhouette(MPI_Comm comm, const float *x, int64_t m_local, int6
   int64_t maxrows = m_local;
   SD_CHECK(sd_par_allreduce_max_i64(comm, &maxrows, 1));
   int64_t nA = sampled ? sample : m_local; /* the rows whose silhouettes we compute */
+  if (sampled && (nA * K > INT32_MAX || nA * p > INT32_MAX))
+    return SD_ERROR(SD_ERR_ARG, "sampled silhouette of %lld rows for %d clusters in all: more than 2^31 sums "
+                    "(lower cluster.sample or the k range)", (long long)nA, K);
   size_t blk_floats = (size_t)(maxrows > 0 ? maxrows : 1) * (p + 1);
   size_t blk_bytes = 2 * sizeof(int64_t) + blk_floats * sizeof(float) +
                      (size_t)(maxrows > 0 ? maxrows : 1) * nk * sizeof(int32_t);
