@@ -55,6 +55,8 @@ extern const sd_command sd_cmd_predict;
 extern const sd_command sd_cmd_describe;
 extern const sd_command sd_cmd_report;
 extern const sd_command sd_cmd_run;
+extern const sd_command sd_cmd_scaling;
+extern const sd_command sd_cmd_cluster;
 
 struct sd_sim_params;
 /* Simulator parameters from the simulate section (errors name the simulate.* key). */

@@ -124,9 +124,32 @@ const sd_config_key sd_config_schema[] = {
     {"report.examples", I, 1, 32, NULL, "example patches shown per cluster"},
     {"report.samples", I, 1, 32, NULL, "sample images shown per class"},
 
+    /* scaling */
+    {"scaling.runs", L, 0, 0, NULL, "run directories of a scaling study (named <strong|weak>-<ranks>)"},
+    {"scaling.output", S, 0, 0, NULL, "folder for scaling.csv, speedup.png and efficiency.png"},
+    {"scaling.cores", I, 0, 1000000, NULL, "cores of one node: rank counts above it are marked oversubscribed (0 = this machine's)"},
+
     /* run */
     {"run.dir", S, 0, 0, NULL, "run directory of `stemdefect run` (\"\" = runs/<config file name>)"},
     {"run.stages", L, 0, 0, NULL, "stages to run (default all, in order): data, classify, report"},
     {"run.force", B, 0, 0, NULL, "re-run the selected stages even when their outputs are up to date"},
 
+    /* cluster (issue 5: PCA, k-means, silhouette) */
+    {"cluster.descriptors", S, 0, 0, NULL, "input: any HDF5 file holding /descriptors [M,D] (optional /names, /labels)"},
+    {"cluster.output", S, 0, 0, NULL, "output clusters file (HDF5)"},
+    {"cluster.k", S, 0, 0, NULL, "k values to try: LO:HI (2 <= LO <= HI <= 64) or one k"},
+    {"cluster.variance", F, 0.01, 1, NULL, "keep the fewest principal components explaining this fraction of the variance"},
+    {"cluster.components", I, 0, 100000, NULL, "keep exactly this many principal components (0 = by cluster.variance)"},
+    {"cluster.restarts", I, 1, 1000, NULL, "k-means restarts per k (the lowest objective wins)"},
+    {"cluster.max_iter", I, 1, 1000000, NULL, "Lloyd iterations per restart at most"},
+    {"cluster.tol", F, 0, 1, NULL, "stop when the squared centroid shift <= tol x mean feature variance"},
+    {"cluster.seed", I, 0, 9.007199254740992e15, NULL, "seed of the initialisation and silhouette sample (results do not depend on the rank count)"},
+    {"cluster.init", E, 0, 0, "auto|plusplus|parallel", "k-means++ (plusplus), k-means|| (parallel), or auto = parallel above 100000 rows"},
+    {"cluster.silhouette", E, 0, 0, "auto|exact|sampled", "exact silhouette (ring exchange, O(M^2)), sampled rows with a standard error, or auto = exact up to cluster.exact_max rows"},
+    {"cluster.exact_max", I, 3, 1e9, NULL, "auto: exact silhouette up to this many rows"},
+    {"cluster.sample", I, 10, 1e6, NULL, "sampled silhouette: rows drawn (each against all rows)"},
+    {"cluster.screen", B, 0, 0, NULL, "drop near-constant columns and one of each highly correlated pair before PCA"},
+    {"cluster.screen_corr", F, 0, 1, NULL, "screen: drop a column with |r| above this against an earlier kept column"},
+    {"cluster.screen_var", F, 0, 1e30, NULL, "screen: drop a column whose variance (raw units) is below this"},
+    {"cluster.figures", S, 0, 0, NULL, "write silhouette.png and pca_variance.png with this prefix or into this folder (\"\" = none)"},
     {NULL, 0, 0, 0, NULL, NULL}};
