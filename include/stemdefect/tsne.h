@@ -123,10 +123,14 @@ void sd_tsne_tree_destroy(sd_tsne_tree **t);
 sd_status sd_tsne_tree_build(sd_tsne_tree *t, int64_t n, const double *y);
 /* Not collective. Barnes-Hut repulsion for points [first, first+count) of the tree's y:
  * neg [count, 2] = sum_j w_ij^2 (y_i - y_j) and z [count] = sum_{j != i} w_ij with
- * w_ij = 1 / (1 + |y_i - y_j|^2), a cell of width s at distance r standing for its points
- * when s / r < theta (theta = 0: exact). */
-void sd_tsne_tree_repulsion(const sd_tsne_tree *t, int64_t first, int64_t count, double theta,
-                            double *neg, double *z);
+ * w_ij = 1 / (1 + |y_i - y_j|^2). Points are processed in groups (maximal subtrees of at
+ * most 32 points) sharing one interaction list: a cell of width s stands for its points
+ * when s / r < theta, r being the distance from its centre of mass to the nearest point of
+ * the group's bounding box (never larger than the distance to any point of the group, so
+ * at least as accurate as the per-point criterion; theta = 0: exact). Uses the tree's
+ * scratch (not thread-safe on one tree); SD_ERR_NOMEM when the scratch cannot grow. */
+sd_status sd_tsne_tree_repulsion(sd_tsne_tree *t, int64_t first, int64_t count, double theta,
+                                 double *neg, double *z);
 
 /* ---- gradient --------------------------------------------------------------------------- */
 
@@ -140,7 +144,7 @@ void sd_tsne_attraction(const sd_tsne_affinity *a, const double *y_all, double e
  * gathered per-point z (identical at any rank count); the tree must be built from y_all.
  * When kl != NULL, also the KL divergence over the nonzero p_ij (not exaggerated) with
  * q_ij = w_ij / Z (all ranks get it). work: [count] doubles of scratch or NULL. */
-sd_status sd_tsne_gradient(MPI_Comm comm, const sd_tsne_affinity *a, const sd_tsne_tree *t,
+sd_status sd_tsne_gradient(MPI_Comm comm, const sd_tsne_affinity *a, sd_tsne_tree *t,
                            const double *y_all, double theta, double exaggeration, double *grad,
                            double *kl);
 

@@ -101,10 +101,11 @@ static sd_status gather_sum(MPI_Comm comm, grad_ws *w, const double *own, int64_
   return SD_OK;
 }
 
-static sd_status grad_core(MPI_Comm comm, const sd_tsne_affinity *a, const sd_tsne_tree *t,
+static sd_status grad_core(MPI_Comm comm, const sd_tsne_affinity *a, sd_tsne_tree *t,
                            const double *y_all, double theta, double exaggeration, grad_ws *w,
                            double *grad, double *kl) {
-  sd_tsne_tree_repulsion(t, a->first, a->count, theta, w->neg, w->zown);
+  /* the only local failure (scratch growth) is agreed on before the next collective */
+  SD_CHECK(sd_par_agree(comm, sd_tsne_tree_repulsion(t, a->first, a->count, theta, w->neg, w->zown)));
   sd_tsne_attraction(a, y_all, exaggeration, w->pos);
   double Z = 0;
   SD_CHECK(gather_sum(comm, w, w->zown, a->count, a->n, &Z));
@@ -130,7 +131,7 @@ static sd_status grad_core(MPI_Comm comm, const sd_tsne_affinity *a, const sd_ts
   return SD_OK;
 }
 
-sd_status sd_tsne_gradient(MPI_Comm comm, const sd_tsne_affinity *a, const sd_tsne_tree *t,
+sd_status sd_tsne_gradient(MPI_Comm comm, const sd_tsne_affinity *a, sd_tsne_tree *t,
                            const double *y_all, double theta, double exaggeration, double *grad,
                            double *kl) {
   grad_ws w;

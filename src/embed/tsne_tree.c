@@ -32,7 +32,16 @@ struct sd_tsne_tree {
   int32_t *pos;            /* [cap] point -> sorted position */
   double *ys;              /* [cap, 2] positions in sorted order */
   double root_w;
+  /* groups: maximal subtrees of <= SD_TSNE_GROUP points; forces are computed per group
+   * from one interaction list built against the group's bounding box */
+  int64_t ngroups, group_cap;
+  int32_t *group;   /* [ngroups] node index */
+  double *gbox;     /* [ngroups, 4] xmin, xmax, ymin, ymax of the group's points */
+  int64_t list_cap; /* interaction list (scratch of sd_tsne_tree_repulsion) */
+  double *lx, *ly, *lc;
 };
+
+#define SD_TSNE_GROUP 32
 
 void sd_tsne_tree_destroy(sd_tsne_tree **t) {
   if (!t || !*t) return;
@@ -44,6 +53,11 @@ void sd_tsne_tree_destroy(sd_tsne_tree **t) {
   free(x->order2);
   free(x->pos);
   free(x->ys);
+  free(x->group);
+  free(x->gbox);
+  free(x->lx);
+  free(x->ly);
+  free(x->lc);
   free(x);
   *t = NULL;
 }
@@ -232,63 +246,157 @@ sd_status sd_tsne_tree_build(sd_tsne_tree *t, int64_t n, const double *y) {
   }
   t->root_w = w;
   if (build_node(t, 0, n, 0, w) < 0) return SD_ERR_NOMEM;
+  /* groups in depth-first order, with the bounding boxes of their points */
+  t->ngroups = 0;
+  for (int32_t nd = 0; nd < (int32_t)t->nnodes;) {
+    const tnode *c = &t->nodes[nd];
+    if (c->count > SD_TSNE_GROUP && !c->leaf) {
+      nd++;
+      continue;
+    }
+    if (t->ngroups == t->group_cap) {
+      int64_t want = 2 * t->group_cap + 64;
+      void *p1 = sd_realloc(t->group, (size_t)want, sizeof *t->group, "t-SNE groups");
+      if (!p1) return SD_ERR_NOMEM;
+      t->group = p1;
+      void *p2 = sd_realloc(t->gbox, (size_t)want * 4, sizeof *t->gbox, "t-SNE groups");
+      if (!p2) return SD_ERR_NOMEM;
+      t->gbox = p2;
+      t->group_cap = want;
+    }
+    double *b = t->gbox + 4 * t->ngroups;
+    b[0] = b[1] = t->ys[2 * c->lo];
+    b[2] = b[3] = t->ys[2 * c->lo + 1];
+    for (int32_t s = c->lo + 1; s < c->lo + c->count; s++) {
+      double a = t->ys[2 * s], e = t->ys[2 * s + 1];
+      if (a < b[0]) b[0] = a;
+      if (a > b[1]) b[1] = a;
+      if (e < b[2]) b[2] = e;
+      if (e > b[3]) b[3] = e;
+    }
+    t->group[t->ngroups++] = nd;
+    nd = c->next;
+  }
   return SD_OK;
 }
 
-void sd_tsne_tree_repulsion(const sd_tsne_tree *t, int64_t first, int64_t count, double theta,
-                            double *neg, double *z) {
-  const double theta2 = theta * theta;
+static int list_grow(sd_tsne_tree *t, int64_t need) {
+  if (need <= t->list_cap) return 1;
+  int64_t want = need > 2 * t->list_cap ? need : 2 * t->list_cap;
+  double *a = sd_realloc(t->lx, (size_t)want, sizeof *a, "t-SNE interaction list");
+  if (!a) return 0;
+  t->lx = a;
+  a = sd_realloc(t->ly, (size_t)want, sizeof *a, "t-SNE interaction list");
+  if (!a) return 0;
+  t->ly = a;
+  a = sd_realloc(t->lc, (size_t)want, sizeof *a, "t-SNE interaction list");
+  if (!a) return 0;
+  t->lc = a;
+  t->list_cap = want;
+  return 1;
+}
+
+/* The interaction list of group g: cells accepted against the group's box (the distance
+ * from the cell's centre of mass to the nearest point of the box), points of the leaves
+ * that must be opened; returns its length, or -1 when it cannot grow. */
+static int64_t group_list(sd_tsne_tree *t, int64_t g, double theta2) {
   const tnode *nodes = t->nodes;
-  const int32_t nnodes = (int32_t)t->nnodes;
-  const double *ys = t->ys;
-  for (int64_t q = 0; q < count; q++) {
-    int64_t i = first + q;
-    int32_t pi = t->pos[i];
-    double xi = ys[2 * pi], yi = ys[2 * pi + 1];
-    double fx = 0, fy = 0, zs = 0;
-    int32_t nd = 0;
-    while (nd < nnodes) {
-      const tnode *c = &nodes[nd];
-      if (c->leaf) {
-        if (c->count == 1) {
-          if (c->lo != pi) {
-            double dx = xi - c->cx, dy = yi - c->cy;
-            double w = 1.0 / (1.0 + dx * dx + dy * dy);
-            zs += w;
-            w *= w;
-            fx += w * dx;
-            fy += w * dy;
-          }
-        } else {
-          for (int32_t s = c->lo; s < c->lo + c->count; s++) {
-            if (s == pi) continue;
-            double dx = xi - ys[2 * s], dy = yi - ys[2 * s + 1];
-            double w = 1.0 / (1.0 + dx * dx + dy * dy);
-            zs += w;
-            w *= w;
-            fx += w * dx;
-            fy += w * dy;
-          }
-        }
-        nd = c->next;
-        continue;
-      }
-      double dx = xi - c->cx, dy = yi - c->cy;
-      double d2 = dx * dx + dy * dy;
-      if (c->w2 < theta2 * d2 && (uint32_t)(pi - c->lo) >= (uint32_t)c->count) {
-        double w = 1.0 / (1.0 + d2);
-        double cw = (double)c->count * w;
-        zs += cw;
-        cw *= w;
-        fx += cw * dx;
-        fy += cw * dy;
-        nd = c->next;
-      } else {
-        nd++;
-      }
+  const int32_t nnodes = (int32_t)t->nnodes, gn = t->group[g];
+  const int32_t glo = nodes[gn].lo;
+  const double *b = t->gbox + 4 * g;
+  int64_t len = 0;
+  int32_t nd = 0;
+  while (nd < nnodes) {
+    const tnode *c = &nodes[nd];
+    if (nd == gn) { /* the group's own points are handled one by one */
+      nd = c->next;
+      continue;
     }
-    neg[2 * q] = fx;
-    neg[2 * q + 1] = fy;
-    z[q] = zs;
+    if ((uint32_t)(glo - c->lo) < (uint32_t)c->count) { /* an ancestor of the group */
+      nd++;
+      continue;
+    }
+    double dx = c->cx < b[0] ? b[0] - c->cx : (c->cx > b[1] ? c->cx - b[1] : 0.0);
+    double dy = c->cy < b[2] ? b[2] - c->cy : (c->cy > b[3] ? c->cy - b[3] : 0.0);
+    if (c->leaf || c->w2 < theta2 * (dx * dx + dy * dy)) {
+      if (len + c->count > t->list_cap && !list_grow(t, len + c->count + 1024)) return -1;
+      if (!c->leaf || c->count == 1) {
+        t->lx[len] = c->cx;
+        t->ly[len] = c->cy;
+        t->lc[len] = (double)c->count;
+        len++;
+      } else { /* coincident points: one by one */
+        for (int32_t s = c->lo; s < c->lo + c->count; s++) {
+          t->lx[len] = t->ys[2 * s];
+          t->ly[len] = t->ys[2 * s + 1];
+          t->lc[len] = 1.0;
+          len++;
+        }
+      }
+      nd = c->next;
+    } else {
+      nd++;
+    }
   }
+  return len;
+}
+
+sd_status sd_tsne_tree_repulsion(sd_tsne_tree *t, int64_t first, int64_t count, double theta,
+                                 double *neg, double *z) {
+  const double theta2 = theta * theta;
+  const double *ys = t->ys;
+  const int64_t last = first + count;
+  for (int64_t g = 0; g < t->ngroups; g++) {
+    const tnode *gn = &t->nodes[t->group[g]];
+    int own = 0;
+    for (int32_t s = gn->lo; s < gn->lo + gn->count && !own; s++)
+      own = t->order[s] >= first && t->order[s] < last;
+    if (!own) continue;
+    int64_t len = group_list(t, g, theta2);
+    if (len < 0) return SD_ERR_NOMEM;
+    const double *lx = t->lx, *ly = t->ly, *lc = t->lc;
+    for (int32_t s = gn->lo; s < gn->lo + gn->count; s++) {
+      int64_t i = t->order[s];
+      if (i < first || i >= last) continue;
+      double xi = ys[2 * s], yi = ys[2 * s + 1];
+      /* four interleaved partial sums (a fixed order: the same bits on every rank) */
+      double fx[4] = {0, 0, 0, 0}, fy[4] = {0, 0, 0, 0}, zs[4] = {0, 0, 0, 0};
+      int64_t e = 0;
+      for (; e + 4 <= len; e += 4) {
+        for (int u = 0; u < 4; u++) {
+          double dx = xi - lx[e + u], dy = yi - ly[e + u];
+          double w = 1.0 / (1.0 + dx * dx + dy * dy);
+          double cw = lc[e + u] * w;
+          zs[u] += cw;
+          cw *= w;
+          fx[u] += cw * dx;
+          fy[u] += cw * dy;
+        }
+      }
+      for (; e < len; e++) {
+        double dx = xi - lx[e], dy = yi - ly[e];
+        double w = 1.0 / (1.0 + dx * dx + dy * dy);
+        double cw = lc[e] * w;
+        zs[0] += cw;
+        cw *= w;
+        fx[0] += cw * dx;
+        fy[0] += cw * dy;
+      }
+      /* the other points of the group, exactly */
+      for (int32_t r = gn->lo; r < gn->lo + gn->count; r++) {
+        if (r == s) continue;
+        double dx = xi - ys[2 * r], dy = yi - ys[2 * r + 1];
+        double w = 1.0 / (1.0 + dx * dx + dy * dy);
+        zs[1] += w;
+        w *= w;
+        fx[1] += w * dx;
+        fy[1] += w * dy;
+      }
+      int64_t q = i - first;
+      neg[2 * q] = (fx[0] + fx[1]) + (fx[2] + fx[3]);
+      neg[2 * q + 1] = (fy[0] + fy[1]) + (fy[2] + fy[3]);
+      z[q] = (zs[0] + zs[1]) + (zs[2] + zs[3]);
+    }
+  }
+  return SD_OK;
 }
