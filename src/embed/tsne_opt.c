@@ -27,6 +27,7 @@ typedef struct grad_ws {
   double *pos, *neg;              /* [count, 2] */
   double *zown;                   /* [count] */
   double *zall;                   /* [n] */
+  double t_rep, t_att, t_comm;    /* seconds in repulsion, attraction, communication */
 } grad_ws;
 
 static void grad_ws_free(grad_ws *w) {
@@ -92,9 +93,11 @@ void sd_tsne_attraction(const sd_tsne_affinity *a, const double *y_all, double e
 /* Gathers the per-point values zown (own rows) into zall [n] and sums them in point order. */
 static sd_status gather_sum(MPI_Comm comm, grad_ws *w, const double *own, int64_t count,
                             int64_t n, double *sum) {
+  double t = sd_time_now();
   SD_CHECK(sd_par_check(MPI_Allgatherv(own, (int)count, MPI_DOUBLE, w->zall, w->cnt1, w->dis1,
                                        MPI_DOUBLE, comm),
                         "allgather(per-point sums)"));
+  w->t_comm += sd_time_now() - t;
   double s = 0;
   for (int64_t i = 0; i < n; i++) s += w->zall[i];
   *sum = s;
@@ -104,9 +107,17 @@ static sd_status gather_sum(MPI_Comm comm, grad_ws *w, const double *own, int64_
 static sd_status grad_core(MPI_Comm comm, const sd_tsne_affinity *a, sd_tsne_tree *t,
                            const double *y_all, double theta, double exaggeration, grad_ws *w,
                            double *grad, double *kl) {
-  /* the only local failure (scratch growth) is agreed on before the next collective */
-  SD_CHECK(sd_par_agree(comm, sd_tsne_tree_repulsion(t, a->first, a->count, theta, w->neg, w->zown)));
+  /* repulsion cannot fail once the tree's scratch is reserved (sd_tsne_tree_build); an
+   * allocation failure in the middle of the collective sequence aborts the job */
+  double t0 = sd_time_now();
+  if (sd_tsne_tree_repulsion(t, a->first, a->count, theta, w->neg, w->zown) != SD_OK)
+    SD_PAR_FATAL(comm);
+  double t1 = sd_time_now();
+  double t2 = t1;
   sd_tsne_attraction(a, y_all, exaggeration, w->pos);
+  w->t_rep += t1 - t0;
+  w->t_att += sd_time_now() - t2;
+  w->t_comm += t2 - t1;
   double Z = 0;
   SD_CHECK(gather_sum(comm, w, w->zown, a->count, a->n, &Z));
   if (!(Z > 0)) Z = SD_TSNE_TINY;
@@ -341,7 +352,7 @@ sd_status sd_tsne_optimize(MPI_Comm comm, const sd_tsne_params *p, const sd_tsne
   if (st == SD_OK && (!grad || !upd || !gains)) st = SD_ERR_NOMEM;
   st = sd_par_agree(comm, st);
   if (st != SD_OK) goto done;
-  double t0 = sd_time_now();
+  double t0 = sd_time_now(), t_build = 0;
   for (size_t e = 0; e < c2; e++) gains[e] = 1.0;
   double *yown = y_all + 2 * first;
   int every = p->report_every > 0 ? p->report_every : 50;
@@ -355,9 +366,12 @@ sd_status sd_tsne_optimize(MPI_Comm comm, const sd_tsne_params *p, const sd_tsne
     double exag = early ? p->early_exaggeration : 1.0;
     double mom = early ? p->momentum_early : p->momentum_late;
     int report = (it + 1) % every == 0;
-    double kl = 0;
+    double kl = 0, tb = sd_time_now();
+    /* y_all is the same on every rank, so is the outcome of the build (a non-finite
+     * embedding fails everywhere); only running out of memory is local: abort then */
     st = sd_tsne_tree_build(tree, n, y_all);
-    st = sd_par_agree(comm, st);
+    t_build += sd_time_now() - tb;
+    if (st == SD_ERR_NOMEM) SD_PAR_FATAL(comm);
     if (st != SD_OK) goto done;
     SD_CHECK_GOTO(st, grad_core(comm, a, tree, y_all, p->theta, exag, &w, grad, report ? &kl : NULL),
                   done);
@@ -370,11 +384,13 @@ sd_status sd_tsne_optimize(MPI_Comm comm, const sd_tsne_params *p, const sd_tsne
       upd[e] = u;
       yown[e] += u;
     }
+    double tc = sd_time_now();
     SD_CHECK_GOTO(st,
                   sd_par_check(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, y_all, w.cnt2,
                                               w.dis2, MPI_DOUBLE, comm),
                                "allgather(embedding)"),
                   done);
+    w.t_comm += sd_time_now() - tc;
     if (report)
       sd_log_info("embed: iteration %d/%d: KL divergence %.6f%s (%.1f s)", it + 1, p->iterations,
                   kl, early ? " (early exaggeration)" : "", sd_time_now() - t0);
@@ -383,9 +399,12 @@ sd_status sd_tsne_optimize(MPI_Comm comm, const sd_tsne_params *p, const sd_tsne
   {
     double kl = 0;
     st = sd_tsne_tree_build(tree, n, y_all);
-    st = sd_par_agree(comm, st);
+    if (st == SD_ERR_NOMEM) SD_PAR_FATAL(comm);
     if (st != SD_OK) goto done;
     SD_CHECK_GOTO(st, grad_core(comm, a, tree, y_all, p->theta, 1.0, &w, grad, &kl), done);
+    sd_log_info("embed: optimisation %.2f s on rank 0: tree builds %.2f s, repulsion %.2f s, "
+                "attraction %.2f s, communication and waiting %.2f s",
+                sd_time_now() - t0, t_build, w.t_rep, w.t_att, w.t_comm);
     if (res) {
       res->kl_divergence = kl;
       res->iterations = p->iterations;

@@ -99,6 +99,8 @@ sd_status sd_tsne_tree_create(int64_t capacity, sd_tsne_tree **out) {
   return SD_OK;
 }
 
+static int list_grow(sd_tsne_tree *t, int64_t need);
+
 /* spreads the 32 bits of v to the even bits of the result */
 static inline uint64_t spread_bits(uint64_t v) {
   v &= 0xffffffffULL;
@@ -212,6 +214,9 @@ sd_status sd_tsne_tree_build(sd_tsne_tree *t, int64_t n, const double *y) {
     t->nodes = p;
     t->node_cap = want;
   }
+  /* an interaction list never exceeds n entries: reserve it now so the force pass cannot
+   * fail (it runs between collectives) */
+  if (!list_grow(t, n + 1)) return SD_ERR_NOMEM;
   t->n = n;
   t->nnodes = 0;
   if (n == 0) return SD_OK;
