@@ -43,13 +43,13 @@ typedef struct sd_tsne_params {
   double learning_rate;      /* <= 0: auto = max(n / early_exaggeration / 4, 50) */
   double early_exaggeration; /* P is multiplied by this during the first exaggeration_iters */
   int exaggeration_iters;    /* iterations with exaggeration and momentum_early */
-  int neighbors;             /* k of the kNN graph; <= 0: auto = min(n - 1, floor(3 perplexity) + 1) */
-  uint64_t seed;             /* random init */
+  int neighbors; /* k of the kNN graph; <= 0: auto = min(n - 1, floor(3 perplexity) + 1) */
+  uint64_t seed; /* random init */
   sd_tsne_init init;
-  int report_every;          /* log and record the KL divergence every this many iterations */
-  double momentum_early;     /* 0.5 */
-  double momentum_late;      /* 0.8 */
-  double min_gain;           /* 0.01 */
+  int report_every;      /* log and record the KL divergence every this many iterations */
+  double momentum_early; /* 0.5 */
+  double momentum_late;  /* 0.8 */
+  double min_gain;       /* 0.01 */
 } sd_tsne_params;
 
 /* The defaults above (perplexity 30, theta 0.5, 1000 iterations, auto learning rate,
@@ -159,7 +159,7 @@ typedef struct sd_tsne_result {
   int iterations;
   int neighbors;
   double learning_rate;
-  int64_t unconverged;  /* rows whose bandwidth search missed the tolerance */
+  int64_t unconverged; /* rows whose bandwidth search missed the tolerance */
   double seconds_affinities, seconds_optimize;
 } sd_tsne_result;
 

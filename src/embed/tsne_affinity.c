@@ -31,19 +31,23 @@ void sd_tsne_params_default(sd_tsne_params *p) {
 
 int sd_tsne_resolve_neighbors(const sd_tsne_params *p, int64_t n) {
   int64_t k = p->neighbors > 0 ? p->neighbors : (int64_t)floor(3.0 * p->perplexity) + 1;
-  if (k > n - 1) k = n - 1;
-  if (k < 1) k = 1;
+  if (k > n - 1)
+    k = n - 1;
+  if (k < 1)
+    k = 1;
   return (int)k;
 }
 
 double sd_tsne_resolve_learning_rate(const sd_tsne_params *p, int64_t n) {
-  if (p->learning_rate > 0) return p->learning_rate;
+  if (p->learning_rate > 0)
+    return p->learning_rate;
   double lr = (double)n / p->early_exaggeration / 4.0;
   return lr > 50.0 ? lr : 50.0;
 }
 
 sd_status sd_tsne_params_check(const sd_tsne_params *p, int64_t n) {
-  if (n < 2) return SD_ERROR(SD_ERR_ARG, "t-SNE needs at least 2 points, the input has %lld", (long long)n);
+  if (n < 2)
+    return SD_ERROR(SD_ERR_ARG, "t-SNE needs at least 2 points, the input has %lld", (long long)n);
   if (!(p->perplexity > 0) || !(p->perplexity < (double)n))
     return SD_ERROR(SD_ERR_ARG,
                     "perplexity %g is too large for %lld points (expected 0 < perplexity < "
@@ -52,7 +56,8 @@ sd_status sd_tsne_params_check(const sd_tsne_params *p, int64_t n) {
   if (!(p->theta >= 0) || !(p->theta <= 10))
     return SD_ERROR(SD_ERR_ARG, "theta %g is out of range (expected 0 <= theta <= 10; 0 = exact)",
                     p->theta);
-  if (p->iterations < 1) return SD_ERROR(SD_ERR_ARG, "iterations %d must be >= 1", p->iterations);
+  if (p->iterations < 1)
+    return SD_ERROR(SD_ERR_ARG, "iterations %d must be >= 1", p->iterations);
   if (p->exaggeration_iters < 0 || !(p->early_exaggeration >= 1))
     return SD_ERROR(SD_ERR_ARG, "early exaggeration %g for %d iterations (expected >= 1, >= 0)",
                     p->early_exaggeration, p->exaggeration_iters);
@@ -71,10 +76,12 @@ sd_status sd_tsne_params_check(const sd_tsne_params *p, int64_t n) {
 /* ---- fixed-point sums ------------------------------------------------------------------- */
 
 int sd_tsne_fixed_exponent(double bound, int64_t n) {
-  if (!(bound > 0) || !isfinite(bound)) return 0;
+  if (!(bound > 0) || !isfinite(bound))
+    return 0;
   int b = 0, c = 0;
   frexp(bound, &b); /* bound < 2^b */
-  while (c < 62 && ((int64_t)1 << c) < n) c++;
+  while (c < 62 && ((int64_t)1 << c) < n)
+    c++;
   return 61 - b - c; /* n terms of magnitude < 2^(61-c) each: |sum| < 2^61 */
 }
 
@@ -91,8 +98,10 @@ sd_status sd_tsne_repro_colsum(MPI_Comm comm, const double *v, int64_t rows, int
   for (int64_t i = 0; i < rows; i++)
     for (int j = 0; j < m; j++) {
       double a = fabs(v[i * m + j]);
-      if (!isfinite(a)) nonfinite = 1;
-      else if (a > mx[j]) mx[j] = a;
+      if (!isfinite(a))
+        nonfinite = 1;
+      else if (a > mx[j])
+        mx[j] = a;
     }
   /* a non-finite flag and the total row count */
   SD_CHECK_GOTO(st, sd_par_allreduce_max_double(comm, mx, m), done);
@@ -102,12 +111,15 @@ sd_status sd_tsne_repro_colsum(MPI_Comm comm, const double *v, int64_t rows, int
     st = SD_ERROR(SD_ERR_FORMAT, "the input holds non-finite values (NaN or Inf)");
     goto done;
   }
-  for (int j = 0; j < m; j++) ex[j] = sd_tsne_fixed_exponent(mx[j], flags[1]);
+  for (int j = 0; j < m; j++)
+    ex[j] = sd_tsne_fixed_exponent(mx[j], flags[1]);
   memset(acc, 0, (size_t)m * sizeof *acc);
   for (int64_t i = 0; i < rows; i++)
-    for (int j = 0; j < m; j++) acc[j] += (int64_t)llround(ldexp(v[i * m + j], ex[j]));
+    for (int j = 0; j < m; j++)
+      acc[j] += (int64_t)llround(ldexp(v[i * m + j], ex[j]));
   SD_CHECK_GOTO(st, sd_par_allreduce_sum_i64(comm, acc, m), done);
-  for (int j = 0; j < m; j++) out[j] = ldexp((double)acc[j], -ex[j]);
+  for (int j = 0; j < m; j++)
+    out[j] = ldexp((double)acc[j], -ex[j]);
 done:
   free(mx);
   free(acc);
@@ -125,7 +137,8 @@ sd_status sd_tsne_standardize(MPI_Comm comm, double *x, int64_t count, int d, in
     goto done;
   }
   SD_CHECK_GOTO(st, sd_tsne_repro_colsum(comm, x, count, d, mean), done);
-  for (int j = 0; j < d; j++) mean[j] /= (double)n;
+  for (int j = 0; j < d; j++)
+    mean[j] /= (double)n;
   for (int64_t i = 0; i < count; i++)
     for (int j = 0; j < d; j++) {
       double c = x[i * d + j] - mean[j];
@@ -136,7 +149,8 @@ sd_status sd_tsne_standardize(MPI_Comm comm, double *x, int64_t count, int d, in
     double sd = sqrt(var[j] / (double)n);
     /* like sklearn: a constant column is centred but not scaled */
     double inv = sd > 1e-300 * (1.0 + fabs(mean[j])) ? 1.0 / sd : 1.0;
-    for (int64_t i = 0; i < count; i++) x[i * d + j] = (x[i * d + j] - mean[j]) * inv;
+    for (int64_t i = 0; i < count; i++)
+      x[i * d + j] = (x[i * d + j] - mean[j]) * inv;
   }
 done:
   free(mean);
@@ -155,9 +169,12 @@ static inline int key_less(double da, int64_t ia, double db, int64_t ib) {
 static void heap_sift_down(double *hd, int64_t *hi, int size, int pos) {
   for (;;) {
     int l = 2 * pos + 1, r = l + 1, big = pos;
-    if (l < size && key_less(hd[big], hi[big], hd[l], hi[l])) big = l;
-    if (r < size && key_less(hd[big], hi[big], hd[r], hi[r])) big = r;
-    if (big == pos) return;
+    if (l < size && key_less(hd[big], hi[big], hd[l], hi[l]))
+      big = l;
+    if (r < size && key_less(hd[big], hi[big], hd[r], hi[r]))
+      big = r;
+    if (big == pos)
+      return;
     double td = hd[pos];
     hd[pos] = hd[big];
     hd[big] = td;
@@ -175,7 +192,8 @@ static void heap_push(double *hd, int64_t *hi, int *size, int cap, double d, int
     hi[pos] = idx;
     while (pos > 0) {
       int par = (pos - 1) / 2;
-      if (!key_less(hd[par], hi[par], hd[pos], hi[pos])) break;
+      if (!key_less(hd[par], hi[par], hd[pos], hi[pos]))
+        break;
       double td = hd[pos];
       hd[pos] = hd[par];
       hd[par] = td;
@@ -208,8 +226,10 @@ typedef struct knn_pair {
 
 static int pair_cmp(const void *a, const void *b) {
   const knn_pair *x = a, *y = b;
-  if (key_less(x->d, x->i, y->d, y->i)) return -1;
-  if (key_less(y->d, y->i, x->d, x->i)) return 1;
+  if (key_less(x->d, x->i, y->d, y->i))
+    return -1;
+  if (key_less(y->d, y->i, x->d, x->i))
+    return 1;
   return 0;
 }
 
@@ -237,11 +257,13 @@ static void knn_block(const double *xa, const double *na, int64_t ca, int64_t fa
         double nra = na[ia];
         for (int c = 0; c < tb; c++) {
           int64_t gb = fb + b0 + c;
-          if (gb == ga) continue;
+          if (gb == ga)
+            continue;
           double approx = nra + nb[b0 + c] - 2.0 * trow[c];
           if (*sz == k) {
             double tol = tolc * (nra + nb[b0 + c]) + 1e-300;
-            if (approx - tol > rd[0]) continue; /* surely farther than the k-th */
+            if (approx - tol > rd[0])
+              continue; /* surely farther than the k-th */
           }
           double ex = dist2_exact(xa + ia * d, xb + (b0 + c) * d, d);
           heap_push(rd, ri, sz, k, ex, gb);
@@ -256,7 +278,8 @@ sd_status sd_tsne_knn(MPI_Comm comm, const double *x_own, int64_t count, int d, 
   int rank, size;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
-  if (k < 1 || k >= n) return SD_ERROR(SD_ERR_ARG, "kNN: k = %d needs 1 <= k < %lld", k, (long long)n);
+  if (k < 1 || k >= n)
+    return SD_ERROR(SD_ERR_ARG, "kNN: k = %d needs 1 <= k < %lld", k, (long long)n);
   int64_t maxc = 0, f0;
   sd_shard_range(n, 0, size, &f0, &maxc); /* rank 0 has the largest block */
   size_t bufrows = (size_t)(maxc > 0 ? maxc : 1);
@@ -278,11 +301,13 @@ sd_status sd_tsne_knn(MPI_Comm comm, const double *x_own, int64_t count, int d, 
   if (!buf[0] || !buf[1] || !nrm[0] || !nrm[1] || !na || !tile || !hd || !hi || !hsize || !pairs)
     st = SD_ERR_NOMEM;
   st = sd_par_agree(comm, st);
-  if (st != SD_OK) goto done;
+  if (st != SD_OK)
+    goto done;
 
   for (int64_t i = 0; i < count; i++) {
     double s = 0;
-    for (int t = 0; t < d; t++) s += x_own[i * d + t] * x_own[i * d + t];
+    for (int t = 0; t < d; t++)
+      s += x_own[i * d + t] * x_own[i * d + t];
     na[i] = s;
   }
   int64_t fa, ca;
@@ -301,27 +326,29 @@ sd_status sd_tsne_knn(MPI_Comm comm, const double *x_own, int64_t count, int d, 
       /* pass the current block on to the previous rank, receive the next from the following */
       int64_t fnext, cnext;
       sd_shard_range(n, (rank + step + 1) % size, size, &fnext, &cnext);
-      st = sd_par_check(MPI_Irecv(buf[1 - cur], (int)(cnext * d), MPI_DOUBLE, next_rank, 11, comm,
-                                  &req[nreq++]),
-                        "kNN ring receive");
+      st = sd_par_check(
+          MPI_Irecv(buf[1 - cur], (int)(cnext * d), MPI_DOUBLE, next_rank, 11, comm, &req[nreq++]),
+          "kNN ring receive");
       if (st == SD_OK)
-        st = sd_par_check(MPI_Irecv(nrm[1 - cur], (int)cnext, MPI_DOUBLE, next_rank, 12, comm,
-                                    &req[nreq++]),
-                          "kNN ring receive");
+        st = sd_par_check(
+            MPI_Irecv(nrm[1 - cur], (int)cnext, MPI_DOUBLE, next_rank, 12, comm, &req[nreq++]),
+            "kNN ring receive");
       if (st == SD_OK)
-        st = sd_par_check(MPI_Isend(buf[cur], (int)(cb * d), MPI_DOUBLE, prev_rank, 11, comm,
-                                    &req[nreq++]),
-                          "kNN ring send");
+        st = sd_par_check(
+            MPI_Isend(buf[cur], (int)(cb * d), MPI_DOUBLE, prev_rank, 11, comm, &req[nreq++]),
+            "kNN ring send");
       if (st == SD_OK)
         st = sd_par_check(
             MPI_Isend(nrm[cur], (int)cb, MPI_DOUBLE, prev_rank, 12, comm, &req[nreq++]),
             "kNN ring send");
-      if (st != SD_OK) SD_PAR_FATAL(comm);
+      if (st != SD_OK)
+        SD_PAR_FATAL(comm);
     }
     knn_block(x_own, na, ca, fa, buf[cur], nrm[cur], cb, fb, d, k, hd, hi, hsize, tile);
     if (nreq) {
       st = sd_par_check(MPI_Waitall(nreq, req, MPI_STATUSES_IGNORE), "kNN ring exchange");
-      if (st != SD_OK) SD_PAR_FATAL(comm);
+      if (st != SD_OK)
+        SD_PAR_FATAL(comm);
       cur = 1 - cur;
     }
   }
@@ -373,11 +400,14 @@ void sd_tsne_calibrate(int64_t rows, int k, const double *dist2, double perplexi
         pr[j] = exp(-dr[j] * beta);
         sum += pr[j];
       }
-      if (sum < 1e-300) sum = 1e-300;
-      for (int j = 0; j < k; j++) dsum += dr[j] * pr[j];
+      if (sum < 1e-300)
+        sum = 1e-300;
+      for (int j = 0; j < k; j++)
+        dsum += dr[j] * pr[j];
       h = log(sum) + beta * dsum / sum;
       double diff = h - target;
-      for (int j = 0; j < k; j++) pr[j] /= sum;
+      for (int j = 0; j < k; j++)
+        pr[j] /= sum;
       if (fabs(diff) <= tol) {
         ok = 1;
         break;
@@ -390,11 +420,15 @@ void sd_tsne_calibrate(int64_t rows, int k, const double *dist2, double perplexi
         beta = isinf(lo) ? beta / 2.0 : (beta + lo) / 2.0;
       }
     }
-    if (!ok) bad++;
-    if (beta_out) beta_out[i] = beta;
-    if (entropy_out) entropy_out[i] = h;
+    if (!ok)
+      bad++;
+    if (beta_out)
+      beta_out[i] = beta;
+    if (entropy_out)
+      entropy_out[i] = h;
   }
-  if (unconverged) *unconverged = bad;
+  if (unconverged)
+    *unconverged = bad;
 }
 
 /* ---- symmetrisation --------------------------------------------------------------------- */
@@ -402,7 +436,8 @@ void sd_tsne_calibrate(int64_t rows, int k, const double *dist2, double perplexi
 int sd_tsne_owner(int64_t n, int size, int64_t j) {
   int64_t base = n / size, extra = n % size;
   int64_t big = extra * (base + 1);
-  if (j < big) return (int)(j / (base + 1));
+  if (j < big)
+    return (int)(j / (base + 1));
   return (int)(extra + (j - big) / base);
 }
 
@@ -422,7 +457,8 @@ static int col_val_cmp(const void *a, const void *b) {
 }
 
 void sd_tsne_affinity_destroy(sd_tsne_affinity **a) {
-  if (!a || !*a) return;
+  if (!a || !*a)
+    return;
   free((*a)->rowptr);
   free((*a)->col);
   free((*a)->val);
@@ -450,18 +486,21 @@ sd_status sd_tsne_symmetrize(MPI_Comm comm, int64_t n, int k, const int64_t *nbr
   col_val *cv = NULL;
   int64_t *rowcnt = NULL;
   sd_tsne_affinity *a = sd_calloc(1, sizeof *a, "affinity");
-  if (!scnt || !rcnt || !sdis || !rdis || !fill || !sendb || !a) st = SD_ERR_NOMEM;
+  if (!scnt || !rcnt || !sdis || !rdis || !fill || !sendb || !a)
+    st = SD_ERR_NOMEM;
   if (st == SD_OK && (double)nsend * sizeof(p_entry) > 2147483647.0)
     st = SD_ERROR(SD_ERR_ARG,
                   "t-SNE: %lld neighbour entries on one rank exceed one MPI message (2 GiB); use "
                   "more ranks or fewer neighbours",
                   (long long)nsend);
   st = sd_par_agree(comm, st);
-  if (st != SD_OK) goto done;
+  if (st != SD_OK)
+    goto done;
 
   /* count and pack the transposed entries (j, i, p_{j|i}... stored as p at (j, i)) by owner */
   for (int64_t i = 0; i < count; i++)
-    for (int j = 0; j < k; j++) scnt[sd_tsne_owner(n, size, nbr[i * k + j])]++;
+    for (int j = 0; j < k; j++)
+      scnt[sd_tsne_owner(n, size, nbr[i * k + j])]++;
   {
     int64_t off = 0;
     for (int r = 0; r < size; r++) {
@@ -477,7 +516,8 @@ sd_status sd_tsne_symmetrize(MPI_Comm comm, int64_t n, int k, const int64_t *nbr
       sendb[fill[r]++] = e;
     }
   st = sd_par_check(MPI_Alltoall(scnt, 1, MPI_INT, rcnt, 1, MPI_INT, comm), "alltoall(counts)");
-  if (st != SD_OK) SD_PAR_FATAL(comm);
+  if (st != SD_OK)
+    SD_PAR_FATAL(comm);
   int64_t nrecv = 0;
   for (int r = 0; r < size; r++) {
     nrecv += rcnt[r];
@@ -496,18 +536,23 @@ sd_status sd_tsne_symmetrize(MPI_Comm comm, int64_t n, int k, const int64_t *nbr
   recvb = sd_malloc((size_t)(nrecv > 0 ? nrecv : 1), sizeof *recvb, "received P entries");
   rowcnt = sd_calloc((size_t)count + 1, sizeof *rowcnt, "row counts");
   cv = sd_malloc((size_t)(count * k + nrecv + 1), sizeof *cv, "P rows");
-  if (!recvb || !rowcnt || !cv || (double)nrecv * sizeof(p_entry) > 2147483647.0) st = SD_ERR_NOMEM;
+  if (!recvb || !rowcnt || !cv || (double)nrecv * sizeof(p_entry) > 2147483647.0)
+    st = SD_ERR_NOMEM;
   st = sd_par_agree(comm, st);
-  if (st != SD_OK) goto done;
-  st = sd_par_check(
-      MPI_Alltoallv(sendb, scnt, sdis, MPI_BYTE, recvb, rcnt, rdis, MPI_BYTE, comm),
-      "alltoallv(P entries)");
-  if (st != SD_OK) SD_PAR_FATAL(comm);
+  if (st != SD_OK)
+    goto done;
+  st = sd_par_check(MPI_Alltoallv(sendb, scnt, sdis, MPI_BYTE, recvb, rcnt, rdis, MPI_BYTE, comm),
+                    "alltoallv(P entries)");
+  if (st != SD_OK)
+    SD_PAR_FATAL(comm);
 
   /* rows: own k entries + received transposed entries; sort by column; merge (i,j)+(j,i) */
-  for (int64_t i = 0; i < count; i++) rowcnt[i + 1] = k;
-  for (int64_t e = 0; e < nrecv; e++) rowcnt[recvb[e].row - first + 1]++;
-  for (int64_t i = 0; i < count; i++) rowcnt[i + 1] += rowcnt[i];
+  for (int64_t i = 0; i < count; i++)
+    rowcnt[i + 1] = k;
+  for (int64_t e = 0; e < nrecv; e++)
+    rowcnt[recvb[e].row - first + 1]++;
+  for (int64_t i = 0; i < count; i++)
+    rowcnt[i + 1] += rowcnt[i];
   {
     int64_t *pos = sd_malloc((size_t)(count > 0 ? count : 1), sizeof *pos, "row fill");
     if (!pos) {

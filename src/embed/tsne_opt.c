@@ -91,15 +91,16 @@ void sd_tsne_attraction(const sd_tsne_affinity *a, const double *y_all, double e
 }
 
 /* Gathers the per-point values zown (own rows) into zall [n] and sums them in point order. */
-static sd_status gather_sum(MPI_Comm comm, grad_ws *w, const double *own, int64_t count,
-                            int64_t n, double *sum) {
+static sd_status gather_sum(MPI_Comm comm, grad_ws *w, const double *own, int64_t count, int64_t n,
+                            double *sum) {
   double t = sd_time_now();
-  SD_CHECK(sd_par_check(MPI_Allgatherv(own, (int)count, MPI_DOUBLE, w->zall, w->cnt1, w->dis1,
-                                       MPI_DOUBLE, comm),
-                        "allgather(per-point sums)"));
+  SD_CHECK(sd_par_check(
+      MPI_Allgatherv(own, (int)count, MPI_DOUBLE, w->zall, w->cnt1, w->dis1, MPI_DOUBLE, comm),
+      "allgather(per-point sums)"));
   w->t_comm += sd_time_now() - t;
   double s = 0;
-  for (int64_t i = 0; i < n; i++) s += w->zall[i];
+  for (int64_t i = 0; i < n; i++)
+    s += w->zall[i];
   *sum = s;
   return SD_OK;
 }
@@ -120,9 +121,11 @@ static sd_status grad_core(MPI_Comm comm, const sd_tsne_affinity *a, sd_tsne_tre
   w->t_comm += t2 - t1;
   double Z = 0;
   SD_CHECK(gather_sum(comm, w, w->zown, a->count, a->n, &Z));
-  if (!(Z > 0)) Z = SD_TSNE_TINY;
+  if (!(Z > 0))
+    Z = SD_TSNE_TINY;
   const double iz = 1.0 / Z;
-  for (int64_t e = 0; e < 2 * a->count; e++) grad[e] = 4.0 * (w->pos[e] - w->neg[e] * iz);
+  for (int64_t e = 0; e < 2 * a->count; e++)
+    grad[e] = 4.0 * (w->pos[e] - w->neg[e] * iz);
   if (kl) {
     /* per-point terms, then a fixed-order sum over the gathered vector */
     for (int64_t q = 0; q < a->count; q++) {
@@ -133,7 +136,8 @@ static sd_status grad_core(MPI_Comm comm, const sd_tsne_affinity *a, sd_tsne_tre
         double dx = y_all[2 * i] - y_all[2 * j], dy = y_all[2 * i + 1] - y_all[2 * j + 1];
         double qij = iz / (1.0 + dx * dx + dy * dy);
         double p = a->val[e];
-        s += p * log((p > SD_TSNE_TINY ? p : SD_TSNE_TINY) / (qij > SD_TSNE_TINY ? qij : SD_TSNE_TINY));
+        s += p *
+             log((p > SD_TSNE_TINY ? p : SD_TSNE_TINY) / (qij > SD_TSNE_TINY ? qij : SD_TSNE_TINY));
       }
       w->zown[q] = s;
     }
@@ -156,7 +160,8 @@ double sd_tsne_gradient_exact(int64_t n, const double *p, const double *y, doubl
   double Z = 0;
   for (int64_t i = 0; i < n; i++)
     for (int64_t j = 0; j < n; j++) {
-      if (i == j) continue;
+      if (i == j)
+        continue;
       double dx = y[2 * i] - y[2 * j], dy = y[2 * i + 1] - y[2 * j + 1];
       Z += 1.0 / (1.0 + dx * dx + dy * dy);
     }
@@ -164,14 +169,16 @@ double sd_tsne_gradient_exact(int64_t n, const double *p, const double *y, doubl
   for (int64_t i = 0; i < n; i++) {
     double gx = 0, gy = 0;
     for (int64_t j = 0; j < n; j++) {
-      if (i == j) continue;
+      if (i == j)
+        continue;
       double dx = y[2 * i] - y[2 * j], dy = y[2 * i + 1] - y[2 * j + 1];
       double w = 1.0 / (1.0 + dx * dx + dy * dy);
       double pij = p[i * n + j];
       double m = (pij - w / Z) * w;
       gx += m * dx;
       gy += m * dy;
-      if (pij > 0) kl += pij * log(pij / (w / Z));
+      if (pij > 0)
+        kl += pij * log(pij / (w / Z));
     }
     grad[2 * i] = 4.0 * gx;
     grad[2 * i + 1] = 4.0 * gy;
@@ -193,7 +200,8 @@ static sd_status init_random(const sd_tsne_params *p, int64_t n, double *y_all) 
 
 sd_status sd_tsne_initialize(MPI_Comm comm, const sd_tsne_params *p, const double *x_own,
                              int64_t count, int d, int64_t n, double *y_all) {
-  if (p->init == SD_TSNE_INIT_RANDOM) return init_random(p, n, y_all);
+  if (p->init == SD_TSNE_INIT_RANDOM)
+    return init_random(p, n, y_all);
   if (d < 2) {
     sd_log_warn("embed: PCA initialisation needs >= 2 input columns (the input has %d); using "
                 "random initialisation",
@@ -216,16 +224,20 @@ sd_status sd_tsne_initialize(MPI_Comm comm, const sd_tsne_params *p, const doubl
   double *cov = sd_malloc((size_t)d * d, sizeof *cov, "covariance");
   double *ev = sd_malloc((size_t)d, sizeof *ev, "eigenvalues");
   double *work = NULL;
-  if (!mean || !xc || !mx || !pw || !ex || !acc || !cov || !ev) st = SD_ERR_NOMEM;
+  if (!mean || !xc || !mx || !pw || !ex || !acc || !cov || !ev)
+    st = SD_ERR_NOMEM;
   st = sd_par_agree(comm, st);
-  if (st != SD_OK) goto done;
+  if (st != SD_OK)
+    goto done;
   SD_CHECK_GOTO(st, sd_tsne_repro_colsum(comm, x_own, count, d, mean), done);
-  for (int j = 0; j < d; j++) mean[j] /= (double)n;
+  for (int j = 0; j < d; j++)
+    mean[j] /= (double)n;
   for (int64_t i = 0; i < count; i++)
     for (int j = 0; j < d; j++) {
       double c = x_own[i * d + j] - mean[j];
       xc[i * d + j] = c;
-      if (fabs(c) > mx[j]) mx[j] = fabs(c);
+      if (fabs(c) > mx[j])
+        mx[j] = fabs(c);
     }
   SD_CHECK_GOTO(st, sd_par_allreduce_max_double(comm, mx, d), done);
   /* covariance: exact fixed-point sums of the products, entry (a <= b) */
@@ -237,7 +249,8 @@ sd_status sd_tsne_initialize(MPI_Comm comm, const sd_tsne_params *p, const doubl
   for (int64_t i = 0; i < count; i++) {
     const double *r = xc + i * d;
     for (int a = 0, e = 0; a < d; a++)
-      for (int b = a; b < d; b++, e++) acc[e] += (int64_t)llround(r[a] * r[b] * pw[e]);
+      for (int b = a; b < d; b++, e++)
+        acc[e] += (int64_t)llround(r[a] * r[b] * pw[e]);
   }
   SD_CHECK_GOTO(st, sd_par_allreduce_sum_i64(comm, acc, m), done);
   for (int a = 0, e = 0; a < d; a++)
@@ -274,9 +287,11 @@ sd_status sd_tsne_initialize(MPI_Comm comm, const sd_tsne_params *p, const doubl
     for (int c = 0; c < 2; c++) {
       int big = 0;
       for (int j = 1; j < d; j++)
-        if (fabs(v[c][j]) > fabs(v[c][big])) big = j;
+        if (fabs(v[c][j]) > fabs(v[c][big]))
+          big = j;
       if (v[c][big] < 0)
-        for (int j = 0; j < d; j++) v[c][j] = -v[c][j];
+        for (int j = 0; j < d; j++)
+          v[c][j] = -v[c][j];
     }
     for (int64_t i = 0; i < count; i++) {
       double s0 = 0, s1 = 0;
@@ -290,7 +305,8 @@ sd_status sd_tsne_initialize(MPI_Comm comm, const sd_tsne_params *p, const doubl
   }
 agree:
   st = sd_par_agree(comm, st);
-  if (st != SD_OK) goto done;
+  if (st != SD_OK)
+    goto done;
   {
     int *cnt2 = sd_malloc((size_t)size, sizeof *cnt2, "gather counts");
     int *dis2 = sd_malloc((size_t)size, sizeof *dis2, "gather counts");
@@ -305,21 +321,25 @@ agree:
       cnt2[r] = (int)(2 * k);
       dis2[r] = (int)(2 * f);
     }
-    st = sd_par_check(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, y_all, cnt2, dis2,
-                                     MPI_DOUBLE, comm),
-                      "allgather(initial embedding)");
+    st = sd_par_check(
+        MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, y_all, cnt2, dis2, MPI_DOUBLE, comm),
+        "allgather(initial embedding)");
     free(cnt2);
     free(dis2);
-    if (st != SD_OK) goto done;
+    if (st != SD_OK)
+      goto done;
   }
   {
     double s = 0, ss = 0;
-    for (int64_t i = 0; i < n; i++) s += y_all[2 * i];
+    for (int64_t i = 0; i < n; i++)
+      s += y_all[2 * i];
     double mu = s / (double)n;
-    for (int64_t i = 0; i < n; i++) ss += (y_all[2 * i] - mu) * (y_all[2 * i] - mu);
+    for (int64_t i = 0; i < n; i++)
+      ss += (y_all[2 * i] - mu) * (y_all[2 * i] - mu);
     double sdv = sqrt(ss / (double)n);
     double f = sdv > 0 ? 1e-4 / sdv : 1.0;
-    for (int64_t i = 0; i < 2 * n; i++) y_all[i] *= f;
+    for (int64_t i = 0; i < 2 * n; i++)
+      y_all[i] *= f;
   }
 done:
   free(mean);
@@ -344,16 +364,20 @@ sd_status sd_tsne_optimize(MPI_Comm comm, const sd_tsne_params *p, const sd_tsne
   sd_tsne_tree *tree = NULL;
   double *grad = NULL, *upd = NULL, *gains = NULL;
   sd_status st = grad_ws_init(comm, n, count, &w);
-  if (st == SD_OK) st = sd_tsne_tree_create(n, &tree);
+  if (st == SD_OK)
+    st = sd_tsne_tree_create(n, &tree);
   size_t c2 = (size_t)(count > 0 ? 2 * count : 1);
   grad = sd_malloc(c2, sizeof *grad, "gradient");
   upd = sd_calloc(c2, sizeof *upd, "update");
   gains = sd_malloc(c2, sizeof *gains, "gains");
-  if (st == SD_OK && (!grad || !upd || !gains)) st = SD_ERR_NOMEM;
+  if (st == SD_OK && (!grad || !upd || !gains))
+    st = SD_ERR_NOMEM;
   st = sd_par_agree(comm, st);
-  if (st != SD_OK) goto done;
+  if (st != SD_OK)
+    goto done;
   double t0 = sd_time_now(), t_build = 0;
-  for (size_t e = 0; e < c2; e++) gains[e] = 1.0;
+  for (size_t e = 0; e < c2; e++)
+    gains[e] = 1.0;
   double *yown = y_all + 2 * first;
   int every = p->report_every > 0 ? p->report_every : 50;
   for (int it = 0; it < p->iterations; it++) {
@@ -361,7 +385,8 @@ sd_status sd_tsne_optimize(MPI_Comm comm, const sd_tsne_params *p, const sd_tsne
     if (it == p->exaggeration_iters && it > 0) {
       /* the second stage starts afresh, as in the reference implementation */
       memset(upd, 0, c2 * sizeof *upd);
-      for (size_t e = 0; e < c2; e++) gains[e] = 1.0;
+      for (size_t e = 0; e < c2; e++)
+        gains[e] = 1.0;
     }
     double exag = early ? p->early_exaggeration : 1.0;
     double mom = early ? p->momentum_early : p->momentum_late;
@@ -371,14 +396,17 @@ sd_status sd_tsne_optimize(MPI_Comm comm, const sd_tsne_params *p, const sd_tsne
      * embedding fails everywhere); only running out of memory is local: abort then */
     st = sd_tsne_tree_build(tree, n, y_all);
     t_build += sd_time_now() - tb;
-    if (st == SD_ERR_NOMEM) SD_PAR_FATAL(comm);
-    if (st != SD_OK) goto done;
-    SD_CHECK_GOTO(st, grad_core(comm, a, tree, y_all, p->theta, exag, &w, grad, report ? &kl : NULL),
-                  done);
+    if (st == SD_ERR_NOMEM)
+      SD_PAR_FATAL(comm);
+    if (st != SD_OK)
+      goto done;
+    SD_CHECK_GOTO(
+        st, grad_core(comm, a, tree, y_all, p->theta, exag, &w, grad, report ? &kl : NULL), done);
     for (int64_t e = 0; e < 2 * count; e++) {
       double g = grad[e], u = upd[e];
       double gn = (u * g < 0.0) ? gains[e] + 0.2 : gains[e] * 0.8;
-      if (gn < p->min_gain) gn = p->min_gain;
+      if (gn < p->min_gain)
+        gn = p->min_gain;
       gains[e] = gn;
       u = mom * u - lr * (g * gn);
       upd[e] = u;
@@ -399,8 +427,10 @@ sd_status sd_tsne_optimize(MPI_Comm comm, const sd_tsne_params *p, const sd_tsne
   {
     double kl = 0;
     st = sd_tsne_tree_build(tree, n, y_all);
-    if (st == SD_ERR_NOMEM) SD_PAR_FATAL(comm);
-    if (st != SD_OK) goto done;
+    if (st == SD_ERR_NOMEM)
+      SD_PAR_FATAL(comm);
+    if (st != SD_OK)
+      goto done;
     SD_CHECK_GOTO(st, grad_core(comm, a, tree, y_all, p->theta, 1.0, &w, grad, &kl), done);
     sd_log_info("embed: optimisation %.2f s on rank 0: tree builds %.2f s, repulsion %.2f s, "
                 "attraction %.2f s, communication and waiting %.2f s",
@@ -432,9 +462,11 @@ sd_status sd_tsne_run(MPI_Comm comm, const sd_tsne_params *p, const double *x_ow
   double *d2 = sd_malloc(ck, sizeof *d2, "neighbour distances");
   double *pc = sd_malloc(ck, sizeof *pc, "conditional P");
   sd_tsne_affinity *a = NULL;
-  if (!nbr || !d2 || !pc) st = SD_ERR_NOMEM;
+  if (!nbr || !d2 || !pc)
+    st = SD_ERR_NOMEM;
   st = sd_par_agree(comm, st);
-  if (st != SD_OK) goto done;
+  if (st != SD_OK)
+    goto done;
   sd_log_info("embed: %lld points x %d columns, %d neighbours (exact kNN, ring of row blocks)",
               (long long)n, d, k);
   SD_CHECK_GOTO(st, sd_tsne_knn(comm, x_own, count, d, n, k, nbr, d2), done);

@@ -92,9 +92,11 @@ static void draw_panel(cairo_t *cr, double x0, double y0, double w, double h, in
     for (int64_t i = 0; i < n; i++) {
       int gi = g ? g[i] : 0;
       int known = gi >= 0 && gi < (ng > 0 ? ng : 1);
-      if (known != pass) continue;
+      if (known != pass)
+        continue;
       if (known)
-        cairo_set_source_rgba(cr, palette[gi % 20][0], palette[gi % 20][1], palette[gi % 20][2], alpha);
+        cairo_set_source_rgba(cr, palette[gi % 20][0], palette[gi % 20][1], palette[gi % 20][2],
+                              alpha);
       else
         cairo_set_source_rgba(cr, 0.6, 0.6, 0.6, 0.5);
       double sx = px0 + (y[2 * i] - xmin) / (xmax - xmin) * pw;
@@ -107,13 +109,15 @@ static void draw_panel(cairo_t *cr, double x0, double y0, double w, double h, in
   /* legend with counts */
   int64_t *cnt = calloc((size_t)(ng > 0 ? ng : 1) + 1, sizeof *cnt);
   if (cnt && g)
-    for (int64_t i = 0; i < n; i++) cnt[(g[i] >= 0 && g[i] < ng) ? g[i] : ng]++;
+    for (int64_t i = 0; i < n; i++)
+      cnt[(g[i] >= 0 && g[i] < ng) ? g[i] : ng]++;
   double lx = px0 + pw + 15, ly = py0 + 10;
   cairo_set_font_size(cr, 12);
   int shown = ng > 40 ? 40 : ng;
   for (int c = 0; c < shown + 1; c++) {
     if (c == shown) {
-      if (!cnt || cnt[ng] == 0) break;
+      if (!cnt || cnt[ng] == 0)
+        break;
       cairo_set_source_rgb(cr, 0.6, 0.6, 0.6);
     } else {
       cairo_set_source_rgb(cr, palette[c % 20][0], palette[c % 20][1], palette[c % 20][2]);
@@ -153,7 +157,8 @@ sd_status sd_tsne_plot_png(const char *path, int64_t n, const float *y, const in
   }
   for (int a = 0; a < 2; a++) {
     double lo = box[2 * a], hi = box[2 * a + 1], pad = (hi - lo) * 0.04;
-    if (!(pad > 0)) pad = 1;
+    if (!(pad > 0))
+      pad = 1;
     box[2 * a] = lo - pad;
     box[2 * a + 1] = hi + pad;
   }

@@ -27,7 +27,7 @@ struct sd_tsne_tree {
   int64_t cap, n;
   int64_t node_cap, nnodes;
   tnode *nodes;
-  uint64_t *code, *code2; /* [cap] sorted codes and radix scratch */
+  uint64_t *code, *code2;  /* [cap] sorted codes and radix scratch */
   int32_t *order, *order2; /* [cap] sorted position -> point */
   int32_t *pos;            /* [cap] point -> sorted position */
   double *ys;              /* [cap, 2] positions in sorted order */
@@ -44,7 +44,8 @@ struct sd_tsne_tree {
 #define SD_TSNE_GROUP 32
 
 void sd_tsne_tree_destroy(sd_tsne_tree **t) {
-  if (!t || !*t) return;
+  if (!t || !*t)
+    return;
   sd_tsne_tree *x = *t;
   free(x->nodes);
   free(x->code);
@@ -63,12 +64,15 @@ void sd_tsne_tree_destroy(sd_tsne_tree **t) {
 }
 
 static sd_status tree_reserve(sd_tsne_tree *t, int64_t cap) {
-  if (cap <= t->cap) return SD_OK;
-  if (cap > INT32_MAX / 4) return SD_ERROR(SD_ERR_ARG, "t-SNE tree: %lld points is too many", (long long)cap);
+  if (cap <= t->cap)
+    return SD_OK;
+  if (cap > INT32_MAX / 4)
+    return SD_ERROR(SD_ERR_ARG, "t-SNE tree: %lld points is too many", (long long)cap);
   void *p;
 #define GROW(field, n)                                                                             \
-  p = sd_realloc(t->field, (size_t)(n), sizeof *t->field, "t-SNE tree");                         \
-  if (!p) return SD_ERR_NOMEM;                                                                     \
+  p = sd_realloc(t->field, (size_t)(n), sizeof *t->field, "t-SNE tree");                           \
+  if (!p)                                                                                          \
+    return SD_ERR_NOMEM;                                                                           \
   t->field = p;
   GROW(code, cap)
   GROW(code2, cap)
@@ -84,12 +88,14 @@ static sd_status tree_reserve(sd_tsne_tree *t, int64_t cap) {
 sd_status sd_tsne_tree_create(int64_t capacity, sd_tsne_tree **out) {
   *out = NULL;
   sd_tsne_tree *t = sd_calloc(1, sizeof *t, "t-SNE tree");
-  if (!t) return SD_ERR_NOMEM;
+  if (!t)
+    return SD_ERR_NOMEM;
   sd_status st = tree_reserve(t, capacity > 1 ? capacity : 1);
   if (st == SD_OK) {
     t->node_cap = 2 * t->cap + 16;
     t->nodes = sd_malloc((size_t)t->node_cap, sizeof *t->nodes, "t-SNE tree nodes");
-    if (!t->nodes) st = SD_ERR_NOMEM;
+    if (!t->nodes)
+      st = SD_ERR_NOMEM;
   }
   if (st != SD_OK) {
     sd_tsne_tree_destroy(&t);
@@ -119,8 +125,10 @@ static void radix_sort(sd_tsne_tree *t, int64_t n) {
   for (int pass = 0; pass < 8; pass++) {
     int shift = pass * 8;
     int64_t hist[256] = {0};
-    for (int64_t i = 0; i < n; i++) hist[(a[i] >> shift) & 255]++;
-    if (hist[(a[0] >> shift) & 255] == n) continue; /* all equal in this digit */
+    for (int64_t i = 0; i < n; i++)
+      hist[(a[i] >> shift) & 255]++;
+    if (hist[(a[0] >> shift) & 255] == n)
+      continue; /* all equal in this digit */
     int64_t off = 0;
     for (int d = 0; d < 256; d++) {
       int64_t c = hist[d];
@@ -149,8 +157,10 @@ static void radix_sort(sd_tsne_tree *t, int64_t n) {
 static int64_t lower_quadrant(const uint64_t *code, int64_t lo, int64_t hi, int shift, uint64_t q) {
   while (lo < hi) {
     int64_t mid = lo + (hi - lo) / 2;
-    if (((code[mid] >> shift) & 3) < q) lo = mid + 1;
-    else hi = mid;
+    if (((code[mid] >> shift) & 3) < q)
+      lo = mid + 1;
+    else
+      hi = mid;
   }
   return lo;
 }
@@ -161,7 +171,8 @@ static int32_t build_node(sd_tsne_tree *t, int64_t lo, int64_t hi, int level, do
   if (t->nnodes == t->node_cap) {
     int64_t want = 2 * t->node_cap + 64;
     void *p = sd_realloc(t->nodes, (size_t)want, sizeof *t->nodes, "t-SNE tree nodes");
-    if (!p || want > INT32_MAX) return -1;
+    if (!p || want > INT32_MAX)
+      return -1;
     t->nodes = p;
     t->node_cap = want;
   }
@@ -187,12 +198,15 @@ static int32_t build_node(sd_tsne_tree *t, int64_t lo, int64_t hi, int level, do
   int64_t b[5];
   b[0] = lo;
   b[4] = hi;
-  for (uint64_t q = 1; q < 4; q++) b[q] = lower_quadrant(t->code, b[q - 1], hi, shift, q);
+  for (uint64_t q = 1; q < 4; q++)
+    b[q] = lower_quadrant(t->code, b[q - 1], hi, shift, q);
   double sx = 0, sy = 0;
   for (int q = 0; q < 4; q++) {
-    if (b[q + 1] <= b[q]) continue;
+    if (b[q + 1] <= b[q])
+      continue;
     int32_t c = build_node(t, b[q], b[q + 1], level + 1, 0.5 * w);
-    if (c < 0) return -1;
+    if (c < 0)
+      return -1;
     const tnode *cn = &t->nodes[c];
     sx += cn->cx * (double)cn->count;
     sy += cn->cy * (double)cn->count;
@@ -210,29 +224,37 @@ sd_status sd_tsne_tree_build(sd_tsne_tree *t, int64_t n, const double *y) {
     /* n leaves and < n branching nodes, plus chains of one-child nodes (grown on demand) */
     int64_t want = 3 * n + 64;
     void *p = sd_realloc(t->nodes, (size_t)want, sizeof *t->nodes, "t-SNE tree nodes");
-    if (!p) return SD_ERR_NOMEM;
+    if (!p)
+      return SD_ERR_NOMEM;
     t->nodes = p;
     t->node_cap = want;
   }
   /* an interaction list never exceeds n entries: reserve it now so the force pass cannot
    * fail (it runs between collectives) */
-  if (!list_grow(t, n + 1)) return SD_ERR_NOMEM;
+  if (!list_grow(t, n + 1))
+    return SD_ERR_NOMEM;
   t->n = n;
   t->nnodes = 0;
-  if (n == 0) return SD_OK;
+  if (n == 0)
+    return SD_OK;
   double xmin = y[0], xmax = y[0], ymin = y[1], ymax = y[1];
   for (int64_t i = 1; i < n; i++) {
     double a = y[2 * i], b = y[2 * i + 1];
-    if (a < xmin) xmin = a;
-    if (a > xmax) xmax = a;
-    if (b < ymin) ymin = b;
-    if (b > ymax) ymax = b;
+    if (a < xmin)
+      xmin = a;
+    if (a > xmax)
+      xmax = a;
+    if (b < ymin)
+      ymin = b;
+    if (b > ymax)
+      ymax = b;
   }
   if (!isfinite(xmin) || !isfinite(xmax) || !isfinite(ymin) || !isfinite(ymax))
     return SD_ERROR(SD_ERR_INTERNAL, "t-SNE: the embedding holds non-finite values (diverged; try "
                                      "a smaller learning rate)");
   double w = xmax - xmin > ymax - ymin ? xmax - xmin : ymax - ymin;
-  if (!(w > 0)) w = 1.0;
+  if (!(w > 0))
+    w = 1.0;
   w *= 1.0 + 1e-9;
   double scale = 4294967296.0 / w;
   for (int64_t i = 0; i < n; i++) {
@@ -250,7 +272,8 @@ sd_status sd_tsne_tree_build(sd_tsne_tree *t, int64_t n, const double *y) {
     t->ys[2 * s + 1] = y[2 * i + 1];
   }
   t->root_w = w;
-  if (build_node(t, 0, n, 0, w) < 0) return SD_ERR_NOMEM;
+  if (build_node(t, 0, n, 0, w) < 0)
+    return SD_ERR_NOMEM;
   /* groups in depth-first order, with the bounding boxes of their points */
   t->ngroups = 0;
   for (int32_t nd = 0; nd < (int32_t)t->nnodes;) {
@@ -262,10 +285,12 @@ sd_status sd_tsne_tree_build(sd_tsne_tree *t, int64_t n, const double *y) {
     if (t->ngroups == t->group_cap) {
       int64_t want = 2 * t->group_cap + 64;
       void *p1 = sd_realloc(t->group, (size_t)want, sizeof *t->group, "t-SNE groups");
-      if (!p1) return SD_ERR_NOMEM;
+      if (!p1)
+        return SD_ERR_NOMEM;
       t->group = p1;
       void *p2 = sd_realloc(t->gbox, (size_t)want * 4, sizeof *t->gbox, "t-SNE groups");
-      if (!p2) return SD_ERR_NOMEM;
+      if (!p2)
+        return SD_ERR_NOMEM;
       t->gbox = p2;
       t->group_cap = want;
     }
@@ -274,10 +299,14 @@ sd_status sd_tsne_tree_build(sd_tsne_tree *t, int64_t n, const double *y) {
     b[2] = b[3] = t->ys[2 * c->lo + 1];
     for (int32_t s = c->lo + 1; s < c->lo + c->count; s++) {
       double a = t->ys[2 * s], e = t->ys[2 * s + 1];
-      if (a < b[0]) b[0] = a;
-      if (a > b[1]) b[1] = a;
-      if (e < b[2]) b[2] = e;
-      if (e > b[3]) b[3] = e;
+      if (a < b[0])
+        b[0] = a;
+      if (a > b[1])
+        b[1] = a;
+      if (e < b[2])
+        b[2] = e;
+      if (e > b[3])
+        b[3] = e;
     }
     t->group[t->ngroups++] = nd;
     nd = c->next;
@@ -286,16 +315,20 @@ sd_status sd_tsne_tree_build(sd_tsne_tree *t, int64_t n, const double *y) {
 }
 
 static int list_grow(sd_tsne_tree *t, int64_t need) {
-  if (need <= t->list_cap) return 1;
+  if (need <= t->list_cap)
+    return 1;
   int64_t want = need > 2 * t->list_cap ? need : 2 * t->list_cap;
   double *a = sd_realloc(t->lx, (size_t)want, sizeof *a, "t-SNE interaction list");
-  if (!a) return 0;
+  if (!a)
+    return 0;
   t->lx = a;
   a = sd_realloc(t->ly, (size_t)want, sizeof *a, "t-SNE interaction list");
-  if (!a) return 0;
+  if (!a)
+    return 0;
   t->ly = a;
   a = sd_realloc(t->lc, (size_t)want, sizeof *a, "t-SNE interaction list");
-  if (!a) return 0;
+  if (!a)
+    return 0;
   t->lc = a;
   t->list_cap = want;
   return 1;
@@ -324,7 +357,8 @@ static int64_t group_list(sd_tsne_tree *t, int64_t g, double theta2) {
     double dx = c->cx < b[0] ? b[0] - c->cx : (c->cx > b[1] ? c->cx - b[1] : 0.0);
     double dy = c->cy < b[2] ? b[2] - c->cy : (c->cy > b[3] ? c->cy - b[3] : 0.0);
     if (c->leaf || c->w2 < theta2 * (dx * dx + dy * dy)) {
-      if (len + c->count > t->list_cap && !list_grow(t, len + c->count + 1024)) return -1;
+      if (len + c->count > t->list_cap && !list_grow(t, len + c->count + 1024))
+        return -1;
       if (!c->leaf || c->count == 1) {
         t->lx[len] = c->cx;
         t->ly[len] = c->cy;
@@ -356,13 +390,16 @@ sd_status sd_tsne_tree_repulsion(sd_tsne_tree *t, int64_t first, int64_t count, 
     int own = 0;
     for (int32_t s = gn->lo; s < gn->lo + gn->count && !own; s++)
       own = t->order[s] >= first && t->order[s] < last;
-    if (!own) continue;
+    if (!own)
+      continue;
     int64_t len = group_list(t, g, theta2);
-    if (len < 0) return SD_ERR_NOMEM;
+    if (len < 0)
+      return SD_ERR_NOMEM;
     const double *lx = t->lx, *ly = t->ly, *lc = t->lc;
     for (int32_t s = gn->lo; s < gn->lo + gn->count; s++) {
       int64_t i = t->order[s];
-      if (i < first || i >= last) continue;
+      if (i < first || i >= last)
+        continue;
       double xi = ys[2 * s], yi = ys[2 * s + 1];
       /* four interleaved partial sums (a fixed order: the same bits on every rank) */
       double fx[4] = {0, 0, 0, 0}, fy[4] = {0, 0, 0, 0}, zs[4] = {0, 0, 0, 0};
@@ -389,7 +426,8 @@ sd_status sd_tsne_tree_repulsion(sd_tsne_tree *t, int64_t first, int64_t count, 
       }
       /* the other points of the group, exactly */
       for (int32_t r = gn->lo; r < gn->lo + gn->count; r++) {
-        if (r == s) continue;
+        if (r == s)
+          continue;
         double dx = xi - ys[2 * r], dy = yi - ys[2 * r + 1];
         double w = 1.0 / (1.0 + dx * dx + dy * dy);
         zs[1] += w;

@@ -40,22 +40,27 @@ int main(int argc, char **argv) {
   float *x = malloc((size_t)n * d * sizeof *x);
   double *c = malloc((size_t)nb * d * sizeof *c);
   int *lab = malloc((size_t)n * sizeof *lab), *asg = malloc((size_t)n * sizeof *asg);
-  for (int i = 0; i < nb * d; i++) c[i] = 5.0 * normal();
+  for (int i = 0; i < nb * d; i++)
+    c[i] = 5.0 * normal();
   for (int i = 0; i < n; i++) {
     lab[i] = i % nb;
     asg[i] = (i + 1) % nb;
     /* columns on different scales, as descriptors are (area vs. a probability) */
-    for (int t = 0; t < d; t++) x[(size_t)i * d + t] = (float)((c[lab[i] * d + t] + normal()) * pow(3.0, t % 4));
+    for (int t = 0; t < d; t++)
+      x[(size_t)i * d + t] = (float)((c[lab[i] * d + t] + normal()) * pow(3.0, t % 4));
   }
   hid_t f = H5Fcreate(argv[1], H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-  if (f < 0) return 1;
-  if (!strcmp(mode, "descriptors") || !strcmp(mode, "both")) write2d(f, "descriptors", x, n, d);
+  if (f < 0)
+    return 1;
+  if (!strcmp(mode, "descriptors") || !strcmp(mode, "both"))
+    write2d(f, "descriptors", x, n, d);
   if (!strcmp(mode, "scores") || !strcmp(mode, "both")) {
     /* "scores": a different matrix (the first min(d, 5) columns scaled down) */
     int p = d < 5 ? d : 5;
     float *s = malloc((size_t)n * p * sizeof *s);
     for (int i = 0; i < n; i++)
-      for (int t = 0; t < p; t++) s[(size_t)i * p + t] = x[(size_t)i * d + t] / (float)pow(3.0, t % 4);
+      for (int t = 0; t < p; t++)
+        s[(size_t)i * p + t] = x[(size_t)i * d + t] / (float)pow(3.0, t % 4);
     write2d(f, "scores", s, n, p);
     free(s);
   }
@@ -65,7 +70,8 @@ int main(int argc, char **argv) {
   H5Dwrite(ds, H5T_NATIVE_INT, H5S_ALL, H5S_ALL, H5P_DEFAULT, lab);
   /* class_names as a fixed-length string array attribute */
   char *names = calloc((size_t)nb, 16);
-  for (int b = 0; b < nb; b++) snprintf(names + 16 * b, 16, "blob%d", b);
+  for (int b = 0; b < nb; b++)
+    snprintf(names + 16 * b, 16, "blob%d", b);
   hid_t ty = H5Tcopy(H5T_C_S1);
   H5Tset_size(ty, 16);
   hsize_t nd[1] = {(hsize_t)nb};

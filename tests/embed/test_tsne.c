@@ -26,33 +26,40 @@ static void make_blobs(int64_t n, int d, int nb, double sep, uint64_t seed, doub
   double *c = malloc((size_t)nb * d * sizeof *c);
   sd_rng r;
   sd_rng_init(&r, seed, 0, 99);
-  for (int b = 0; b < nb * d; b++) c[b] = sep * sd_rng_normal(&r);
+  for (int b = 0; b < nb * d; b++)
+    c[b] = sep * sd_rng_normal(&r);
   for (int64_t i = 0; i < n; i++) {
     int b = (int)(i % nb);
     lab[i] = b;
-    for (int t = 0; t < d; t++) x[i * d + t] = c[b * d + t] + sd_rng_normal(&r);
+    for (int t = 0; t < d; t++)
+      x[i * d + t] = c[b * d + t] + sd_rng_normal(&r);
   }
   free(c);
 }
 
 static double dist2(const double *a, const double *b, int d) {
   double s = 0;
-  for (int t = 0; t < d; t++) s += (a[t] - b[t]) * (a[t] - b[t]);
+  for (int t = 0; t < d; t++)
+    s += (a[t] - b[t]) * (a[t] - b[t]);
   return s;
 }
 
 /* naive kNN of row i among all n (self excluded), sorted by (d2, index) */
-static void naive_knn(const double *x, int64_t n, int d, int64_t i, int k, int64_t *nbr, double *dd) {
+static void naive_knn(const double *x, int64_t n, int d, int64_t i, int k, int64_t *nbr,
+                      double *dd) {
   for (int j = 0; j < k; j++) {
     dd[j] = INFINITY;
     nbr[j] = -1;
   }
   for (int64_t j = 0; j < n; j++) {
-    if (j == i) continue;
+    if (j == i)
+      continue;
     double v = dist2(x + i * d, x + j * d, d);
     int p = k;
-    while (p > 0 && (v < dd[p - 1] || (v == dd[p - 1] && j < nbr[p - 1]))) p--;
-    if (p >= k) continue;
+    while (p > 0 && (v < dd[p - 1] || (v == dd[p - 1] && j < nbr[p - 1])))
+      p--;
+    if (p >= k)
+      continue;
     for (int q = k - 1; q > p; q--) {
       dd[q] = dd[q - 1];
       nbr[q] = nbr[q - 1];
@@ -100,7 +107,8 @@ int main(int argc, char **argv) {
     double *v = malloc(n * m * sizeof *v);
     sd_rng r;
     sd_rng_init(&r, 5, 0, 1);
-    for (int64_t i = 0; i < n * m; i++) v[i] = sd_rng_normal(&r) * pow(10.0, (double)(i % m) * 3 - 3);
+    for (int64_t i = 0; i < n * m; i++)
+      v[i] = sd_rng_normal(&r) * pow(10.0, (double)(i % m) * 3 - 3);
     int64_t f, c;
     sd_shard_range(n, rank, size, &f, &c);
     double sw[3], ss[3];
@@ -108,7 +116,8 @@ int main(int argc, char **argv) {
     SD_EXPECT_OK(sd_tsne_repro_colsum(MPI_COMM_SELF, v, n, m, ss));
     for (int j = 0; j < m; j++) {
       long double e = 0;
-      for (int64_t i = 0; i < n; i++) e += v[i * m + j];
+      for (int64_t i = 0; i < n; i++)
+        e += v[i * m + j];
       SD_EXPECT_MSG(sw[j] == ss[j], "column %d: world %.17g vs self %.17g", j, sw[j], ss[j]);
       SD_EXPECT_NEAR(sw[j], (double)e, 1e-9 * pow(10.0, (double)j * 3 - 3) * 40);
     }
@@ -135,7 +144,8 @@ int main(int argc, char **argv) {
     for (int64_t q = 0; q < count; q++) {
       naive_knn(x, n, d, first + q, k, nb2, d2);
       for (int j = 0; j < k; j++)
-        if (nb2[j] != nbr[q * k + j] || fabs(d2[j] - dd[q * k + j]) > 1e-12 * (1 + d2[j])) bad++;
+        if (nb2[j] != nbr[q * k + j] || fabs(d2[j] - dd[q * k + j]) > 1e-12 * (1 + d2[j]))
+          bad++;
     }
     SD_EXPECT_MSG(bad == 0, "%d kNN entries differ from the naive search", bad);
   }
@@ -151,10 +161,13 @@ int main(int argc, char **argv) {
       for (int j = 0; j < k; j++) {
         double pj = pc[q * k + j];
         s += pj;
-        if (pj > 0) h -= pj * log(pj);
+        if (pj > 0)
+          h -= pj * log(pj);
       }
-      if (fabs(h - log(perp)) > worst) worst = fabs(h - log(perp));
-      if (fabs(s - 1) > worst_sum) worst_sum = fabs(s - 1);
+      if (fabs(h - log(perp)) > worst)
+        worst = fabs(h - log(perp));
+      if (fabs(s - 1) > worst_sum)
+        worst_sum = fabs(s - 1);
     }
     SD_EXPECT_MSG(worst < 2e-5, "entropy off log(perplexity) by %g", worst);
     SD_EXPECT_MSG(worst_sum < 1e-12, "row sums off 1 by %g", worst_sum);
@@ -183,7 +196,8 @@ int main(int argc, char **argv) {
       tot += P[e];
     }
     for (int64_t i = 0; i < n; i++)
-      for (int64_t j = 0; j < n; j++) asym = fmax(asym, fabs(P[i * n + j] - P[j * n + i]));
+      for (int64_t j = 0; j < n; j++)
+        asym = fmax(asym, fabs(P[i * n + j] - P[j * n + i]));
     SD_EXPECT_MSG(err < 1e-15, "sparse P differs from the dense reference by %g", err);
     SD_EXPECT_NEAR(tot, 1.0, 1e-12);
     SD_EXPECT(asym == 0.0);
@@ -231,13 +245,15 @@ int main(int argc, char **argv) {
     SD_EXPECT_MSG(fabs(kl5 - kl_exact) < 0.01 * kl_exact, "theta=0.5 KL %g vs exact %g", kl5,
                   kl_exact);
     if (rank == 0)
-      fprintf(stderr, "gradient: theta=0 max err %.3g (scale %.3g), theta=0.5 rel err %.3g, KL %.6f / "
-                      "%.6f / exact %.6f\n",
+      fprintf(stderr,
+              "gradient: theta=0 max err %.3g (scale %.3g), theta=0.5 rel err %.3g, KL %.6f / "
+              "%.6f / exact %.6f\n",
               emax, gscale, rel, kl0, kl5, kl_exact);
     /* a gradient-descent step along -grad lowers the exact KL (sanity of the sign) */
     {
       double *y2 = malloc((size_t)n * 2 * sizeof *y2), *gg = malloc((size_t)n * 2 * sizeof *gg);
-      for (int64_t e = 0; e < 2 * n; e++) y2[e] = y[e] - 1.0 * ge[e];
+      for (int64_t e = 0; e < 2 * n; e++)
+        y2[e] = y[e] - 1.0 * ge[e];
       double kl2 = sd_tsne_gradient_exact(n, P, y2, gg);
       SD_EXPECT_MSG(kl2 < kl_exact, "a step along -grad raised KL: %g -> %g", kl_exact, kl2);
       /* finite differences of the exact KL against the exact gradient (one coordinate) */
@@ -314,20 +330,23 @@ int main(int argc, char **argv) {
       naive_knn(xb, nn, dd2, i, kr, nh, dh);
       naive_knn(yw, nn, 2, i, kr, nl, dl);
       for (int u = 0; u < kr; u++) {
-        for (int v = 0; v < kr; v++) hits += nh[u] == nl[v];
+        for (int v = 0; v < kr; v++)
+          hits += nh[u] == nl[v];
         same_blob += lb[nl[u]] == lb[i];
       }
       int best = 0;
       for (int b = 1; b < nb; b++)
-        if (dist2(yw + 2 * i, cen[b], 2) < dist2(yw + 2 * i, cen[best], 2)) best = b;
+        if (dist2(yw + 2 * i, cen[b], 2) < dist2(yw + 2 * i, cen[best], 2))
+          best = b;
       sep_ok += best == lb[i];
     }
     double recall = (double)hits / (double)(nn * kr);
     double purity = (double)same_blob / (double)(nn * kr);
     double sep = (double)sep_ok / (double)nn;
     if (rank == 0)
-      fprintf(stderr, "blobs: KL %.4f, 10-NN recall %.3f, 2-D neighbours in the same blob %.4f, "
-                      "nearest-centroid accuracy %.4f\n",
+      fprintf(stderr,
+              "blobs: KL %.4f, 10-NN recall %.3f, 2-D neighbours in the same blob %.4f, "
+              "nearest-centroid accuracy %.4f\n",
               klw, recall, purity, sep);
     /* within a blob points are i.i.d. Gaussian: the exact neighbours are only partly
      * recoverable, the blobs must be */
