@@ -344,7 +344,7 @@ int main(int argc, char **argv) {
 
   /* ---- the whole method on 5 separated blobs in 20-D; rank-count independence ---- */
   {
-    const int64_t nn = 600;
+    const int64_t nn = 400;
     const int dd2 = 20, nb = 5;
     double *xb = malloc((size_t)nn * dd2 * sizeof *xb);
     int *lb = malloc((size_t)nn * sizeof *lb);
@@ -352,7 +352,8 @@ int main(int argc, char **argv) {
     sd_tsne_params p;
     sd_tsne_params_default(&p);
     p.perplexity = 20;
-    p.iterations = 400;
+    p.iterations = 300;
+    p.exaggeration_iters = 100;
     p.report_every = 1000;
     double *yw = malloc((size_t)nn * 2 * sizeof *yw), *ys = malloc((size_t)nn * 2 * sizeof *ys);
     double klw = run_embedding(world, &p, xb, nn, dd2, yw);
