@@ -128,7 +128,8 @@ sd_status sd_tsne_tree_build(sd_tsne_tree *t, int64_t n, const double *y);
  * when s / r < theta, r being the distance from its centre of mass to the nearest point of
  * the group's bounding box (never larger than the distance to any point of the group, so
  * at least as accurate as the per-point criterion; theta = 0: exact). Uses the tree's
- * scratch (not thread-safe on one tree); SD_ERR_NOMEM when the scratch cannot grow. */
+ * scratch (not thread-safe on one tree), reserved by sd_tsne_tree_build: after a
+ * successful build it cannot fail (SD_ERR_NOMEM otherwise). */
 sd_status sd_tsne_tree_repulsion(sd_tsne_tree *t, int64_t first, int64_t count, double theta,
                                  double *neg, double *z);
 
@@ -143,7 +144,8 @@ void sd_tsne_attraction(const sd_tsne_affinity *a, const double *y_all, double e
  * 4 (pos - neg / Z), with the Barnes-Hut Z = sum_i z_i summed in point order over the
  * gathered per-point z (identical at any rank count); the tree must be built from y_all.
  * When kl != NULL, also the KL divergence over the nonzero p_ij (not exaggerated) with
- * q_ij = w_ij / Z (all ranks get it). work: [count] doubles of scratch or NULL. */
+ * q_ij = w_ij / Z (all ranks get it). Allocates its scratch per call (the optimiser keeps
+ * its own). */
 sd_status sd_tsne_gradient(MPI_Comm comm, const sd_tsne_affinity *a, sd_tsne_tree *t,
                            const double *y_all, double theta, double exaggeration, double *grad,
                            double *kl);
