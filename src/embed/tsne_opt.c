@@ -105,6 +105,23 @@ static sd_status gather_sum(MPI_Comm comm, grad_ws *w, const double *own, int64_
   return SD_OK;
 }
 
+/* Per-point KL terms of the own rows: out [count] = sum_j p_ij log(p_ij / q_ij), q_ij = w_ij iz. */
+static void kl_terms(const sd_tsne_affinity *a, const double *y_all, double iz, double *out) {
+  for (int64_t q = 0; q < a->count; q++) {
+    int64_t i = a->first + q;
+    double s = 0;
+    for (int64_t e = a->rowptr[q]; e < a->rowptr[q + 1]; e++) {
+      int64_t j = a->col[e];
+      double dx = y_all[2 * i] - y_all[2 * j], dy = y_all[2 * i + 1] - y_all[2 * j + 1];
+      double qij = iz / (1.0 + dx * dx + dy * dy);
+      double p = a->val[e];
+      s += p *
+           log((p > SD_TSNE_TINY ? p : SD_TSNE_TINY) / (qij > SD_TSNE_TINY ? qij : SD_TSNE_TINY));
+    }
+    out[q] = s;
+  }
+}
+
 static sd_status grad_core(MPI_Comm comm, const sd_tsne_affinity *a, sd_tsne_tree *t,
                            const double *y_all, double theta, double exaggeration, grad_ws *w,
                            double *grad, double *kl) {
@@ -128,19 +145,7 @@ static sd_status grad_core(MPI_Comm comm, const sd_tsne_affinity *a, sd_tsne_tre
     grad[e] = 4.0 * (w->pos[e] - w->neg[e] * iz);
   if (kl) {
     /* per-point terms, then a fixed-order sum over the gathered vector */
-    for (int64_t q = 0; q < a->count; q++) {
-      int64_t i = a->first + q;
-      double s = 0;
-      for (int64_t e = a->rowptr[q]; e < a->rowptr[q + 1]; e++) {
-        int64_t j = a->col[e];
-        double dx = y_all[2 * i] - y_all[2 * j], dy = y_all[2 * i + 1] - y_all[2 * j + 1];
-        double qij = iz / (1.0 + dx * dx + dy * dy);
-        double p = a->val[e];
-        s += p *
-             log((p > SD_TSNE_TINY ? p : SD_TSNE_TINY) / (qij > SD_TSNE_TINY ? qij : SD_TSNE_TINY));
-      }
-      w->zown[q] = s;
-    }
+    kl_terms(a, y_all, iz, w->zown);
     SD_CHECK(gather_sum(comm, w, w->zown, a->count, a->n, kl));
   }
   return SD_OK;
@@ -358,34 +363,47 @@ done:
 
 sd_status sd_tsne_optimize(MPI_Comm comm, const sd_tsne_params *p, const sd_tsne_affinity *a,
                            double *y_all, sd_tsne_result *res) {
-  const int64_t n = a->n, count = a->count, first = a->first;
+  /* One collective per iteration: each rank computes the forces and z of its own points,
+   * all-gathers them (5 doubles per point), and every rank then applies the same update to
+   * all points, so y_all stays identical everywhere without a second all-gather. */
+  const int64_t n = a->n, count = a->count;
   const double lr = sd_tsne_resolve_learning_rate(p, n);
   grad_ws w;
   sd_tsne_tree *tree = NULL;
-  double *grad = NULL, *upd = NULL, *gains = NULL;
+  double *grad = NULL, *upd = NULL, *gains = NULL, *pown = NULL, *pall = NULL;
+  int *cnt5 = NULL, *dis5 = NULL;
   sd_status st = grad_ws_init(comm, n, count, &w);
   if (st == SD_OK)
     st = sd_tsne_tree_create(n, &tree);
   size_t c2 = (size_t)(count > 0 ? 2 * count : 1);
   grad = sd_malloc(c2, sizeof *grad, "gradient");
-  upd = sd_calloc(c2, sizeof *upd, "update");
-  gains = sd_malloc(c2, sizeof *gains, "gains");
-  if (st == SD_OK && (!grad || !upd || !gains))
+  upd = sd_calloc(2 * (size_t)n, sizeof *upd, "update");
+  gains = sd_malloc(2 * (size_t)n, sizeof *gains, "gains");
+  pown = sd_malloc((size_t)(count > 0 ? count : 1) * 5, sizeof *pown, "own forces");
+  pall = sd_malloc((size_t)n * 5, sizeof *pall, "gathered forces");
+  cnt5 = sd_malloc((size_t)(w.size > 0 ? w.size : 1), sizeof *cnt5, "gather counts");
+  dis5 = sd_malloc((size_t)(w.size > 0 ? w.size : 1), sizeof *dis5, "gather counts");
+  if (st == SD_OK && (!grad || !upd || !gains || !pown || !pall || !cnt5 || !dis5))
     st = SD_ERR_NOMEM;
+  if (st == SD_OK && 5 * n > INT32_MAX)
+    st = SD_ERROR(SD_ERR_ARG, "t-SNE: %lld points exceed one MPI message", (long long)n);
   st = sd_par_agree(comm, st);
   if (st != SD_OK)
     goto done;
+  for (int r = 0; r < w.size; r++) {
+    cnt5[r] = 5 * w.cnt1[r];
+    dis5[r] = 5 * w.dis1[r];
+  }
   double t0 = sd_time_now(), t_build = 0;
-  for (size_t e = 0; e < c2; e++)
+  for (int64_t e = 0; e < 2 * n; e++)
     gains[e] = 1.0;
-  double *yown = y_all + 2 * first;
   int every = p->report_every > 0 ? p->report_every : 50;
   for (int it = 0; it < p->iterations; it++) {
     int early = it < p->exaggeration_iters;
     if (it == p->exaggeration_iters && it > 0) {
       /* the second stage starts afresh, as in the reference implementation */
-      memset(upd, 0, c2 * sizeof *upd);
-      for (size_t e = 0; e < c2; e++)
+      memset(upd, 0, 2 * (size_t)n * sizeof *upd);
+      for (int64_t e = 0; e < 2 * n; e++)
         gains[e] = 1.0;
     }
     double exag = early ? p->early_exaggeration : 1.0;
@@ -400,25 +418,50 @@ sd_status sd_tsne_optimize(MPI_Comm comm, const sd_tsne_params *p, const sd_tsne
       SD_PAR_FATAL(comm);
     if (st != SD_OK)
       goto done;
-    SD_CHECK_GOTO(
-        st, grad_core(comm, a, tree, y_all, p->theta, exag, &w, grad, report ? &kl : NULL), done);
-    for (int64_t e = 0; e < 2 * count; e++) {
-      double g = grad[e], u = upd[e];
-      double gn = (u * g < 0.0) ? gains[e] + 0.2 : gains[e] * 0.8;
-      if (gn < p->min_gain)
-        gn = p->min_gain;
-      gains[e] = gn;
-      u = mom * u - lr * (g * gn);
-      upd[e] = u;
-      yown[e] += u;
+    double t1 = sd_time_now();
+    if (sd_tsne_tree_repulsion(tree, a->first, count, p->theta, w.neg, w.zown) != SD_OK)
+      SD_PAR_FATAL(comm);
+    double t2 = sd_time_now();
+    sd_tsne_attraction(a, y_all, exag, w.pos);
+    double t3 = sd_time_now();
+    w.t_rep += t2 - t1;
+    w.t_att += t3 - t2;
+    for (int64_t q = 0; q < count; q++) {
+      pown[5 * q] = w.pos[2 * q];
+      pown[5 * q + 1] = w.pos[2 * q + 1];
+      pown[5 * q + 2] = w.neg[2 * q];
+      pown[5 * q + 3] = w.neg[2 * q + 1];
+      pown[5 * q + 4] = w.zown[q];
     }
-    double tc = sd_time_now();
     SD_CHECK_GOTO(st,
-                  sd_par_check(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, y_all, w.cnt2,
-                                              w.dis2, MPI_DOUBLE, comm),
-                               "allgather(embedding)"),
+                  sd_par_check(MPI_Allgatherv(pown, (int)(5 * count), MPI_DOUBLE, pall, cnt5, dis5,
+                                              MPI_DOUBLE, comm),
+                               "allgather(forces)"),
                   done);
-    w.t_comm += sd_time_now() - tc;
+    w.t_comm += sd_time_now() - t3;
+    double Z = 0;
+    for (int64_t i = 0; i < n; i++)
+      Z += pall[5 * i + 4];
+    if (!(Z > 0))
+      Z = SD_TSNE_TINY;
+    const double iz = 1.0 / Z;
+    if (report) {
+      kl_terms(a, y_all, iz, w.zown);
+      SD_CHECK_GOTO(st, gather_sum(comm, &w, w.zown, count, n, &kl), done);
+    }
+    for (int64_t i = 0; i < n; i++) {
+      for (int c = 0; c < 2; c++) {
+        int64_t e = 2 * i + c;
+        double g = 4.0 * (pall[5 * i + c] - pall[5 * i + 2 + c] * iz), u = upd[e];
+        double gn = (u * g < 0.0) ? gains[e] + 0.2 : gains[e] * 0.8;
+        if (gn < p->min_gain)
+          gn = p->min_gain;
+        gains[e] = gn;
+        u = mom * u - lr * (g * gn);
+        upd[e] = u;
+        y_all[e] += u;
+      }
+    }
     if (report)
       sd_log_info("embed: iteration %d/%d: KL divergence %.6f%s (%.1f s)", it + 1, p->iterations,
                   kl, early ? " (early exaggeration)" : "", sd_time_now() - t0);
@@ -448,6 +491,10 @@ done:
   free(grad);
   free(upd);
   free(gains);
+  free(pown);
+  free(pall);
+  free(cnt5);
+  free(dis5);
   return st;
 }
 
