@@ -57,6 +57,7 @@ extern const sd_command sd_cmd_report;
 extern const sd_command sd_cmd_run;
 extern const sd_command sd_cmd_scaling;
 extern const sd_command sd_cmd_cluster;
+extern const sd_command sd_cmd_embed; /* Barnes-Hut t-SNE (embed branch) */
 
 struct sd_sim_params;
 /* Simulator parameters from the simulate section (errors name the simulate.* key). */

@@ -152,4 +152,17 @@ const sd_config_key sd_config_schema[] = {
     {"cluster.screen_corr", F, 0, 1, NULL, "screen: drop a column with |r| above this against an earlier kept column"},
     {"cluster.screen_var", F, 0, 1e30, NULL, "screen: drop a column whose variance (raw units) is below this"},
     {"cluster.figures", S, 0, 0, NULL, "write silhouette.png and pca_variance.png with this prefix or into this folder (\"\" = none)"},
+    /* embed: Barnes-Hut t-SNE (`stemdefect embed`) */
+    {"embed.input", S, 0, 0, NULL, "input HDF5: clusters.h5 (/scores) or any file with /descriptors"},
+    {"embed.output", S, 0, 0, NULL, "output embedding HDF5"},
+    {"embed.perplexity", F, 1, 10000, NULL, "t-SNE perplexity, the effective number of neighbours (must be below the number of rows)"},
+    {"embed.theta", F, 0, 10, NULL, "Barnes-Hut opening angle: a cell of width s at distance r stands for its points when s/r < theta (0 = exact, slow)"},
+    {"embed.iterations", I, 1, 10000000, NULL, "gradient-descent iterations in total (including the early-exaggeration ones)"},
+    {"embed.learning_rate", A, 1, 1e8, NULL, "learning rate (auto = max(N / early_exaggeration / 4, 50), as scikit-learn)"},
+    {"embed.early_exaggeration", F, 1, 1000, NULL, "P is multiplied by this during the first exaggeration_iters iterations"},
+    {"embed.exaggeration_iters", I, 0, 10000000, NULL, "iterations with early exaggeration and momentum 0.5 (then 0.8)"},
+    {"embed.neighbors", A, 1, 1e6, NULL, "neighbours of the input similarity graph (auto = floor(3 x perplexity) + 1, at most N - 1)"},
+    {"embed.seed", I, 0, 9.007199254740992e15, NULL, "random seed (random init; the embedding does not depend on the rank count)"},
+    {"embed.init", E, 0, 0, "pca|random", "initial embedding: first two principal components (std 1e-4) or 1e-4 x N(0,1)"},
+    {"embed.figure", S, 0, 0, NULL, "write a PNG scatter of the embedding coloured by cluster and true class here (\"\" = none)"},
     {NULL, 0, 0, 0, NULL, NULL}};
