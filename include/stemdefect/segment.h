@@ -44,10 +44,11 @@ int sd_unet_depth(const sd_nn_model *m);
 void sd_seg_mosaic(const float *const src_img[4], const uint8_t *const src_mask[4], int s,
                    sd_rng *rng, float *img, uint8_t *mask);
 
-/* Robust statistics of a frame from a sample (every value of a strided grid): median and
- * scale = 1.4826 MAD (falling back to the standard deviation, then 1), exactly as
- * sd_normalize_robust computes them when the sample is the whole image. v is reordered. */
-void sd_seg_robust_stats(float *v, size_t n, float *median, float *scale);
+/* Robust statistics of a frame from a sample (every value of a strided grid): the median and
+ * inv_scale = 1 / (1.4826 MAD) (falling back to the standard deviation, then 1), so that
+ * (x - median) * inv_scale is exactly what sd_normalize_robust computes when the sample is the
+ * whole image. v is reordered. */
+void sd_seg_robust_stats(float *v, size_t n, float *median, float *inv_scale);
 
 /* Grid stride s >= 1 so that ceil(h/s) * ceil(w/s) <= max_samples. */
 int sd_seg_sample_stride(int h, int w, int64_t max_samples);

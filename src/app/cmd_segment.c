@@ -129,7 +129,7 @@ static sd_status write_overlay(const char *dir, const char *stack_path, const ch
   for (int y = 0; y < h * z; y++)
     for (int x = 0; x < w * z; x++) {
       size_t p = (size_t)(y / z) * w + (size_t)(x / z);
-      double g = ((img[p] - med) / sc + 3.0) / 6.0;
+      double g = ((img[p] - med) * sc + 3.0) / 6.0;
       g = g < 0 ? 0 : g > 1 ? 1 : g;
       double rgb[3] = {g, g, g};
       for (int c = 1; c < C; c++) {
@@ -234,6 +234,16 @@ static sd_status segment_run(sd_app *app) {
   if (in->num_classes != 0 && in->num_classes != C)
     sd_log_warn("%s has %d classes but %s was trained on %d: heatmap channels follow the model", data,
                 in->num_classes, model, C);
+  for (int i = 0; *odir && i < sd_config_list_length(cfg, "segment.overlay_images"); i++) {
+    const char *s = sd_config_list_item(cfg, "segment.overlay_images", i);
+    char *end = NULL;
+    long long idx = strtoll(s, &end, 10);
+    if (!end || end == s || *end || idx < 0 || idx >= N) {
+      st = SD_ERROR(SD_ERR_ARG, "segment.overlay_images: '%s' is not an image index of %s (0..%lld)", s,
+                    data, (long long)N - 1);
+      goto done;
+    }
+  }
   labels = sd_malloc((size_t)(N ? N : 1), sizeof *labels, "labels");
   st = sd_par_agree(app->comm, labels ? SD_OK : SD_ERR_NOMEM);
   if (st == SD_OK) st = sd_stack_read(stack, 0, N, NULL, labels, NULL);
@@ -382,7 +392,7 @@ static sd_status segment_run(sd_app *app) {
           sd_seg_robust_stats(sbuf, ns, &fmed[i], &fsc[i]);
         }
         float med = tl.max_images > 1 ? fmed[i] : fmed[0];
-        float inv = (float)(1.0 / (double)(tl.max_images > 1 ? fsc[i] : fsc[0]));
+        float inv = tl.max_images > 1 ? fsc[i] : fsc[0];
         for (size_t q = 0; q < per; q++) p[q] = (p[q] - med) * inv;
       }
       lst = sd_seg_tiler_row(&tl, rows, jb->nimg, jb->k, outb);
@@ -445,13 +455,7 @@ done:;
       if (n == 0) n = -1;
       for (int i = 0; ost == SD_OK && i < (n < 0 ? 1 : n); i++) {
         const char *s = n < 0 ? "0" : sd_config_list_item(cfg, "segment.overlay_images", i);
-        char *end = NULL;
-        long long idx = strtoll(s, &end, 10);
-        if (!end || end == s || *end || idx < 0 || idx >= n_images) {
-          ost = SD_ERROR(SD_ERR_ARG, "segment.overlay_images: '%s' is not an image index of %s (0..%lld)", s, data,
-                         (long long)n_images - 1);
-          break;
-        }
+        long long idx = strtoll(s, NULL, 10); /* checked at the start */
         ost = write_overlay(odir, data, output, idx, tl.H, tl.W, tl.C, state.class_names,
                             labels ? labels[idx] : -1);
       }

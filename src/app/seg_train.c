@@ -205,6 +205,7 @@ sd_status sd_segment_train_run(sd_app *app) {
   opts.schedule = SD_NN_SCHEDULE_COSINE;
   opts.warmup_epochs = sd_config_float(cfg, "segmenter.warmup_epochs");
   opts.min_lr_factor = 0.01f;
+  opts.balanced_weights = !strcmp(sd_config_string(cfg, "segmenter.class_weights"), "balanced");
   opts.dice_weight = (float)sd_config_float(cfg, "segmenter.dice_weight");
   opts.mosaic_prob = (float)sd_config_float(cfg, "segmenter.mosaic_prob");
   opts.augment = sd_config_bool(cfg, "segmenter.augment");

@@ -83,6 +83,7 @@ const sd_config_key sd_config_schema[] = {
     {"segmenter.width", I, 1, 1024, NULL, "channels of the first level (doubling per level)"},
     {"segmenter.batchnorm", B, 0, 0, NULL, "batch normalisation after every convolution"},
     {"segmenter.dropout", F, 0, 0.95, NULL, "dropout after the bottleneck"},
+    {"segmenter.class_weights", E, 0, 0, "balanced|none", "cross-entropy class weights: balanced = sqrt(1 / pixel frequency of each class in the training masks)"},
     {"segmenter.dice_weight", F, 0, 100, NULL, "loss = cross-entropy + dice_weight * soft Dice (defect classes)"},
     {"segmenter.mosaic_prob", F, 0, 1, NULL, "probability that a training sample is a 2x2 mosaic of defect-centred half-size windows of 4 images of different classes"},
     {"segmenter.val_fraction", F, 0, 0.9, NULL, "validation fraction (stratified by image label)"},

@@ -199,13 +199,22 @@ sd_status sd_train_run(MPI_Comm comm, sd_nn_model *m, const sd_train_data *train
   /* class weights (training part, all ranks) */
   float weights[SD_CKPT_MAX_CLASSES];
   double counts[SD_CKPT_MAX_CLASSES] = {0};
-  for (int64_t i = 0; i < train->n; i++)
-    if (train->labels[i] >= 0 && train->labels[i] < C) counts[train->labels[i]]++;
+  const int seg = opts->task == SD_TRAIN_TASK_SEGMENT;
+  for (int64_t i = 0; i < train->n; i++) {
+    if (seg) /* segmentation: pixel frequencies of the mask classes */
+      for (size_t p = 0; p < (size_t)train->h * train->w; p++) {
+        uint8_t v = train->masks[(size_t)i * train->h * train->w + p];
+        if (v < C) counts[v]++;
+      }
+    else if (train->labels[i] >= 0 && train->labels[i] < C) counts[train->labels[i]]++;
+  }
   SD_CHECK(sd_par_allreduce_sum_double(comm, counts, C));
   double tot = 0;
   for (int c = 0; c < C; c++) tot += counts[c];
-  for (int c = 0; c < C; c++)
+  for (int c = 0; c < C; c++) {
     weights[c] = (opts->balanced_weights && counts[c] > 0) ? (float)(tot / (C * counts[c])) : 1.0f;
+    if (seg) weights[c] = sqrtf(weights[c]); /* pixel classes: damped inverse frequency */
+  }
 
   sd_nn_schedule sched;
   memset(&sched, 0, sizeof sched);

@@ -109,10 +109,10 @@ void sd_seg_mosaic(const float *const src_img[4], const uint8_t *const src_mask[
 
 /* ---- robust statistics ---------------------------------------------------------------- */
 
-void sd_seg_robust_stats(float *v, size_t n, float *median, float *scale) {
+void sd_seg_robust_stats(float *v, size_t n, float *median, float *inv_scale) {
   if (n == 0) {
     *median = 0;
-    *scale = 1;
+    *inv_scale = 1;
     return;
   }
   /* the same arithmetic as sd_normalize_robust */
@@ -129,7 +129,7 @@ void sd_seg_robust_stats(float *v, size_t n, float *median, float *scale) {
     if (!(sc > 1e-12)) sc = 1.0;
   }
   *median = med;
-  *scale = (float)sc;
+  *inv_scale = (float)(1.0 / sc);
 }
 
 int sd_seg_sample_stride(int h, int w, int64_t max_samples) {
