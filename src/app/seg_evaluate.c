@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "classify_common.h"
@@ -60,6 +61,12 @@ sd_status sd_segment_evaluate_run(sd_app *app) {
                   in->num_classes, model, C);
     goto done;
   }
+  for (int c = 0; c < C; c++)
+    if (strcasecmp(in->class_names[c], state.class_names[c]) != 0) {
+      st = SD_ERROR(SD_ERR_ARG, "class %d of %s is '%s' but the U-Net %s calls channel %d '%s': the heatmap channels would not mean the stack's classes",
+                    c, data, in->class_names[c], model, c, state.class_names[c]);
+      goto done;
+    }
   part = sd_malloc((size_t)(in->n ? in->n : 1), 1, "part");
   st = sd_par_agree(app->comm, part ? SD_OK : SD_ERR_NOMEM);
   if (st != SD_OK) goto done;
