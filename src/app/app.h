@@ -58,6 +58,7 @@ extern const sd_command sd_cmd_run;
 extern const sd_command sd_cmd_scaling;
 extern const sd_command sd_cmd_cluster;
 extern const sd_command sd_cmd_embed; /* Barnes-Hut t-SNE (embed branch) */
+extern const sd_command sd_cmd_segment;
 
 struct sd_sim_params;
 /* Simulator parameters from the simulate section (errors name the simulate.* key). */
