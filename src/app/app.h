@@ -51,6 +51,7 @@ extern const sd_command sd_cmd_info;
 extern const sd_command sd_cmd_train;
 extern const sd_command sd_cmd_evaluate;
 extern const sd_command sd_cmd_predict;
+extern const sd_command sd_cmd_pseudolabel;
 
 struct sd_sim_params;
 /* Simulator parameters from the simulate section (errors name the simulate.* key). */

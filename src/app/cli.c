@@ -13,6 +13,7 @@
 
 static const sd_command *const commands[] = {&sd_cmd_import,   &sd_cmd_simulate, &sd_cmd_info,
                                              &sd_cmd_train,    &sd_cmd_evaluate, &sd_cmd_predict,
+                                             &sd_cmd_pseudolabel,
                                              NULL};
 
 static const sd_cli_option common_options[] = {
