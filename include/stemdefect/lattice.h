@@ -98,6 +98,9 @@ typedef struct sd_deviation_params {
   int reg_iterations;     /* Gauss-Newton steps of the registration per fold */
   int fold_iterations;    /* fold -> register rounds (>= 1) */
   int noise_window;       /* side of the window of the local MAD noise estimate (px, odd) */
+  double noise_ratio_max; /* the local noise is clamped to [1/ratio, ratio] x the image's
+                             global MAD, so a large defect (a twinned region) cannot normalise
+                             itself away */
 } sd_deviation_params;
 
 void sd_deviation_params_default(sd_deviation_params *p);

@@ -51,6 +51,7 @@ static void params_from_config(const sd_config *cfg, sd_pl_params *p) {
   p->deviation.reg_iterations = (int)sd_config_int(cfg, "pseudolabel.registration_iterations");
   p->deviation.fold_iterations = (int)sd_config_int(cfg, "pseudolabel.fold_iterations");
   p->deviation.noise_window = (int)sd_config_int(cfg, "pseudolabel.noise_window") | 1;
+  p->deviation.noise_ratio_max = sd_config_float(cfg, "pseudolabel.noise_ratio_max");
   p->smooth_sigma = sd_config_float(cfg, "pseudolabel.smooth_sigma");
   p->threshold = strcmp(sd_config_string(cfg, "pseudolabel.threshold"), "otsu") ? SD_PL_THRESHOLD_ROBUST_Z
                                                                                 : SD_PL_THRESHOLD_OTSU;

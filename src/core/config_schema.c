@@ -126,6 +126,7 @@ const sd_config_key sd_config_schema[] = {
     {"pseudolabel.registration_window", F, 0.5, 500, NULL, "Gaussian window (sigma, px) of the local registration (gain, offset, shift)"},
     {"pseudolabel.registration_iterations", I, 0, 20, NULL, "Gauss-Newton steps of the registration per round (0 = no registration)"},
     {"pseudolabel.noise_window", I, 3, 1025, NULL, "side of the window of the local noise estimate (1.4826 MAD of the residual) (px, odd)"},
+    {"pseudolabel.noise_ratio_max", F, 1, 1000, NULL, "the local noise is clamped to [1/r, r] x the image's global MAD (so a large defect cannot normalise itself away)"},
     {"pseudolabel.smooth_sigma", F, 0, 50, NULL, "Gaussian smoothing of the squared deviation before thresholding (sigma, px)"},
     {"pseudolabel.threshold", E, 0, 0, "robust_z|otsu", "threshold of the local RMS deviation: robust z over the image, or Otsu"},
     {"pseudolabel.threshold_value", F, 0, 100, NULL, "robust_z: the z (median + z * 1.4826 MAD); otsu: multiplier of Otsu's threshold"},

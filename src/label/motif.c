@@ -10,10 +10,11 @@
 void sd_deviation_params_default(sd_deviation_params *p) {
   p->motif_resolution = 16;
   p->reg_radius = 2.0;
-  p->reg_window = 6.0;
+  p->reg_window = 12.0;
   p->reg_iterations = 3;
   p->fold_iterations = 2;
   p->noise_window = 21;
+  p->noise_ratio_max = 1.2;
 }
 
 enum { NPROD = 14 }; /* 10 entries of the symmetric 4x4 normal matrix + 4 right-hand sides */
@@ -359,7 +360,9 @@ static sd_status local_noise(sd_deviation_ws *ws) {
   if (!grow(&ws->samples, &ws->samples_cap, (size_t)nw * nw > n ? (size_t)nw * nw : n))
     return SD_ERR_NOMEM;
   float global = robust_sigma(ws->residual, n, ws->samples);
-  float floor_sig = 0.2f * global > 1e-6f ? 0.2f * global : 1e-6f;
+  double ratio = ws->p.noise_ratio_max >= 1.0 ? ws->p.noise_ratio_max : 1.0;
+  float floor_sig = (float)(global / ratio) > 1e-6f ? (float)(global / ratio) : 1e-6f;
+  float ceil_sig = (float)(global * ratio) > floor_sig ? (float)(global * ratio) : floor_sig;
   int step = nw / 4 > 1 ? nw / 4 : 1;
   int gw = (w - 1) / step + 2, gh = (h - 1) / step + 2;
   /* grid values stored in tmp (gw * gh <= h * w as step >= 1 ... ensure) */
@@ -376,7 +379,7 @@ static sd_status local_noise(sd_deviation_ws *ws) {
       float med = median_inplace(ws->samples, k);
       for (size_t q = 0; q < k; q++) ws->samples[q] = fabsf(ws->samples[q] - med);
       float s = 1.4826f * median_inplace(ws->samples, k);
-      grid[gy * gw + gx] = s > floor_sig ? s : floor_sig;
+      grid[gy * gw + gx] = s < floor_sig ? floor_sig : s > ceil_sig ? ceil_sig : s;
     }
   for (int y = 0; y < h; y++) {
     double gyf = (double)y / step;

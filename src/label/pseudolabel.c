@@ -22,13 +22,13 @@ struct sd_pl {
 void sd_pl_params_default(sd_pl_params *p) {
   sd_lattice_params_default(&p->lattice);
   sd_deviation_params_default(&p->deviation);
-  p->smooth_sigma = 1.5;
+  p->smooth_sigma = 3.0;
   p->threshold = SD_PL_THRESHOLD_ROBUST_Z;
   p->threshold_value = 3.0;
   p->min_deviation = 1.6;
   p->open_steps = 1;
   p->close_steps = 1;
-  p->min_area = 12;
+  p->min_area = 20;
   p->reference_tolerance = 0.1;
   p->baseline_sigma = 1.0;
   p->baseline_box = 7;
