@@ -34,6 +34,7 @@ static const sd_cli_option pseudolabel_options[] = {
     {"--reference", "pseudolabel.reference", "IMAGE", NULL, 0},
     {"--evaluate", "pseudolabel.evaluate", "JSON", NULL, 0},
     {"--preview", "pseudolabel.preview", "PNG", NULL, 0},
+    {"--preview-count", "pseudolabel.preview_count", "K", NULL, 0},
     {"--bulk-class", "pseudolabel.bulk_class", "NAME", NULL, 0},
     {"--threshold", "pseudolabel.threshold", "METHOD", NULL, 0},
     {NULL, NULL, NULL, NULL, 0}};
@@ -681,19 +682,30 @@ static sd_status pseudolabel_run(sd_app *app) {
     uint8_t *pm = sd_malloc((size_t)(k > 0 ? k : 1) * npx, 1, "preview masks");
     uint8_t *pt = in->has_masks ? sd_malloc((size_t)(k > 0 ? k : 1) * npx, 1, "preview truth") : NULL;
     st = sd_par_agree(app->comm, (pimg && pdev && pm && (!in->has_masks || pt)) ? SD_OK : SD_ERR_NOMEM);
-    if (st == SD_OK) st = sd_stack_read(stack, 0, kk, pimg, NULL, pt);
+    /* images spread evenly over the stack (stacks are often sorted by class) */
+    int64_t *pidx = sd_malloc((size_t)(k > 0 ? k : 1), sizeof *pidx, "preview indices");
+    int32_t *plab = sd_malloc((size_t)(k > 0 ? k : 1), sizeof *plab, "preview labels");
+    if ((!pidx || !plab) && st == SD_OK) st = SD_ERR_NOMEM;
+    st = sd_par_agree(app->comm, st);
+    for (int i = 0; st == SD_OK && i < k; i++) {
+      pidx[i] = (int64_t)i * n / k;
+      st = sd_stack_read(stack, pidx[i], kk ? 1 : 0, pimg + (size_t)i * npx, plab + i,
+                         pt ? pt + (size_t)i * npx : NULL);
+    }
     sd_status pst = SD_OK;
     if (st == SD_OK && app->rank == 0) {
       for (int i = 0; i < k && pst == SD_OK; i++) {
         pst = sd_pl_image(pl, pimg + (size_t)i * npx, has_ref ? &ref : NULL, pdev + (size_t)i * npx,
                           det, NULL, NULL);
-        sd_pl_mask(det, npx, all_labels[i], bulk, pm + (size_t)i * npx);
+        sd_pl_mask(det, npx, plab[i], bulk, pm + (size_t)i * npx);
       }
       if (pst == SD_OK) pst = preview_write(prevp, k, h, w, pimg, pdev, pm, pt);
     }
     if (st == SD_OK) st = sd_par_agree(app->comm, pst);
     if (st == SD_OK) sd_log_info("pseudolabel: preview (image | deviation | pseudo-label%s) -> %s",
                                  pt ? " | true mask" : "", prevp);
+    free(pidx);
+    free(plab);
     free(pimg);
     free(pdev);
     free(pm);

@@ -113,7 +113,7 @@ const sd_config_key sd_config_schema[] = {
     {"pseudolabel.output", S, 0, 0, NULL, "pseudo-label file to write (--output)"},
     {"pseudolabel.reference", S, 0, 0, NULL, "bulk reference image (TIFF/JPEG/PNG) whose lattice is refined on every image; \"\" = estimate the lattice per image"},
     {"pseudolabel.evaluate", S, 0, 0, NULL, "write per-class IoU against the stack's /masks (ours and the notebook baseline) and detected areas to this JSON (\"\" = none)"},
-    {"pseudolabel.preview", S, 0, 0, NULL, "write a PNG montage (image | deviation | pseudo-label | true mask) of the first images (\"\" = none)"},
+    {"pseudolabel.preview", S, 0, 0, NULL, "write a PNG montage (image | deviation | pseudo-label | true mask) of images spread evenly over the stack (\"\" = none)"},
     {"pseudolabel.preview_count", I, 1, 64, NULL, "images in the preview montage"},
     {"pseudolabel.bulk_class", S, 0, 0, NULL, "name of the defect-free class (auto = the class named Bulk/bulk, else class 0)"},
     {"pseudolabel.min_period", F, 2, 1000, NULL, "shortest lattice period searched in the Fourier spectrum (px)"},
