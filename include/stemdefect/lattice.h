@@ -94,7 +94,8 @@ void sd_lattice_from_reciprocal(sd_lattice *lat);
 typedef struct sd_deviation_params {
   int motif_resolution;   /* M: bins per cell side */
   double reg_radius;      /* largest local shift of the lattice (px) */
-  double reg_window;      /* Gaussian window (sigma, px) of the local registration */
+  double reg_window;      /* window (sigma, px) of the local registration: a Gaussian
+                             approximated by three box sums */
   int reg_iterations;     /* Gauss-Newton steps of the registration per fold */
   int fold_iterations;    /* fold -> register rounds (>= 1) */
   int noise_window;       /* side of the window of the local MAD noise estimate (px, odd) */
@@ -119,6 +120,7 @@ typedef struct sd_deviation_ws {
   double residual_rms;  /* RMS of residual / noise over the image */
   /* private scratch */
   float *grad, *prod, *tmp, *weight;
+  double *line;
   float *samples;
   size_t samples_cap;
 } sd_deviation_ws;

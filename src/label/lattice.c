@@ -355,18 +355,27 @@ void sd_gauss_blur(const float *in, int h, int w, double sigma, int normalize, f
   int r = (int)ceil(3.0 * sigma);
   if (r > RMAX) r = RMAX;
   for (int i = -r; i <= r; i++) k[i + r] = exp(-0.5 * i * i / (sigma * sigma));
-  /* rows: in -> tmp */
+  /* prefix sums of the kernel: the mass inside the image of the window at x is
+   * K[hi + r] - K[lo + r - 1] */
+  double K[2 * RMAX + 2];
+  K[0] = 0;
+  for (int i = 0; i <= 2 * r; i++) K[i + 1] = K[i] + k[i];
+  /* rows: in -> tmp, accumulated one kernel tap at a time (contiguous, vectorises) */
   for (int y = 0; y < h; y++) {
     const float *row = in + (size_t)y * w;
-    for (int x = 0; x < w; x++) {
-      int lo = x - r < 0 ? -x : -r, hi = x + r >= w ? w - 1 - x : r;
-      double s = 0, m = 0;
-      for (int d = lo; d <= hi; d++) {
-        s += k[d + r] * row[x + d];
-        m += k[d + r];
-      }
-      tmp[(size_t)y * w + x] = (float)(normalize ? s / m : s);
+    float *o = tmp + (size_t)y * w;
+    for (int x = 0; x < w; x++) o[x] = 0.0f;
+    for (int d = -r; d <= r; d++) {
+      int x0 = d < 0 ? -d : 0, x1 = d > 0 ? w - d : w;
+      float kd = (float)k[d + r];
+      const float *src = row + d;
+      for (int x = x0; x < x1; x++) o[x] += kd * src[x];
     }
+    if (normalize)
+      for (int x = 0; x < w; x++) {
+        int lo = x - r < 0 ? -x : -r, hi = x + r >= w ? w - 1 - x : r;
+        o[x] = (float)(o[x] / (K[hi + r + 1] - K[lo + r]));
+      }
   }
   /* columns: tmp -> out, accumulated row by row (contiguous access) */
   for (int y = 0; y < h; y++) {

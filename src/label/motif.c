@@ -45,8 +45,9 @@ sd_status sd_deviation_ws_create(int h, int w, const sd_deviation_params *p, sd_
   ws->prod = sd_malloc(NPROD * n, sizeof(float), "registration products");
   ws->tmp = sd_malloc(n, sizeof(float), "blur scratch");
   ws->weight = sd_malloc(n, sizeof(float), "robust weights");
+  ws->line = sd_malloc((size_t)(h > w ? h : w) + 1, sizeof(double), "box-sum scratch");
   if (!ws->motif || !ws->predicted || !ws->residual || !ws->noise || !ws->shift || !ws->gain ||
-      !ws->offset || !ws->grad || !ws->prod || !ws->tmp || !ws->weight) {
+      !ws->offset || !ws->grad || !ws->prod || !ws->tmp || !ws->weight || !ws->line) {
     sd_deviation_ws_destroy(&ws);
     return SD_ERR_NOMEM;
   }
@@ -68,6 +69,7 @@ void sd_deviation_ws_destroy(sd_deviation_ws **wsp) {
   free(ws->prod);
   free(ws->tmp);
   free(ws->weight);
+  free(ws->line);
   free(ws->samples);
   free(ws);
   *wsp = NULL;
@@ -300,6 +302,35 @@ static float robust_sigma(const float *v, size_t n, float *scratch) {
   return 1.4826f * median_inplace(scratch, n);
 }
 
+
+/* Windowed sum approximating a Gaussian of standard deviation sigma: three box sums of
+ * radius b ((2b+1)^2 - 1 = 4 sigma^2, so the variance is about sigma^2) along rows, then
+ * along columns, with zeros outside the image (the window is the part inside). O(1) per pixel
+ * whatever sigma. line: max(h, w) + 1 doubles of scratch. In place on v (h, w). */
+static void box3_sum(float *v, int h, int w, double sigma, double *line) {
+  int b = (int)lround((sqrt(4.0 * sigma * sigma + 1.0) - 1.0) / 2.0);
+  if (b < 1) b = 1;
+  for (int pass = 0; pass < 3; pass++) {
+    for (int y = 0; y < h; y++) {
+      float *row = v + (size_t)y * w;
+      line[0] = 0;
+      for (int x = 0; x < w; x++) line[x + 1] = line[x] + row[x];
+      for (int x = 0; x < w; x++) {
+        int lo = x - b < 0 ? 0 : x - b, hi = x + b >= w ? w - 1 : x + b;
+        row[x] = (float)(line[hi + 1] - line[lo]);
+      }
+    }
+    for (int x = 0; x < w; x++) {
+      line[0] = 0;
+      for (int y = 0; y < h; y++) line[y + 1] = line[y] + v[(size_t)y * w + x];
+      for (int y = 0; y < h; y++) {
+        int lo = y - b < 0 ? 0 : y - b, hi = y + b >= h ? h - 1 : y + b;
+        v[(size_t)y * w + x] = (float)(line[hi + 1] - line[lo]);
+      }
+    }
+  }
+}
+
 /* One Gauss-Newton step of the local registration. */
 static void register_step(sd_deviation_ws *ws, const float *img, const sd_lattice *lat) {
   int h = ws->h, w = ws->w, m = ws->p.motif_resolution;
@@ -321,8 +352,7 @@ static void register_step(sd_deviation_ws *ws, const float *img, const sd_lattic
       for (int b = a; b < 4; b++) pr[(size_t)(k++) * n + i] = wt[i] * phi[a] * phi[b];
     for (int a = 0; a < 4; a++) pr[(size_t)(10 + a) * n + i] = wt[i] * phi[a] * img[i];
   }
-  for (int k = 0; k < NPROD; k++)
-    sd_gauss_blur(pr + (size_t)k * n, h, w, ws->p.reg_window, 0, ws->tmp, pr + (size_t)k * n);
+  for (int k = 0; k < NPROD; k++) box3_sum(pr + (size_t)k * n, h, w, ws->p.reg_window, ws->line);
   double rad = ws->p.reg_radius;
   for (size_t i = 0; i < n; i++) {
     double e[10], b[4], x[4];
