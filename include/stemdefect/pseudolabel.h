@@ -40,6 +40,10 @@ typedef struct sd_pl_params {
   int close_steps;           /* binary closings (3x3) */
   int min_area;              /* smallest kept component (px) */
   double reference_tolerance; /* relative change allowed when refining a reference lattice */
+  double grain_area; /* a component larger than this fraction of the image is another grain
+                        (a twinned or shifted region): it is replaced by the band along its
+                        boundary; >= 1 = off */
+  int grain_band;    /* half width of that band (3x3 dilations of the boundary) */
   double baseline_sigma;     /* baseline: Gaussian blur sigma (px) */
   int baseline_box;          /* baseline: box side (px, odd) */
   double baseline_percentile; /* baseline: threshold percentile (0..100) */
@@ -79,6 +83,18 @@ void sd_pl_dilate(uint8_t *m, int h, int w, uint8_t *tmp);
  * kept. labels: h * w int32 scratch, stack: h * w int32 scratch. */
 int sd_pl_components_filter(uint8_t *m, int h, int w, int min_area, int32_t *labels,
                             int32_t *stack);
+/* Replaces every 8-connected component of the 0/1 map larger than max_area pixels (a grain)
+ * by the band of its boundary towards undetected pixels inside the image, dilated band times
+ * (3x3, both sides); smaller components are kept. Returns the number of grains. labels,
+ * stack: h * w int32 scratch; tmp: h * w bytes. */
+int sd_pl_grain_boundaries(uint8_t *m, int h, int w, int max_area, int band, int32_t *labels,
+                           int32_t *stack, uint8_t *tmp);
+/* Replaces every 8-connected component of the 0/1 map larger than max_area pixels (a grain)
+ * by the band of its boundary towards undetected pixels inside the image, dilated band times
+ * (3x3, both sides); smaller components are kept. Returns the number of grains. labels,
+ * stack: h * w int32 scratch; tmp: h * w bytes. */
+int sd_pl_grain_boundaries(uint8_t *m, int h, int w, int max_area, int band, int32_t *labels,
+                           int32_t *stack, uint8_t *tmp);
 /* Otsu's threshold of n values (256-bin histogram between min and max). */
 double sd_pl_otsu(const float *v, size_t n);
 

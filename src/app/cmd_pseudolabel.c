@@ -62,6 +62,8 @@ static void params_from_config(const sd_config *cfg, sd_pl_params *p) {
   p->close_steps = (int)sd_config_int(cfg, "pseudolabel.close_steps");
   p->min_area = (int)sd_config_int(cfg, "pseudolabel.min_area");
   p->reference_tolerance = sd_config_float(cfg, "pseudolabel.reference_tolerance");
+  p->grain_area = sd_config_float(cfg, "pseudolabel.grain_area");
+  p->grain_band = (int)sd_config_int(cfg, "pseudolabel.grain_band");
   p->baseline_sigma = sd_config_float(cfg, "pseudolabel.baseline_sigma");
   p->baseline_box = (int)sd_config_int(cfg, "pseudolabel.baseline_box") | 1;
   p->baseline_percentile = sd_config_float(cfg, "pseudolabel.baseline_percentile");

@@ -134,6 +134,8 @@ const sd_config_key sd_config_schema[] = {
     {"pseudolabel.open_steps", I, 0, 10, NULL, "binary openings (3x3) of the detection"},
     {"pseudolabel.close_steps", I, 0, 10, NULL, "binary closings (3x3) of the detection"},
     {"pseudolabel.min_area", I, 0, 1000000, NULL, "smallest kept connected component (px)"},
+    {"pseudolabel.grain_area", F, 0, 1, NULL, "a detected component larger than this fraction of the image is another grain (twinned or shifted region) and is replaced by the band along its boundary; 1 = off"},
+    {"pseudolabel.grain_band", I, 0, 100, NULL, "half width of that boundary band (px, 3x3 dilations)"},
     {"pseudolabel.baseline_sigma", F, 0.1, 50, NULL, "notebook baseline: Gaussian blur sigma (px)"},
     {"pseudolabel.baseline_box", I, 3, 99, NULL, "notebook baseline: side of the box mean (px, odd)"},
     {"pseudolabel.baseline_percentile", F, 50, 100, NULL, "notebook baseline: threshold at this percentile of |blur - box mean| per image"},

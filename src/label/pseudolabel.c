@@ -30,6 +30,8 @@ void sd_pl_params_default(sd_pl_params *p) {
   p->close_steps = 1;
   p->min_area = 20;
   p->reference_tolerance = 0.1;
+  p->grain_area = 0.08;
+  p->grain_band = 5;
   p->baseline_sigma = 1.0;
   p->baseline_box = 7;
   p->baseline_percentile = 98.0;
@@ -257,6 +259,9 @@ sd_status sd_pl_image(sd_pl *pl, const float *raw, const sd_lattice *reference, 
   for (int k = 0; k < p->close_steps; k++) sd_pl_dilate(detected, h, w, pl->btmp);
   for (int k = 0; k < p->close_steps; k++) sd_pl_erode(detected, h, w, pl->btmp);
   sd_pl_components_filter(detected, h, w, p->min_area, pl->lab, pl->stk);
+  if (p->grain_area < 1.0)
+    sd_pl_grain_boundaries(detected, h, w, (int)(p->grain_area * (double)n), p->grain_band, pl->lab,
+                           pl->stk, pl->btmp);
   return SD_OK;
 }
 
@@ -289,6 +294,57 @@ void sd_pl_baseline(sd_pl *pl, const float *raw, uint8_t *detected) {
   double thr = pl->tmp[i0];
   if (i0 + 1 < n) thr += (pos - i0) * (pl->tmp[i0 + 1] - pl->tmp[i0]);
   for (size_t i = 0; i < n; i++) detected[i] = pl->scratch[i] > thr;
+}
+
+int sd_pl_grain_boundaries(uint8_t *m, int h, int w, int max_area, int band, int32_t *labels,
+                           int32_t *stack, uint8_t *tmp) {
+  size_t n = (size_t)h * w;
+  for (size_t i = 0; i < n; i++) labels[i] = -1;
+  int grains = 0;
+  /* label components; a component larger than max_area is a grain: mark it 2 */
+  for (size_t s = 0; s < n; s++) {
+    if (!m[s] || labels[s] >= 0) continue;
+    size_t top = 0, count = 0;
+    stack[top++] = (int32_t)s;
+    labels[s] = 1;
+    while (top > count) {
+      int32_t p = stack[count++];
+      int py = p / w, px = p % w;
+      for (int dy = -1; dy <= 1; dy++)
+        for (int dx = -1; dx <= 1; dx++) {
+          int yy = py + dy, xx = px + dx;
+          if (yy < 0 || xx < 0 || yy >= h || xx >= w) continue;
+          size_t q = (size_t)yy * w + xx;
+          if (m[q] && labels[q] < 0) {
+            labels[q] = 1;
+            stack[top++] = (int32_t)q;
+          }
+        }
+    }
+    if ((int64_t)count > max_area) {
+      grains++;
+      for (size_t k = 0; k < count; k++) m[stack[k]] = 2;
+    }
+  }
+  if (!grains) return 0;
+  /* boundary of the grains towards undetected pixels inside the image */
+  uint8_t *bd = tmp;
+  for (int y = 0; y < h; y++)
+    for (int x = 0; x < w; x++) {
+      size_t i = (size_t)y * w + x;
+      uint8_t b = 0;
+      if (m[i] == 2) {
+        if ((x > 0 && !m[i - 1]) || (x + 1 < w && !m[i + 1]) || (y > 0 && !m[i - w]) ||
+            (y + 1 < h && !m[i + w]))
+          b = 1;
+      }
+      bd[i] = b;
+    }
+  /* the band: the boundary dilated band times (3x3), on both sides of it; labels as scratch */
+  uint8_t *scr = (uint8_t *)labels;
+  for (int k = 0; k < band; k++) sd_pl_dilate(bd, h, w, scr);
+  for (size_t i = 0; i < n; i++) m[i] = (m[i] == 1) || bd[i];
+  return grains;
 }
 
 void sd_pl_mask(const uint8_t *detected, size_t n, int32_t label, int bulk_class, uint8_t *mask) {

@@ -325,7 +325,31 @@ static void test_helpers(void) {
   SD_EXPECT_MSG(e < 1e-5, "normalised blur of a constant: error %g", e);
 }
 
+static void test_grain(void) {
+  /* left half detected (a grain, 50% of the image) and a 3x3 blob on the right: the grain
+   * becomes the band along x = 31.5 of half width 2 (+ the boundary pixel itself), the blob stays */
+  enum { S = 32 };
+  uint8_t m[S * S], tmp[S * S];
+  int32_t lab[S * S], stk[S * S];
+  memset(m, 0, sizeof m);
+  for (int y = 0; y < S; y++)
+    for (int x = 0; x < S / 2; x++) m[y * S + x] = 1;
+  for (int y = 4; y < 7; y++)
+    for (int x = 25; x < 28; x++) m[y * S + x] = 1;
+  int g = sd_pl_grain_boundaries(m, S, S, S * S / 4, 2, lab, stk, tmp);
+  SD_EXPECT(g == 1);
+  int bad = 0;
+  for (int y = 0; y < S; y++)
+    for (int x = 0; x < S; x++) {
+      int blob = y >= 4 && y < 7 && x >= 25 && x < 28;
+      int want = blob || (x >= S / 2 - 3 && x <= S / 2 + 1);
+      bad += m[y * S + x] != want;
+    }
+  SD_EXPECT_MSG(bad == 0, "grain boundary band: %d pixels differ from the expected band", bad);
+}
+
 int main(void) {
+  test_grain();
   test_fft();
   test_lattice_recovery();
   test_motif_simulated();
