@@ -61,9 +61,9 @@ typedef struct sd_lattice_params {
 } sd_lattice_params;
 
 typedef struct sd_lattice {
-  double a1[2], a2[2]; /* real-space lattice vectors (x, y), px */
-  double b1[2], b2[2]; /* reciprocal vectors (fx, fy), cycles/px */
-  int npeaks;          /* Fourier peaks found (one of each +-g pair) */
+  double a1[2], a2[2];                    /* real-space lattice vectors (x, y), px */
+  double b1[2], b2[2];                    /* reciprocal vectors (fx, fy), cycles/px */
+  int npeaks;                             /* Fourier peaks found (one of each +-g pair) */
   double peak_f[SD_LATTICE_MAX_PEAKS][2]; /* refined peak frequencies (fx, fy) */
   int peak_hk[SD_LATTICE_MAX_PEAKS][2];   /* their indices on (b1, b2); (0, 0) = not indexed */
   double peak_power[SD_LATTICE_MAX_PEAKS];
@@ -111,11 +111,11 @@ void sd_deviation_params_default(sd_deviation_params *p);
 typedef struct sd_deviation_ws {
   int h, w;
   sd_deviation_params p;
-  float *motif;     /* (M, M) median unit cell */
-  float *predicted; /* (h, w) defect-free prediction: gain * motif(x - shift) + offset */
-  float *residual;  /* (h, w) image - predicted */
-  float *noise;     /* (h, w) local robust noise (1.4826 MAD of the residual) */
-  float *shift;     /* (h, w, 2) local lattice displacement (dx, dy), px: distortion map */
+  float *motif;         /* (M, M) median unit cell */
+  float *predicted;     /* (h, w) defect-free prediction: gain * motif(x - shift) + offset */
+  float *residual;      /* (h, w) image - predicted */
+  float *noise;         /* (h, w) local robust noise (1.4826 MAD of the residual) */
+  float *shift;         /* (h, w, 2) local lattice displacement (dx, dy), px: distortion map */
   float *gain, *offset; /* (h, w) local intensity scale and offset of the prediction */
   double residual_rms;  /* RMS of residual / noise over the image */
   /* private scratch */

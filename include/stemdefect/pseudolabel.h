@@ -32,20 +32,20 @@ typedef enum sd_pl_threshold {
 typedef struct sd_pl_params {
   sd_lattice_params lattice;
   sd_deviation_params deviation;
-  double smooth_sigma;       /* Gaussian smoothing of deviation^2 (px) */
-  sd_pl_threshold threshold; /* method */
-  double threshold_value;    /* robust_z: z; otsu: multiplier of Otsu's threshold */
-  double min_deviation;      /* floor of the threshold on the local RMS deviation (noise units) */
-  int open_steps;            /* binary openings (3x3) */
-  int close_steps;           /* binary closings (3x3) */
-  int min_area;              /* smallest kept component (px) */
+  double smooth_sigma;        /* Gaussian smoothing of deviation^2 (px) */
+  sd_pl_threshold threshold;  /* method */
+  double threshold_value;     /* robust_z: z; otsu: multiplier of Otsu's threshold */
+  double min_deviation;       /* floor of the threshold on the local RMS deviation (noise units) */
+  int open_steps;             /* binary openings (3x3) */
+  int close_steps;            /* binary closings (3x3) */
+  int min_area;               /* smallest kept component (px) */
   double reference_tolerance; /* relative change allowed when refining a reference lattice */
-  double grain_area; /* a component larger than this fraction of the image is another grain
-                        (a twinned or shifted region): it is replaced by the band along its
-                        boundary; >= 1 = off */
-  int grain_band;    /* half width of that band (3x3 dilations of the boundary) */
-  double baseline_sigma;     /* baseline: Gaussian blur sigma (px) */
-  int baseline_box;          /* baseline: box side (px, odd) */
+  double grain_area;          /* a component larger than this fraction of the image is another grain
+                                 (a twinned or shifted region): it is replaced by the band along its
+                                 boundary; >= 1 = off */
+  int grain_band;             /* half width of that band (3x3 dilations of the boundary) */
+  double baseline_sigma;      /* baseline: Gaussian blur sigma (px) */
+  int baseline_box;           /* baseline: box side (px, odd) */
   double baseline_percentile; /* baseline: threshold percentile (0..100) */
 } sd_pl_params;
 

@@ -54,8 +54,9 @@ static void params_from_config(const sd_config *cfg, sd_pl_params *p) {
   p->deviation.noise_window = (int)sd_config_int(cfg, "pseudolabel.noise_window") | 1;
   p->deviation.noise_ratio_max = sd_config_float(cfg, "pseudolabel.noise_ratio_max");
   p->smooth_sigma = sd_config_float(cfg, "pseudolabel.smooth_sigma");
-  p->threshold = strcmp(sd_config_string(cfg, "pseudolabel.threshold"), "otsu") ? SD_PL_THRESHOLD_ROBUST_Z
-                                                                                : SD_PL_THRESHOLD_OTSU;
+  p->threshold = strcmp(sd_config_string(cfg, "pseudolabel.threshold"), "otsu")
+                     ? SD_PL_THRESHOLD_ROBUST_Z
+                     : SD_PL_THRESHOLD_OTSU;
   p->threshold_value = sd_config_float(cfg, "pseudolabel.threshold_value");
   p->min_deviation = sd_config_float(cfg, "pseudolabel.min_deviation");
   p->open_steps = (int)sd_config_int(cfg, "pseudolabel.open_steps");
@@ -92,9 +93,10 @@ static sd_status bulk_class_resolve(const sd_config *cfg, const sd_stack_info *i
     size_t l = strlen(names);
     snprintf(names + l, sizeof names - l, "%s%s", c ? ", " : "", in->class_names[c]);
   }
-  return SD_ERROR(SD_ERR_CONFIG,
-                  "pseudolabel.bulk_class = '%s' (from %s) is not a class of stack '%s' (classes: %s)",
-                  want, sd_config_origin(cfg, "pseudolabel.bulk_class"), path, names);
+  return SD_ERROR(
+      SD_ERR_CONFIG,
+      "pseudolabel.bulk_class = '%s' (from %s) is not a class of stack '%s' (classes: %s)", want,
+      sd_config_origin(cfg, "pseudolabel.bulk_class"), path, names);
 }
 
 /* Every rank reads the reference image and estimates its lattice; agreed over ranks. */
@@ -111,14 +113,17 @@ static sd_status reference_lattice(MPI_Comm comm, const char *path, const sd_pl_
   } else {
     int h = pages[0].height, w = pages[0].width;
     float *norm = sd_malloc((size_t)h * w, sizeof *norm, "reference image");
-    if (!norm) st = SD_ERR_NOMEM;
+    if (!norm)
+      st = SD_ERR_NOMEM;
     else {
       memcpy(norm, pages[0].pixels, (size_t)h * w * sizeof *norm);
       st = sd_normalize_robust(norm, (size_t)h * w, NULL);
-      if (st == SD_OK) st = sd_lattice_estimate(norm, h, w, &p->lattice, lat);
+      if (st == SD_OK)
+        st = sd_lattice_estimate(norm, h, w, &p->lattice, lat);
       if (st != SD_OK) {
         char msg[2048];
-        snprintf(msg, sizeof msg, "reference image '%s' (%dx%d): %s", path, w, h, sd_error_message());
+        snprintf(msg, sizeof msg, "reference image '%s' (%dx%d): %s", path, w, h,
+                 sd_error_message());
         sd_error_set_message(st, msg);
       }
       free(norm);
@@ -148,9 +153,12 @@ static sd_status dset_create(pl_out *o, const char *name, hid_t type, int nd, co
     hsize_t chunk[3] = {1, dims[1], nd > 2 ? dims[2] : 1};
     rc = H5Pset_chunk(dcpl, nd, chunk);
   }
-  if (rc >= 0) rc = H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
-  if (rc >= 0) *out = H5Dcreate2(o->file, name, type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-  if (rc < 0 || *out < 0) st = SD_H5_ERROR(SD_ERR_HDF5, "cannot create dataset %s in '%s'", name, o->tmp);
+  if (rc >= 0)
+    rc = H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
+  if (rc >= 0)
+    *out = H5Dcreate2(o->file, name, type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+  if (rc < 0 || *out < 0)
+    st = SD_H5_ERROR(SD_ERR_HDF5, "cannot create dataset %s in '%s'", name, o->tmp);
   sd_h5_close(&dcpl);
   sd_h5_close(&space);
   return st;
@@ -159,7 +167,8 @@ static sd_status dset_create(pl_out *o, const char *name, hid_t type, int nd, co
 /* Collective: rows [first, first+count) of dset (first dimension = image). */
 static sd_status rows_write(pl_out *o, hid_t dset, const char *name, hid_t mtype, int64_t first,
                             int64_t count, const void *buf) {
-  if (o->n == 0) return SD_OK;
+  if (o->n == 0)
+    return SD_OK;
   sd_status st = SD_OK;
   hid_t fspace = H5Dget_space(dset), mspace = H5I_INVALID_HID;
   hsize_t dims[3] = {0, 0, 0}, start[3] = {0, 0, 0}, block[3] = {0, 0, 0};
@@ -168,11 +177,12 @@ static sd_status rows_write(pl_out *o, hid_t dset, const char *name, hid_t mtype
     st = SD_H5_ERROR(SD_ERR_HDF5, "cannot query %s in '%s'", name, o->tmp);
     goto done;
   }
-  for (int d = 1; d < nd; d++) block[d] = dims[d];
+  for (int d = 1; d < nd; d++)
+    block[d] = dims[d];
   start[0] = (hsize_t)first;
   block[0] = count > 0 ? (hsize_t)count : 1;
   mspace = H5Screate_simple(nd, block, NULL);
-  herr_t sel = mspace < 0 ? -1
+  herr_t sel = mspace < 0  ? -1
                : count > 0 ? H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, block, NULL)
                            : (H5Sselect_none(fspace) < 0 ? -1 : H5Sselect_none(mspace));
   char dummy[16];
@@ -230,8 +240,10 @@ static sd_status out_contents(pl_out *o, const sd_stack_info *in, int bulk, int6
                                                  "/detected but an all-zero /mask"
                                                : "none"));
   SD_CHECK(sd_h5_attr_write_string(o->file, "method", method));
-  SD_CHECK(sd_h5_attr_write_string(o->file, "source_stack", sd_config_string(app->cfg, "pseudolabel.data")));
-  SD_CHECK(sd_h5_attr_write_string(o->file, "reference", sd_config_string(app->cfg, "pseudolabel.reference")));
+  SD_CHECK(sd_h5_attr_write_string(o->file, "source_stack",
+                                   sd_config_string(app->cfg, "pseudolabel.data")));
+  SD_CHECK(sd_h5_attr_write_string(o->file, "reference",
+                                   sd_config_string(app->cfg, "pseudolabel.reference")));
   SD_CHECK(sd_h5_write_provenance(o->file, &app->prov, app->size));
   return SD_OK;
 }
@@ -246,7 +258,8 @@ static sd_status out_close(pl_out *o, int commit, sd_status st) {
   sd_h5_close(&o->masks);
   sd_h5_close(&o->dxpl);
   if (o->file >= 0) {
-    if (H5Fclose(o->file) < 0 && st == SD_OK) st = SD_H5_ERROR(SD_ERR_HDF5, "cannot close '%s'", o->tmp);
+    if (H5Fclose(o->file) < 0 && st == SD_OK)
+      st = SD_H5_ERROR(SD_ERR_HDF5, "cannot close '%s'", o->tmp);
     o->file = H5I_INVALID_HID;
   }
   st = sd_par_agree(o->comm, st);
@@ -255,7 +268,8 @@ static sd_status out_close(pl_out *o, int commit, sd_status st) {
     if (o->rank == 0) {
       if (commit && st == SD_OK) {
         if (rename(o->tmp, o->path) != 0) {
-          local = SD_ERROR(SD_ERR_IO, "cannot rename '%s' to '%s': %s", o->tmp, o->path, strerror(errno));
+          local = SD_ERROR(SD_ERR_IO, "cannot rename '%s' to '%s': %s", o->tmp, o->path,
+                           strerror(errno));
           unlink(o->tmp);
         }
       } else {
@@ -263,7 +277,8 @@ static sd_status out_close(pl_out *o, int commit, sd_status st) {
       }
     }
     sd_status r = sd_par_agree(o->comm, local);
-    if (st == SD_OK) st = r;
+    if (st == SD_OK)
+      st = r;
     sd_par_tmpfile_unregister(o->tmp);
   }
   free(o->tmp);
@@ -277,7 +292,8 @@ static sd_status out_create(pl_out *o, const sd_app *app, const char *path, cons
   o->comm = app->comm;
   o->rank = app->rank;
   o->path = (char *)path;
-  o->file = o->dxpl = o->masks = o->dev = o->det = o->labels = o->lattice = o->frac = H5I_INVALID_HID;
+  o->file = o->dxpl = o->masks = o->dev = o->det = o->labels = o->lattice = o->frac =
+      H5I_INVALID_HID;
   o->n = in->n;
   o->h = in->height;
   o->w = in->width;
@@ -287,13 +303,16 @@ static sd_status out_create(pl_out *o, const sd_app *app, const char *path, cons
     clock_gettime(CLOCK_REALTIME, &ts);
     size_t cap = strlen(path) + 64;
     o->tmp = sd_malloc(cap, 1, "temporary name");
-    if (!o->tmp) st = SD_ERR_NOMEM;
+    if (!o->tmp)
+      st = SD_ERR_NOMEM;
     else
-      snprintf(o->tmp, cap, "%s.tmp-%ld-%lx", path, (long)getpid(),
-               (unsigned long)((unsigned long)ts.tv_sec * 1000000000ul + (unsigned long)ts.tv_nsec));
+      snprintf(
+          o->tmp, cap, "%s.tmp-%ld-%lx", path, (long)getpid(),
+          (unsigned long)((unsigned long)ts.tv_sec * 1000000000ul + (unsigned long)ts.tv_nsec));
   }
   st = sd_par_agree(app->comm, st);
-  if (st == SD_OK) st = sd_par_agree(app->comm, sd_par_bcast_string(app->comm, &o->tmp, 0));
+  if (st == SD_OK)
+    st = sd_par_agree(app->comm, sd_par_bcast_string(app->comm, &o->tmp, 0));
   if (st != SD_OK) {
     free(o->tmp);
     o->tmp = NULL;
@@ -301,7 +320,8 @@ static sd_status out_create(pl_out *o, const sd_app *app, const char *path, cons
   }
   sd_par_tmpfile_register(o->tmp);
   st = sd_par_agree(app->comm, sd_h5_file_create(app->comm, o->tmp, &o->file));
-  if (st == SD_OK) st = sd_par_agree(app->comm, out_contents(o, in, bulk, unknown, method, app));
+  if (st == SD_OK)
+    st = sd_par_agree(app->comm, out_contents(o, in, bulk, unknown, method, app));
   if (st != SD_OK) {
     char msg[2048];
     snprintf(msg, sizeof msg, "cannot write pseudo-labels '%s': %s", path, sd_error_message());
@@ -313,12 +333,13 @@ static sd_status out_create(pl_out *o, const sd_app *app, const char *path, cons
 
 /* ---- preview montage -------------------------------------------------------------------- */
 
-static const uint8_t class_rgb[8][3] = {{0, 0, 0},     {230, 25, 75},  {60, 180, 75}, {255, 225, 25},
-                                        {0, 130, 200}, {245, 130, 48}, {145, 30, 180}, {70, 240, 240}};
+static const uint8_t class_rgb[8][3] = {{0, 0, 0},      {230, 25, 75}, {60, 180, 75},
+                                        {255, 225, 25}, {0, 130, 200}, {245, 130, 48},
+                                        {145, 30, 180}, {70, 240, 240}};
 
 /* Rank 0: rows of (image | deviation | pseudo-label overlay [| true mask overlay]). */
-static sd_status preview_write(const char *path, int k, int h, int w, const float *img, const float *dev,
-                               const uint8_t *mask, const uint8_t *truth) {
+static sd_status preview_write(const char *path, int k, int h, int w, const float *img,
+                               const float *dev, const uint8_t *mask, const uint8_t *truth) {
   int cols = truth ? 4 : 3, gap = 2;
   int pw = cols * (w + gap) - gap, ph = k * (h + gap) - gap;
   uint8_t *rgb = sd_calloc((size_t)pw * ph * 3, 1, "preview");
@@ -328,7 +349,8 @@ static sd_status preview_write(const char *path, int k, int h, int w, const floa
     free(sc);
     return SD_ERR_NOMEM;
   }
-  for (size_t i = 0; i < (size_t)pw * ph * 3; i++) rgb[i] = 255;
+  for (size_t i = 0; i < (size_t)pw * ph * 3; i++)
+    rgb[i] = 255;
   for (int r = 0; r < k; r++) {
     const float *im = img + (size_t)r * h * w;
     memcpy(sc, im, (size_t)h * w * sizeof *sc);
@@ -346,9 +368,12 @@ static sd_status preview_write(const char *path, int k, int h, int w, const floa
           uint8_t *px = rgb + (((size_t)r * (h + gap) + y) * pw + (size_t)c * (w + gap) + x) * 3;
           const uint8_t *mm = c == 2 ? mask : c == 3 ? truth : NULL;
           for (int q = 0; q < 3; q++) {
-            if (c == 1) px[q] = dv[q];
-            else if (mm && mm[i]) px[q] = (uint8_t)((gv + class_rgb[mm[i] % 8 ? mm[i] % 8 : 1][q]) / 2);
-            else px[q] = gv;
+            if (c == 1)
+              px[q] = dv[q];
+            else if (mm && mm[i])
+              px[q] = (uint8_t)((gv + class_rgb[mm[i] % 8 ? mm[i] % 8 : 1][q]) / 2);
+            else
+              px[q] = gv;
           }
         }
       }
@@ -364,9 +389,12 @@ static sd_status preview_write(const char *path, int k, int h, int w, const floa
 static void json_str(FILE *f, const char *s) {
   fputc('"', f);
   for (; *s; s++) {
-    if (*s == '"' || *s == '\\') fputc('\\', f);
-    if ((unsigned char)*s < 0x20) fprintf(f, "\\u%04x", *s);
-    else fputc(*s, f);
+    if (*s == '"' || *s == '\\')
+      fputc('\\', f);
+    if ((unsigned char)*s < 0x20)
+      fprintf(f, "\\u%04x", *s);
+    else
+      fputc(*s, f);
   }
   fputc('"', f);
 }
@@ -377,18 +405,23 @@ typedef struct pl_stats {
   int64_t *count, *det_px, *bdet_px;    /* [nc + 1] images, detected pixels (index nc: unknown) */
 } pl_stats;
 
-static double ratio(int64_t a, int64_t b) { return b > 0 ? (double)a / (double)b : NAN; }
+static double ratio(int64_t a, int64_t b) {
+  return b > 0 ? (double)a / (double)b : NAN;
+}
 
 static void json_num(FILE *f, double v) {
-  if (isfinite(v)) fprintf(f, "%.6f", v);
-  else fprintf(f, "null");
+  if (isfinite(v))
+    fprintf(f, "%.6f", v);
+  else
+    fprintf(f, "null");
 }
 
 static sd_status evaluate_write(const char *path, const sd_stack_info *in, int bulk, int has_truth,
                                 const pl_stats *s, int64_t npx, const sd_app *app) {
   size_t cap = strlen(path) + 32;
   char *tmp = sd_malloc(cap, 1, "temporary name");
-  if (!tmp) return SD_ERR_NOMEM;
+  if (!tmp)
+    return SD_ERR_NOMEM;
   snprintf(tmp, cap, "%s.tmp-%ld", path, (long)getpid());
   FILE *f = fopen(tmp, "w");
   if (!f) {
@@ -402,7 +435,9 @@ static sd_status evaluate_write(const char *path, const sd_stack_info *in, int b
   json_str(f, sd_config_string(app->cfg, "pseudolabel.reference"));
   fprintf(f, ",\n  \"images\": %lld,\n  \"bulk_class\": ", (long long)in->n);
   json_str(f, in->class_names[bulk]);
-  fprintf(f, ",\n  \"baseline\": \"|gaussian_blur(sigma=%g px) - box_mean(%lldx%lld)| > percentile %g of the image\",\n",
+  fprintf(f,
+          ",\n  \"baseline\": \"|gaussian_blur(sigma=%g px) - box_mean(%lldx%lld)| > percentile %g "
+          "of the image\",\n",
           sd_config_float(app->cfg, "pseudolabel.baseline_sigma"),
           (long long)(sd_config_int(app->cfg, "pseudolabel.baseline_box") | 1),
           (long long)(sd_config_int(app->cfg, "pseudolabel.baseline_box") | 1),
@@ -461,8 +496,10 @@ static sd_status pseudolabel_run(sd_app *app) {
   const char *refp = sd_config_string(cfg, "pseudolabel.reference");
   const char *evalp = sd_config_string(cfg, "pseudolabel.evaluate");
   const char *prevp = sd_config_string(cfg, "pseudolabel.preview");
-  if (!*data) return SD_ERROR(SD_ERR_ARG, "pseudolabel needs --data stack.h5 (pseudolabel.data)");
-  if (!*outp) return SD_ERROR(SD_ERR_ARG, "pseudolabel needs --output pseudo.h5 (pseudolabel.output)");
+  if (!*data)
+    return SD_ERROR(SD_ERR_ARG, "pseudolabel needs --data stack.h5 (pseudolabel.data)");
+  if (!*outp)
+    return SD_ERROR(SD_ERR_ARG, "pseudolabel needs --output pseudo.h5 (pseudolabel.output)");
   sd_pl_params p;
   params_from_config(cfg, &p);
   sd_profile_stage_begin("pseudolabel");
@@ -480,17 +517,20 @@ static sd_status pseudolabel_run(sd_app *app) {
                   "with attribute class_names; import with --labels filename or folder)",
                   data);
   if (st == SD_OK && (in->height < 16 || in->width < 16))
-    st = SD_ERROR(SD_ERR_FORMAT, "stack '%s' has %dx%d images: pseudolabel needs at least 16x16", data,
-                  in->width, in->height);
+    st = SD_ERROR(SD_ERR_FORMAT, "stack '%s' has %dx%d images: pseudolabel needs at least 16x16",
+                  data, in->width, in->height);
   if (st == SD_OK && *evalp && !in->has_masks)
-    sd_log_warn("pseudolabel: stack '%s' has no /masks: --evaluate writes areas only, no IoU", data);
-  if (st == SD_OK) st = bulk_class_resolve(cfg, in, data, &bulk);
+    sd_log_warn("pseudolabel: stack '%s' has no /masks: --evaluate writes areas only, no IoU",
+                data);
+  if (st == SD_OK)
+    st = bulk_class_resolve(cfg, in, data, &bulk);
   if (st == SD_OK && has_ref) {
     st = reference_lattice(app->comm, refp, &p, &ref);
     if (st == SD_OK)
       sd_log_info("pseudolabel: reference %s: a1 = (%.3f, %.3f) px, a2 = (%.3f, %.3f) px, %d peaks "
                   "(%.0f%% of their power indexed)",
-                  refp, ref.a1[0], ref.a1[1], ref.a2[0], ref.a2[1], ref.npeaks, 100 * ref.explained);
+                  refp, ref.a1[0], ref.a1[1], ref.a2[0], ref.a2[1], ref.npeaks,
+                  100 * ref.explained);
   }
   if (st != SD_OK) {
     sd_stack_close(&stack, 0);
@@ -511,11 +551,14 @@ static sd_status pseudolabel_run(sd_app *app) {
   }
   int64_t unknown = 0, labelled = 0;
   for (int64_t i = 0; st == SD_OK && i < count; i++) {
-    if (all_labels[first + i] < 0 || all_labels[first + i] >= nc) unknown++;
-    else labelled++;
+    if (all_labels[first + i] < 0 || all_labels[first + i] >= nc)
+      unknown++;
+    else
+      labelled++;
   }
   int64_t cnt[2] = {unknown, labelled};
-  if (st == SD_OK) st = sd_par_allreduce_sum_i64(app->comm, cnt, 2);
+  if (st == SD_OK)
+    st = sd_par_allreduce_sum_i64(app->comm, cnt, 2);
   if (st == SD_OK && n > 0 && cnt[1] == 0)
     st = SD_ERROR(SD_ERR_FORMAT,
                   "stack '%s' has no labelled image (every /labels entry is -1): pseudolabel needs "
@@ -542,8 +585,8 @@ static sd_status pseudolabel_run(sd_app *app) {
            p.deviation.motif_resolution, p.deviation.reg_radius, p.deviation.reg_window,
            p.deviation.noise_window, p.smooth_sigma, sd_config_string(cfg, "pseudolabel.threshold"),
            p.threshold_value, p.min_deviation, p.open_steps, p.close_steps, p.min_area);
-  sd_log_info("pseudolabel: %lld image(s) of %dx%d, %d classes (bulk = %s), on %d rank(s) -> %s", (long long)n,
-              w, h, nc, in->class_names[bulk], app->size, outp);
+  sd_log_info("pseudolabel: %lld image(s) of %dx%d, %d classes (bulk = %s), on %d rank(s) -> %s",
+              (long long)n, w, h, nc, in->class_names[bulk], app->size, outp);
 
   pl_out o;
   st = out_create(&o, app, outp, in, bulk, unknown, method);
@@ -567,10 +610,12 @@ static sd_status pseudolabel_run(sd_app *app) {
   pl_stats s = {.nc = nc};
   int64_t *counts = sd_calloc((size_t)(7 * nc + 3), sizeof(int64_t), "statistics");
   sd_pl *pl = NULL;
-  st = (img && dev && det && msk && base && bmask && latv && frac && counts && (!want_truth || truth))
+  st = (img && dev && det && msk && base && bmask && latv && frac && counts &&
+        (!want_truth || truth))
            ? SD_OK
            : SD_ERR_NOMEM;
-  if (st == SD_OK) st = sd_pl_create(h, w, &p, &pl);
+  if (st == SD_OK)
+    st = sd_pl_create(h, w, &p, &pl);
   st = sd_par_agree(app->comm, st);
   if (counts) {
     s.inter = counts;
@@ -582,18 +627,21 @@ static sd_status pseudolabel_run(sd_app *app) {
     s.bdet_px = counts + 6 * nc + 2;
   }
   int64_t rounds = (count + PL_BATCH - 1) / PL_BATCH, nolattice = 0;
-  if (st == SD_OK) st = sd_par_agree(app->comm, sd_par_allreduce_max_i64(app->comm, &rounds, 1));
+  if (st == SD_OK)
+    st = sd_par_agree(app->comm, sd_par_allreduce_max_i64(app->comm, &rounds, 1));
   sd_progress prog;
   sd_progress_begin(&prog, "pseudolabel", n);
   int64_t done = 0;
   for (int64_t r = 0; st == SD_OK && r < rounds; r++) {
     int64_t b0 = first + done;
     int64_t nb = count - done < PL_BATCH ? count - done : PL_BATCH;
-    if (nb < 0) nb = 0;
+    if (nb < 0)
+      nb = 0;
     double t = sd_profile_phase_begin();
     st = sd_stack_read(stack, b0, nb, img, NULL, want_truth ? truth : NULL);
     sd_profile_phase_end(SD_PHASE_IO, t);
-    if (st != SD_OK) break;
+    if (st != SD_OK)
+      break;
     t = sd_profile_phase_begin();
     sd_status lst = SD_OK;
     for (int64_t i = 0; i < nb && lst == SD_OK; i++) {
@@ -604,11 +652,13 @@ static sd_status pseudolabel_run(sd_app *app) {
       lst = sd_pl_image(pl, img + off, has_ref ? &ref : NULL, dev + off, det + off, &lat, &ok);
       if (lst != SD_OK) {
         char msg[2048];
-        snprintf(msg, sizeof msg, "image %lld of '%s': %s", (long long)(b0 + i), data, sd_error_message());
+        snprintf(msg, sizeof msg, "image %lld of '%s': %s", (long long)(b0 + i), data,
+                 sd_error_message());
         sd_error_set_message(lst, msg);
         break;
       }
-      if (!ok) nolattice++;
+      if (!ok)
+        nolattice++;
       double *lv = latv + 4 * i;
       lv[0] = ok ? lat.a1[0] : NAN;
       lv[1] = ok ? lat.a1[1] : NAN;
@@ -616,7 +666,8 @@ static sd_status pseudolabel_run(sd_app *app) {
       lv[3] = ok ? lat.a2[1] : NAN;
       sd_pl_mask(det + off, npx, lab, bulk, msk + off);
       int64_t dcount = 0;
-      for (size_t q = 0; q < npx; q++) dcount += det[off + q];
+      for (size_t q = 0; q < npx; q++)
+        dcount += det[off + q];
       frac[i] = (float)((double)dcount / (double)npx);
       int cls = lab >= 0 && lab < nc ? lab : nc;
       s.count[cls]++;
@@ -624,7 +675,8 @@ static sd_status pseudolabel_run(sd_app *app) {
       if (*evalp) {
         sd_pl_baseline(pl, img + off, base);
         int64_t bc = 0;
-        for (size_t q = 0; q < npx; q++) bc += base[q];
+        for (size_t q = 0; q < npx; q++)
+          bc += base[q];
         s.bdet_px[cls] += bc;
         if (want_truth) {
           sd_pl_mask(base, npx, lab, bulk, bmask);
@@ -635,14 +687,20 @@ static sd_status pseudolabel_run(sd_app *app) {
     }
     sd_profile_phase_end(SD_PHASE_COMPUTE, t);
     st = sd_par_agree(app->comm, lst);
-    if (st != SD_OK) break;
+    if (st != SD_OK)
+      break;
     t = sd_profile_phase_begin();
     st = rows_write(&o, o.masks, "/masks", H5T_NATIVE_UINT8, b0, nb, msk);
-    if (st == SD_OK) st = rows_write(&o, o.dev, "/deviation", H5T_NATIVE_FLOAT, b0, nb, dev);
-    if (st == SD_OK) st = rows_write(&o, o.det, "/detected", H5T_NATIVE_UINT8, b0, nb, det);
-    if (st == SD_OK) st = rows_write(&o, o.labels, "/labels", H5T_NATIVE_INT32, b0, nb, all_labels + b0);
-    if (st == SD_OK) st = rows_write(&o, o.lattice, "/lattice", H5T_NATIVE_DOUBLE, b0, nb, latv);
-    if (st == SD_OK) st = rows_write(&o, o.frac, "/detected_fraction", H5T_NATIVE_FLOAT, b0, nb, frac);
+    if (st == SD_OK)
+      st = rows_write(&o, o.dev, "/deviation", H5T_NATIVE_FLOAT, b0, nb, dev);
+    if (st == SD_OK)
+      st = rows_write(&o, o.det, "/detected", H5T_NATIVE_UINT8, b0, nb, det);
+    if (st == SD_OK)
+      st = rows_write(&o, o.labels, "/labels", H5T_NATIVE_INT32, b0, nb, all_labels + b0);
+    if (st == SD_OK)
+      st = rows_write(&o, o.lattice, "/lattice", H5T_NATIVE_DOUBLE, b0, nb, latv);
+    if (st == SD_OK)
+      st = rows_write(&o, o.frac, "/detected_fraction", H5T_NATIVE_FLOAT, b0, nb, frac);
     sd_profile_phase_end(SD_PHASE_IO, t);
     sd_profile_add_bytes(SD_PHASE_IO, nb * (int64_t)npx * 6);
     st = sd_par_agree(app->comm, st);
@@ -655,39 +713,48 @@ static sd_status pseudolabel_run(sd_app *app) {
     sd_progress_end(&prog);
   }
   /* statistics over ranks */
-  if (st == SD_OK) st = sd_par_agree(app->comm, sd_par_allreduce_sum_i64(app->comm, counts, 7 * nc + 3));
-  if (st == SD_OK) st = sd_par_agree(app->comm, sd_par_allreduce_sum_i64(app->comm, &nolattice, 1));
+  if (st == SD_OK)
+    st = sd_par_agree(app->comm, sd_par_allreduce_sum_i64(app->comm, counts, 7 * nc + 3));
+  if (st == SD_OK)
+    st = sd_par_agree(app->comm, sd_par_allreduce_sum_i64(app->comm, &nolattice, 1));
   if (st == SD_OK) {
     if (nolattice > 0)
       sd_log_warn("pseudolabel: no lattice found in %lld image(s): their deviation is the z-scored "
                   "image and their detection is empty (/lattice = NaN)",
                   (long long)nolattice);
     for (int c = 0; c < nc; c++) {
-      if (!s.count[c]) continue;
+      if (!s.count[c])
+        continue;
       double fr = ratio(s.det_px[c], s.count[c] * (int64_t)npx);
       if (want_truth)
-        sd_log_info("pseudolabel:   %-16s %5lld images, detected area %5.1f%%, IoU %.3f (baseline %.3f)%s",
-                    in->class_names[c], (long long)s.count[c], 100 * fr, ratio(s.inter[c], s.uni[c]),
-                    ratio(s.binter[c], s.buni[c]), c == bulk ? "  [bulk: false alarm]" : "");
+        sd_log_info(
+            "pseudolabel:   %-16s %5lld images, detected area %5.1f%%, IoU %.3f (baseline %.3f)%s",
+            in->class_names[c], (long long)s.count[c], 100 * fr, ratio(s.inter[c], s.uni[c]),
+            ratio(s.binter[c], s.buni[c]), c == bulk ? "  [bulk: false alarm]" : "");
       else
-        sd_log_info("pseudolabel:   %-16s %5lld images, detected area %5.1f%%%s", in->class_names[c],
-                    (long long)s.count[c], 100 * fr, c == bulk ? "  [bulk: false alarm]" : "");
+        sd_log_info("pseudolabel:   %-16s %5lld images, detected area %5.1f%%%s",
+                    in->class_names[c], (long long)s.count[c], 100 * fr,
+                    c == bulk ? "  [bulk: false alarm]" : "");
     }
   }
   /* preview: rank 0 recomputes its first images (read collectively) */
   if (st == SD_OK && *prevp) {
     int k = (int)sd_config_int(cfg, "pseudolabel.preview_count");
-    if (k > n) k = (int)n;
+    if (k > n)
+      k = (int)n;
     int64_t kk = app->rank == 0 ? k : 0;
     float *pimg = sd_malloc((size_t)(k > 0 ? k : 1) * npx, sizeof *pimg, "preview images");
     float *pdev = sd_malloc((size_t)(k > 0 ? k : 1) * npx, sizeof *pdev, "preview deviation");
     uint8_t *pm = sd_malloc((size_t)(k > 0 ? k : 1) * npx, 1, "preview masks");
-    uint8_t *pt = in->has_masks ? sd_malloc((size_t)(k > 0 ? k : 1) * npx, 1, "preview truth") : NULL;
-    st = sd_par_agree(app->comm, (pimg && pdev && pm && (!in->has_masks || pt)) ? SD_OK : SD_ERR_NOMEM);
+    uint8_t *pt =
+        in->has_masks ? sd_malloc((size_t)(k > 0 ? k : 1) * npx, 1, "preview truth") : NULL;
+    st = sd_par_agree(app->comm,
+                      (pimg && pdev && pm && (!in->has_masks || pt)) ? SD_OK : SD_ERR_NOMEM);
     /* images spread evenly over the stack (stacks are often sorted by class) */
     int64_t *pidx = sd_malloc((size_t)(k > 0 ? k : 1), sizeof *pidx, "preview indices");
     int32_t *plab = sd_malloc((size_t)(k > 0 ? k : 1), sizeof *plab, "preview labels");
-    if ((!pidx || !plab) && st == SD_OK) st = SD_ERR_NOMEM;
+    if ((!pidx || !plab) && st == SD_OK)
+      st = SD_ERR_NOMEM;
     st = sd_par_agree(app->comm, st);
     for (int i = 0; st == SD_OK && i < k; i++) {
       pidx[i] = (int64_t)i * n / k;
@@ -701,11 +768,14 @@ static sd_status pseudolabel_run(sd_app *app) {
                           det, NULL, NULL);
         sd_pl_mask(det, npx, plab[i], bulk, pm + (size_t)i * npx);
       }
-      if (pst == SD_OK) pst = preview_write(prevp, k, h, w, pimg, pdev, pm, pt);
+      if (pst == SD_OK)
+        pst = preview_write(prevp, k, h, w, pimg, pdev, pm, pt);
     }
-    if (st == SD_OK) st = sd_par_agree(app->comm, pst);
-    if (st == SD_OK) sd_log_info("pseudolabel: preview (image | deviation | pseudo-label%s) -> %s",
-                                 pt ? " | true mask" : "", prevp);
+    if (st == SD_OK)
+      st = sd_par_agree(app->comm, pst);
+    if (st == SD_OK)
+      sd_log_info("pseudolabel: preview (image | deviation | pseudo-label%s) -> %s",
+                  pt ? " | true mask" : "", prevp);
     free(pidx);
     free(plab);
     free(pimg);
@@ -715,9 +785,11 @@ static sd_status pseudolabel_run(sd_app *app) {
   }
   if (st == SD_OK && *evalp) {
     sd_status est = SD_OK;
-    if (app->rank == 0) est = evaluate_write(evalp, in, bulk, want_truth, &s, (int64_t)npx, app);
+    if (app->rank == 0)
+      est = evaluate_write(evalp, in, bulk, want_truth, &s, (int64_t)npx, app);
     st = sd_par_agree(app->comm, est);
-    if (st == SD_OK) sd_log_info("pseudolabel: evaluation -> %s", evalp);
+    if (st == SD_OK)
+      sd_log_info("pseudolabel: evaluation -> %s", evalp);
   }
   sd_pl_destroy(&pl);
   free(img);
@@ -733,9 +805,11 @@ static sd_status pseudolabel_run(sd_app *app) {
   free(all_labels);
   st = out_close(&o, 1, st);
   sd_status cst = sd_stack_close(&stack, 0);
-  if (st == SD_OK) st = cst;
+  if (st == SD_OK)
+    st = cst;
   sd_profile_stage_end(count);
-  if (st == SD_OK) sd_log_info("pseudolabel: wrote %s", outp);
+  if (st == SD_OK)
+    sd_log_info("pseudolabel: wrote %s", outp);
   return st;
 }
 

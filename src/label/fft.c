@@ -8,7 +8,8 @@
 
 int sd_fft_next_pow2(int n) {
   int p = 1;
-  while (p < n) p <<= 1;
+  while (p < n)
+    p <<= 1;
   return p;
 }
 
@@ -18,7 +19,8 @@ sd_status sd_fft_1d(double *data, int n, int inverse) {
   /* bit reversal */
   for (int i = 1, j = 0; i < n; i++) {
     int bit = n >> 1;
-    for (; j & bit; bit >>= 1) j ^= bit;
+    for (; j & bit; bit >>= 1)
+      j ^= bit;
     j ^= bit;
     if (i < j) {
       double tr = data[2 * i], ti = data[2 * i + 1];
@@ -48,12 +50,14 @@ sd_status sd_fft_1d(double *data, int n, int inverse) {
     }
   }
   if (inverse)
-    for (int i = 0; i < 2 * n; i++) data[i] /= n;
+    for (int i = 0; i < 2 * n; i++)
+      data[i] /= n;
   return SD_OK;
 }
 
 sd_status sd_fft_2d(double *data, int ny, int nx, int inverse, double *scratch) {
-  for (int y = 0; y < ny; y++) SD_CHECK(sd_fft_1d(data + (size_t)2 * y * nx, nx, inverse));
+  for (int y = 0; y < ny; y++)
+    SD_CHECK(sd_fft_1d(data + (size_t)2 * y * nx, nx, inverse));
   for (int x = 0; x < nx; x++) {
     for (int y = 0; y < ny; y++) {
       scratch[2 * y] = data[((size_t)y * nx + x) * 2];

@@ -19,16 +19,19 @@ void sd_deviation_params_default(sd_deviation_params *p) {
 
 enum { NPROD = 14 }; /* 10 entries of the symmetric 4x4 normal matrix + 4 right-hand sides */
 
-sd_status sd_deviation_ws_create(int h, int w, const sd_deviation_params *p, sd_deviation_ws **out) {
+sd_status sd_deviation_ws_create(int h, int w, const sd_deviation_params *p,
+                                 sd_deviation_ws **out) {
   if (!out || !p || h < 8 || w < 8)
     return SD_ERROR(SD_ERR_ARG, "deviation workspace needs an image of at least 8x8 pixels");
   if (p->motif_resolution < 2 || p->motif_resolution > 256 || p->fold_iterations < 1 ||
       p->noise_window < 3 || p->reg_iterations < 0)
-    return SD_ERROR(SD_ERR_ARG, "deviation parameters out of range (motif resolution %d, fold "
-                    "iterations %d, noise window %d)", p->motif_resolution, p->fold_iterations,
-                    p->noise_window);
+    return SD_ERROR(SD_ERR_ARG,
+                    "deviation parameters out of range (motif resolution %d, fold "
+                    "iterations %d, noise window %d)",
+                    p->motif_resolution, p->fold_iterations, p->noise_window);
   sd_deviation_ws *ws = sd_calloc(1, sizeof *ws, "deviation workspace");
-  if (!ws) return SD_ERR_NOMEM;
+  if (!ws)
+    return SD_ERR_NOMEM;
   size_t n = (size_t)h * w;
   ws->h = h;
   ws->w = w;
@@ -56,7 +59,8 @@ sd_status sd_deviation_ws_create(int h, int w, const sd_deviation_params *p, sd_
 }
 
 void sd_deviation_ws_destroy(sd_deviation_ws **wsp) {
-  if (!wsp || !*wsp) return;
+  if (!wsp || !*wsp)
+    return;
   sd_deviation_ws *ws = *wsp;
   free(ws->motif);
   free(ws->predicted);
@@ -88,24 +92,33 @@ static float select_kth(float *v, size_t n, size_t k) {
   size_t lo = 0, hi = n - 1;
   while (lo < hi) {
     size_t mid = lo + (hi - lo) / 2;
-    if (v[mid] < v[lo]) swapf(&v[mid], &v[lo]);
-    if (v[hi] < v[lo]) swapf(&v[hi], &v[lo]);
-    if (v[hi] < v[mid]) swapf(&v[hi], &v[mid]);
+    if (v[mid] < v[lo])
+      swapf(&v[mid], &v[lo]);
+    if (v[hi] < v[lo])
+      swapf(&v[hi], &v[lo]);
+    if (v[hi] < v[mid])
+      swapf(&v[hi], &v[mid]);
     float piv = v[mid];
     size_t i = lo, j = hi;
     while (i <= j) {
-      while (v[i] < piv) i++;
-      while (v[j] > piv) j--;
+      while (v[i] < piv)
+        i++;
+      while (v[j] > piv)
+        j--;
       if (i <= j) {
         swapf(&v[i], &v[j]);
         i++;
-        if (j == 0) break;
+        if (j == 0)
+          break;
         j--;
       }
     }
-    if (k <= j) hi = j;
-    else if (k >= i) lo = i;
-    else return v[k];
+    if (k <= j)
+      hi = j;
+    else if (k >= i)
+      lo = i;
+    else
+      return v[k];
   }
   return v[k];
 }
@@ -113,17 +126,21 @@ static float select_kth(float *v, size_t n, size_t k) {
 /* Median (the mean of the two middle values for even n); reorders v. n >= 1. */
 static float median_inplace(float *v, size_t n) {
   float a = select_kth(v, n, n / 2);
-  if (n % 2) return a;
+  if (n % 2)
+    return a;
   float b = v[0];
   for (size_t i = 1; i < n / 2; i++) /* largest of the lower half after the selection */
-    if (v[i] > b) b = v[i];
+    if (v[i] > b)
+      b = v[i];
   return 0.5f * (a + b);
 }
 
 static int grow(float **buf, size_t *cap, size_t need) {
-  if (need <= *cap) return 1;
+  if (need <= *cap)
+    return 1;
   float *nb = sd_realloc(*buf, need, sizeof(float), "fold samples");
-  if (!nb) return 0;
+  if (!nb)
+    return 0;
   *buf = nb;
   *cap = need;
   return 1;
@@ -131,13 +148,19 @@ static int grow(float **buf, size_t *cap, size_t need) {
 
 /* Bilinear sample of (h, w) at (x, y), clamped to the image. */
 static float bilerp(const float *img, int h, int w, double x, double y) {
-  if (x < 0) x = 0;
-  if (y < 0) y = 0;
-  if (x > w - 1) x = w - 1;
-  if (y > h - 1) y = h - 1;
+  if (x < 0)
+    x = 0;
+  if (y < 0)
+    y = 0;
+  if (x > w - 1)
+    x = w - 1;
+  if (y > h - 1)
+    y = h - 1;
   int x0 = (int)x, y0 = (int)y;
-  if (x0 > w - 2) x0 = w - 2;
-  if (y0 > h - 2) y0 = h - 2;
+  if (x0 > w - 2)
+    x0 = w - 2;
+  if (y0 > h - 2)
+    y0 = h - 2;
   double fx = x - x0, fy = y - y0;
   const float *r0 = img + (size_t)y0 * w, *r1 = r0 + w;
   return (float)((1 - fy) * ((1 - fx) * r0[x0] + fx * r0[x0 + 1]) +
@@ -146,13 +169,19 @@ static float bilerp(const float *img, int h, int w, double x, double y) {
 
 /* Bilinear sample of the shift field (h, w, 2) at (x, y). */
 static void shift_at(const float *s, int h, int w, double x, double y, double out[2]) {
-  if (x < 0) x = 0;
-  if (y < 0) y = 0;
-  if (x > w - 1) x = w - 1;
-  if (y > h - 1) y = h - 1;
+  if (x < 0)
+    x = 0;
+  if (y < 0)
+    y = 0;
+  if (x > w - 1)
+    x = w - 1;
+  if (y > h - 1)
+    y = h - 1;
   int x0 = (int)x, y0 = (int)y;
-  if (x0 > w - 2) x0 = w - 2;
-  if (y0 > h - 2) y0 = h - 2;
+  if (x0 > w - 2)
+    x0 = w - 2;
+  if (y0 > h - 2)
+    y0 = h - 2;
   double fx = x - x0, fy = y - y0;
   for (int c = 0; c < 2; c++) {
     const float *r0 = s + ((size_t)y0 * w) * 2 + c, *r1 = r0 + (size_t)w * 2;
@@ -183,7 +212,8 @@ sd_status sd_motif_fold(const float *img, int h, int w, const sd_lattice *lat, i
   double cx[4] = {0, w - 1, 0, w - 1}, cy[4] = {0, 0, h - 1, h - 1};
   double f1lo = 1e300, f1hi = -1e300, f2lo = 1e300, f2hi = -1e300;
   for (int c = 0; c < 4; c++) {
-    double f1 = lat->b1[0] * cx[c] + lat->b1[1] * cy[c], f2 = lat->b2[0] * cx[c] + lat->b2[1] * cy[c];
+    double f1 = lat->b1[0] * cx[c] + lat->b1[1] * cy[c],
+           f2 = lat->b2[0] * cx[c] + lat->b2[1] * cy[c];
     f1lo = fmin(f1lo, f1);
     f1hi = fmax(f1hi, f1);
     f2lo = fmin(f2lo, f2);
@@ -194,7 +224,8 @@ sd_status sd_motif_fold(const float *img, int h, int w, const sd_lattice *lat, i
   size_t need = (size_t)(n1b - n1a + 1) * (size_t)(n2b - n2a + 1);
   if (need > ((size_t)1 << 31))
     return SD_ERROR(SD_ERR_ARG, "lattice too fine for the fold (%zu cells)", need);
-  if (!grow(samples, cap, need)) return SD_ERR_NOMEM;
+  if (!grow(samples, cap, need))
+    return SD_ERR_NOMEM;
   float *sv = *samples;
   double sum = 0;
   int nsum = 0;
@@ -206,14 +237,16 @@ sd_status sd_motif_fold(const float *img, int h, int w, const sd_lattice *lat, i
         for (long n2 = n2a; n2 <= n2b; n2++) {
           double qx = (u + n1) * lat->a1[0] + (v + n2) * lat->a2[0];
           double qy = (u + n1) * lat->a1[1] + (v + n2) * lat->a2[1];
-          if (qx < 0 || qy < 0 || qx > w - 1 || qy > h - 1) continue;
+          if (qx < 0 || qy < 0 || qx > w - 1 || qy > h - 1)
+            continue;
           double x = qx, y = qy;
           if (shift) {
             double s[2];
             shift_at(shift, h, w, qx, qy, s);
             x += s[0];
             y += s[1];
-            if (x < 0 || y < 0 || x > w - 1 || y > h - 1) continue;
+            if (x < 0 || y < 0 || x > w - 1 || y > h - 1)
+              continue;
           }
           float val = bilerp(img, h, w, x, y);
           if (gain && offset) {
@@ -229,9 +262,11 @@ sd_status sd_motif_fold(const float *img, int h, int w, const sd_lattice *lat, i
         nsum++;
       }
     }
-  if (nsum == 0) return SD_ERROR(SD_ERR_ARG, "lattice cell does not fit in a %dx%d image", w, h);
+  if (nsum == 0)
+    return SD_ERROR(SD_ERR_ARG, "lattice cell does not fit in a %dx%d image", w, h);
   for (int i = 0; i < m * m; i++)
-    if (isnan(motif[i])) motif[i] = (float)(sum / nsum);
+    if (isnan(motif[i]))
+      motif[i] = (float)(sum / nsum);
   return SD_OK;
 }
 
@@ -251,7 +286,8 @@ void sd_motif_render(const float *motif, int m, const sd_lattice *lat, const flo
       if (grad) {
         /* central differences over +-0.5 px */
         double hx1 = 0.5 * b1[0], hx2 = 0.5 * b2[0], hy1 = 0.5 * b1[1], hy2 = 0.5 * b2[1];
-        grad[2 * i] = motif_at(motif, m, f1 + hx1, f2 + hx2) - motif_at(motif, m, f1 - hx1, f2 - hx2);
+        grad[2 * i] =
+            motif_at(motif, m, f1 + hx1, f2 + hx2) - motif_at(motif, m, f1 - hx1, f2 - hx2);
         grad[2 * i + 1] =
             motif_at(motif, m, f1 + hy1, f2 + hy2) - motif_at(motif, m, f1 - hy1, f2 - hy2);
       }
@@ -269,12 +305,15 @@ static int solve4(const double e[10], const double b[4], double x[4]) {
     for (int c = r; c < 4; c++) {
       a[r][c] = a[c][r] = e[idx++];
     }
-  for (int r = 0; r < 4; r++) a[r][4] = b[r];
+  for (int r = 0; r < 4; r++)
+    a[r][4] = b[r];
   for (int c = 0; c < 4; c++) {
     int piv = c;
     for (int r = c + 1; r < 4; r++)
-      if (fabs(a[r][c]) > fabs(a[piv][c])) piv = r;
-    if (fabs(a[piv][c]) < 1e-12) return 0;
+      if (fabs(a[r][c]) > fabs(a[piv][c]))
+        piv = r;
+    if (fabs(a[piv][c]) < 1e-12)
+      return 0;
     if (piv != c)
       for (int k = 0; k < 5; k++) {
         double t = a[c][k];
@@ -283,12 +322,14 @@ static int solve4(const double e[10], const double b[4], double x[4]) {
       }
     for (int r = c + 1; r < 4; r++) {
       double f = a[r][c] / a[c][c];
-      for (int k = c; k < 5; k++) a[r][k] -= f * a[c][k];
+      for (int k = c; k < 5; k++)
+        a[r][k] -= f * a[c][k];
     }
   }
   for (int r = 3; r >= 0; r--) {
     double s = a[r][4];
-    for (int k = r + 1; k < 4; k++) s -= a[r][k] * x[k];
+    for (int k = r + 1; k < 4; k++)
+      s -= a[r][k] * x[k];
     x[r] = s / a[r][r];
   }
   return 1;
@@ -298,10 +339,10 @@ static int solve4(const double e[10], const double b[4], double x[4]) {
 static float robust_sigma(const float *v, size_t n, float *scratch) {
   memcpy(scratch, v, n * sizeof *scratch);
   float med = median_inplace(scratch, n);
-  for (size_t i = 0; i < n; i++) scratch[i] = fabsf(v[i] - med);
+  for (size_t i = 0; i < n; i++)
+    scratch[i] = fabsf(v[i] - med);
   return 1.4826f * median_inplace(scratch, n);
 }
-
 
 /* Windowed sum approximating a Gaussian of standard deviation sigma: three box sums of
  * radius b ((2b+1)^2 - 1 = 4 sigma^2, so the variance is about sigma^2) along rows, then
@@ -309,12 +350,14 @@ static float robust_sigma(const float *v, size_t n, float *scratch) {
  * whatever sigma. line: max(h, w) + 1 doubles of scratch. In place on v (h, w). */
 static void box3_sum(float *v, int h, int w, double sigma, double *line) {
   int b = (int)lround((sqrt(4.0 * sigma * sigma + 1.0) - 1.0) / 2.0);
-  if (b < 1) b = 1;
+  if (b < 1)
+    b = 1;
   for (int pass = 0; pass < 3; pass++) {
     for (int y = 0; y < h; y++) {
       float *row = v + (size_t)y * w;
       line[0] = 0;
-      for (int x = 0; x < w; x++) line[x + 1] = line[x] + row[x];
+      for (int x = 0; x < w; x++)
+        line[x + 1] = line[x] + row[x];
       for (int x = 0; x < w; x++) {
         int lo = x - b < 0 ? 0 : x - b, hi = x + b >= w ? w - 1 : x + b;
         row[x] = (float)(line[hi + 1] - line[lo]);
@@ -322,7 +365,8 @@ static void box3_sum(float *v, int h, int w, double sigma, double *line) {
     }
     for (int x = 0; x < w; x++) {
       line[0] = 0;
-      for (int y = 0; y < h; y++) line[y + 1] = line[y] + v[(size_t)y * w + x];
+      for (int y = 0; y < h; y++)
+        line[y + 1] = line[y] + v[(size_t)y * w + x];
       for (int y = 0; y < h; y++) {
         int lo = y - b < 0 ? 0 : y - b, hi = y + b >= h ? h - 1 : y + b;
         v[(size_t)y * w + x] = (float)(line[hi + 1] - line[lo]);
@@ -337,9 +381,11 @@ static void register_step(sd_deviation_ws *ws, const float *img, const sd_lattic
   size_t n = (size_t)h * w;
   float *P = ws->predicted, *G = ws->grad, *wt = ws->weight;
   sd_motif_render(ws->motif, m, lat, ws->shift, h, w, P, G);
-  for (size_t i = 0; i < n; i++) ws->residual[i] = img[i] - (ws->gain[i] * P[i] + ws->offset[i]);
+  for (size_t i = 0; i < n; i++)
+    ws->residual[i] = img[i] - (ws->gain[i] * P[i] + ws->offset[i]);
   float sig = robust_sigma(ws->residual, n, ws->tmp);
-  if (!(sig > 1e-12f)) sig = 1e-12f;
+  if (!(sig > 1e-12f))
+    sig = 1e-12f;
   for (size_t i = 0; i < n; i++) {
     float z = ws->residual[i] / (3.0f * sig);
     wt[i] = 1.0f / (1.0f + z * z);
@@ -349,15 +395,20 @@ static void register_step(sd_deviation_ws *ws, const float *img, const sd_lattic
     float phi[4] = {P[i], 1.0f, -G[2 * i], -G[2 * i + 1]};
     int k = 0;
     for (int a = 0; a < 4; a++)
-      for (int b = a; b < 4; b++) pr[(size_t)(k++) * n + i] = wt[i] * phi[a] * phi[b];
-    for (int a = 0; a < 4; a++) pr[(size_t)(10 + a) * n + i] = wt[i] * phi[a] * img[i];
+      for (int b = a; b < 4; b++)
+        pr[(size_t)(k++) * n + i] = wt[i] * phi[a] * phi[b];
+    for (int a = 0; a < 4; a++)
+      pr[(size_t)(10 + a) * n + i] = wt[i] * phi[a] * img[i];
   }
-  for (int k = 0; k < NPROD; k++) box3_sum(pr + (size_t)k * n, h, w, ws->p.reg_window, ws->line);
+  for (int k = 0; k < NPROD; k++)
+    box3_sum(pr + (size_t)k * n, h, w, ws->p.reg_window, ws->line);
   double rad = ws->p.reg_radius;
   for (size_t i = 0; i < n; i++) {
     double e[10], b[4], x[4];
-    for (int k = 0; k < 10; k++) e[k] = pr[(size_t)k * n + i];
-    for (int a = 0; a < 4; a++) b[a] = pr[(size_t)(10 + a) * n + i];
+    for (int k = 0; k < 10; k++)
+      e[k] = pr[(size_t)k * n + i];
+    for (int a = 0; a < 4; a++)
+      b[a] = pr[(size_t)(10 + a) * n + i];
     /* ridge: keeps flat regions (no gradient) and the borders well posed; entries 0, 4, 7, 9
      * are the diagonal of the packed upper triangle */
     double tr = e[7] + e[9];
@@ -365,9 +416,11 @@ static void register_step(sd_deviation_ws *ws, const float *img, const sd_lattic
     e[4] *= 1.0 + 1e-6;
     e[7] += 1e-3 * tr + 1e-9;
     e[9] += 1e-3 * tr + 1e-9;
-    if (!solve4(e, b, x)) continue;
+    if (!solve4(e, b, x))
+      continue;
     double g = x[0];
-    if (!(g > 0.05) || !isfinite(g)) continue;
+    if (!(g > 0.05) || !isfinite(g))
+      continue;
     ws->gain[i] = (float)g;
     ws->offset[i] = (float)x[1];
     if (rad > 0) {
@@ -396,7 +449,8 @@ static sd_status local_noise(sd_deviation_ws *ws) {
   int step = nw / 4 > 1 ? nw / 4 : 1;
   int gw = (w - 1) / step + 2, gh = (h - 1) / step + 2;
   /* grid values stored in tmp (gw * gh <= h * w as step >= 1 ... ensure) */
-  if ((size_t)gw * gh > n) return SD_ERROR(SD_ERR_INTERNAL, "noise grid larger than the image");
+  if ((size_t)gw * gh > n)
+    return SD_ERROR(SD_ERR_INTERNAL, "noise grid larger than the image");
   float *grid = ws->tmp;
   for (int gy = 0; gy < gh; gy++)
     for (int gx = 0; gx < gw; gx++) {
@@ -405,26 +459,29 @@ static sd_status local_noise(sd_deviation_ws *ws) {
       int y0 = cy - half < 0 ? 0 : cy - half, y1 = cy + half >= h ? h - 1 : cy + half;
       size_t k = 0;
       for (int y = y0; y <= y1; y++)
-        for (int x = x0; x <= x1; x++) ws->samples[k++] = ws->residual[(size_t)y * w + x];
+        for (int x = x0; x <= x1; x++)
+          ws->samples[k++] = ws->residual[(size_t)y * w + x];
       float med = median_inplace(ws->samples, k);
-      for (size_t q = 0; q < k; q++) ws->samples[q] = fabsf(ws->samples[q] - med);
+      for (size_t q = 0; q < k; q++)
+        ws->samples[q] = fabsf(ws->samples[q] - med);
       float s = 1.4826f * median_inplace(ws->samples, k);
       grid[gy * gw + gx] = s < floor_sig ? floor_sig : s > ceil_sig ? ceil_sig : s;
     }
   for (int y = 0; y < h; y++) {
     double gyf = (double)y / step;
     int gy0 = (int)gyf;
-    if (gy0 > gh - 2) gy0 = gh - 2;
+    if (gy0 > gh - 2)
+      gy0 = gh - 2;
     double fy = gyf - gy0;
     for (int x = 0; x < w; x++) {
       double gxf = (double)x / step;
       int gx0 = (int)gxf;
-      if (gx0 > gw - 2) gx0 = gw - 2;
+      if (gx0 > gw - 2)
+        gx0 = gw - 2;
       double fx = gxf - gx0;
       const float *r0 = grid + gy0 * gw, *r1 = r0 + gw;
-      ws->noise[(size_t)y * w + x] =
-          (float)((1 - fy) * ((1 - fx) * r0[gx0] + fx * r0[gx0 + 1]) +
-                  fy * ((1 - fx) * r1[gx0] + fx * r1[gx0 + 1]));
+      ws->noise[(size_t)y * w + x] = (float)((1 - fy) * ((1 - fx) * r0[gx0] + fx * r0[gx0 + 1]) +
+                                             fy * ((1 - fx) * r1[gx0] + fx * r1[gx0 + 1]));
     }
   }
   return SD_OK;
@@ -446,7 +503,8 @@ sd_status sd_lattice_deviation(sd_deviation_ws *ws, const float *img, const sd_l
     SD_CHECK(sd_motif_fold(img, h, w, lat, m, registered ? ws->shift : NULL,
                            registered ? ws->gain : NULL, registered ? ws->offset : NULL, ws->motif,
                            &ws->samples, &ws->samples_cap));
-    for (int it = 0; it < ws->p.reg_iterations; it++) register_step(ws, img, lat);
+    for (int it = 0; it < ws->p.reg_iterations; it++)
+      register_step(ws, img, lat);
   }
   sd_motif_render(ws->motif, m, lat, ws->shift, h, w, ws->predicted, NULL);
   for (size_t i = 0; i < n; i++) {

@@ -38,10 +38,12 @@ void sd_pl_params_default(sd_pl_params *p) {
 }
 
 sd_status sd_pl_create(int h, int w, const sd_pl_params *p, sd_pl **out) {
-  if (!out || !p) return SD_ERROR(SD_ERR_ARG, "sd_pl_create: NULL argument");
+  if (!out || !p)
+    return SD_ERROR(SD_ERR_ARG, "sd_pl_create: NULL argument");
   *out = NULL;
   sd_pl *pl = sd_calloc(1, sizeof *pl, "pseudo-label workspace");
-  if (!pl) return SD_ERR_NOMEM;
+  if (!pl)
+    return SD_ERR_NOMEM;
   pl->h = h;
   pl->w = w;
   pl->p = *p;
@@ -67,7 +69,8 @@ sd_status sd_pl_create(int h, int w, const sd_pl_params *p, sd_pl **out) {
 }
 
 void sd_pl_destroy(sd_pl **plp) {
-  if (!plp || !*plp) return;
+  if (!plp || !*plp)
+    return;
   sd_pl *pl = *plp;
   sd_deviation_ws_destroy(&pl->dev);
   free(pl->norm);
@@ -81,7 +84,9 @@ void sd_pl_destroy(sd_pl **plp) {
   *plp = NULL;
 }
 
-const sd_deviation_ws *sd_pl_deviation_ws(const sd_pl *pl) { return pl ? pl->dev : NULL; }
+const sd_deviation_ws *sd_pl_deviation_ws(const sd_pl *pl) {
+  return pl ? pl->dev : NULL;
+}
 
 void sd_pl_erode(uint8_t *m, int h, int w, uint8_t *tmp) {
   memcpy(tmp, m, (size_t)h * w);
@@ -91,7 +96,8 @@ void sd_pl_erode(uint8_t *m, int h, int w, uint8_t *tmp) {
       for (int dy = -1; dy <= 1 && v; dy++)
         for (int dx = -1; dx <= 1; dx++) {
           int yy = y + dy, xx = x + dx;
-          if (yy < 0 || xx < 0 || yy >= h || xx >= w) continue; /* border: no erosion from outside */
+          if (yy < 0 || xx < 0 || yy >= h || xx >= w)
+            continue; /* border: no erosion from outside */
           if (!tmp[(size_t)yy * w + xx]) {
             v = 0;
             break;
@@ -109,7 +115,8 @@ void sd_pl_dilate(uint8_t *m, int h, int w, uint8_t *tmp) {
       for (int dy = -1; dy <= 1 && !v; dy++)
         for (int dx = -1; dx <= 1; dx++) {
           int yy = y + dy, xx = x + dx;
-          if (yy < 0 || xx < 0 || yy >= h || xx >= w) continue;
+          if (yy < 0 || xx < 0 || yy >= h || xx >= w)
+            continue;
           if (tmp[(size_t)yy * w + xx]) {
             v = 1;
             break;
@@ -122,10 +129,12 @@ void sd_pl_dilate(uint8_t *m, int h, int w, uint8_t *tmp) {
 int sd_pl_components_filter(uint8_t *m, int h, int w, int min_area, int32_t *labels,
                             int32_t *stack) {
   size_t n = (size_t)h * w;
-  for (size_t i = 0; i < n; i++) labels[i] = -1;
+  for (size_t i = 0; i < n; i++)
+    labels[i] = -1;
   int kept = 0;
   for (size_t s = 0; s < n; s++) {
-    if (!m[s] || labels[s] >= 0) continue;
+    if (!m[s] || labels[s] >= 0)
+      continue;
     /* flood fill: the component's pixels end up in stack[0..count) */
     size_t top = 0, count = 0;
     stack[top++] = (int32_t)s;
@@ -136,7 +145,8 @@ int sd_pl_components_filter(uint8_t *m, int h, int w, int min_area, int32_t *lab
       for (int dy = -1; dy <= 1; dy++)
         for (int dx = -1; dx <= 1; dx++) {
           int yy = py + dy, xx = px + dx;
-          if (yy < 0 || xx < 0 || yy >= h || xx >= w) continue;
+          if (yy < 0 || xx < 0 || yy >= h || xx >= w)
+            continue;
           size_t q = (size_t)yy * w + xx;
           if (m[q] && labels[q] < 0) {
             labels[q] = 1;
@@ -145,7 +155,8 @@ int sd_pl_components_filter(uint8_t *m, int h, int w, int min_area, int32_t *lab
         }
     }
     if ((int64_t)count < min_area)
-      for (size_t k = 0; k < count; k++) m[stack[k]] = 0;
+      for (size_t k = 0; k < count; k++)
+        m[stack[k]] = 0;
     else
       kept++;
   }
@@ -153,30 +164,37 @@ int sd_pl_components_filter(uint8_t *m, int h, int w, int min_area, int32_t *lab
 }
 
 double sd_pl_otsu(const float *v, size_t n) {
-  if (n == 0) return 0;
+  if (n == 0)
+    return 0;
   float lo = v[0], hi = v[0];
   for (size_t i = 1; i < n; i++) {
-    if (v[i] < lo) lo = v[i];
-    if (v[i] > hi) hi = v[i];
+    if (v[i] < lo)
+      lo = v[i];
+    if (v[i] > hi)
+      hi = v[i];
   }
-  if (!(hi > lo)) return hi;
+  if (!(hi > lo))
+    return hi;
   enum { NB = 256 };
   double hist[NB] = {0};
   double scale = NB / ((double)hi - lo);
   for (size_t i = 0; i < n; i++) {
     int b = (int)((v[i] - lo) * scale);
-    if (b >= NB) b = NB - 1;
+    if (b >= NB)
+      b = NB - 1;
     hist[b] += 1;
   }
   double total = (double)n, sum_all = 0;
-  for (int b = 0; b < NB; b++) sum_all += b * hist[b];
+  for (int b = 0; b < NB; b++)
+    sum_all += b * hist[b];
   double w0 = 0, sum0 = 0, best = -1;
   int bt = 0;
   for (int b = 0; b < NB - 1; b++) {
     w0 += hist[b];
     sum0 += b * hist[b];
     double w1 = total - w0;
-    if (w0 == 0 || w1 == 0) continue;
+    if (w0 == 0 || w1 == 0)
+      continue;
     double m0 = sum0 / w0, m1 = (sum_all - sum0) / w1;
     double between = w0 * w1 * (m0 - m1) * (m0 - m1);
     if (between > best) {
@@ -228,10 +246,13 @@ sd_status sd_pl_image(sd_pl *pl, const float *raw, const sd_lattice *reference, 
       SD_CHECK(st);
     }
   }
-  if (lattice_ok) *lattice_ok = ok;
+  if (lattice_ok)
+    *lattice_ok = ok;
   if (lat_out) {
-    if (ok) *lat_out = lat;
-    else memset(lat_out, 0, sizeof *lat_out);
+    if (ok)
+      *lat_out = lat;
+    else
+      memset(lat_out, 0, sizeof *lat_out);
   }
   if (!ok) {
     memcpy(deviation, pl->norm, n * sizeof *deviation);
@@ -239,25 +260,34 @@ sd_status sd_pl_image(sd_pl *pl, const float *raw, const sd_lattice *reference, 
     return SD_OK;
   }
   /* local RMS deviation */
-  for (size_t i = 0; i < n; i++) pl->energy[i] = deviation[i] * deviation[i];
+  for (size_t i = 0; i < n; i++)
+    pl->energy[i] = deviation[i] * deviation[i];
   sd_gauss_blur(pl->energy, h, w, p->smooth_sigma, 1, pl->tmp, pl->energy);
-  for (size_t i = 0; i < n; i++) pl->energy[i] = sqrtf(pl->energy[i]);
+  for (size_t i = 0; i < n; i++)
+    pl->energy[i] = sqrtf(pl->energy[i]);
   double thr;
   if (p->threshold == SD_PL_THRESHOLD_OTSU) {
     thr = p->threshold_value * sd_pl_otsu(pl->energy, n);
   } else {
     memcpy(pl->scratch, pl->energy, n * sizeof(float));
     float med = sd_median(pl->scratch, n, pl->tmp);
-    for (size_t i = 0; i < n; i++) pl->scratch[i] = fabsf(pl->energy[i] - med);
+    for (size_t i = 0; i < n; i++)
+      pl->scratch[i] = fabsf(pl->energy[i] - med);
     float mad = sd_median(pl->scratch, n, pl->tmp);
     thr = med + p->threshold_value * 1.4826 * mad;
   }
-  if (thr < p->min_deviation) thr = p->min_deviation;
-  for (size_t i = 0; i < n; i++) detected[i] = pl->energy[i] > thr;
-  for (int k = 0; k < p->open_steps; k++) sd_pl_erode(detected, h, w, pl->btmp);
-  for (int k = 0; k < p->open_steps; k++) sd_pl_dilate(detected, h, w, pl->btmp);
-  for (int k = 0; k < p->close_steps; k++) sd_pl_dilate(detected, h, w, pl->btmp);
-  for (int k = 0; k < p->close_steps; k++) sd_pl_erode(detected, h, w, pl->btmp);
+  if (thr < p->min_deviation)
+    thr = p->min_deviation;
+  for (size_t i = 0; i < n; i++)
+    detected[i] = pl->energy[i] > thr;
+  for (int k = 0; k < p->open_steps; k++)
+    sd_pl_erode(detected, h, w, pl->btmp);
+  for (int k = 0; k < p->open_steps; k++)
+    sd_pl_dilate(detected, h, w, pl->btmp);
+  for (int k = 0; k < p->close_steps; k++)
+    sd_pl_dilate(detected, h, w, pl->btmp);
+  for (int k = 0; k < p->close_steps; k++)
+    sd_pl_erode(detected, h, w, pl->btmp);
   sd_pl_components_filter(detected, h, w, p->min_area, pl->lab, pl->stk);
   if (p->grain_area < 1.0)
     sd_pl_grain_boundaries(detected, h, w, (int)(p->grain_area * (double)n), p->grain_band, pl->lab,
@@ -276,9 +306,11 @@ void sd_pl_baseline(sd_pl *pl, const float *raw, uint8_t *detected) {
       double s = 0;
       int c = 0;
       for (int yy = y - r; yy <= y + r; yy++) {
-        if (yy < 0 || yy >= h) continue;
+        if (yy < 0 || yy >= h)
+          continue;
         for (int xx = x - r; xx <= x + r; xx++) {
-          if (xx < 0 || xx >= w) continue;
+          if (xx < 0 || xx >= w)
+            continue;
           s += pl->norm[(size_t)yy * w + xx];
           c++;
         }
@@ -292,18 +324,22 @@ void sd_pl_baseline(sd_pl *pl, const float *raw, uint8_t *detected) {
   double pos = pl->p.baseline_percentile / 100.0 * (double)(n - 1);
   size_t i0 = (size_t)pos;
   double thr = pl->tmp[i0];
-  if (i0 + 1 < n) thr += (pos - i0) * (pl->tmp[i0 + 1] - pl->tmp[i0]);
-  for (size_t i = 0; i < n; i++) detected[i] = pl->scratch[i] > thr;
+  if (i0 + 1 < n)
+    thr += (pos - i0) * (pl->tmp[i0 + 1] - pl->tmp[i0]);
+  for (size_t i = 0; i < n; i++)
+    detected[i] = pl->scratch[i] > thr;
 }
 
 int sd_pl_grain_boundaries(uint8_t *m, int h, int w, int max_area, int band, int32_t *labels,
                            int32_t *stack, uint8_t *tmp) {
   size_t n = (size_t)h * w;
-  for (size_t i = 0; i < n; i++) labels[i] = -1;
+  for (size_t i = 0; i < n; i++)
+    labels[i] = -1;
   int grains = 0;
   /* label components; a component larger than max_area is a grain: mark it 2 */
   for (size_t s = 0; s < n; s++) {
-    if (!m[s] || labels[s] >= 0) continue;
+    if (!m[s] || labels[s] >= 0)
+      continue;
     size_t top = 0, count = 0;
     stack[top++] = (int32_t)s;
     labels[s] = 1;
@@ -313,7 +349,8 @@ int sd_pl_grain_boundaries(uint8_t *m, int h, int w, int max_area, int band, int
       for (int dy = -1; dy <= 1; dy++)
         for (int dx = -1; dx <= 1; dx++) {
           int yy = py + dy, xx = px + dx;
-          if (yy < 0 || xx < 0 || yy >= h || xx >= w) continue;
+          if (yy < 0 || xx < 0 || yy >= h || xx >= w)
+            continue;
           size_t q = (size_t)yy * w + xx;
           if (m[q] && labels[q] < 0) {
             labels[q] = 1;
@@ -323,10 +360,12 @@ int sd_pl_grain_boundaries(uint8_t *m, int h, int w, int max_area, int band, int
     }
     if ((int64_t)count > max_area) {
       grains++;
-      for (size_t k = 0; k < count; k++) m[stack[k]] = 2;
+      for (size_t k = 0; k < count; k++)
+        m[stack[k]] = 2;
     }
   }
-  if (!grains) return 0;
+  if (!grains)
+    return 0;
   /* boundary of the grains towards undetected pixels inside the image */
   uint8_t *bd = tmp;
   for (int y = 0; y < h; y++)
@@ -342,8 +381,10 @@ int sd_pl_grain_boundaries(uint8_t *m, int h, int w, int max_area, int band, int
     }
   /* the band: the boundary dilated band times (3x3), on both sides of it; labels as scratch */
   uint8_t *scr = (uint8_t *)labels;
-  for (int k = 0; k < band; k++) sd_pl_dilate(bd, h, w, scr);
-  for (size_t i = 0; i < n; i++) m[i] = (m[i] == 1) || bd[i];
+  for (int k = 0; k < band; k++)
+    sd_pl_dilate(bd, h, w, scr);
+  for (size_t i = 0; i < n; i++)
+    m[i] = (m[i] == 1) || bd[i];
   return grains;
 }
 
@@ -352,7 +393,8 @@ void sd_pl_mask(const uint8_t *detected, size_t n, int32_t label, int bulk_class
     memset(mask, 0, n);
     return;
   }
-  for (size_t i = 0; i < n; i++) mask[i] = detected[i] ? (uint8_t)label : 0;
+  for (size_t i = 0; i < n; i++)
+    mask[i] = detected[i] ? (uint8_t)label : 0;
 }
 
 void sd_pl_iou_accumulate(const uint8_t *pred, const uint8_t *truth, size_t n, int nc,
@@ -365,8 +407,10 @@ void sd_pl_iou_accumulate(const uint8_t *pred, const uint8_t *truth, size_t n, i
         uni[a]++;
       }
     } else {
-      if (a < nc) uni[a]++;
-      if (b < nc) uni[b]++;
+      if (a < nc)
+        uni[a]++;
+      if (b < nc)
+        uni[b]++;
     }
   }
 }

@@ -18,7 +18,8 @@ static void test_fft(void) {
   sd_rng_init(&r, 7, 0, 99);
   enum { N = 64 };
   double x[2 * N], X[2 * N];
-  for (int i = 0; i < 2 * N; i++) x[i] = X[i] = sd_rng_normal(&r);
+  for (int i = 0; i < 2 * N; i++)
+    x[i] = X[i] = sd_rng_normal(&r);
   SD_EXPECT_OK(sd_fft_1d(X, N, 0));
   double err = 0;
   for (int k = 0; k < N; k++) {
@@ -33,7 +34,8 @@ static void test_fft(void) {
   SD_EXPECT_MSG(err < 1e-9, "1-D FFT vs naive DFT: max error %g", err);
   SD_EXPECT_OK(sd_fft_1d(X, N, 1));
   err = 0;
-  for (int i = 0; i < 2 * N; i++) err = fmax(err, fabs(X[i] - x[i]));
+  for (int i = 0; i < 2 * N; i++)
+    err = fmax(err, fabs(X[i] - x[i]));
   SD_EXPECT_MSG(err < 1e-12, "inverse FFT round trip: max error %g", err);
   SD_EXPECT(sd_fft_1d(X, 48, 0) == SD_ERR_ARG);
   sd_error_clear();
@@ -80,7 +82,8 @@ static void render_lattice(float *img, int h, int w, const double a1[2], const d
       for (int b = 0; b < nbasis; b++) {
         double cx = 3.3 + n1 * a1[0] + n2 * a2[0] + basis[b][0];
         double cy = 2.1 + n1 * a1[1] + n2 * a2[1] + basis[b][1];
-        if (cx < -10 || cy < -10 || cx > w + 10 || cy > h + 10) continue;
+        if (cx < -10 || cy < -10 || cx > w + 10 || cy > h + 10)
+          continue;
         if (skip_x >= 0 && fabs(cx - skip_x) < 0.01 + 0.5 * sqrt(a1[0] * a1[0] + a1[1] * a1[1]) &&
             fabs(cy - skip_y) < 0.5 * sqrt(a2[0] * a2[0] + a2[1] * a2[1]) && b == 0)
           continue; /* the planted vacancy: drop the column nearest (skip_x, skip_y) */
@@ -92,7 +95,8 @@ static void render_lattice(float *img, int h, int w, const double a1[2], const d
             img[y * w + x] += (float)(weight[b] * exp(-0.5 * d2 / (sigma * sigma)));
           }
       }
-  for (int i = 0; i < h * w; i++) img[i] += (float)(noise * sd_rng_normal(&r));
+  for (int i = 0; i < h * w; i++)
+    img[i] += (float)(noise * sd_rng_normal(&r));
 }
 
 /* The estimated lattice equals the true one up to a change of basis: A_true^-1 A_est is an
@@ -106,10 +110,12 @@ static double lattice_mismatch(const double t1[2], const double t2[2], const sd_
     /* solve t1 * c0 + t2 * c1 = ev[k] */
     c[k][0] = (ev[k][0] * t2[1] - t2[0] * ev[k][1]) / det;
     c[k][1] = (t1[0] * ev[k][1] - ev[k][0] * t1[1]) / det;
-    for (int j = 0; j < 2; j++) worst = fmax(worst, fabs(c[k][j] - round(c[k][j])));
+    for (int j = 0; j < 2; j++)
+      worst = fmax(worst, fabs(c[k][j] - round(c[k][j])));
   }
   double idet = round(c[0][0]) * round(c[1][1]) - round(c[0][1]) * round(c[1][0]);
-  if (fabs(fabs(idet) - 1) > 1e-9) worst = fmax(worst, 1.0);
+  if (fabs(fabs(idet) - 1) > 1e-9)
+    worst = fmax(worst, 1.0);
   return worst;
 }
 
@@ -125,19 +131,22 @@ static void test_lattice_recovery(void) {
   for (int t = 0; t < 8; t++) {
     double rot = rots[t % 4] * M_PI / 180, gam = (t / 4 ? 75 : 90) * M_PI / 180;
     double L1 = 7.37, L2 = 9.13;
-    double a1[2] = {L1 * cos(rot), L1 * sin(rot)}, a2[2] = {L2 * cos(rot + gam), L2 * sin(rot + gam)};
+    double a1[2] = {L1 * cos(rot), L1 * sin(rot)},
+           a2[2] = {L2 * cos(rot + gam), L2 * sin(rot + gam)};
     int dumbbell = t % 2;
-    render_lattice(img, S, S, a1, a2, dumbbell ? 2 : 1, dumbbell ? dumb : one, dumbbell ? w2 : w1, 1.2,
-                   0.15, 100 + t, -1, -1);
+    render_lattice(img, S, S, a1, a2, dumbbell ? 2 : 1, dumbbell ? dumb : one, dumbbell ? w2 : w1,
+                   1.2, 0.15, 100 + t, -1, -1);
     sd_lattice est;
     SD_EXPECT_OK(sd_lattice_estimate(img, S, S, &lp, &est));
     double mm = lattice_mismatch(a1, a2, &est);
-    double area_t = fabs(a1[0] * a2[1] - a2[0] * a1[1]), area_e = fabs(est.a1[0] * est.a2[1] - est.a2[0] * est.a1[1]);
-    SD_EXPECT_MSG(mm < 0.01 && fabs(area_e / area_t - 1) < 0.01,
-                  "case %d (rot %.0f, angle %.0f, %s): true a1 (%.3f %.3f) a2 (%.3f %.3f), estimated "
-                  "(%.3f %.3f) (%.3f %.3f), mismatch %.4f, area ratio %.4f",
-                  t, rots[t % 4], gam * 180 / M_PI, dumbbell ? "dumbbell" : "one column", a1[0], a1[1],
-                  a2[0], a2[1], est.a1[0], est.a1[1], est.a2[0], est.a2[1], mm, area_e / area_t);
+    double area_t = fabs(a1[0] * a2[1] - a2[0] * a1[1]),
+           area_e = fabs(est.a1[0] * est.a2[1] - est.a2[0] * est.a1[1]);
+    SD_EXPECT_MSG(
+        mm < 0.01 && fabs(area_e / area_t - 1) < 0.01,
+        "case %d (rot %.0f, angle %.0f, %s): true a1 (%.3f %.3f) a2 (%.3f %.3f), estimated "
+        "(%.3f %.3f) (%.3f %.3f), mismatch %.4f, area ratio %.4f",
+        t, rots[t % 4], gam * 180 / M_PI, dumbbell ? "dumbbell" : "one column", a1[0], a1[1], a2[0],
+        a2[1], est.a1[0], est.a1[1], est.a2[0], est.a2[1], mm, area_e / area_t);
     /* refining the true lattice perturbed by 3% recovers it */
     sd_lattice guess = est, ref;
     for (int k = 0; k < 2; k++) {
@@ -146,13 +155,14 @@ static void test_lattice_recovery(void) {
     }
     sd_lattice_from_reciprocal(&guess);
     SD_EXPECT_OK(sd_lattice_refine(img, S, S, &guess, 0.1, &ref));
-    SD_EXPECT_MSG(lattice_mismatch(a1, a2, &ref) < 0.01, "case %d: refine from a 3%% error: %.4f", t,
-                  lattice_mismatch(a1, a2, &ref));
+    SD_EXPECT_MSG(lattice_mismatch(a1, a2, &ref) < 0.01, "case %d: refine from a 3%% error: %.4f",
+                  t, lattice_mismatch(a1, a2, &ref));
   }
   /* no lattice: pure noise with a tiny period range */
   sd_rng r;
   sd_rng_init(&r, 5, 5, 5);
-  for (int i = 0; i < S * S; i++) img[i] = (float)sd_rng_normal(&r);
+  for (int i = 0; i < S * S; i++)
+    img[i] = (float)sd_rng_normal(&r);
   sd_lattice est;
   sd_lattice_params narrow = lp;
   narrow.min_period = 20.0;
@@ -186,7 +196,8 @@ static void test_motif_simulated(void) {
       int ok = 0;
       SD_EXPECT_OK(sd_pl_image(pl, img, NULL, dev, det, NULL, &ok));
       lattices += ok;
-      for (int k = 0; k < 64 * 64; k++) total_det += det[k];
+      for (int k = 0; k < 64 * 64; k++)
+        total_det += det[k];
       const sd_deviation_ws *ws = sd_pl_deviation_ws(pl);
       /* the prediction against the noise-free image (least-squares scale and offset, since
        * the prediction lives on the z-scored noisy image): the motif, re-tiled and registered,
@@ -206,15 +217,17 @@ static void test_motif_simulated(void) {
         sv += (fit - mf) * (fit - mf);
       }
       worst_rel = fmax(worst_rel, sqrt(ss / sv));
-      SD_EXPECT_MSG(ws->residual_rms < 1.3, "material %d image %d: deviation RMS %.3f (noise = 1)", mat,
-                    i, ws->residual_rms);
+      SD_EXPECT_MSG(ws->residual_rms < 1.3, "material %d image %d: deviation RMS %.3f (noise = 1)",
+                    mat, i, ws->residual_rms);
     }
     SD_EXPECT_MSG(lattices == 6, "material %d: lattice found in %d of 6 images", mat, lattices);
-    SD_EXPECT_MSG(worst_rel < 0.3, "material %d: |prediction - clean image| / clean contrast up to %.3f", mat,
+    SD_EXPECT_MSG(worst_rel < 0.3,
+                  "material %d: |prediction - clean image| / clean contrast up to %.3f", mat,
                   worst_rel);
-    fprintf(stderr, "material %d: prediction vs noise-free image: relative RMS error <= %.3f\n", mat, worst_rel);
-    SD_EXPECT_MSG(total_det < 6 * 64 * 64 / 200, "material %d: %d pixels detected in 6 defect-free images",
-                  mat, total_det);
+    fprintf(stderr, "material %d: prediction vs noise-free image: relative RMS error <= %.3f\n",
+            mat, worst_rel);
+    SD_EXPECT_MSG(total_det < 6 * 64 * 64 / 200,
+                  "material %d: %d pixels detected in 6 defect-free images", mat, total_det);
     sd_pl_destroy(&pl);
     SD_EXPECT(pl == NULL);
   }
@@ -251,9 +264,11 @@ static void test_planted_defect(void) {
     for (int x = 0; x < S; x++)
       if (det[y * S + x]) {
         n++;
-        if (hypot(x - vx, y - vy) < 5) near++;
+        if (hypot(x - vx, y - vy) < 5)
+          near++;
       }
-  SD_EXPECT_MSG(det[(int)lround(vy) * S + (int)lround(vx)], "vacancy at (%.1f, %.1f) not detected", vx, vy);
+  SD_EXPECT_MSG(det[(int)lround(vy) * S + (int)lround(vx)], "vacancy at (%.1f, %.1f) not detected",
+                vx, vy);
   SD_EXPECT_MSG(n > 0 && near * 2 >= n && n < S * S / 20,
                 "detected %d pixels, %d of them within 5 px of the vacancy", n, near);
   SD_EXPECT_MSG(dev[(int)lround(vy) * S + (int)lround(vx)] < -3, "deviation at the vacancy %.2f",
@@ -267,15 +282,19 @@ static void test_planted_defect(void) {
   }
   SD_EXPECT(m3 == n && other == 0);
   sd_pl_mask(det, S * S, 0, 0, mask);
-  for (int i = 0; i < S * S; i++) other += mask[i] != 0;
+  for (int i = 0; i < S * S; i++)
+    other += mask[i] != 0;
   sd_pl_mask(det, S * S, -1, 0, mask);
-  for (int i = 0; i < S * S; i++) other += mask[i] != 0;
+  for (int i = 0; i < S * S; i++)
+    other += mask[i] != 0;
   SD_EXPECT_MSG(other == 0, "bulk / unknown images must give empty masks");
   /* the baseline flags 2% of the pixels (98th percentile) */
   sd_pl_baseline(pl, img, det);
   int nb = 0;
-  for (int i = 0; i < S * S; i++) nb += det[i];
-  SD_EXPECT_MSG(abs(nb - S * S / 50) <= 2, "baseline flags %d pixels, expected ~%d", nb, S * S / 50);
+  for (int i = 0; i < S * S; i++)
+    nb += det[i];
+  SD_EXPECT_MSG(abs(nb - S * S / 50) <= 2, "baseline flags %d pixels, expected ~%d", nb,
+                S * S / 50);
   sd_pl_destroy(&pl);
   free(img);
   free(dev);
@@ -290,7 +309,8 @@ static void test_helpers(void) {
   memset(m, 0, sizeof m);
   /* a 4x4 square, a single pixel, a 2-pixel diagonal pair */
   for (int y = 2; y < 6; y++)
-    for (int x = 2; x < 6; x++) m[y * W + x] = 1;
+    for (int x = 2; x < 6; x++)
+      m[y * W + x] = 1;
   m[8 * W + 10] = 1;
   m[0 * W + 10] = m[1 * W + 11] = 1;
   uint8_t keep[H * W];
@@ -304,11 +324,13 @@ static void test_helpers(void) {
   sd_pl_erode(keep, H, W, tmp);
   sd_pl_dilate(keep, H, W, tmp);
   int n = 0;
-  for (int i = 0; i < H * W; i++) n += keep[i];
+  for (int i = 0; i < H * W; i++)
+    n += keep[i];
   SD_EXPECT_MSG(n == 16 && keep[2 * W + 2] && keep[5 * W + 5], "opening kept %d pixels", n);
   /* Otsu on two clusters separates them */
   float v[200];
-  for (int i = 0; i < 200; i++) v[i] = i < 150 ? 1.0f + 0.01f * (i % 10) : 5.0f + 0.01f * (i % 10);
+  for (int i = 0; i < 200; i++)
+    v[i] = i < 150 ? 1.0f + 0.01f * (i % 10) : 5.0f + 0.01f * (i % 10);
   double t = sd_pl_otsu(v, 200);
   SD_EXPECT_MSG(t > 1.09 && t < 5.0, "Otsu threshold %.3f", t);
   /* IoU counts on a hand example */
@@ -318,24 +340,29 @@ static void test_helpers(void) {
   SD_EXPECT(in[0] == 1 && un[0] == 3 && in[1] == 2 && un[1] == 3 && in[2] == 1 && un[2] == 2);
   /* Gaussian blur of a constant with normalisation is the constant */
   float c[H * W], o[H * W], bt[H * W];
-  for (int i = 0; i < H * W; i++) c[i] = 2.5f;
+  for (int i = 0; i < H * W; i++)
+    c[i] = 2.5f;
   sd_gauss_blur(c, H, W, 2.0, 1, bt, o);
   double e = 0;
-  for (int i = 0; i < H * W; i++) e = fmax(e, fabs(o[i] - 2.5));
+  for (int i = 0; i < H * W; i++)
+    e = fmax(e, fabs(o[i] - 2.5));
   SD_EXPECT_MSG(e < 1e-5, "normalised blur of a constant: error %g", e);
 }
 
 static void test_grain(void) {
   /* left half detected (a grain, 50% of the image) and a 3x3 blob on the right: the grain
-   * becomes the band along x = 31.5 of half width 2 (+ the boundary pixel itself), the blob stays */
+   * becomes the band along x = 31.5 of half width 2 (+ the boundary pixel itself), the blob stays
+   */
   enum { S = 32 };
   uint8_t m[S * S], tmp[S * S];
   int32_t lab[S * S], stk[S * S];
   memset(m, 0, sizeof m);
   for (int y = 0; y < S; y++)
-    for (int x = 0; x < S / 2; x++) m[y * S + x] = 1;
+    for (int x = 0; x < S / 2; x++)
+      m[y * S + x] = 1;
   for (int y = 4; y < 7; y++)
-    for (int x = 25; x < 28; x++) m[y * S + x] = 1;
+    for (int x = 25; x < 28; x++)
+      m[y * S + x] = 1;
   int g = sd_pl_grain_boundaries(m, S, S, S * S / 4, 2, lab, stk, tmp);
   SD_EXPECT(g == 1);
   int bad = 0;
