@@ -738,7 +738,7 @@ static sd_status pseudolabel_run(sd_app *app) {
     }
   }
   /* preview: rank 0 recomputes its first images (read collectively) */
-  if (st == SD_OK && *prevp) {
+  if (st == SD_OK && *prevp && n > 0) {
     int k = (int)sd_config_int(cfg, "pseudolabel.preview_count");
     if (k > n)
       k = (int)n;
