@@ -59,6 +59,7 @@ extern const sd_command sd_cmd_scaling;
 extern const sd_command sd_cmd_cluster;
 extern const sd_command sd_cmd_embed; /* Barnes-Hut t-SNE (embed branch) */
 extern const sd_command sd_cmd_segment;
+extern const sd_command sd_cmd_pseudolabel;
 
 struct sd_sim_params;
 /* Simulator parameters from the simulate section (errors name the simulate.* key). */
