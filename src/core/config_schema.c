@@ -150,7 +150,7 @@ const sd_config_key sd_config_schema[] = {
     /* describe */
     {"describe.heatmaps", S, 0, 0, NULL, "heatmaps file (/heatmaps [N,C,H,W] per-class probabilities) to describe"},
     {"describe.data", S, 0, 0, NULL, "the image stack the heatmaps belong to"},
-    {"describe.residual", S, 0, 0, NULL, "pseudo-label file whose /deviation (residual against the bulk lattice) gives the residual columns (\"\" = none: those columns are 0)"},
+    {"describe.residual", S, 0, 0, NULL, "pseudo-label file whose /deviation (residual against the bulk lattice) gives the residual columns (\"\" = computed here from each image's own lattice)"},
     {"describe.output", S, 0, 0, NULL, "output descriptors file (HDF5)"},
     {"describe.threshold", F, 0, 1, NULL, "probability above which a pixel belongs to a defect region"},
     {"describe.min_area", I, 1, 1000000, NULL, "smallest region kept, pixels"},
