@@ -168,6 +168,7 @@ static sd_status write_confusion_png(const char *path, const sd_classify_metrics
   int C = m->num_classes;
   int cell = C > 8 ? 40 : 56, left = 150, top = 70;
   int W = left + C * cell + 30, H = top + C * cell + 130;
+  if (W < 480) W = 480; /* room for the title */
   cairo_surface_t *sf = cairo_image_surface_create(CAIRO_FORMAT_RGB24, W, H);
   cairo_t *cr = cairo_create(sf);
   cairo_set_source_rgb(cr, 1, 1, 1);

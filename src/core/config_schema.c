@@ -170,7 +170,7 @@ const sd_config_key sd_config_schema[] = {
 
     /* run */
     {"run.dir", S, 0, 0, NULL, "run directory of `stemdefect run` (\"\" = runs/<config file name>)"},
-    {"run.stages", L, 0, 0, NULL, "stages to run (default all, in order): data, classify, report"},
+    {"run.stages", L, 0, 0, NULL, "stages to run (default all, in order): data, classify, pseudolabel, segmenter, segment, describe, cluster, embed, report"},
     {"run.force", B, 0, 0, NULL, "re-run the selected stages even when their outputs are up to date"},
 
     /* cluster (issue 5: PCA, k-means, silhouette) */

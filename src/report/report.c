@@ -505,7 +505,7 @@ static void section_clusters(page *pg) {
     int64_t nim = 0, idims[4] = {0};
     int ind = 0;
     float *ims = h5all(sf, "/images", H5T_NATIVE_FLOAT, 4, &nim, idims, &ind);
-    fputs("<table><tr><th>cluster</th><th>rows</th><th>most common true class</th>", pg->f);
+    fputs("<table class=\"wide\"><tr><th>cluster</th><th>rows</th><th>most common true class</th>", pg->f);
     for (int s = 0; s < 6; s++)
       if (col[s] >= 0) fprintf(pg->f, "<th>mean %s</th>", show[s]);
     fputs("<th>examples</th></tr>\n", pg->f);
@@ -706,7 +706,7 @@ sd_status sd_report_write(const sd_report_opts *o, int *figures) {
         "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}\n"
         "th{background:#eef}td:first-child{text-align:left}img.fig{max-width:100%;border:1px solid #ddd}\n"
         "figure{display:inline-block;margin:.5em}figcaption{font-size:90%;color:#555}\n"
-        ".missing{color:#a60}.grid figure{width:31%}.grid img{width:100%}nav a{margin-right:1em}\n"
+        "table.wide{display:block;overflow-x:auto}.missing{color:#a60}.grid figure{width:31%}.grid img{width:100%}nav a{margin-right:1em}\n"
         "pre{background:#f6f6f6;padding:.5em;overflow:auto;max-height:30em}\n"
         "</style></head><body>\n<h1>", f);
   esc(f, o->title);
