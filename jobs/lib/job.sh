@@ -50,6 +50,7 @@ sd_job_init() {
   # otherwise start one thread per core of the node in every rank)
   export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}
+  sd_job__traps
   export OMPI_ALLOW_RUN_AS_ROOT=${OMPI_ALLOW_RUN_AS_ROOT:-1} OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=${OMPI_ALLOW_RUN_AS_ROOT_CONFIRM:-1}
 
   local commit version
@@ -72,15 +73,30 @@ sd_job_show_config() {
 }
 
 SD_JOB_STEP_PID=""
+SD_JOB_PENDING_SIG=""
+# Signal handler of the batch shell: forwards USR1/USR2 to the running job step, or keeps it
+# for the next step when none is running (so a signal never kills the shell itself).
 sd_job__forward() {
   local sig=$1
-  [ -n "$SD_JOB_STEP_PID" ] || return 0
+  if [ -z "$SD_JOB_STEP_PID" ]; then
+    sd_job_log "received SIG$sig between steps: passing it to the next step"
+    SD_JOB_PENDING_SIG=$sig
+    return 0
+  fi
   sd_job_log "received SIG$sig: forwarding it to the job steps (checkpoint and stop)"
   # scancel without --batch signals every step of the job but not this shell
   if [ -n "${SLURM_JOB_ID:-}" ] && scancel --signal="$sig" "$SLURM_JOB_ID" 2>/dev/null; then
     return 0
   fi
   kill -s "$sig" "$SD_JOB_STEP_PID" 2>/dev/null || true
+}
+sd_job__traps() {
+  trap 'sd_job__forward USR1' USR1
+  trap 'sd_job__forward USR2' USR2
+  # SIGTERM (scancel, time limit, preemption) reaches the steps from Slurm itself; the shell
+  # keeps waiting for them so a checkpoint exit 75 can still be seen and acted on (the ranks
+  # must write it within the site's KillWait, 30 s by default)
+  trap 'sd_job_log "received SIGTERM: waiting for the job step to checkpoint"' TERM
 }
 
 sd_job_srun() {
@@ -91,14 +107,16 @@ sd_job_srun() {
   else
     launcher=(mpirun -n "${SD_RANKS:-1}")
   fi
+  sd_job__traps
   sd_job_log "${launcher[*]} $(basename "$SD_BIN") $*"
-  trap 'sd_job__forward USR1' USR1
-  trap 'sd_job__forward USR2' USR2
-  # SIGTERM (scancel, time limit, preemption) reaches the steps from Slurm itself; the shell
-  # keeps waiting for them so a checkpoint exit 75 can still be seen and acted on
-  trap 'sd_job_log "received SIGTERM: waiting for the job step to checkpoint"' TERM
   "${launcher[@]}" "$SD_BIN" "$@" &
   SD_JOB_STEP_PID=$!
+  if [ -n "$SD_JOB_PENDING_SIG" ]; then
+    # give the ranks a moment to install their handlers, then pass the signal on
+    sleep 5
+    sd_job__forward "$SD_JOB_PENDING_SIG"
+    SD_JOB_PENDING_SIG=""
+  fi
   while :; do
     wait "$SD_JOB_STEP_PID"
     rc=$?
@@ -107,7 +125,6 @@ sd_job_srun() {
     break
   done
   SD_JOB_STEP_PID=""
-  trap - USR1 USR2 TERM
   sd_job_log "step exited with code $rc"
   return $rc
 }
