@@ -97,7 +97,31 @@ sd_slurm_stop() {
   done
 }
 
+# true while the slurmctld this harness started is alive (waits give up at once otherwise)
+sd_slurm_alive() { [ ${#SD_SLURM_PIDS[@]} -ge 2 ] && kill -0 "${SD_SLURM_PIDS[1]}" 2>/dev/null; }
+
+# PIDs of the processes below $1 (recursive), deepest first
+sd_slurm__descendants() {
+  local c
+  for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do
+    sd_slurm__descendants "$c"
+    echo "$c"
+  done
+}
+
+# sd_slurm_kill_helpers PID: ends what the test script PID started besides the daemons
+# (polling subshells, scontrol calls, sbatch, mpirun), so nothing outlives an interrupted test.
+sd_slurm_kill_helpers() {
+  local p d skip
+  for p in $(sd_slurm__descendants "$1"); do
+    skip=0
+    for d in "${SD_SLURM_PIDS[@]}"; do [ "$p" = "$d" ] && skip=1; done
+    [ $skip = 1 ] || kill -TERM "$p" 2>/dev/null || true
+  done
+}
+
 sd_slurm_job_field() {
+  sd_slurm_alive || return 0
   timeout 20 scontrol show job "$1" 2>/dev/null | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1
 }
 
@@ -116,7 +140,7 @@ sd_slurm_wait_job() {
     for w in "$@"; do
       [ "$s" = "$w" ] && { echo "$s"; return 0; }
     done
-    if [ $(($(date +%s) - t0)) -ge "$secs" ]; then
+    if [ $(($(date +%s) - t0)) -ge "$secs" ] || ! sd_slurm_alive; then
       echo "${s:-UNKNOWN}"
       return 1
     fi

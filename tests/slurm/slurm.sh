@@ -24,7 +24,8 @@ source "$(dirname "$0")/../e2e/lib.sh"
 source "$(dirname "$0")/lib.sh"
 
 # Outputs each stage of `stemdefect run` must leave in the run directory (the contract of
-# issue 6). One line per stage; the chain test checks the stages `run` accepts.
+# issue 6). One line per stage: jobs/submit.sh is run with exactly these stages, in this order,
+# so a stage `run` does not have yet is one line to delete and a new one is one line to add.
 STAGE_OUTPUTS=(
   "data        stack.h5"
   "classify    classifier.h5 metrics.json"
@@ -58,10 +59,12 @@ on_exit() {
       grep -v '^    | ' "$f" | tail -n 30 >&2
     done
   fi
+  sd_slurm_kill_helpers $$
   sd_slurm_stop
   rm -rf "$SLURM_TMP" "$WORK"
 }
 trap on_exit EXIT
+trap 'echo "slurm.sh: interrupted" >&2; exit 1' TERM INT
 t_start=$(date +%s)
 export SD_ROOT=$SRC SD_BIN=$SD
 # jobs inherit this environment (sbatch --export=ALL)
@@ -73,7 +76,7 @@ wait_for() {
   shift 2
   t0=$(date +%s)
   until "$@"; do
-    if [ $(($(date +%s) - t0)) -ge "$secs" ]; then
+    if [ $(($(date +%s) - t0)) -ge "$secs" ] || ! sd_slurm_alive; then
       fail "timed out after ${secs}s waiting for $what"
       return 1
     fi
@@ -91,8 +94,10 @@ ok
 out=$(timeout 60 srun --mpi=pmix -n 2 "$SD" info --help 2>&1 | grep -c '^usage\|stemdefect info' || true)
 [ "${out:-0}" -ge 2 ] && ok || fail "srun --mpi=pmix -n 2 did not start two ranks: $(timeout 60 srun --mpi=pmix -n 2 "$SD" --version 2>&1 | tail -3)"
 
+phase() { echo "[$(date +%T)] $*"; }
+phase "harness up"
 # ---- 2. preemption: USR1 mid-training -> checkpoint, exit 75, requeue, resume ------------------
-EPOCHS=16
+EPOCHS=12
 P=$WORK/preempt
 R=$WORK/reference
 mkdir -p "$P" "$R"
@@ -102,13 +107,14 @@ id_r=$(sbatch --parsable -o "$R/job.out" --dependency="afterok:$id_p" "$SRC/test
 # true once training is under way, or when the job ended (an empty state means scontrol did not
 # answer in time on the loaded machine: keep waiting)
 in_training() {
-  grep -q 'epoch 2/' "$P/job.out" 2>/dev/null && return 0
+  grep -q 'epoch 1/' "$P/job.out" 2>/dev/null && return 0
   case "$(sd_slurm_job_state "$id_p")" in COMPLETED | FAILED | CANCELLED | TIMEOUT | NODE_FAIL) return 0 ;; esac
   return 1
 }
-wait_for 120 "the preempted job to reach epoch 2" in_training
-if grep -q 'epoch 2/' "$P/job.out" && [ "$(sd_slurm_job_state "$id_p")" = RUNNING ] && ! grep -q 'model written' "$P/job.out"; then
+wait_for 120 "the preempted job to finish its first epoch" in_training
+if grep -q 'epoch 1/' "$P/job.out" && [ "$(sd_slurm_job_state "$id_p")" = RUNNING ] && ! grep -q 'model written' "$P/job.out"; then
   ok
+  phase "signalling job $id_p"
   scancel --signal=USR1 --batch "$id_p" && ok || fail "scancel --signal=USR1 --batch $id_p"
 else
   fail "job $id_p was not training when it should have been signalled (state $(sd_slurm_job_state "$id_p"))"
@@ -123,10 +129,13 @@ requeued() {
   return 0
 }
 wait_for 60 "job $id_p to requeue itself" requeued && ok
+phase "job $id_p requeued"
 st=$(sd_slurm_wait_job "$id_p" 180) && [ "$st" = COMPLETED ] && ok || fail "preempted job $id_p ended $st"
 # the reference job was held by afterok through the requeue and runs now
 [ "$(field "$id_r" Restarts)" = 0 ] && ok || fail "reference job $id_r was restarted"
+phase "job $id_p done"
 st=$(sd_slurm_wait_job "$id_r" 180) && [ "$st" = COMPLETED ] && ok || fail "reference job $id_r ended $st"
+phase "reference job $id_r done"
 [ "$(epoch_of "$(field "$id_r" StartTime)")" -ge "$(epoch_of "$(field "$id_p" EndTime)")" ] && ok ||
   fail "reference job started $(field "$id_r" StartTime) before job $id_p ended $(field "$id_p" EndTime) (afterok)"
 for pat in "job $id_p 'sd-test-train' on $(hostname -s) (nodes 1, ranks 2" "restart 0)" "at commit " \
@@ -256,7 +265,8 @@ grep -q "failed with exit code 3" "$F/run/logs/classify-${fid[classify]:-0}.out"
 # ---- 3c. jobs/pipeline.sbatch: the whole chain in one job; exit 75 -> requeue; --force dropped
 Q=$WORK/pipeline
 mkdir -p "$Q"
-id_q=$(SD_BIN=$STANDIN SD_RECORD_LOG=$Q/calls.log SD_RECORD_REQUEUE=1 sbatch --parsable -n 2 -o "$Q/job.out" \
+# without SD_ROOT: the job finds the repository from its own script path (scontrol Command=)
+id_q=$(env -u SD_ROOT SD_BIN=$STANDIN SD_RECORD_LOG=$Q/calls.log SD_RECORD_REQUEUE=1 sbatch --parsable -n 2 -o "$Q/job.out" \
   "$SRC/jobs/pipeline.sbatch" "$C/tiny.yaml" --dir "$Q/run" --force) && ok || fail "sbatch jobs/pipeline.sbatch failed"
 requeued_q() {
   [ "$(field "$id_q" Restarts)" = 1 ] || return 1
@@ -274,6 +284,16 @@ grep -qx "$id_q sd-pipeline ntasks=2 restart=1 run --config $C/tiny.yaml --dir $
   ok || fail "requeued pipeline run (without --force): $(tail -1 "$Q/calls.log")"
 grep -qF "ignoring --force" "$Q/job.out" && ok || fail "pipeline log lacks the --force note"
 
+# --dry-run prints the chain without submitting; --help of the scripts
+dry=$("$SRC/jobs/submit.sh" "$C/tiny.yaml" --dir "$F/dry" --stages data,classify,report --dry-run -p short 2>&1)
+[ "$(printf '%s\n' "$dry" | grep -c '^sbatch ')" = 3 ] && ok || fail "--dry-run: $dry"
+printf '%s\n' "$dry" | grep -q -- '--dependency=afterok:DRYRUN2 --kill-on-invalid-dep=yes -p short .*/jobs/stage.sbatch report ' && ok ||
+  fail "--dry-run: no afterok chain to the report stage: $dry"
+printf '%s\n' "$dry" | grep -q -- 'jobs/train.sbatch classify ' && ok || fail "--dry-run: classify does not use train.sbatch"
+[ ! -e "$F/dry" ] && ok || fail "--dry-run created $F/dry"
+for f in pipeline.sbatch train.sbatch stage.sbatch submit.sh; do
+  bash "$SRC/jobs/$f" --help | grep -q "jobs/$f" && ok || fail "jobs/$f --help"
+done
 # bad input: one clear message, nothing submitted
 expect_fail 2 "unknown stage 'segmentr'" "$SRC/jobs/submit.sh" "$C/tiny.yaml" --dir "$F/bad" --stages data,segmentr
 expect_fail 2 "no such config file: $F/none.yaml" "$SRC/jobs/submit.sh" "$F/none.yaml"
