@@ -24,7 +24,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-sd_setup_packages $SD_BUILD_PACKAGES python3-h5py python3-numpy $SD_SLURM_PACKAGES
+sd_setup_packages $SD_BUILD_PACKAGES python3-h5py python3-numpy chromium $SD_SLURM_PACKAGES
 
 cmake_args=()
 [ "${CI:-}" = "true" ] && cmake_args+=(-DSD_WARNINGS_AS_ERRORS=ON)

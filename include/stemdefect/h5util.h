@@ -93,4 +93,49 @@ sd_status sd_h5_dataset_read_strings(hid_t loc, const char *name, hid_t dxpl, in
 /* Frees n strings and the array; NULL-safe. */
 void sd_h5_strings_free(char **s, int n);
 
+/* Collective. Reads (sd_h5_rows_read) or writes rows [first, first+count) along the first
+ * dimension of an N-D dataset (N <= 4) through dxpl, converting to/from mtype; count may be 0
+ * on some ranks (they select nothing). Messages name the file, the dataset and the rows. */
+sd_status sd_h5_rows_read(hid_t dset, hid_t dxpl, int64_t first, int64_t count, hid_t mtype,
+                          void *buf);
+sd_status sd_h5_rows_write(hid_t dset, hid_t dxpl, int64_t first, int64_t count, hid_t mtype,
+                           const void *buf);
+/* Collective. Creates dataset name [dims[0..nd-1]] of file type ftype under loc (contiguous,
+ * no fill: every row is written once). */
+sd_status sd_h5_dataset_create(hid_t loc, const char *name, hid_t ftype, int nd,
+                               const int64_t *dims, hid_t *out);
+/* Collective. Opens dataset name and returns its rank and dims (up to 4). */
+sd_status sd_h5_dataset_open(hid_t loc, const char *name, hid_t *out, int *nd, int64_t *dims);
+
+/* Collective. Reads (sd_h5_rows_read) or writes rows [first, first+count) along the first
+ * dimension of an N-D dataset (N <= 4) through dxpl, converting to/from mtype; count may be 0
+ * on some ranks (they select nothing). Messages name the file, the dataset and the rows. */
+sd_status sd_h5_rows_read(hid_t dset, hid_t dxpl, int64_t first, int64_t count, hid_t mtype,
+                          void *buf);
+sd_status sd_h5_rows_write(hid_t dset, hid_t dxpl, int64_t first, int64_t count, hid_t mtype,
+                           const void *buf);
+/* Collective. Creates dataset name [dims[0..nd-1]] of file type ftype under loc (contiguous,
+ * no fill: every row is written once). */
+sd_status sd_h5_dataset_create(hid_t loc, const char *name, hid_t ftype, int nd,
+                               const int64_t *dims, hid_t *out);
+/* Collective. Opens dataset name and returns its rank and dims (up to 4). */
+sd_status sd_h5_dataset_open(hid_t loc, const char *name, hid_t *out, int *nd, int64_t *dims);
+
+
+/* An output file written collectively under a temporary name and renamed into place when
+ * complete, so a failed run never leaves a half-written file where a complete one belongs. */
+typedef struct sd_h5_output {
+  MPI_Comm comm;
+  hid_t file;     /* the open temporary file (MPI-IO driver) */
+  hid_t dxpl;     /* collective transfer property list */
+  char *path;     /* final name */
+  char *tmp_path; /* "<path>.tmp-<pid>-<ns>", registered for removal on abort */
+} sd_h5_output;
+/* Collective. Checks the directory on rank 0, creates the temporary file on all ranks. */
+sd_status sd_h5_output_create(MPI_Comm comm, const char *path, sd_h5_output *out);
+/* Collective. Closes the file; commit = 1 on every rank and no failure anywhere: rank 0
+ * renames it to path; else it is removed. Returns the same status on every rank. NULL-safe
+ * on a zeroed struct. */
+sd_status sd_h5_output_close(sd_h5_output *o, int commit);
+
 #endif

@@ -43,6 +43,7 @@ typedef struct sd_app {
   char *command_line; /* argv joined, for provenance */
   sd_provenance prov; /* points into command_line and resolved config */
   char *config_yaml;  /* resolved configuration of the command's sections */
+  const char *config_path; /* the --config file, or NULL */
 } sd_app;
 
 extern const sd_command sd_cmd_import;
@@ -51,6 +52,9 @@ extern const sd_command sd_cmd_info;
 extern const sd_command sd_cmd_train;
 extern const sd_command sd_cmd_evaluate;
 extern const sd_command sd_cmd_predict;
+extern const sd_command sd_cmd_describe;
+extern const sd_command sd_cmd_report;
+extern const sd_command sd_cmd_run;
 
 struct sd_sim_params;
 /* Simulator parameters from the simulate section (errors name the simulate.* key). */

@@ -13,7 +13,7 @@
 
 static const sd_command *const commands[] = {&sd_cmd_import,   &sd_cmd_simulate, &sd_cmd_info,
                                              &sd_cmd_train,    &sd_cmd_evaluate, &sd_cmd_predict,
-                                             NULL};
+                                             &sd_cmd_describe, &sd_cmd_report, &sd_cmd_run, NULL};
 
 static const sd_cli_option common_options[] = {
     {"--config", NULL, "FILE", "read options from a YAML study file (command-line options win)", 0},
@@ -243,6 +243,7 @@ int sd_app_main(MPI_Comm comm, int argc, char **argv) {
         cfg_path = argv[++i];
       }
     }
+    app.config_path = cfg_path;
     if (st == SD_OK && cfg_path) {
       st = read_text_file_bcast(comm, cfg_path, &cfg_text);
       if (st == SD_OK) st = sd_config_load_string(app.cfg, cfg_text, cfg_path);
@@ -359,8 +360,9 @@ int sd_app_main(MPI_Comm comm, int argc, char **argv) {
     }
   }
   if (st == SD_ERR_INTERRUPTED && app.rank == 0) {
-    fprintf(stderr, "stemdefect %s: stopped: %s (exit code %d: resume with --resume)\n",
-            app.cmd->name, sd_error_message(), SD_EXIT_REQUEUE);
+    fprintf(stderr, "stemdefect %s: stopped: %s (exit code %d%s)\n", app.cmd->name,
+            sd_error_message(), SD_EXIT_REQUEUE,
+            strcmp(app.cmd->name, "run") ? ": resume with --resume" : "");
   } else if (st != SD_OK && app.rank == 0) {
     fprintf(stderr, "stemdefect %s: error: %s\n", app.cmd->name, sd_error_message());
     if (sd_log_get_level() >= SD_LOG_LEVEL_DEBUG && sd_error_where()[0])

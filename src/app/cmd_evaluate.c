@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "classify_common.h"
+#include "stemdefect/augment.h"
 #include "stemdefect/h5util.h"
 #include "stemdefect/log.h"
 #include "stemdefect/par.h"
@@ -20,12 +21,14 @@ static const sd_cli_option evaluate_options[] = {
     {"--data", "classifier.data", "STACK", NULL, 0},
     {"--output", "classifier.metrics", "JSON", NULL, 0},
     {"--part", "classifier.part", "PART", NULL, 0},
+    {"--tta", "classifier.tta", "MODE", NULL, 0},
     {NULL, NULL, NULL, NULL, 0}};
 
 static const sd_cli_option predict_options[] = {
     {"--model", "classifier.model", "MODEL", NULL, 0},
     {"--data", "classifier.data", "STACK", NULL, 0},
     {"--output", "classifier.predictions", "FILE", NULL, 0},
+    {"--tta", "classifier.tta", "MODE", NULL, 0},
     {NULL, NULL, NULL, NULL, 0}};
 
 /* Everything evaluate and predict share: the model, the stack, the images to score. */
@@ -48,6 +51,38 @@ static void scored_free(scored *s) {
   free(s->part);
   free(s->probs);
   free(s->pred);
+}
+
+/* Class probabilities of the loaded images into s->probs (d.n, C): the softmax of the logits,
+ * or with classifier.tta = dihedral the mean of the softmax over the 8 symmetries of the square
+ * (the lattice symmetries the classifier was trained with). Collective. */
+static sd_status score_probabilities(sd_app *app, scored *s, int C) {
+  int tta = strcmp(sd_config_string(app->cfg, "classifier.tta"), "dihedral") == 0 &&
+            s->d.h == s->d.w;
+  size_t n = (size_t)s->d.n, hw = (size_t)s->d.h * (size_t)s->d.w;
+  if (!tta) {
+    SD_CHECK(sd_train_evaluate(app->comm, s->m, &s->d, s->probs, NULL, NULL));
+    sd_nn_softmax((int)s->d.n, C, 1, s->probs, s->probs);
+    return SD_OK;
+  }
+  float *orig = s->d.images;
+  float *turned = sd_malloc(n ? n * hw : 1, sizeof *turned, "symmetric images");
+  float *logits = sd_malloc(n ? n * (size_t)C : 1, sizeof *logits, "logits");
+  sd_status st = (turned && logits) ? SD_OK : SD_ERR_NOMEM;
+  st = sd_par_agree(app->comm, st);
+  for (size_t i = 0; i < n * (size_t)C; i++) s->probs[i] = 0;
+  for (int t = 0; t < 8 && st == SD_OK; t++) {
+    for (size_t i = 0; i < n; i++) sd_dihedral(orig + i * hw, turned + i * hw, s->d.w, t);
+    s->d.images = turned;
+    st = sd_train_evaluate(app->comm, s->m, &s->d, logits, NULL, NULL);
+    s->d.images = orig;
+    if (st != SD_OK) break;
+    sd_nn_softmax((int)s->d.n, C, 1, logits, logits);
+    for (size_t i = 0; i < n * (size_t)C; i++) s->probs[i] += logits[i] / 8.0f;
+  }
+  free(turned);
+  free(logits);
+  return st;
 }
 
 static sd_status score(sd_app *app, const char *which, scored *s) {
@@ -84,8 +119,7 @@ static sd_status score(sd_app *app, const char *which, scored *s) {
   s->pred = sd_malloc((size_t)(s->d.n ? s->d.n : 1), sizeof *s->pred, "predictions");
   sd_status st = (logits && s->pred) ? SD_OK : SD_ERR_NOMEM;
   SD_CHECK(sd_par_agree(app->comm, st));
-  SD_CHECK(sd_train_evaluate(app->comm, s->m, &s->d, logits, NULL, NULL));
-  sd_nn_softmax((int)s->d.n, C, 1, logits, s->probs);
+  SD_CHECK(score_probabilities(app, s, C));
   for (int64_t i = 0; i < s->d.n; i++) {
     int best = 0;
     for (int k = 1; k < C; k++)
@@ -238,6 +272,8 @@ static sd_status evaluate_run(sd_app *app) {
         json_str(f, s.state.split_kind[0] ? s.state.split_kind : "none");
         fprintf(f, ",\n  \"part\": ");
         json_str(f, s.part_name);
+        fprintf(f, ",\n  \"tta\": ");
+        json_str(f, sd_config_string(app->cfg, "classifier.tta"));
         fprintf(f, ",\n  \"n\": %lld,\n  \"accuracy\": %.6f,\n  \"macro_f1\": %.6f,\n", (long long)n, m.accuracy, m.macro_f1);
         fprintf(f, "  \"class_names\": [");
         for (int c = 0; c < C; c++) {
@@ -328,6 +364,8 @@ static sd_status predict_run(sd_app *app) {
       for (int c = 0; c < C; c++) names[c] = s.state.class_names[c];
       if (wst == SD_OK) wst = sd_h5_attr_write_strings(a, "class_names", C, names);
       if (wst == SD_OK) wst = sd_h5_attr_write_strings(b, "class_names", C, names);
+      if (wst == SD_OK)
+        wst = sd_h5_attr_write_string(a, "tta", sd_config_string(app->cfg, "classifier.tta"));
       if (wst == SD_OK) wst = sd_h5_write_provenance(f, &app->prov, app->size);
       if (a >= 0) H5Dclose(a);
       if (b >= 0) H5Dclose(b);

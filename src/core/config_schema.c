@@ -105,6 +105,28 @@ const sd_config_key sd_config_schema[] = {
     {"classifier.pretrain_epochs", I, 1, 100000, NULL, "pretraining epochs"},
     {"classifier.metrics", S, 0, 0, NULL, "evaluate: metrics JSON path (\"\" = print only)"},
     {"classifier.part", E, 0, 0, "test|val|train|all", "evaluate: which part of the model's split to score"},
+    {"classifier.tta", E, 0, 0, "dihedral|none", "evaluate/predict: average the class probabilities over the 8 lattice symmetries of each image (dihedral) or score it as it is (none)"},
     {"classifier.predictions", S, 0, 0, NULL, "predict: output HDF5 with per-image class probabilities"},
     {"classifier.model", S, 0, 0, NULL, "evaluate/predict: the model file (--model)"},
+    /* describe */
+    {"describe.heatmaps", S, 0, 0, NULL, "heatmaps file (/heatmaps [N,C,H,W] per-class probabilities) to describe"},
+    {"describe.data", S, 0, 0, NULL, "the image stack the heatmaps belong to"},
+    {"describe.residual", S, 0, 0, NULL, "pseudo-label file whose /deviation (residual against the bulk lattice) gives the residual columns (\"\" = none: those columns are 0)"},
+    {"describe.output", S, 0, 0, NULL, "output descriptors file (HDF5)"},
+    {"describe.threshold", F, 0, 1, NULL, "probability above which a pixel belongs to a defect region"},
+    {"describe.min_area", I, 1, 1000000, NULL, "smallest region kept, pixels"},
+    {"describe.batch", I, 1, 65536, NULL, "images read per collective transfer on each rank"},
+
+    /* report */
+    {"report.run", S, 0, 0, NULL, "run directory to report on"},
+    {"report.output", S, 0, 0, NULL, "the HTML report to write"},
+    {"report.title", S, 0, 0, NULL, "page title"},
+    {"report.examples", I, 1, 32, NULL, "example patches shown per cluster"},
+    {"report.samples", I, 1, 32, NULL, "sample images shown per class"},
+
+    /* run */
+    {"run.dir", S, 0, 0, NULL, "run directory of `stemdefect run` (\"\" = runs/<config file name>)"},
+    {"run.stages", L, 0, 0, NULL, "stages to run (default all, in order): data, classify, report"},
+    {"run.force", B, 0, 0, NULL, "re-run the selected stages even when their outputs are up to date"},
+
     {NULL, 0, 0, 0, NULL, NULL}};

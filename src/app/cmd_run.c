@@ -1,0 +1,450 @@
+/* cmd_run.c - `stemdefect run`: the whole study in one run directory.
+ *
+ * Runs the stages in order, each one the same code as its subcommand, with its inputs and
+ * outputs at fixed names inside the run directory:
+ *   data        import (when import.input is given) or simulate  -> stack.h5
+ *   classify    train --task classify, then evaluate              -> classifier.h5, classifier_metrics.json
+ *   report      the HTML report of everything above                 -> report.html
+ * A stage whose outputs exist and whose fingerprint is current is skipped. The fingerprint
+ * (FNV-1a 64) covers the stage name, the program version, the resolved configuration of the
+ * sections the stage reads (with the run's paths filled in), the fingerprints of the stages it
+ * reads from, and for imported files their paths, sizes and modification times. It is stored in
+ * <dir>/.state/<stage> after the stage completes, so a re-run after a failure or a preemption
+ * resumes at the first stage that is missing or stale; a training stage with a checkpoint and no
+ * model resumes from the checkpoint. Each stage writes its JSON profile to
+ * <dir>/profile/<stage>.json.
+ *
+ * Collective: every rank runs every stage; decisions (skip, resume) are taken on rank 0 and
+ * broadcast, so the ranks never disagree about which collective comes next.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "app.h"
+#include "stemdefect/log.h"
+#include "stemdefect/par.h"
+#include "stemdefect/profile.h"
+#include "stemdefect/version.h"
+
+#define RUN_PATH_MAX 4096
+
+static const sd_cli_option run_options[] = {
+    {"--dir", "run.dir", "DIR", NULL, 0},
+    {"--stages", "run.stages", "LIST", NULL, 1},
+    {"--force", "run.force", NULL, NULL, 0},
+    {NULL, NULL, NULL, NULL, 0}};
+
+typedef struct run_ctx {
+  sd_app *app;
+  char dir[RUN_PATH_MAX];
+  uint64_t fp[32]; /* fingerprint of each stage once decided */
+} run_ctx;
+
+typedef struct run_stage {
+  const char *name;
+  const char *sections;      /* config sections that define its result */
+  const char *inputs;        /* stages it reads from, comma separated ("" = none) */
+  const char *outputs;       /* files it writes in the run directory, comma separated */
+  sd_status (*configure)(run_ctx *r);             /* sets the path keys of its commands */
+  sd_status (*execute)(run_ctx *r, int resume);   /* runs it */
+  const char *checkpoint;    /* file whose presence (without the outputs) means: resume */
+} run_stage;
+
+/* ---- small helpers ---------------------------------------------------------------------- */
+
+static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
+  const unsigned char *p = data;
+  for (size_t i = 0; i < n; i++) {
+    h ^= p[i];
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+static uint64_t fnv1a_str(uint64_t h, const char *s) { return fnv1a(h, s, strlen(s) + 1); }
+
+static sd_status path_in(const run_ctx *r, const char *name, char *out, size_t cap) {
+  int n = snprintf(out, cap, "%s/%s", r->dir, name);
+  if (n < 0 || (size_t)n >= cap) return SD_ERROR(SD_ERR_ARG, "run directory path too long: %s", r->dir);
+  return SD_OK;
+}
+
+static sd_status set_key(run_ctx *r, const char *key, const char *value) {
+  return sd_config_set(r->app->cfg, key, value, "run (stage paths)");
+}
+
+static sd_status set_path(run_ctx *r, const char *key, const char *file) {
+  char p[RUN_PATH_MAX + 64];
+  SD_CHECK(path_in(r, file, p, sizeof p));
+  return set_key(r, key, p);
+}
+
+static sd_status mkdir_p(const char *path) {
+  char tmp[RUN_PATH_MAX + 64];
+  int n = snprintf(tmp, sizeof tmp, "%s", path);
+  if (n < 0 || (size_t)n >= sizeof tmp) return SD_ERROR(SD_ERR_ARG, "path too long: %s", path);
+  for (char *p = tmp + 1; *p; p++) {
+    if (*p != '/') continue;
+    *p = 0;
+    if (mkdir(tmp, 0777) != 0 && errno != EEXIST)
+      return SD_ERROR(SD_ERR_IO, "cannot create directory %s: %s", tmp, strerror(errno));
+    *p = '/';
+  }
+  if (mkdir(tmp, 0777) != 0 && errno != EEXIST)
+    return SD_ERROR(SD_ERR_IO, "cannot create directory %s: %s", tmp, strerror(errno));
+  struct stat sb;
+  if (stat(tmp, &sb) != 0 || !S_ISDIR(sb.st_mode))
+    return SD_ERROR(SD_ERR_IO, "%s exists and is not a directory", tmp);
+  return SD_OK;
+}
+
+/* Runs one subcommand in this process with the current configuration. */
+static sd_status run_command(run_ctx *r, const sd_command *cmd) {
+  sd_app *app = r->app;
+  const sd_command *self = app->cmd;
+  char *yaml = sd_config_to_yaml(app->cfg, NULL);
+  if (!yaml) return SD_ERROR(SD_ERR_NOMEM, "resolved configuration");
+  free(app->config_yaml);
+  app->config_yaml = yaml;
+  app->prov.config_yaml = yaml;
+  app->prov.command = cmd->name;
+  app->cmd = cmd;
+  sd_status st = cmd->run(app);
+  app->cmd = self;
+  app->prov.command = self->name;
+  return sd_par_agree(app->comm, st);
+}
+
+/* ---- the stages ------------------------------------------------------------------------- */
+
+static int data_is_import(const run_ctx *r) {
+  return sd_config_list_length(r->app->cfg, "import.input") > 0;
+}
+
+static sd_status data_configure(run_ctx *r) {
+  SD_CHECK(set_path(r, "import.output", "stack.h5"));
+  SD_CHECK(set_path(r, "simulate.output", "stack.h5"));
+  if (!data_is_import(r)) SD_CHECK(set_path(r, "simulate.preview", "stack_preview.png"));
+  return SD_OK;
+}
+static sd_status data_execute(run_ctx *r, int resume) {
+  (void)resume;
+  return run_command(r, data_is_import(r) ? &sd_cmd_import : &sd_cmd_simulate);
+}
+
+static sd_status classify_configure(run_ctx *r) {
+  SD_CHECK(set_key(r, "train.task", "classify"));
+  SD_CHECK(set_path(r, "classifier.data", "stack.h5"));
+  SD_CHECK(set_path(r, "classifier.output", "classifier.h5"));
+  SD_CHECK(set_path(r, "classifier.checkpoint", "classifier.h5.ckpt"));
+  SD_CHECK(set_path(r, "classifier.model", "classifier.h5"));
+  SD_CHECK(set_path(r, "classifier.metrics", "classifier_metrics.json"));
+  SD_CHECK(set_path(r, "classifier.predictions", "classifier_predictions.h5"));
+  return set_key(r, "classifier.resume", "false");
+}
+static sd_status classify_execute(run_ctx *r, int resume) {
+  SD_CHECK(set_key(r, "classifier.resume", resume ? "true" : "false"));
+  sd_status st = run_command(r, &sd_cmd_train);
+  SD_CHECK(set_key(r, "classifier.resume", "false"));
+  SD_CHECK(st);
+  SD_CHECK(run_command(r, &sd_cmd_evaluate));
+  return run_command(r, &sd_cmd_predict);
+}
+
+static sd_status report_configure(run_ctx *r) {
+  SD_CHECK(set_key(r, "report.run", r->dir));
+  return set_path(r, "report.output", "report.html");
+}
+static sd_status report_execute(run_ctx *r, int resume) {
+  (void)resume;
+  return run_command(r, &sd_cmd_report);
+}
+
+static const run_stage stages[] = {
+    {"data", "import,simulate", "", "stack.h5", data_configure, data_execute, NULL},
+    {"classify", "train,classifier,simulate", "data",
+     "classifier.h5,classifier_metrics.json,classifier_predictions.h5", classify_configure,
+     classify_execute, "classifier.h5.ckpt"},
+    {"report", "report", "data,classify", "report.html", report_configure, report_execute, NULL},
+};
+#define NUM_STAGES ((int)(sizeof stages / sizeof stages[0]))
+
+/* 1 when the comma-separated list holds name as one whole item. */
+static int list_has(const char *list, const char *name) {
+  size_t n = strlen(name);
+  for (const char *p = list; *p;) {
+    const char *e = strchr(p, ',');
+    size_t len = e ? (size_t)(e - p) : strlen(p);
+    if (len == n && !strncmp(p, name, n)) return 1;
+    if (!e) break;
+    p = e + 1;
+  }
+  return 0;
+}
+
+static int stage_index(const char *name) {
+  for (int i = 0; i < NUM_STAGES; i++)
+    if (!strcmp(stages[i].name, name)) return i;
+  return -1;
+}
+
+static void stage_names(char *buf, size_t cap) {
+  size_t len = 0;
+  buf[0] = 0;
+  for (int i = 0; i < NUM_STAGES && len < cap; i++)
+    len += (size_t)snprintf(buf + len, cap - len, "%s%s", i ? ", " : "", stages[i].name);
+}
+
+/* ---- fingerprints and state ------------------------------------------------------------- */
+
+/* Fingerprint of stage i (after its configure): rank 0 computes, everybody gets it. */
+static uint64_t stage_fingerprint(run_ctx *r, int i) {
+  const run_stage *s = &stages[i];
+  uint64_t h = 1469598103934665603ull;
+  h = fnv1a_str(h, s->name);
+  h = fnv1a_str(h, SD_VERSION);
+  char secs[256];
+  snprintf(secs, sizeof secs, "%s", s->sections);
+  for (char *save = NULL, *tok = strtok_r(secs, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    char *y = sd_config_to_yaml(r->app->cfg, tok);
+    if (y) h = fnv1a_str(h, y);
+    free(y);
+  }
+  char ins[256];
+  snprintf(ins, sizeof ins, "%s", s->inputs);
+  for (char *save = NULL, *tok = strtok_r(ins, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    int j = stage_index(tok);
+    if (j >= 0) h = fnv1a(h, &r->fp[j], sizeof r->fp[j]);
+  }
+  if (i == stage_index("data") && data_is_import(r)) {
+    int n = sd_config_list_length(r->app->cfg, "import.input");
+    for (int k = 0; k < n; k++) {
+      const char *p = sd_config_list_item(r->app->cfg, "import.input", k);
+      struct stat sb;
+      h = fnv1a_str(h, p);
+      if (stat(p, &sb) == 0) {
+        int64_t v[2] = {(int64_t)sb.st_size, (int64_t)sb.st_mtime};
+        h = fnv1a(h, v, sizeof v);
+      }
+    }
+  }
+  return h;
+}
+
+/* 1 when every output of stage i exists and the stored fingerprint equals fp (rank 0). */
+static int stage_current(const run_ctx *r, int i, uint64_t fp) {
+  char outs[512], p[RUN_PATH_MAX + 64];
+  snprintf(outs, sizeof outs, "%s", stages[i].outputs);
+  for (char *save = NULL, *tok = strtok_r(outs, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    if (path_in(r, tok, p, sizeof p) != SD_OK || access(p, R_OK) != 0) return 0;
+  }
+  snprintf(p, sizeof p, "%s/.state/%s", r->dir, stages[i].name);
+  FILE *f = fopen(p, "r");
+  if (!f) return 0;
+  unsigned long long stored = 0;
+  int ok = fscanf(f, "fingerprint %llx", &stored) == 1;
+  fclose(f);
+  return ok && stored == fp;
+}
+
+/* 1 when stage i was started with fingerprint fp (<dir>/.state/<stage>.started), did not
+ * finish, and left a checkpoint: then it resumes (rank 0). A checkpoint of a run with another
+ * configuration is not resumed. */
+static int stage_resumable(const run_ctx *r, int i, uint64_t fp) {
+  if (!stages[i].checkpoint) return 0;
+  char p[RUN_PATH_MAX + 64];
+  if (path_in(r, stages[i].checkpoint, p, sizeof p) != SD_OK || access(p, R_OK) != 0) return 0;
+  snprintf(p, sizeof p, "%s/.state/%s.started", r->dir, stages[i].name);
+  FILE *f = fopen(p, "r");
+  if (!f) return 0;
+  unsigned long long stored = 0;
+  int ok = fscanf(f, "fingerprint %llx", &stored) == 1;
+  fclose(f);
+  return ok && stored == fp;
+}
+
+/* Rank 0 records that stage i starts with fingerprint fp. */
+static sd_status stage_mark_started(const run_ctx *r, int i, uint64_t fp) {
+  char p[RUN_PATH_MAX + 64];
+  snprintf(p, sizeof p, "%s/.state/%s.started", r->dir, stages[i].name);
+  FILE *f = fopen(p, "w");
+  if (!f) return SD_ERROR(SD_ERR_IO, "cannot write %s: %s", p, strerror(errno));
+  fprintf(f, "fingerprint %016llx\n", (unsigned long long)fp);
+  if (fclose(f) != 0) return SD_ERROR(SD_ERR_IO, "cannot write %s", p);
+  return SD_OK;
+}
+
+/* Rank 0 writes <dir>/.state/<stage> atomically. */
+static sd_status stage_mark_done(const run_ctx *r, int i, uint64_t fp, double seconds) {
+  char p[RUN_PATH_MAX + 64], tmp[RUN_PATH_MAX + 96];
+  snprintf(p, sizeof p, "%s/.state/%s", r->dir, stages[i].name);
+  snprintf(tmp, sizeof tmp, "%s.tmp-%ld", p, (long)getpid());
+  FILE *f = fopen(tmp, "w");
+  if (!f) return SD_ERROR(SD_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
+  time_t now = time(NULL);
+  char when[32];
+  strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+  fprintf(f, "fingerprint %016llx\nstage %s\nfinished %s\nseconds %.3f\nranks %d\nversion %s\ngit %s\n",
+          (unsigned long long)fp, stages[i].name, when, seconds, r->app->size, SD_VERSION,
+          SD_GIT_COMMIT);
+  int bad = fclose(f) != 0;
+  if (bad || rename(tmp, p) != 0) {
+    unlink(tmp);
+    return SD_ERROR(SD_ERR_IO, "cannot write %s", p);
+  }
+  return SD_OK;
+}
+
+/* ---- the command ------------------------------------------------------------------------ */
+
+static sd_status resolve_dir(run_ctx *r) {
+  const char *dir = sd_config_string(r->app->cfg, "run.dir");
+  int n;
+  if (dir && *dir) {
+    n = snprintf(r->dir, sizeof r->dir, "%s", dir);
+  } else {
+    const char *cfg = r->app->config_path;
+    char name[256] = "default";
+    if (cfg) {
+      const char *b = strrchr(cfg, '/');
+      snprintf(name, sizeof name, "%s", b ? b + 1 : cfg);
+      char *dot = strrchr(name, '.');
+      if (dot && dot != name) *dot = 0;
+    }
+    n = snprintf(r->dir, sizeof r->dir, "runs/%s", name);
+  }
+  if (n < 0 || (size_t)n >= sizeof r->dir) return SD_ERROR(SD_ERR_ARG, "run.dir is too long");
+  size_t len = strlen(r->dir);
+  while (len > 1 && r->dir[len - 1] == '/') r->dir[--len] = 0;
+  return SD_OK;
+}
+
+static sd_status run_run(sd_app *app) {
+  run_ctx r;
+  memset(&r, 0, sizeof r);
+  r.app = app;
+  SD_CHECK(resolve_dir(&r));
+
+  /* which stages */
+  int want[NUM_STAGES];
+  int nsel = sd_config_list_length(app->cfg, "run.stages");
+  char names[256];
+  stage_names(names, sizeof names);
+  for (int i = 0; i < NUM_STAGES; i++) want[i] = nsel == 0;
+  for (int k = 0; k < nsel; k++) {
+    const char *s = sd_config_list_item(app->cfg, "run.stages", k);
+    int i = stage_index(s);
+    if (i < 0)
+      return SD_ERROR(SD_ERR_CONFIG, "run.stages: unknown stage '%s' (from %s); the stages are: %s",
+                      s, sd_config_origin(app->cfg, "run.stages"), names);
+    want[i] = 1;
+  }
+  int force = sd_config_bool(app->cfg, "run.force");
+
+  /* the directory: created by rank 0, agreed by all */
+  sd_status st = SD_OK;
+  if (app->rank == 0) {
+    char sub[RUN_PATH_MAX + 64];
+    st = mkdir_p(r.dir);
+    if (st == SD_OK) {
+      snprintf(sub, sizeof sub, "%s/.state", r.dir);
+      st = mkdir_p(sub);
+    }
+    if (st == SD_OK) {
+      snprintf(sub, sizeof sub, "%s/profile", r.dir);
+      st = mkdir_p(sub);
+    }
+    if (st == SD_OK && access(r.dir, W_OK) != 0)
+      st = SD_ERROR(SD_ERR_IO, "run directory %s is not writable", r.dir);
+  }
+  SD_CHECK(sd_par_agree(app->comm, st));
+  /* general.profile would be written by the front end for the last stage only: run writes
+   * one profile per stage instead */
+  SD_CHECK(sd_config_set(app->cfg, "general.profile", "", "run"));
+  sd_log_info("run: %d stage(s) in %s on %d rank(s): %s", nsel ? nsel : NUM_STAGES, r.dir,
+              app->size, names);
+
+  int ran = 0, skipped = 0;
+  for (int i = 0; i < NUM_STAGES; i++) {
+    const run_stage *s = &stages[i];
+    SD_CHECK(s->configure(&r));
+    r.fp[i] = stage_fingerprint(&r, i);
+    /* rank 0 decides: 0 = skip, 1 = run, 2 = run resuming from a checkpoint, 3 = missing input */
+    int decision = 0;
+    if (app->rank == 0) {
+      int current = stage_current(&r, i, r.fp[i]);
+      if (!want[i]) decision = current ? 0 : 3;
+      else if (current && !force) decision = 0;
+      else decision = !force && stage_resumable(&r, i, r.fp[i]) ? 2 : 1;
+    }
+    uint64_t fp = r.fp[i];
+    MPI_Bcast(&fp, 1, MPI_UINT64_T, 0, app->comm);
+    MPI_Bcast(&decision, 1, MPI_INT, 0, app->comm);
+    r.fp[i] = fp;
+    if (decision == 3) {
+      /* not selected and not current: fine unless a selected later stage needs it */
+      for (int j = i + 1; j < NUM_STAGES; j++)
+        if (want[j] && list_has(stages[j].inputs, s->name))
+          return SD_ERROR(SD_ERR_ARG,
+                          "stage '%s' needs the outputs of stage '%s' (%s in %s), which are missing "
+                          "or out of date: run that stage too (add it to --stages)",
+                          stages[j].name, s->name, s->outputs, r.dir);
+      continue;
+    }
+    if (decision == 0) {
+      if (want[i]) sd_log_info("run: stage %-10s up to date, skipped", s->name);
+      skipped++;
+      continue;
+    }
+    sd_log_info("run: stage %-10s %s", s->name, decision == 2 ? "resuming from its checkpoint" : "running");
+    st = app->rank == 0 ? stage_mark_started(&r, i, r.fp[i]) : SD_OK;
+    SD_CHECK(sd_par_agree(app->comm, st));
+    sd_profile_reset();
+    double t0 = MPI_Wtime();
+    st = s->execute(&r, decision == 2);
+    double secs = MPI_Wtime() - t0;
+    if (st != SD_OK) {
+      char msg[2048];
+      snprintf(msg, sizeof msg, "stage %s: %s%s", s->name, sd_error_message(),
+               st == SD_ERR_INTERRUPTED ? " (run the same command again to resume)" :
+                                          " (fix it and run the same command again: completed stages are kept)");
+      sd_error_set_message(st, msg);
+      return st;
+    }
+    char prof[RUN_PATH_MAX + 64];
+    snprintf(prof, sizeof prof, "%s/profile/%s.json", r.dir, s->name);
+    SD_CHECK(sd_profile_write(app->comm, prof, s->name, NULL));
+    st = app->rank == 0 ? stage_mark_done(&r, i, r.fp[i], secs) : SD_OK;
+    SD_CHECK(sd_par_agree(app->comm, st));
+    sd_log_info("run: stage %-10s done in %.1f s", s->name, secs);
+    ran++;
+  }
+  sd_log_info("run: finished in %s (%d stage(s) run, %d up to date)", r.dir, ran, skipped);
+  return SD_OK;
+}
+
+const sd_command sd_cmd_run = {
+    .name = "run",
+    .summary = "run the whole study (every stage) into one run directory, resuming where it stopped",
+    .usage = "--config FILE [--dir DIR] [--stages LIST] [--force]",
+    .description =
+        "Runs the stages in order into the run directory (default runs/<config name>): data\n"
+        "(import when import.input is set, else simulate) -> stack.h5; classify (train, evaluate,\n"
+        "predict) -> classifier.h5, classifier_metrics.json, classifier_predictions.h5; report ->\n"
+        "report.html.\n"
+        "A stage whose outputs exist and whose fingerprint (its configuration sections, the\n"
+        "fingerprints of its inputs, imported files' sizes and times) is unchanged is skipped, so\n"
+        "running the same command again after a failure or a preemption resumes at the first\n"
+        "missing or stale stage (training resumes from its checkpoint). --stages runs a subset\n"
+        "(the others must be up to date when a selected stage needs them); --force re-runs the\n"
+        "selected stages. Profiles: DIR/profile/<stage>.json.",
+    .sections = "run,general",
+    .positional_key = NULL,
+    .options = run_options,
+    .run = run_run,
+};
