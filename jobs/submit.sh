@@ -6,8 +6,9 @@
 #
 # CONFIG     study configuration (e.g. config/demo.yaml)
 # --dir      run directory (default runs/<config name>, as `stemdefect run`)
-# --stages   comma list, run in the order given (default: the whole chain
-#            data,classify,pseudolabel,segmenter,segment,describe,cluster,embed,report)
+# --stages   comma list, run in the order given (default: every stage `stemdefect run --help`
+#            lists; without the program the whole chain data,classify,pseudolabel,segmenter,
+#            segment,describe,cluster,embed,report)
 # --dry-run  print the sbatch commands instead of submitting
 # Anything else is passed to every sbatch call (e.g. -p short -A myproject --qos=normal).
 #
@@ -22,14 +23,26 @@
 set -euo pipefail
 SD_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export SD_ROOT
-SD_ALL_STAGES="data classify pseudolabel segmenter segment describe cluster embed report"
+# the stages, in order: as the program lists them (`stemdefect run --help`), else the whole
+# chain of issue 6
+SD_CONTRACT_STAGES="data classify pseudolabel segmenter segment describe cluster embed report"
 SD_TRAINING_STAGES="classify segmenter"
+sd_bin=${SD_BIN:-}
+[ -z "$sd_bin" ] && [ -x "$SD_ROOT/build/stemdefect" ] && sd_bin=$SD_ROOT/build/stemdefect
+[ -z "$sd_bin" ] && sd_bin=$(command -v stemdefect 2>/dev/null || true)
+SD_ALL_STAGES=""
+if [ -n "$sd_bin" ] && [ -x "$sd_bin" ]; then
+  SD_ALL_STAGES=$(OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 60 "$sd_bin" run --help 2>/dev/null |
+    sed -n 's/.*stages to run (default all, in order): \([a-z, ]*\).*/\1/p' | tr -d ',' | head -n 1) || true
+fi
+# shellcheck disable=SC2086
+SD_ALL_STAGES=$(echo ${SD_ALL_STAGES:-$SD_CONTRACT_STAGES})
 
 die() {
   echo "jobs/submit.sh: $*" >&2
   exit 2
 }
-usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,/^[^#]/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; }
 
 [ $# -gt 0 ] || { usage >&2; exit 2; }
 case "$1" in -h | --help) usage; exit 0 ;; esac

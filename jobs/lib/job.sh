@@ -10,7 +10,9 @@
 #   sd_job_srun ARGS...      srun --mpi=$SD_SRUN_MPI (pmix) "$SD_BIN" ARGS... in the
 #                            background, forwarding USR1/USR2 that reach the batch shell
 #                            (--signal=B:USR1@120) to the job steps, so the program
-#                            checkpoints and exits 75. Returns the step's exit code.
+#                            checkpoints and exits 75. Returns the step's exit code
+#                            (75 also when the step died of the forwarded signal itself,
+#                            i.e. a stage without a handler: the run keeps what is complete).
 #   sd_job_finish RC         RC 75 (checkpointed, stopped by a signal) -> scontrol requeue
 #                            $SLURM_JOB_ID (at most $SD_MAX_REQUEUES times, default 20), and the
 #                            requeued job resumes from the checkpoint; otherwise exit RC.
@@ -74,6 +76,7 @@ sd_job_show_config() {
 
 SD_JOB_STEP_PID=""
 SD_JOB_PENDING_SIG=""
+SD_JOB_FORWARDED=""
 # Signal handler of the batch shell: forwards USR1/USR2 to the running job step, or keeps it
 # for the next step when none is running (so a signal never kills the shell itself).
 sd_job__forward() {
@@ -84,6 +87,7 @@ sd_job__forward() {
     return 0
   fi
   sd_job_log "received SIG$sig: forwarding it to the job steps (checkpoint and stop)"
+  SD_JOB_FORWARDED=$sig
   # scancel without --batch signals every step of the job but not this shell
   if [ -n "${SLURM_JOB_ID:-}" ] && scancel --signal="$sig" "$SLURM_JOB_ID" 2>/dev/null; then
     return 0
@@ -126,6 +130,13 @@ sd_job_srun() {
   done
   SD_JOB_STEP_PID=""
   sd_job_log "step exited with code $rc"
+  # a stage without a signal handler dies of the forwarded signal (srun reports 128 + signal):
+  # the run keeps its completed stages and checkpoints, so treat it like a checkpoint stop
+  if [ -n "$SD_JOB_FORWARDED" ] && [ $rc -eq $((128 + $(kill -l "$SD_JOB_FORWARDED"))) ]; then
+    sd_job_log "the step was ended by the forwarded SIG$SD_JOB_FORWARDED: treating it as stopped (exit 75)"
+    rc=$SD_JOB_EXIT_REQUEUE
+  fi
+  SD_JOB_FORWARDED=""
   return $rc
 }
 

@@ -28,7 +28,7 @@ source "$(dirname "$0")/lib.sh"
 # so a stage `run` does not have yet is one line to delete and a new one is one line to add.
 STAGE_OUTPUTS=(
   "data        stack.h5"
-  "classify    classifier.h5 metrics.json"
+  "classify    classifier.h5 classifier_metrics.json classifier_predictions.h5"
   "pseudolabel pseudo.h5"
   "segmenter   unet.h5"
   "segment     heatmaps.h5"
@@ -158,18 +158,28 @@ t_preempt=$(date +%s)
 C=$WORK/chain
 mkdir -p "$C"
 sed -e 's/^\( *count:\).*/\1 128/' -e 's/^\( *size:\).*/\1 32/' -e 's/^\( *preview_count:\).*/\1 8/' \
-  -e 's/^\( *epochs:\).*/\1 2/' -e 's/^\( *width:\).*/\1 4/' "$SRC/config/demo.yaml" >"$C/tiny.yaml"
-# the stages `run` accepts (none while the command does not exist yet)
+  -e 's/^\( *epochs:\).*/\1 2/' -e 's/^\( *width:\).*/\1 4/' -e 's/^\( *batch:\).*/\1 16/' "$SRC/config/demo.yaml" >"$C/tiny.yaml"
+# the stages: with `stemdefect run`, those it lists (each must have a STAGE_OUTPUTS line);
+# without it, every STAGE_OUTPUTS line (through the stand-in)
 real_run=0
-"$SD" run --help >/dev/null 2>&1 && real_run=1
+run_stages=$("$SD" run --help 2>/dev/null | sed -n 's/.*stages to run (default all, in order): \([a-z, ]*\).*/\1/p' | tr -d ',')
+[ -n "$run_stages" ] && real_run=1
 stages=()
+outputs=()
 for l in "${STAGE_OUTPUTS[@]}"; do
   set -- $l
-  stages+=("$1")
+  if [ $real_run = 0 ] || [[ " $run_stages " == *" $1 "* ]]; then
+    stages+=("$1")
+    outputs+=("$l")
+  fi
+done
+for s in $run_stages; do
+  [[ " ${stages[*]} " == *" $s "* ]] && ok || fail "run has a stage '$s' that STAGE_OUTPUTS does not list (add its outputs there)"
 done
 # A stand-in for the program where the test needs one: logs each call (rank 0) to
 # $SD_RECORD_LOG; exits 3 for the stage named by SD_RECORD_FAIL; with SD_RECORD_REQUEUE=1 it
-# exits 75 (as stemdefect after a checkpoint) unless the job is a requeued one.
+# exits 75 (as stemdefect after a checkpoint) unless the job is a requeued one; with
+# SD_RECORD_WAIT=1 it waits, without a signal handler, to be killed (unless requeued).
 STANDIN=$WORK/standin.sh
 cat >"$STANDIN" <<'EOF'
 #!/usr/bin/env bash
@@ -178,6 +188,11 @@ if [ "${SLURM_PROCID:-0}" = 0 ]; then
   echo "$SLURM_JOB_ID $SLURM_JOB_NAME ntasks=$SLURM_NTASKS restart=${SLURM_RESTART_COUNT:-0} $*" >>"$SD_RECORD_LOG"
 fi
 case " $* " in *" --stages ${SD_RECORD_FAIL:-none} "*) echo "stand-in: failing as asked" >&2; exit 3 ;; esac
+if [ "${SD_RECORD_WAIT:-0}" = 1 ] && [ "${SLURM_RESTART_COUNT:-0}" = 0 ]; then
+  # a stage with no signal handler: the forwarded USR1 ends it (srun exit 138)
+  echo "stand-in: waiting for a signal" >&2
+  exec sleep 120
+fi
 if [ "${SD_RECORD_REQUEUE:-0}" = 1 ] && [ "${SLURM_RESTART_COUNT:-0}" = 0 ]; then
   echo "stand-in: checkpoint written, exit 75" >&2
   exit 75
@@ -229,7 +244,7 @@ for s in "${stages[@]}"; do
 done
 [ "$(tail -n +2 "$C/run/slurm-jobs.tsv" | cut -f1 | tr '\n' ' ')" = "${stages[*]} " ] && ok || fail "slurm-jobs.tsv: $(cat "$C/run/slurm-jobs.tsv")"
 if [ $real_run = 1 ]; then
-  for l in "${STAGE_OUTPUTS[@]}"; do
+  for l in "${outputs[@]}"; do
     set -- $l
     s=$1
     shift
@@ -275,6 +290,23 @@ requeued_q() {
   return 0
 }
 wait_for 60 "jobs/pipeline.sbatch to requeue itself after exit 75" requeued_q && ok
+# the same job once more in a stage that has no USR1 handler: the signal forwarded by the batch
+# shell ends the step (exit 138), which the script also treats as stopped -> requeue
+id_w=$(env -u SD_ROOT SD_BIN=$STANDIN SD_RECORD_LOG=$Q/calls-w.log SD_RECORD_WAIT=1 sbatch --parsable -n 2 -o "$Q/job-w.out" \
+  "$SRC/jobs/pipeline.sbatch" "$C/tiny.yaml" --dir "$Q/run-w") && ok || fail "sbatch jobs/pipeline.sbatch failed"
+waiting_w() { grep -q 'stand-in: waiting for a signal' "$Q/job-w.out" 2>/dev/null; }
+wait_for 60 "the pipeline job $id_w to start its step" waiting_w && ok
+scancel --signal=USR1 --batch "$id_w" && ok || fail "scancel --signal=USR1 --batch $id_w"
+requeued_w() {
+  [ "$(field "$id_w" Restarts)" = 1 ] || return 1
+  [ "$(sd_slurm_job_state "$id_w")" = PENDING ] && [ "$(field "$id_w" Reason)" = BeginTime ] &&
+    { scontrol update JobId="$id_w" StartTime=now || true; }
+  return 0
+}
+wait_for 60 "pipeline job $id_w to requeue itself after its step died of USR1" requeued_w && ok
+st=$(sd_slurm_wait_job "$id_w" 90) && [ "$st" = COMPLETED ] && ok || fail "pipeline job $id_w ended $st"
+grep -qF "ended by the forwarded SIGUSR1: treating it as stopped" "$Q/job-w.out" && ok || fail "job $id_w log lacks the signal-death line"
+[ "$(grep -c " restart=1 run " "$Q/calls-w.log")" = 1 ] && ok || fail "requeued job $id_w did not run once: $(cat "$Q/calls-w.log")"
 st=$(sd_slurm_wait_job "$id_q" 90) && [ "$st" = COMPLETED ] && ok || fail "pipeline job $id_q ended $st"
 [ "$(field "$id_q" TimeLimit)" = 08:00:00 ] && [ "$(field "$id_q" NumTasks)" = 2 ] && ok ||
   fail "pipeline job: time limit $(field "$id_q" TimeLimit) tasks $(field "$id_q" NumTasks)"
