@@ -162,14 +162,14 @@ sd_job_finish() {
   exit "$rc"
 }
 
-# sd_job_run STAGES CONFIG [--dir RUNDIR] [run options...]: the job is one step
+# sd_job_run STAGE CONFIG [--dir RUNDIR] [run options...]: the job is one step
 #   stemdefect run --config CONFIG --dir RUNDIR [--stages STAGES] --profile FILE [options]
-# STAGES "all" runs the whole chain. RUNDIR defaults to runs/<config name> (as run's own
+# STAGE "all" runs the whole chain (or the stages of --stages a,b in the run options). RUNDIR defaults to runs/<config name> (as run's own
 # default), relative to the submit directory. The job's own profile goes to
 # RUNDIR/profile/jobs/<job name>-<job id>.json (run writes RUNDIR/profile/<stage>.json).
 # A requeued job drops --force, so it resumes instead of starting again.
 sd_job_run() {
-  local stages=${1:-} config=${2:-} dir="" args=() a
+  local stages=${1:-} config=${2:-} dir="" args=() a stage_items=()
   sd_job_init
   [ -n "$stages" ] && [ -n "$config" ] || sd_job_die "usage: sbatch ${SLURM_JOB_NAME:-JOB}.sbatch $([ "$stages" = all ] || echo "STAGE ")CONFIG [--dir RUNDIR] [run options]"
   shift 2
@@ -177,6 +177,18 @@ sd_job_run() {
     case "$1" in
       --dir) [ $# -ge 2 ] || sd_job_die "--dir needs a directory"; dir=$2; shift ;;
       --dir=*) dir=${1#--dir=} ;;
+      # a comma list becomes repeated --stages options (run takes one stage per --stages)
+      --stages | --stages=*)
+        local list
+        if [ "$1" = --stages ]; then
+          [ $# -ge 2 ] || sd_job_die "--stages needs a stage list"
+          list=$2
+          shift
+        else
+          list=${1#--stages=}
+        fi
+        IFS=, read -r -a stage_items <<<"$list"
+        for a in "${stage_items[@]}"; do args+=(--stages "$a"); done ;;
       --force)
         if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ]; then
           sd_job_log "requeued job: ignoring --force so the run resumes"

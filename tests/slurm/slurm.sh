@@ -96,13 +96,45 @@ out=$(timeout 60 srun --mpi=pmix -n 2 "$SD" info --help 2>&1 | grep -c '^usage\|
 
 phase() { echo "[$(date +%T)] $*"; }
 phase "harness up"
+# does `stemdefect run` exist, and which stages does it list?
+real_run=0
+run_stages=$("$SD" run --help 2>/dev/null | sed -n 's/.*stages to run (default all, in order): \([a-z, ]*\).*/\1/p' | tr -d ',')
+[ -n "$run_stages" ] && real_run=1
+
 # ---- 2. preemption: USR1 mid-training -> checkpoint, exit 75, requeue, resume ------------------
+# With `run`: jobs/pipeline.sbatch ... --stages data,classify (the real job script and program);
+# without it: tests/slurm/train-job.sbatch (simulate + train through the same job library).
 EPOCHS=12
 P=$WORK/preempt
 R=$WORK/reference
 mkdir -p "$P" "$R"
-id_p=$(sbatch --parsable -o "$P/job.out" "$SRC/tests/slurm/train-job.sbatch" "$P" $EPOCHS) || fail "sbatch failed"
-id_r=$(sbatch --parsable -o "$R/job.out" --dependency="afterok:$id_p" "$SRC/tests/slurm/train-job.sbatch" "$R" $EPOCHS) ||
+if [ $real_run = 1 ]; then
+  cat >"$WORK/preempt.yaml" <<EOF
+simulate:
+  material: cdte
+  count: 192
+  size: 32
+  seed: 3
+  preview_count: 8
+classifier:
+  epochs: $EPOCHS
+  batch: 16
+  data_shards: 4
+  width: 4
+  stages: 2
+EOF
+  job_p=("$SRC/jobs/pipeline.sbatch" "$WORK/preempt.yaml" --stages data,classify --dir "$P")
+  job_r=("$SRC/jobs/pipeline.sbatch" "$WORK/preempt.yaml" --stages data,classify --dir "$R")
+  resumed_pat="run: stage classify   resuming from its checkpoint"
+  prof_names="data classify"
+else
+  job_p=("$SRC/tests/slurm/train-job.sbatch" "$P" $EPOCHS)
+  job_r=("$SRC/tests/slurm/train-job.sbatch" "$R" $EPOCHS)
+  resumed_pat="train: resuming from"
+  prof_names="simulate classify"
+fi
+id_p=$(sbatch --parsable -n 2 --job-name=sd-test-train -o "$P/job.out" "${job_p[@]}") || fail "sbatch failed"
+id_r=$(sbatch --parsable -n 2 --job-name=sd-test-train -o "$R/job.out" --dependency="afterok:$id_p" "${job_r[@]}") ||
   fail "sbatch of the reference job failed"
 # true once training is under way, or when the job ended (an empty state means scontrol did not
 # answer in time on the loaded machine: keep waiting)
@@ -140,7 +172,7 @@ phase "reference job $id_r done"
   fail "reference job started $(field "$id_r" StartTime) before job $id_p ended $(field "$id_p" EndTime) (afterok)"
 for pat in "job $id_p 'sd-test-train' on $(hostname -s) (nodes 1, ranks 2" "restart 0)" "at commit " \
   "received SIGUSR1: forwarding it" "stop signal received: checkpoint written" "step exited with code 75" \
-  "requeueing job $id_p (restart 1)" "restart 1)" "train: resuming from" "model written to"; do
+  "requeueing job $id_p (restart 1)" "restart 1)" "$resumed_pat" "model written to"; do
   grep -qF -- "$pat" "$P/job.out" && ok || fail "preempted job's log lacks '$pat'"
 done
 grep -q 'resuming from' "$R/job.out" && fail "the reference job resumed (it must run uninterrupted)" || ok
@@ -149,7 +181,8 @@ h5diff "$P/classifier.h5" "$R/classifier.h5" /params /params >/dev/null && ok ||
   fail "the requeued+resumed model differs from the uninterrupted one (/params)"
 h5diff "$P/classifier.h5" "$R/classifier.h5" /buffers /buffers >/dev/null && ok ||
   fail "the requeued+resumed model differs from the uninterrupted one (/buffers)"
-for f in "$P/profile/simulate.json" "$P/profile/classify.json"; do
+for f in $prof_names; do
+  f=$P/profile/$f.json
   $PY -c 'import json,sys; json.load(open(sys.argv[1]))' "$f" 2>/dev/null && ok || fail "no valid JSON profile $f"
 done
 t_preempt=$(date +%s)
@@ -161,9 +194,6 @@ sed -e 's/^\( *count:\).*/\1 128/' -e 's/^\( *size:\).*/\1 32/' -e 's/^\( *previ
   -e 's/^\( *epochs:\).*/\1 2/' -e 's/^\( *width:\).*/\1 4/' -e 's/^\( *batch:\).*/\1 16/' "$SRC/config/demo.yaml" >"$C/tiny.yaml"
 # the stages: with `stemdefect run`, those it lists (each must have a STAGE_OUTPUTS line);
 # without it, every STAGE_OUTPUTS line (through the stand-in)
-real_run=0
-run_stages=$("$SD" run --help 2>/dev/null | sed -n 's/.*stages to run (default all, in order): \([a-z, ]*\).*/\1/p' | tr -d ',')
-[ -n "$run_stages" ] && real_run=1
 stages=()
 outputs=()
 for l in "${STAGE_OUTPUTS[@]}"; do
