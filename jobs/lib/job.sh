@@ -1,8 +1,8 @@
 # jobs/lib/job.sh - shared body of the Slurm batch scripts (sourced by jobs/*.sbatch, not run).
 #
 # A batch script runs from a copy in slurmd's spool directory, so it cannot find the
-# repository from its own path. It sources this file through sd_job_source (below, copied into
-# each .sbatch) which looks in $SD_ROOT, then the job's Command= path, then $SLURM_SUBMIT_DIR.
+# repository from its own path: the few lines at the top of each .sbatch look in $SD_ROOT,
+# then the job's Command= path (scontrol show job), then $SLURM_SUBMIT_DIR, and source this.
 #
 #   sd_job_init              resolve SD_ROOT and the program (SD_BIN), load modules
 #                            ($SD_MODULES, optional), print the job header (job id, nodes,
@@ -13,6 +13,8 @@
 #                            checkpoints and exits 75. Returns the step's exit code
 #                            (75 also when the step died of the forwarded signal itself,
 #                            i.e. a stage without a handler: the run keeps what is complete).
+#   sd_job_run STAGE CONFIG [--dir D] [run options]   the whole job: init, config, one
+#                            `stemdefect run` step, finish (below).
 #   sd_job_finish RC         RC 75 (checkpointed, stopped by a signal) -> scontrol requeue
 #                            $SLURM_JOB_ID (at most $SD_MAX_REQUEUES times, default 20), and the
 #                            requeued job resumes from the checkpoint; otherwise exit RC.
