@@ -86,6 +86,25 @@ wait_for() {
 }
 field() { sd_slurm_job_field "$@"; }
 epoch_of() { date -d "$1" +%s 2>/dev/null || echo 0; }
+# requeued ID: true once job ID has been requeued (Restarts >= 1). Slurm holds a requeued job
+# ~120 s (Reason=BeginTime) before it may start again, so that the node has revoked the old
+# instance's credential; the test shortens that to 5 s (sooner fails with "Job credential
+# revoked") instead of waiting the two minutes.
+declare -A released
+requeued() {
+  local id=$1 st
+  [ "$(field "$id" Restarts)" -ge 1 ] 2>/dev/null || return 1
+  st=$(sd_slurm_job_state "$id")
+  case "$st" in
+    PENDING)
+      if [ "$(field "$id" Reason)" = BeginTime ] && [ -z "${released[$id]:-}" ]; then
+        scontrol update JobId="$id" StartTime=now+5 && released[$id]=1
+      fi
+      return 0 ;;
+    RUNNING | COMPLETED | FAILED | CANCELLED | TIMEOUT) return 0 ;;
+    *) return 1 ;; # REQUEUED, COMPLETING: not pending yet
+  esac
+}
 
 # ---- 1. the harness ------------------------------------------------------------------------
 sd_slurm_start "$SLURM_TMP" || { fail "could not start the single-node Slurm"; finish; exit 1; }
@@ -151,16 +170,7 @@ if grep -q 'epoch 1/' "$P/job.out" && [ "$(sd_slurm_job_state "$id_p")" = RUNNIN
 else
   fail "job $id_p was not training when it should have been signalled (state $(sd_slurm_job_state "$id_p"))"
 fi
-# the job requeues itself; Slurm holds a requeued job ~120 s (BeginTime) before it may start
-# again: the test releases it at once instead of waiting
-requeued() {
-  [ "$(field "$id_p" Restarts)" = 1 ] || return 1
-  if [ "$(sd_slurm_job_state "$id_p")" = PENDING ] && [ "$(field "$id_p" Reason)" = BeginTime ]; then
-    scontrol update JobId="$id_p" StartTime=now || true
-  fi
-  return 0
-}
-wait_for 60 "job $id_p to requeue itself" requeued && ok
+wait_for 60 "job $id_p to requeue itself" requeued "$id_p" && ok
 phase "job $id_p requeued"
 st=$(sd_slurm_wait_job "$id_p" 180) && [ "$st" = COMPLETED ] && ok || fail "preempted job $id_p ended $st"
 # the reference job was held by afterok through the requeue and runs now
@@ -296,6 +306,13 @@ t_chain=$(date +%s)
 # ---- 3b. a failing stage cancels the rest of the chain; SBATCH_* overrides #SBATCH -------------
 F=$WORK/fail
 mkdir -p "$F"
+# meanwhile, on the free CPU: a pipeline job with a 1-minute limit, so the script's own
+# "#SBATCH --signal=B:USR1@120" fires from Slurm's time-limit check (not from scancel); its step
+# (the stand-in, no handler) is ended by the forwarded USR1 and the job requeues itself
+TL=$WORK/timelimit
+mkdir -p "$TL"
+id_t=$(env SD_BIN=$STANDIN SD_RECORD_LOG=$TL/calls.log SD_RECORD_WAIT=1 sbatch --parsable -n 1 --time=1 -o "$TL/job.out" \
+  "$SRC/jobs/pipeline.sbatch" "$C/tiny.yaml" --dir "$TL/run") && ok || fail "sbatch of the time-limit job failed"
 subout=$(SD_BIN=$STANDIN SD_RECORD_LOG=$F/calls.log SD_RECORD_FAIL=classify SBATCH_TIMELIMIT=00:20:00 "$SRC/jobs/submit.sh" "$C/tiny.yaml" --dir "$F/run" \
   --stages data,classify,segment --ntasks=1 2>"$F/submit.err") && ok || fail "jobs/submit.sh failed: $(cat "$F/submit.err")"
 declare -A fid
@@ -313,13 +330,7 @@ mkdir -p "$Q"
 # without SD_ROOT: the job finds the repository from its own script path (scontrol Command=)
 id_q=$(env -u SD_ROOT SD_BIN=$STANDIN SD_RECORD_LOG=$Q/calls.log SD_RECORD_REQUEUE=1 sbatch --parsable -n 2 -o "$Q/job.out" \
   "$SRC/jobs/pipeline.sbatch" "$C/tiny.yaml" --dir "$Q/run" --force) && ok || fail "sbatch jobs/pipeline.sbatch failed"
-requeued_q() {
-  [ "$(field "$id_q" Restarts)" = 1 ] || return 1
-  [ "$(sd_slurm_job_state "$id_q")" = PENDING ] && [ "$(field "$id_q" Reason)" = BeginTime ] &&
-    { scontrol update JobId="$id_q" StartTime=now || true; }
-  return 0
-}
-wait_for 60 "jobs/pipeline.sbatch to requeue itself after exit 75" requeued_q && ok
+wait_for 60 "jobs/pipeline.sbatch to requeue itself after exit 75" requeued "$id_q" && ok
 # the same job once more in a stage that has no USR1 handler: the signal forwarded by the batch
 # shell ends the step (exit 138), which the script also treats as stopped -> requeue
 id_w=$(env -u SD_ROOT SD_BIN=$STANDIN SD_RECORD_LOG=$Q/calls-w.log SD_RECORD_WAIT=1 sbatch --parsable -n 2 -o "$Q/job-w.out" \
@@ -327,13 +338,7 @@ id_w=$(env -u SD_ROOT SD_BIN=$STANDIN SD_RECORD_LOG=$Q/calls-w.log SD_RECORD_WAI
 waiting_w() { grep -q 'stand-in: waiting for a signal' "$Q/job-w.out" 2>/dev/null; }
 wait_for 60 "the pipeline job $id_w to start its step" waiting_w && ok
 scancel --signal=USR1 --batch "$id_w" && ok || fail "scancel --signal=USR1 --batch $id_w"
-requeued_w() {
-  [ "$(field "$id_w" Restarts)" = 1 ] || return 1
-  [ "$(sd_slurm_job_state "$id_w")" = PENDING ] && [ "$(field "$id_w" Reason)" = BeginTime ] &&
-    { scontrol update JobId="$id_w" StartTime=now || true; }
-  return 0
-}
-wait_for 60 "pipeline job $id_w to requeue itself after its step died of USR1" requeued_w && ok
+wait_for 60 "pipeline job $id_w to requeue itself after its step died of USR1" requeued "$id_w" && ok
 st=$(sd_slurm_wait_job "$id_w" 90) && [ "$st" = COMPLETED ] && ok || fail "pipeline job $id_w ended $st"
 grep -qF "ended by the forwarded SIGUSR1: treating it as stopped" "$Q/job-w.out" && ok || fail "job $id_w log lacks the signal-death line"
 [ "$(grep -c " restart=1 run " "$Q/calls-w.log")" = 1 ] && ok || fail "requeued job $id_w did not run once: $(cat "$Q/calls-w.log")"
@@ -345,6 +350,12 @@ grep -qx "$id_q sd-pipeline ntasks=2 restart=0 run --config $C/tiny.yaml --dir $
 grep -qx "$id_q sd-pipeline ntasks=2 restart=1 run --config $C/tiny.yaml --dir $Q/run --profile $Q/run/profile/jobs/sd-pipeline-$id_q.json" "$Q/calls.log" &&
   ok || fail "requeued pipeline run (without --force): $(tail -1 "$Q/calls.log")"
 grep -qF "ignoring --force" "$Q/job.out" && ok || fail "pipeline log lacks the --force note"
+
+wait_for 120 "the time-limit job $id_t to get USR1 from --signal=B:USR1@120 and requeue itself" requeued "$id_t" && ok
+st=$(sd_slurm_wait_job "$id_t" 90) && [ "$st" = COMPLETED ] && ok || fail "time-limit job $id_t ended $st"
+grep -qF "received SIGUSR1" "$TL/job.out" && ok || fail "time-limit job $id_t: no USR1 in its log"
+grep -qF "requeueing job $id_t (restart 1)" "$TL/job.out" && ok || fail "time-limit job $id_t did not requeue itself"
+phase "time-limit signal job $id_t done"
 
 # --dry-run prints the chain without submitting; --help of the scripts
 dry=$("$SRC/jobs/submit.sh" "$C/tiny.yaml" --dir "$F/dry" --stages data,classify,report --dry-run -p short 2>&1)
