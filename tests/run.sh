@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # tests/run.sh - install what is missing, configure, build, and run the test suite with CTest.
 #
-#   tests/run.sh                 the default suite (labels unit, mpi, io, e2e; not bench/slow)
+#   tests/run.sh                 the default suite (labels unit, mpi, io, e2e, slurm; not bench/slow)
 #   tests/run.sh --asan          the same in an ASan+UBSan build (build-asan/)
 #   tests/run.sh --label bench   only the tests with that CTest label (e.g. bench, slow)
 #   tests/run.sh -- ARGS         extra arguments for ctest (e.g. -R stack)
@@ -24,7 +24,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-sd_setup_packages $SD_BUILD_PACKAGES python3-h5py python3-numpy chromium
+sd_setup_packages $SD_BUILD_PACKAGES python3-h5py python3-numpy chromium $SD_SLURM_PACKAGES
 
 cmake_args=()
 [ "${CI:-}" = "true" ] && cmake_args+=(-DSD_WARNINGS_AS_ERRORS=ON)

@@ -10,6 +10,8 @@ SD_BUILD_DIR=${SD_BUILD_DIR:-$SD_ROOT/build}
 SD_BUILD_PACKAGES="build-essential cmake pkg-config git libopenmpi-dev openmpi-bin libhdf5-openmpi-dev
 hdf5-tools libscalapack-openmpi-dev libopenblas-dev libtiff-dev libjpeg-dev libpng-dev libyaml-dev
 libcairo2-dev"
+# The single-node Slurm integration test (tests/slurm, label slurm) needs these.
+SD_SLURM_PACKAGES="slurm-wlm munge"
 
 sd_log() { printf '[%s] %s\n' "$(date '+%Y-%m-%d %H:%M:%S')" "$*" >&2; }
 
