@@ -13,6 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "fixed.h"
 #include "stemdefect/cluster.h"
 #include "stemdefect/log.h"
@@ -30,6 +34,10 @@ typedef struct km_ctx {
   double *cn;     /* [k] |c|^2 */
   float *cnf;     /* [k] |c|^2 in float */
   float *dv;      /* [k] scratch */
+  float *f1, *f2; /* [CHUNK] best and second-best |c|^2 - 2 x.c */
+  int32_t *a1;    /* [CHUNK] best centroid */
+  int *bucket;    /* [k + 1] */
+  int *order;     /* [CHUNK] */
   float *g;       /* [CHUNK, k] */
   double *part;   /* [k, p] chunk partial sums */
   int64_t *acc;   /* [k*p + k + 1]: sums, counts, changed */
@@ -47,6 +55,11 @@ static void km_ctx_free(km_ctx *c) {
   free(c->cn);
   free(c->cnf);
   free(c->dv);
+  free(c->f1);
+  free(c->f2);
+  free(c->a1);
+  free(c->bucket);
+  free(c->order);
   free(c->g);
   free(c->part);
   free(c->acc);
@@ -280,6 +293,49 @@ done:
   return st;
 }
 
+/* For each of n rows (columns of gt (k, n)): the smallest and second smallest of
+ * cn[a] - 2 gt[a][i] over a, and the first index of the smallest. The same float operations
+ * (multiply, subtract, compare) as a scalar loop, so the result does not depend on the path. */
+static void best_two(const float *gt, int n, int k, const float *cn, float *f1o, float *f2o,
+                     int32_t *a1o) {
+  int i = 0;
+#if defined(__SSE2__)
+  const __m128 two = _mm_set1_ps(2.0f), inf = _mm_set1_ps(INFINITY);
+  for (; i + 4 <= n; i += 4) {
+    __m128 f1 = _mm_sub_ps(_mm_set1_ps(cn[0]), _mm_mul_ps(two, _mm_loadu_ps(gt + i)));
+    __m128 f2 = inf;
+    __m128i a1 = _mm_setzero_si128();
+    for (int a = 1; a < k; a++) {
+      __m128 v = _mm_sub_ps(_mm_set1_ps(cn[a]), _mm_mul_ps(two, _mm_loadu_ps(gt + (size_t)a * n + i)));
+      __m128 lt = _mm_cmplt_ps(v, f1);
+      __m128 m2 = _mm_min_ps(v, f2); /* v < f2 ? v : f2 */
+      f2 = _mm_or_ps(_mm_and_ps(lt, f1), _mm_andnot_ps(lt, m2));
+      f1 = _mm_or_ps(_mm_and_ps(lt, v), _mm_andnot_ps(lt, f1));
+      __m128i li = _mm_castps_si128(lt);
+      a1 = _mm_or_si128(_mm_and_si128(li, _mm_set1_epi32(a)), _mm_andnot_si128(li, a1));
+    }
+    _mm_storeu_ps(f1o + i, f1);
+    _mm_storeu_ps(f2o + i, f2);
+    _mm_storeu_si128((__m128i *)(a1o + i), a1);
+  }
+#endif
+  for (; i < n; i++) {
+    float f1 = cn[0] - 2.0f * gt[i], f2 = INFINITY;
+    int a1 = 0;
+    for (int a = 1; a < k; a++) {
+      float v = cn[a] - 2.0f * gt[(size_t)a * n + i];
+      int lt = v < f1;
+      float m2 = v < f2 ? v : f2;
+      f2 = lt ? f1 : m2;
+      f1 = lt ? v : f1;
+      a1 = lt ? a : a1;
+    }
+    f1o[i] = f1;
+    f2o[i] = f2;
+    a1o[i] = a1;
+  }
+}
+
 /* E-step with centroids cent [k, p] and accumulation of the next M-step: assign (m_local)
  * updated, dmin set; c->acc holds the global [sums | counts | changed] afterwards. */
 static sd_status estep(km_ctx *c, const double *cent, int32_t *assign, int first_pass) {
@@ -303,25 +359,17 @@ static sd_status estep(km_ctx *c, const double *cent, int32_t *assign, int first
   for (int64_t c0 = 0; c0 < c->m_local; c0 += SD_CLUSTER_CHUNK) {
     int nb = (int)(c->m_local - c0 < SD_CLUSTER_CHUNK ? c->m_local - c0 : SD_CLUSTER_CHUNK);
     const float *xc = c->x + c0 * p;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, k, p, 1.0f, xc, p, c->cf, p, 0.0f,
-                c->g, k);
+    /* gt (k, nb) = cf (k, p) . xc^T: one row per centroid, so the minimum over centroids
+     * runs across 4 rows at a time in SIMD */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, k, nb, p, 1.0f, c->cf, p, xc, p, 0.0f,
+                c->g, nb);
+    best_two(c->g, nb, k, c->cnf, c->f1, c->f2, c->a1);
     memset(c->part, 0, sizeof *c->part * (size_t)k * p);
     for (int i = 0; i < nb; i++) {
       int64_t r = c0 + i;
       double xn = c->xn[r];
-      const float *gi = c->g + (size_t)i * k;
-      /* |c|^2 - 2 x.c in float (|x|^2 does not change the order), branch-free minimum */
-      float *dv = c->dv;
-      for (int a = 0; a < k; a++) dv[a] = c->cnf[a] - 2.0f * gi[a];
-      float f1 = dv[0], f2 = INFINITY;
-      int a1 = 0;
-      for (int a = 1; a < k; a++) {
-        float v = dv[a];
-        int lt = v < f1;
-        f2 = lt ? f1 : (v < f2 ? v : f2);
-        f1 = lt ? v : f1;
-        a1 = lt ? a : a1;
-      }
+      float f1 = c->f1[i], f2 = c->f2[i];
+      int a1 = c->a1[i];
       double b1 = xn + (double)f1;
       if ((double)f2 - (double)f1 <= rel * (xn + cmax) + 1e-300) { /* close call: decide in double */
         b1 = INFINITY;
@@ -336,9 +384,31 @@ static sd_status estep(km_ctx *c, const double *cent, int32_t *assign, int first
       c->dmin[r] = b1 > 0 ? b1 : 0;
       if (!first_pass && assign[r] != a1) changed++;
       assign[r] = a1;
-      double *pa = c->part + (size_t)a1 * p;
-      for (int l = 0; l < p; l++) pa[l] += xc[(size_t)i * p + l];
+      c->a1[i] = a1;
       c->acc[(size_t)k * p + a1]++;
+    }
+    /* per-cluster sums of the chunk: rows bucketed by cluster (stable), then added four at a
+     * time (a fixed order given the chunk, and no store-to-load chain between rows) */
+    int *start = c->bucket, *order = c->order;
+    for (int a = 0; a <= k; a++) start[a] = 0;
+    for (int i = 0; i < nb; i++) start[c->a1[i] + 1]++;
+    for (int a = 0; a < k; a++) start[a + 1] += start[a];
+    for (int i = 0; i < nb; i++) order[start[c->a1[i]]++] = i;
+    for (int a = k; a > 0; a--) start[a] = start[a - 1];
+    start[0] = 0;
+    for (int a = 0; a < k; a++) {
+      double *pa = c->part + (size_t)a * p;
+      int j = start[a], e = start[a + 1];
+      for (; j + 4 <= e; j += 4) {
+        const float *x0 = xc + (size_t)order[j] * p, *x1 = xc + (size_t)order[j + 1] * p;
+        const float *x2 = xc + (size_t)order[j + 2] * p, *x3 = xc + (size_t)order[j + 3] * p;
+        for (int l = 0; l < p; l++)
+          pa[l] += ((double)x0[l] + (double)x1[l]) + ((double)x2[l] + (double)x3[l]);
+      }
+      for (; j < e; j++) {
+        const float *x0 = xc + (size_t)order[j] * p;
+        for (int l = 0; l < p; l++) pa[l] += x0[l];
+      }
     }
     for (int a = 0; a < k; a++)
       for (int l = 0; l < p; l++)
@@ -401,6 +471,11 @@ sd_status sd_km_fit(MPI_Comm comm, const float *x, int64_t m_local, int64_t m, i
   c.cn = sd_malloc((size_t)k, sizeof *c.cn, "centroid norms");
   c.cnf = sd_malloc((size_t)k, sizeof *c.cnf, "centroid norms");
   c.dv = sd_malloc((size_t)k, sizeof *c.dv, "distances");
+  c.f1 = sd_malloc(SD_CLUSTER_CHUNK, sizeof *c.f1, "distances");
+  c.f2 = sd_malloc(SD_CLUSTER_CHUNK, sizeof *c.f2, "distances");
+  c.a1 = sd_malloc(SD_CLUSTER_CHUNK, sizeof *c.a1, "nearest");
+  c.bucket = sd_malloc((size_t)k + 1, sizeof *c.bucket, "buckets");
+  c.order = sd_malloc(SD_CLUSTER_CHUNK, sizeof *c.order, "order");
   c.g = sd_malloc((size_t)SD_CLUSTER_CHUNK * k, sizeof *c.g, "distance block");
   c.part = sd_malloc((size_t)k * p, sizeof *c.part, "partial sums");
   c.acc = sd_malloc((size_t)k * p + k + 1, sizeof *c.acc, "sums");
@@ -416,7 +491,7 @@ sd_status sd_km_fit(MPI_Comm comm, const float *x, int64_t m_local, int64_t m, i
   res->assign = sd_malloc(ml, sizeof *res->assign, "assignments");
   res->counts = sd_malloc((size_t)k, sizeof *res->counts, "counts");
   res->objective = sd_malloc((size_t)maxit + 2, sizeof *res->objective, "objective");
-  sd_status st = (c.xn && c.dmin && c.cf && c.cn && c.cnf && c.dv && c.g && c.part && c.acc && c.ex && c.fac &&
+  sd_status st = (c.xn && c.dmin && c.cf && c.cn && c.cnf && c.dv && c.f1 && c.f2 && c.a1 && c.bucket && c.order && c.g && c.part && c.acc && c.ex && c.fac &&
                   c.rowbuf && cent && next && asg && w && obj && res->centroids && res->assign &&
                   res->counts && res->objective)
                      ? SD_OK
