@@ -197,6 +197,8 @@ static sd_status silhouette(MPI_Comm comm, const float *x, int64_t m_local, int6
       goto done;
     }
     memcpy(own_norms, xn_own, sizeof *own_norms * (size_t)m_local);
+    sd_progress prog;
+    sd_progress_begin(&prog, "silhouette (ring steps)", size);
     for (int step = 0; step < size; step++) {
       const char *blk = step == 0 ? send : recv;
       const int64_t *bh = (const int64_t *)blk;
@@ -224,7 +226,9 @@ static sd_status silhouette(MPI_Comm comm, const float *x, int64_t m_local, int6
         st = sd_par_ring_shift(comm, send, sb, recv, (int64_t)blk_bytes, &got);
         if (st != SD_OK) break;
       }
+      sd_progress_update(&prog, step + 1);
     }
+    if (st == SD_OK) sd_progress_end(&prog);
     free(own_norms);
     if (st != SD_OK) goto done;
   } else {
