@@ -3,7 +3,8 @@
 # (N=1e6, D=16, k=8) and exact silhouette (N=2e4, D=16) against scikit-learn in the same run
 # with the same thread count, and 1 -> 2 ranks (one thread each). Repeats are interleaved
 # (sklearn, ours, sklearn, ours ...) so machine load hits both alike; medians are compared.
-# usage: cluster_bench.sh path/to/cluster_bench   (env: SD_BENCH_REPEATS, SD_BENCH_KM_N, SD_BENCH_SIL_N)
+# usage: cluster_bench.sh path/to/cluster_bench   (env: SD_BENCH_REPEATS, SD_BENCH_KM_N, SD_BENCH_SIL_N,
+#        SD_BENCH_MODES="kmeans silhouette")
 # Exit status 1 when a target is missed (k-means <= 0.5x, silhouette <= 0.1x, 2 ranks >= 1.8x).
 set -uo pipefail
 DRV=${1:?usage: cluster_bench.sh CLUSTER_BENCH_BINARY}
@@ -11,6 +12,7 @@ PY=/usr/bin/python3
 REPS=${SD_BENCH_REPEATS:-3}
 NKM=${SD_BENCH_KM_N:-1000000}
 NSIL=${SD_BENCH_SIL_N:-20000}
+MODES=${SD_BENCH_MODES:-kmeans silhouette}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 WORK=$(mktemp -d /tmp/sd_clbench_XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
@@ -55,7 +57,7 @@ ours() { # ranks mode n
 skl() { # threads mode n
   OMP_NUM_THREADS=$1 OPENBLAS_NUM_THREADS=$1 MKL_NUM_THREADS=$1 $PY "$WORK/skl.py" "$2" "$3" "$1"
 }
-for mode in kmeans silhouette; do
+for mode in $MODES; do
   n=$NKM; [ $mode = silhouette ] && n=$NSIL
   for r in $(seq "$REPS"); do
     skl 1 $mode $n >>"$WORK/$mode.skl1"
@@ -74,7 +76,7 @@ row() { # label ours theirs target kind(le|ge) ; prints and updates status
   [ "$ok" = ok ] || status=1
   printf '%-52s %11.4f %11.4f %7sx  (target %s %s: %s)\n' "$1" "$2" "$3" "$ratio" "$([ $5 = le ] && echo '<=' || echo '>=')" "$4" "$ok"
 }
-for mode in kmeans silhouette; do
+for mode in $MODES; do
   target=0.5; what="k-means s/iteration N=$NKM D=16 k=8"
   [ $mode = silhouette ] && { target=0.1; what="exact silhouette s N=$NSIL D=16"; }
   o1w=$(median 1 <"$WORK/$mode.our1"); o1c=$(median 2 <"$WORK/$mode.our1"); o2w=$(median 1 <"$WORK/$mode.our2")
