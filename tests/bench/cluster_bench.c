@@ -26,7 +26,8 @@ int main(int argc, char **argv) {
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   sd_log_init(rank, size, SD_LOG_LEVEL_WARN);
   if (argc < 6) {
-    if (rank == 0) fprintf(stderr, "usage: %s kmeans N D K ITERS REPEATS | silhouette N D K REPEATS\n", argv[0]);
+    if (rank == 0)
+      fprintf(stderr, "usage: %s kmeans N D K ITERS REPEATS | silhouette N D K REPEATS\n", argv[0]);
     MPI_Finalize();
     return 2;
   }
@@ -42,12 +43,14 @@ int main(int argc, char **argv) {
   sd_rng r;
   sd_rng_init(&r, 1, 0, 77);
   for (int c = 0; c < k; c++)
-    for (int j = 0; j < d; j++) cen[c][j] = 3.0 * sd_rng_normal(&r);
+    for (int j = 0; j < d; j++)
+      cen[c][j] = 3.0 * sd_rng_normal(&r);
   for (int64_t i = 0; i < count; i++) {
     sd_rng_init(&r, 2, (uint64_t)(first + i), 78);
     int c = (int)sd_rng_below(&r, (uint64_t)k);
     lab[i] = c;
-    for (int j = 0; j < d; j++) x[i * d + j] = (float)(cen[c][j] + sd_rng_normal(&r));
+    for (int j = 0; j < d; j++)
+      x[i * d + j] = (float)(cen[c][j] + sd_rng_normal(&r));
   }
   for (int t = 0; t < reps; t++) {
     MPI_Barrier(MPI_COMM_WORLD);
@@ -62,7 +65,8 @@ int main(int argc, char **argv) {
         sd_km_result res;
         MPI_Barrier(MPI_COMM_WORLD);
         double w0 = MPI_Wtime(), c0 = cpu_now();
-        if (sd_km_fit(MPI_COMM_WORLD, x, count, n, d, &p, &res) != SD_OK) MPI_Abort(MPI_COMM_WORLD, 1);
+        if (sd_km_fit(MPI_COMM_WORLD, x, count, n, d, &p, &res) != SD_OK)
+          MPI_Abort(MPI_COMM_WORLD, 1);
         w[v] = MPI_Wtime() - w0;
         c[v] = cpu_now() - c0;
         its[v] = res.lloyd_iterations;
@@ -78,11 +82,13 @@ int main(int argc, char **argv) {
       const int32_t *as[1] = {lab};
       double mean;
       double t0 = MPI_Wtime(), c0 = cpu_now();
-      if (sd_km_silhouette(MPI_COMM_WORLD, x, count, n, d, 1, &k, as, 0, 1, &mean, NULL, NULL) != SD_OK)
+      if (sd_km_silhouette(MPI_COMM_WORLD, x, count, n, d, 1, &k, as, 0, 1, &mean, NULL, NULL) !=
+          SD_OK)
         MPI_Abort(MPI_COMM_WORLD, 1);
       double dt[2] = {MPI_Wtime() - t0, cpu_now() - c0};
       MPI_Allreduce(MPI_IN_PLACE, dt, 2, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-      if (rank == 0) printf("silhouette seconds %.6f cpu %.6f (mean %.6f)\n", dt[0], dt[1], mean);
+      if (rank == 0)
+        printf("silhouette seconds %.6f cpu %.6f (mean %.6f)\n", dt[0], dt[1], mean);
     }
     fflush(stdout);
   }
