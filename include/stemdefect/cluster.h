@@ -58,8 +58,8 @@ typedef enum sd_screen_reason {
  * earlier kept column exceeds max_corr (it names that column in partner[j], else -1).
  * reason[d], partner[d] out. Returns the number of kept columns (at least 1 when d >= 1: if
  * every column would go, the highest-variance one is kept). */
-int sd_cluster_screen(int d, const double *std, const double *corr, double min_var,
-                      double max_corr, sd_screen_reason *reason, int *partner);
+int sd_cluster_screen(int d, const double *std, const double *corr, double min_var, double max_corr,
+                      sd_screen_reason *reason, int *partner);
 
 /* ---- PCA -------------------------------------------------------------------------------- */
 
@@ -77,15 +77,15 @@ sd_status sd_pca_eig_lapack(int d, const double *a, double *evals, double *evecs
 
 /* A fitted PCA on the kept columns of the input. */
 typedef struct sd_pca {
-  int d_in;           /* input columns */
-  int d;              /* kept (screened) columns */
-  int p;              /* kept components */
-  int *columns;       /* [d] input column of each kept column */
-  double *mean;       /* [d] */
-  double *scale;      /* [d] population std (1 for a constant column) */
-  double *eigenvalues; /* [d] descending: variances of the standardised data along components */
+  int d_in;                /* input columns */
+  int d;                   /* kept (screened) columns */
+  int p;                   /* kept components */
+  int *columns;            /* [d] input column of each kept column */
+  double *mean;            /* [d] */
+  double *scale;           /* [d] population std (1 for a constant column) */
+  double *eigenvalues;     /* [d] descending: variances of the standardised data along components */
   double *explained_ratio; /* [d] eigenvalue / sum */
-  double *components; /* [d, d] row-major; the first p rows are the kept components */
+  double *components;      /* [d, d] row-major; the first p rows are the kept components */
 } sd_pca;
 
 /* Collective. Fits the PCA of x (m_local, d_in) on the columns listed in columns[d] (NULL =
@@ -121,15 +121,15 @@ typedef struct sd_km_params {
 
 typedef struct sd_km_result {
   int k, p;
-  double *centroids;  /* [k, p] */
-  int32_t *assign;    /* [m_local] cluster of each local row, in [0, k) */
-  int64_t *counts;    /* [k] rows per cluster (global) */
-  double inertia;     /* sum of squared distances to the assigned centroid (global) */
-  int iterations;     /* Lloyd iterations of the winning restart */
-  int restart;        /* which restart won */
-  int empty_repairs;  /* clusters re-seeded because they became empty (all restarts) */
-  int n_objective;    /* entries in objective */
-  double *objective;  /* [n_objective] the winning restart's objective after each E-step */
+  double *centroids;    /* [k, p] */
+  int32_t *assign;      /* [m_local] cluster of each local row, in [0, k) */
+  int64_t *counts;      /* [k] rows per cluster (global) */
+  double inertia;       /* sum of squared distances to the assigned centroid (global) */
+  int iterations;       /* Lloyd iterations of the winning restart */
+  int restart;          /* which restart won */
+  int empty_repairs;    /* clusters re-seeded because they became empty (all restarts) */
+  int n_objective;      /* entries in objective */
+  double *objective;    /* [n_objective] the winning restart's objective after each E-step */
   double lloyd_seconds; /* wall time of all Lloyd iterations (all restarts) */
   int lloyd_iterations; /* all Lloyd iterations (all restarts) */
 } sd_km_result;
@@ -152,8 +152,8 @@ void sd_km_result_free(sd_km_result *res);
  * mean: 0 when exact); per_cluster[j] (ks[j] entries each; mean over the cluster's
  * (sampled) rows, NaN when it has none), any may be NULL. sklearn's definition: s = 0 for a
  * row alone in its cluster. */
-sd_status sd_km_silhouette(MPI_Comm comm, const float *x, int64_t m_local, int64_t m, int p,
-                           int nk, const int *ks, const int32_t *const *assign, int64_t sample,
+sd_status sd_km_silhouette(MPI_Comm comm, const float *x, int64_t m_local, int64_t m, int p, int nk,
+                           const int *ks, const int32_t *const *assign, int64_t sample,
                            uint64_t seed, double *mean, double *stderr_out,
                            double *const *per_cluster);
 

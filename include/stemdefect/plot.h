@@ -57,8 +57,8 @@ void sd_plot_integer_x(sd_plot *p, int on);
 sd_status sd_plot_line(sd_plot *p, int n, const double *x, const double *y, const double *yerr,
                        int color, sd_plot_style style, const char *label);
 /* Bars of height h[n] centred at x[n], width in x units. */
-sd_status sd_plot_bars(sd_plot *p, int n, const double *x, const double *h, double width,
-                       int color, const char *label);
+sd_status sd_plot_bars(sd_plot *p, int n, const double *x, const double *h, double width, int color,
+                       const char *label);
 /* A dashed vertical line at x with a legend label. */
 sd_status sd_plot_vline(sd_plot *p, double x, int color, const char *label);
 /* n points (x[i*stride], y[i*stride]) coloured by category cat[i] in [0, ncat) (-1 =

@@ -17,23 +17,32 @@
  * the parallelism. begin returns the previous thread count for end. */
 static inline int sd_blas_single_begin(void) {
   int n = openblas_get_num_threads();
-  if (n != 1) openblas_set_num_threads(1);
+  if (n != 1)
+    openblas_set_num_threads(1);
   return n;
 }
 static inline void sd_blas_single_end(int n) {
-  if (n != 1) openblas_set_num_threads(n);
+  if (n != 1)
+    openblas_set_num_threads(n);
 }
 
 /* The exponent e for sums bounded by bound (a tiny or non-positive bound is raised to 1e-200). */
 static inline int sd_fix_exponent(double bound) {
-  if (!(bound > 1e-200)) bound = 1e-200;
+  if (!(bound > 1e-200))
+    bound = 1e-200;
   int ex;
   (void)frexp(bound, &ex); /* bound < 2^ex */
   return 62 - ex;
 }
-static inline double sd_fix_factor(int e) { return ldexp(1.0, e); }
+static inline double sd_fix_factor(int e) {
+  return ldexp(1.0, e);
+}
 /* v * factor truncated toward zero (|v| <= bound). */
-static inline int64_t sd_fix_from(double v, double factor) { return (int64_t)(v * factor); }
-static inline double sd_fix_to(int64_t v, int e) { return ldexp((double)v, -e); }
+static inline int64_t sd_fix_from(double v, double factor) {
+  return (int64_t)(v * factor);
+}
+static inline double sd_fix_to(int64_t v, int e) {
+  return ldexp((double)v, -e);
+}
 
 #endif

@@ -13,6 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "fixed.h"
 #include "stemdefect/cluster.h"
 #include "stemdefect/log.h"
@@ -24,20 +28,25 @@ typedef struct km_ctx {
   const float *x;
   int64_t m_local, m, first; /* first: global index of local row 0 */
   int p, k;
-  double *xn;     /* [m_local] |x|^2 */
-  double *dmin;   /* [m_local] squared distance to the assigned centroid */
-  float *cf;      /* [k, p] centroids in float for sgemm */
-  double *cn;     /* [k] |c|^2 */
-  float *cnf;     /* [k] |c|^2 in float */
-  float *dv;      /* [k] scratch */
-  float *g;       /* [CHUNK, k] */
-  double *part;   /* [k, p] chunk partial sums */
-  int64_t *acc;   /* [k*p + k + 1]: sums, counts, changed */
-  int *ex;        /* [p] fixed-point exponents of the column sums */
-  double *fac;    /* [p] */
-  double x2;      /* global sum |x|^2 */
+  double *xn;      /* [m_local] |x|^2 */
+  double *dmin;    /* [m_local] squared distance to the assigned centroid */
+  float *cf;       /* [k, p] centroids in float for sgemm */
+  double *cn;      /* [k] |c|^2 */
+  float *cnf;      /* [k] |c|^2 in float */
+  float *dv;       /* [k] scratch */
+  float *f1, *f2;  /* [CHUNK] best and second-best |c|^2 - 2 x.c */
+  int32_t *a1;     /* [CHUNK] best centroid */
+  int *bucket;     /* [k + 1] */
+  int *order;      /* [CHUNK] */
+  float *g;        /* [CHUNK, k] x.c of a chunk */
+  float *gt;       /* [k, CHUNK] its transpose */
+  double *part;    /* [k, p] chunk partial sums */
+  int64_t *acc;    /* [k*p + k + 1]: sums, counts, changed */
+  int *ex;         /* [p] fixed-point exponents of the column sums */
+  double *fac;     /* [p] */
+  double x2;       /* global sum |x|^2 */
   double var_mean; /* mean column variance (tolerance scale) */
-  double *rowbuf; /* [p + 1] */
+  double *rowbuf;  /* [p + 1] */
 } km_ctx;
 
 static void km_ctx_free(km_ctx *c) {
@@ -47,7 +56,13 @@ static void km_ctx_free(km_ctx *c) {
   free(c->cn);
   free(c->cnf);
   free(c->dv);
+  free(c->f1);
+  free(c->f2);
+  free(c->a1);
+  free(c->bucket);
+  free(c->order);
   free(c->g);
+  free(c->gt);
   free(c->part);
   free(c->acc);
   free(c->ex);
@@ -75,9 +90,11 @@ static double dist2_exact_d(const double *x, const double *c, int p) {
 
 /* Global row `row` into buf[p] on every rank (its owner contributes, the others add zeros). */
 static sd_status fetch_row(km_ctx *c, int64_t row, double *buf) {
-  for (int l = 0; l < c->p; l++) buf[l] = 0;
+  for (int l = 0; l < c->p; l++)
+    buf[l] = 0;
   if (row >= c->first && row < c->first + c->m_local)
-    for (int l = 0; l < c->p; l++) buf[l] = c->x[(row - c->first) * c->p + l];
+    for (int l = 0; l < c->p; l++)
+      buf[l] = c->x[(row - c->first) * c->p + l];
   return sd_par_allreduce_sum_double(c->comm, buf, c->p);
 }
 
@@ -95,14 +112,16 @@ static sd_status farthest_row(km_ctx *c, double *buf) {
   int64_t cand = (best == g) ? -bi : -INT64_MAX;
   SD_CHECK(sd_par_allreduce_max_i64(c->comm, &cand, 1));
   int64_t row = -cand;
-  if (row >= c->first && row < c->first + c->m_local) c->dmin[row - c->first] = -1;
+  if (row >= c->first && row < c->first + c->m_local)
+    c->dmin[row - c->first] = -1;
   return fetch_row(c, row, buf);
 }
 
 /* Sampling index t in [0, total) of fixed-point weights w (local rows) -> global row. */
 static sd_status sample_weighted(km_ctx *c, const int64_t *w, sd_rng *rng, int64_t *row) {
   int64_t local = 0;
-  for (int64_t i = 0; i < c->m_local; i++) local += w[i];
+  for (int64_t i = 0; i < c->m_local; i++)
+    local += w[i];
   int64_t off, total;
   SD_CHECK(sd_par_exscan_i64(c->comm, local, &off, &total));
   if (total <= 0) {
@@ -129,10 +148,12 @@ static sd_status sample_weighted(km_ctx *c, const int64_t *w, sd_rng *rng, int64
 /* dmin -> int64 weights with a global scale. */
 static sd_status weights_from_dmin(km_ctx *c, int64_t *w) {
   double mx = 0;
-  for (int64_t i = 0; i < c->m_local; i++) mx = fmax(mx, c->dmin[i]);
+  for (int64_t i = 0; i < c->m_local; i++)
+    mx = fmax(mx, c->dmin[i]);
   SD_CHECK(sd_par_allreduce_max_double(c->comm, &mx, 1));
   double f = sd_fix_factor(sd_fix_exponent((double)c->m * mx * 1.0001));
-  for (int64_t i = 0; i < c->m_local; i++) w[i] = sd_fix_from(fmax(c->dmin[i], 0.0), f);
+  for (int64_t i = 0; i < c->m_local; i++)
+    w[i] = sd_fix_from(fmax(c->dmin[i], 0.0), f);
   return SD_OK;
 }
 
@@ -140,7 +161,8 @@ static sd_status init_plusplus(km_ctx *c, sd_rng *rng, double *cent, int64_t *w)
   int p = c->p;
   int64_t r0 = (int64_t)sd_rng_below(rng, (uint64_t)c->m);
   SD_CHECK(fetch_row(c, r0, cent));
-  for (int64_t i = 0; i < c->m_local; i++) c->dmin[i] = dist2_exact(c->x + i * p, cent, p);
+  for (int64_t i = 0; i < c->m_local; i++)
+    c->dmin[i] = dist2_exact(c->x + i * p, cent, p);
   for (int a = 1; a < c->k; a++) {
     SD_CHECK(weights_from_dmin(c, w));
     int64_t row;
@@ -148,14 +170,16 @@ static sd_status init_plusplus(km_ctx *c, sd_rng *rng, double *cent, int64_t *w)
     SD_CHECK(fetch_row(c, row, cent + (size_t)a * p));
     for (int64_t i = 0; i < c->m_local; i++) {
       double d = dist2_exact(c->x + i * p, cent + (size_t)a * p, p);
-      if (d < c->dmin[i]) c->dmin[i] = d;
+      if (d < c->dmin[i])
+        c->dmin[i] = d;
     }
   }
   return SD_OK;
 }
 
 static double row_uniform(uint64_t seed, uint64_t stream, int64_t row) {
-  uint64_t h = sd_rng_mix64(seed ^ sd_rng_mix64(stream ^ sd_rng_mix64((uint64_t)row + 0x9E3779B97F4A7C15ull)));
+  uint64_t h = sd_rng_mix64(
+      seed ^ sd_rng_mix64(stream ^ sd_rng_mix64((uint64_t)row + 0x9E3779B97F4A7C15ull)));
   return (double)(h >> 11) * 0x1.0p-53;
 }
 
@@ -172,7 +196,8 @@ static sd_status init_parallel(km_ctx *c, sd_rng *rng, uint64_t seed, int restar
   double *cw = NULL, *best = NULL;
   int32_t *owner = sd_malloc((size_t)(c->m_local ? c->m_local : 1), sizeof *owner, "owner");
   st = sd_par_agree(c->comm, (cand && owner) ? SD_OK : SD_ERR_NOMEM);
-  if (st != SD_OK) goto done;
+  if (st != SD_OK)
+    goto done;
   int64_t r0 = (int64_t)sd_rng_below(rng, (uint64_t)c->m);
   SD_CHECK_GOTO(st, fetch_row(c, r0, cand), done);
   for (int64_t i = 0; i < c->m_local; i++) {
@@ -183,25 +208,31 @@ static sd_status init_parallel(km_ctx *c, sd_rng *rng, uint64_t seed, int restar
   for (int round = 0; round < 5; round++) {
     SD_CHECK_GOTO(st, weights_from_dmin(c, w), done);
     int64_t wl = 0;
-    for (int64_t i = 0; i < c->m_local; i++) wl += w[i];
+    for (int64_t i = 0; i < c->m_local; i++)
+      wl += w[i];
     int64_t woff, wtot;
     SD_CHECK_GOTO(st, sd_par_exscan_i64(c->comm, wl, &woff, &wtot), done);
-    if (wtot <= 0) break;
+    if (wtot <= 0)
+      break;
     uint64_t stream = ((uint64_t)restart << 8) | (uint64_t)round | 0x4B4D00000000ull;
     int64_t sel = 0;
     for (int64_t i = 0; i < c->m_local; i++)
-      if (row_uniform(seed, stream, c->first + i) * (double)wtot < l * (double)w[i]) sel++;
+      if (row_uniform(seed, stream, c->first + i) * (double)wtot < l * (double)w[i])
+        sel++;
     int64_t off, tot;
     SD_CHECK_GOTO(st, sd_par_exscan_i64(c->comm, sel, &off, &tot), done);
-    if (tot > cap - nc) tot = cap - nc; /* rare: more than 4x the expected count */
-    if (tot <= 0) continue;
+    if (tot > cap - nc)
+      tot = cap - nc; /* rare: more than 4x the expected count */
+    if (tot <= 0)
+      continue;
     double *nw = cand + (size_t)nc * p;
     memset(nw, 0, sizeof *nw * (size_t)tot * p);
     int64_t j = off;
     for (int64_t i = 0; i < c->m_local; i++)
       if (row_uniform(seed, stream, c->first + i) * (double)wtot < l * (double)w[i]) {
         if (j < tot)
-          for (int q = 0; q < p; q++) nw[j * p + q] = c->x[i * p + q];
+          for (int q = 0; q < p; q++)
+            nw[j * p + q] = c->x[i * p + q];
         j++;
       }
     SD_CHECK_GOTO(st, sd_par_allreduce_sum_double(c->comm, nw, (int)(tot * p)), done);
@@ -224,16 +255,20 @@ static sd_status init_parallel(km_ctx *c, sd_rng *rng, uint64_t seed, int restar
     free(cnt);
     goto done;
   }
-  for (int64_t i = 0; i < c->m_local; i++) cnt[owner[i]]++;
+  for (int64_t i = 0; i < c->m_local; i++)
+    cnt[owner[i]]++;
   st = sd_par_allreduce_sum_i64(c->comm, cnt, nc);
-  for (int t = 0; t < nc; t++) cw[t] = (double)cnt[t];
+  for (int t = 0; t < nc; t++)
+    cw[t] = (double)cnt[t];
   free(cnt);
-  if (st != SD_OK) goto done;
+  if (st != SD_OK)
+    goto done;
   /* weighted k-means++ on the candidates (replicated, serial) */
   int taken = 0;
   {
     double tw = 0;
-    for (int t = 0; t < nc; t++) tw += cw[t];
+    for (int t = 0; t < nc; t++)
+      tw += cw[t];
     double u = sd_rng_uniform(rng) * tw, cum = 0;
     int pick = nc - 1;
     for (int t = 0; t < nc; t++) {
@@ -245,11 +280,13 @@ static sd_status init_parallel(km_ctx *c, sd_rng *rng, uint64_t seed, int restar
     }
     memcpy(cent, cand + (size_t)pick * p, sizeof *cent * p);
     taken = 1;
-    for (int t = 0; t < nc; t++) best[t] = dist2_exact_d(cand + (size_t)t * p, cent, p);
+    for (int t = 0; t < nc; t++)
+      best[t] = dist2_exact_d(cand + (size_t)t * p, cent, p);
   }
   for (; taken < k; taken++) {
     double tot = 0;
-    for (int t = 0; t < nc; t++) tot += cw[t] * best[t];
+    for (int t = 0; t < nc; t++)
+      tot += cw[t] * best[t];
     int pick = -1;
     if (tot > 0) {
       double u = sd_rng_uniform(rng) * tot, cum = 0;
@@ -269,7 +306,8 @@ static sd_status init_parallel(km_ctx *c, sd_rng *rng, uint64_t seed, int restar
     }
     for (int t = 0; t < nc; t++) {
       double d = dist2_exact_d(cand + (size_t)t * p, ca, p);
-      if (d < best[t]) best[t] = d;
+      if (d < best[t])
+        best[t] = d;
     }
   }
 done:
@@ -278,6 +316,50 @@ done:
   free(best);
   free(owner);
   return st;
+}
+
+/* For each of n rows (columns of gt (k, n)): the smallest and second smallest of
+ * cn[a] - 2 gt[a][i] over a, and the first index of the smallest. The same float operations
+ * (multiply, subtract, compare) as a scalar loop, so the result does not depend on the path. */
+static void best_two(const float *gt, int n, int k, const float *cn, float *f1o, float *f2o,
+                     int32_t *a1o) {
+  int i = 0;
+#if defined(__SSE2__)
+  const __m128 two = _mm_set1_ps(2.0f), inf = _mm_set1_ps(INFINITY);
+  for (; i + 4 <= n; i += 4) {
+    __m128 f1 = _mm_sub_ps(_mm_set1_ps(cn[0]), _mm_mul_ps(two, _mm_loadu_ps(gt + i)));
+    __m128 f2 = inf;
+    __m128i a1 = _mm_setzero_si128();
+    for (int a = 1; a < k; a++) {
+      __m128 v =
+          _mm_sub_ps(_mm_set1_ps(cn[a]), _mm_mul_ps(two, _mm_loadu_ps(gt + (size_t)a * n + i)));
+      __m128 lt = _mm_cmplt_ps(v, f1);
+      __m128 m2 = _mm_min_ps(v, f2); /* v < f2 ? v : f2 */
+      f2 = _mm_or_ps(_mm_and_ps(lt, f1), _mm_andnot_ps(lt, m2));
+      f1 = _mm_or_ps(_mm_and_ps(lt, v), _mm_andnot_ps(lt, f1));
+      __m128i li = _mm_castps_si128(lt);
+      a1 = _mm_or_si128(_mm_and_si128(li, _mm_set1_epi32(a)), _mm_andnot_si128(li, a1));
+    }
+    _mm_storeu_ps(f1o + i, f1);
+    _mm_storeu_ps(f2o + i, f2);
+    _mm_storeu_si128((__m128i *)(a1o + i), a1);
+  }
+#endif
+  for (; i < n; i++) {
+    float f1 = cn[0] - 2.0f * gt[i], f2 = INFINITY;
+    int a1 = 0;
+    for (int a = 1; a < k; a++) {
+      float v = cn[a] - 2.0f * gt[(size_t)a * n + i];
+      int lt = v < f1;
+      float m2 = v < f2 ? v : f2;
+      f2 = lt ? f1 : m2;
+      f1 = lt ? v : f1;
+      a1 = lt ? a : a1;
+    }
+    f1o[i] = f1;
+    f2o[i] = f2;
+    a1o[i] = a1;
+  }
 }
 
 /* E-step with centroids cent [k, p] and accumulation of the next M-step: assign (m_local)
@@ -293,7 +375,8 @@ static sd_status estep(km_ctx *c, const double *cent, int32_t *assign, int first
     }
     c->cn[a] = s;
     c->cnf[a] = (float)s;
-    if (s > cmax) cmax = s;
+    if (s > cmax)
+      cmax = s;
   }
   /* a safe margin for the float GEMM distances: (p + 2) float roundings of |x|^2 + |c|^2,
    * with a factor 16 to spare; closer calls are decided by the double loop */
@@ -303,27 +386,23 @@ static sd_status estep(km_ctx *c, const double *cent, int32_t *assign, int first
   for (int64_t c0 = 0; c0 < c->m_local; c0 += SD_CLUSTER_CHUNK) {
     int nb = (int)(c->m_local - c0 < SD_CLUSTER_CHUNK ? c->m_local - c0 : SD_CLUSTER_CHUNK);
     const float *xc = c->x + c0 * p;
+    /* g (nb, k) = xc . cf^T, transposed to gt (k, nb) so the minimum over centroids runs
+     * across 4 rows at a time in SIMD (cheaper than letting sgemm pack xc transposed) */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, k, p, 1.0f, xc, p, c->cf, p, 0.0f,
                 c->g, k);
+    for (int i = 0; i < nb; i++)
+      for (int a = 0; a < k; a++)
+        c->gt[(size_t)a * nb + i] = c->g[(size_t)i * k + a];
+    best_two(c->gt, nb, k, c->cnf, c->f1, c->f2, c->a1);
     memset(c->part, 0, sizeof *c->part * (size_t)k * p);
     for (int i = 0; i < nb; i++) {
       int64_t r = c0 + i;
       double xn = c->xn[r];
-      const float *gi = c->g + (size_t)i * k;
-      /* |c|^2 - 2 x.c in float (|x|^2 does not change the order), branch-free minimum */
-      float *dv = c->dv;
-      for (int a = 0; a < k; a++) dv[a] = c->cnf[a] - 2.0f * gi[a];
-      float f1 = dv[0], f2 = INFINITY;
-      int a1 = 0;
-      for (int a = 1; a < k; a++) {
-        float v = dv[a];
-        int lt = v < f1;
-        f2 = lt ? f1 : (v < f2 ? v : f2);
-        f1 = lt ? v : f1;
-        a1 = lt ? a : a1;
-      }
+      float f1 = c->f1[i], f2 = c->f2[i];
+      int a1 = c->a1[i];
       double b1 = xn + (double)f1;
-      if ((double)f2 - (double)f1 <= rel * (xn + cmax) + 1e-300) { /* close call: decide in double */
+      if ((double)f2 - (double)f1 <=
+          rel * (xn + cmax) + 1e-300) { /* close call: decide in double */
         b1 = INFINITY;
         for (int a = 0; a < k; a++) {
           double d = dist2_exact(c->x + r * p, cent + (size_t)a * p, p);
@@ -334,11 +413,40 @@ static sd_status estep(km_ctx *c, const double *cent, int32_t *assign, int first
         }
       }
       c->dmin[r] = b1 > 0 ? b1 : 0;
-      if (!first_pass && assign[r] != a1) changed++;
+      if (!first_pass && assign[r] != a1)
+        changed++;
       assign[r] = a1;
-      double *pa = c->part + (size_t)a1 * p;
-      for (int l = 0; l < p; l++) pa[l] += xc[(size_t)i * p + l];
+      c->a1[i] = a1;
       c->acc[(size_t)k * p + a1]++;
+    }
+    /* per-cluster sums of the chunk: rows bucketed by cluster (stable), then added four at a
+     * time (a fixed order given the chunk, and no store-to-load chain between rows) */
+    int *start = c->bucket, *order = c->order;
+    for (int a = 0; a <= k; a++)
+      start[a] = 0;
+    for (int i = 0; i < nb; i++)
+      start[c->a1[i] + 1]++;
+    for (int a = 0; a < k; a++)
+      start[a + 1] += start[a];
+    for (int i = 0; i < nb; i++)
+      order[start[c->a1[i]]++] = i;
+    for (int a = k; a > 0; a--)
+      start[a] = start[a - 1];
+    start[0] = 0;
+    for (int a = 0; a < k; a++) {
+      double *pa = c->part + (size_t)a * p;
+      int j = start[a], e = start[a + 1];
+      for (; j + 4 <= e; j += 4) {
+        const float *x0 = xc + (size_t)order[j] * p, *x1 = xc + (size_t)order[j + 1] * p;
+        const float *x2 = xc + (size_t)order[j + 2] * p, *x3 = xc + (size_t)order[j + 3] * p;
+        for (int l = 0; l < p; l++)
+          pa[l] += ((double)x0[l] + (double)x1[l]) + ((double)x2[l] + (double)x3[l]);
+      }
+      for (; j < e; j++) {
+        const float *x0 = xc + (size_t)order[j] * p;
+        for (int l = 0; l < p; l++)
+          pa[l] += x0[l];
+      }
     }
     for (int a = 0; a < k; a++)
       for (int l = 0; l < p; l++)
@@ -365,7 +473,8 @@ static double objective(const km_ctx *c, const double *cent) {
 }
 
 void sd_km_result_free(sd_km_result *res) {
-  if (!res) return;
+  if (!res)
+    return;
   free(res->centroids);
   free(res->assign);
   free(res->counts);
@@ -378,7 +487,8 @@ sd_status sd_km_fit(MPI_Comm comm, const float *x, int64_t m_local, int64_t m, i
   memset(res, 0, sizeof *res);
   int k = prm->k;
   if (k < 1 || k > m || p < 1)
-    return SD_ERROR(SD_ERR_ARG, "k-means with k = %d on %lld rows of %d columns", k, (long long)m, p);
+    return SD_ERROR(SD_ERR_ARG, "k-means with k = %d on %lld rows of %d columns", k, (long long)m,
+                    p);
   int rank, size;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
@@ -401,7 +511,13 @@ sd_status sd_km_fit(MPI_Comm comm, const float *x, int64_t m_local, int64_t m, i
   c.cn = sd_malloc((size_t)k, sizeof *c.cn, "centroid norms");
   c.cnf = sd_malloc((size_t)k, sizeof *c.cnf, "centroid norms");
   c.dv = sd_malloc((size_t)k, sizeof *c.dv, "distances");
+  c.f1 = sd_malloc(SD_CLUSTER_CHUNK, sizeof *c.f1, "distances");
+  c.f2 = sd_malloc(SD_CLUSTER_CHUNK, sizeof *c.f2, "distances");
+  c.a1 = sd_malloc(SD_CLUSTER_CHUNK, sizeof *c.a1, "nearest");
+  c.bucket = sd_malloc((size_t)k + 1, sizeof *c.bucket, "buckets");
+  c.order = sd_malloc(SD_CLUSTER_CHUNK, sizeof *c.order, "order");
   c.g = sd_malloc((size_t)SD_CLUSTER_CHUNK * k, sizeof *c.g, "distance block");
+  c.gt = sd_malloc((size_t)SD_CLUSTER_CHUNK * k, sizeof *c.gt, "distance block");
   c.part = sd_malloc((size_t)k * p, sizeof *c.part, "partial sums");
   c.acc = sd_malloc((size_t)k * p + k + 1, sizeof *c.acc, "sums");
   c.ex = sd_malloc((size_t)p, sizeof *c.ex, "exponents");
@@ -416,11 +532,12 @@ sd_status sd_km_fit(MPI_Comm comm, const float *x, int64_t m_local, int64_t m, i
   res->assign = sd_malloc(ml, sizeof *res->assign, "assignments");
   res->counts = sd_malloc((size_t)k, sizeof *res->counts, "counts");
   res->objective = sd_malloc((size_t)maxit + 2, sizeof *res->objective, "objective");
-  sd_status st = (c.xn && c.dmin && c.cf && c.cn && c.cnf && c.dv && c.g && c.part && c.acc && c.ex && c.fac &&
-                  c.rowbuf && cent && next && asg && w && obj && res->centroids && res->assign &&
-                  res->counts && res->objective)
-                     ? SD_OK
-                     : SD_ERR_NOMEM;
+  sd_status st =
+      (c.xn && c.dmin && c.cf && c.cn && c.cnf && c.dv && c.f1 && c.f2 && c.a1 && c.bucket &&
+       c.order && c.g && c.gt && c.part && c.acc && c.ex && c.fac && c.rowbuf && cent && next &&
+       asg && w && obj && res->centroids && res->assign && res->counts && res->objective)
+          ? SD_OK
+          : SD_ERR_NOMEM;
   SD_CHECK_GOTO(st, sd_par_agree(comm, st), done);
 
   /* global constants: |x|^2 total, column bounds (fixed-point scales), mean variance */
@@ -434,10 +551,12 @@ sd_status sd_km_fit(MPI_Comm comm, const float *x, int64_t m_local, int64_t m, i
         for (int l = 0; l < p; l++) {
           double v = x[i * p + l];
           s += v * v;
-          if (fabs(v) > mx[l]) mx[l] = fabs(v);
+          if (fabs(v) > mx[l])
+            mx[l] = fabs(v);
         }
         c.xn[i] = s;
-        if (s > mx[p]) mx[p] = s;
+        if (s > mx[p])
+          mx[p] = s;
       }
       st = sd_par_allreduce_max_double(comm, mx, p + 1);
     }
@@ -451,13 +570,16 @@ sd_status sd_km_fit(MPI_Comm comm, const float *x, int64_t m_local, int64_t m, i
       for (int64_t c0 = 0; c0 < m_local; c0 += SD_CLUSTER_CHUNK) {
         int64_t nb = m_local - c0 < SD_CLUSTER_CHUNK ? m_local - c0 : SD_CLUSTER_CHUNK;
         double s2 = 0;
-        for (int l = 0; l < p; l++) c.part[l] = 0;
+        for (int l = 0; l < p; l++)
+          c.part[l] = 0;
         for (int64_t i = c0; i < c0 + nb; i++) {
           s2 += c.xn[i];
-          for (int l = 0; l < p; l++) c.part[l] += x[i * p + l];
+          for (int l = 0; l < p; l++)
+            c.part[l] += x[i * p + l];
         }
         sx[p] += sd_fix_from(s2, f2);
-        for (int l = 0; l < p; l++) sx[l] += sd_fix_from(c.part[l], c.fac[l]);
+        for (int l = 0; l < p; l++)
+          sx[l] += sd_fix_from(c.part[l], c.fac[l]);
       }
       st = sd_par_allreduce_sum_i64(comm, sx, p + 1);
       if (st == SD_OK) {
@@ -472,7 +594,8 @@ sd_status sd_km_fit(MPI_Comm comm, const float *x, int64_t m_local, int64_t m, i
     }
     free(mx);
     free(sx);
-    if (st != SD_OK) goto done;
+    if (st != SD_OK)
+      goto done;
   }
 
   double best = INFINITY;
@@ -483,7 +606,8 @@ sd_status sd_km_fit(MPI_Comm comm, const float *x, int64_t m_local, int64_t m, i
       st = init_parallel(&c, &rng, prm->seed, r, cent, w);
     else
       st = init_plusplus(&c, &rng, cent, w);
-    if (st != SD_OK) goto done;
+    if (st != SD_OK)
+      goto done;
     int nobj = 0, it = 0;
     double t0 = sd_time_now();
     for (it = 0; it < maxit; it++) {
@@ -494,8 +618,8 @@ sd_status sd_km_fit(MPI_Comm comm, const float *x, int64_t m_local, int64_t m, i
       for (int a = 0; a < k; a++) {
         int64_t n = c.acc[(size_t)k * p + a];
         for (int l = 0; l < p; l++)
-          next[a * p + l] = n > 0 ? sd_fix_to(c.acc[(size_t)a * p + l], c.ex[l]) / (double)n
-                                  : cent[a * p + l];
+          next[a * p + l] =
+              n > 0 ? sd_fix_to(c.acc[(size_t)a * p + l], c.ex[l]) / (double)n : cent[a * p + l];
       }
       for (int a = 0; a < k; a++)
         if (c.acc[(size_t)k * p + a] == 0) {
@@ -504,7 +628,8 @@ sd_status sd_km_fit(MPI_Comm comm, const float *x, int64_t m_local, int64_t m, i
           res->empty_repairs++;
         }
       double shift = 0;
-      for (int i = 0; i < k * p; i++) shift += (next[i] - cent[i]) * (next[i] - cent[i]);
+      for (int i = 0; i < k * p; i++)
+        shift += (next[i] - cent[i]) * (next[i] - cent[i]);
       memcpy(cent, next, sizeof *cent * (size_t)k * p);
       if (shift <= prm->tol * c.var_mean || (it > 0 && changed == 0)) {
         it++;
@@ -527,7 +652,8 @@ sd_status sd_km_fit(MPI_Comm comm, const float *x, int64_t m_local, int64_t m, i
       memcpy(res->objective, obj, sizeof *obj * (size_t)nobj);
       memcpy(res->centroids, cent, sizeof *cent * (size_t)k * p);
       memcpy(res->assign, asg, sizeof *asg * (size_t)m_local);
-      for (int a = 0; a < k; a++) res->counts[a] = c.acc[(size_t)k * p + a];
+      for (int a = 0; a < k; a++)
+        res->counts[a] = c.acc[(size_t)k * p + a];
     }
   }
   res->k = k;
@@ -539,6 +665,7 @@ done:
   free(asg);
   free(w);
   free(obj);
-  if (st != SD_OK) sd_km_result_free(res);
+  if (st != SD_OK)
+    sd_km_result_free(res);
   return st;
 }

@@ -35,7 +35,8 @@ extern void dsyev_(const char *jobz, const char *uplo, const int *n, double *a, 
 static void eig_finish(int d, const double *a, const double *w, const double *z, double *evals,
                        double *evecs) {
   double trace = 0;
-  for (int i = 0; i < d; i++) trace += fabs(a[(size_t)i * d + i]);
+  for (int i = 0; i < d; i++)
+    trace += fabs(a[(size_t)i * d + i]);
   int te = trace > 0 ? ilogb(trace) : 0;
   double qv = ldexp(1.0, te - 30), qz = ldexp(1.0, -26);
   for (int i = 0; i < d; i++) {
@@ -45,10 +46,12 @@ static void eig_finish(int d, const double *a, const double *w, const double *z,
     int arg = 0;
     for (int r = 0; r < d; r++) {
       v[r] = nearbyint(z[(size_t)j * d + r] / qz) * qz;
-      if (fabs(v[r]) > fabs(v[arg])) arg = r;
+      if (fabs(v[r]) > fabs(v[arg]))
+        arg = r;
     }
     if (v[arg] < 0)
-      for (int r = 0; r < d; r++) v[r] = -v[r] + 0.0;
+      for (int r = 0; r < d; r++)
+        v[r] = -v[r] + 0.0;
   }
 }
 
@@ -80,23 +83,29 @@ sd_status sd_pca_eig(MPI_Comm comm, int d, const double *a, double *evals, doubl
   int rank, size;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
-  if (d < 1) return SD_ERROR(SD_ERR_ARG, "eigen-decomposition of a %d x %d matrix", d, d);
+  if (d < 1)
+    return SD_ERROR(SD_ERR_ARG, "eigen-decomposition of a %d x %d matrix", d, d);
   int nprow = (int)floor(sqrt((double)size));
-  while (nprow > 1 && nprow * nprow > size) nprow--;
+  while (nprow > 1 && nprow * nprow > size)
+    nprow--;
   int npcol = size / nprow;
-  if (nprow * npcol > d * d) nprow = npcol = 1; /* more grid than matrix: keep it small */
+  if (nprow * npcol > d * d)
+    nprow = npcol = 1; /* more grid than matrix: keep it small */
   int ingrid = rank < nprow * npcol;
   /* blocks small enough that every grid rank holds a part (ScaLAPACK wants square blocks) */
   int pmax = nprow > npcol ? nprow : npcol;
   int nb = (d + pmax - 1) / pmax;
-  if (nb > 64) nb = 64;
-  if (nb < 1) nb = 1;
+  if (nb > 64)
+    nb = 64;
+  if (nb < 1)
+    nb = 1;
 
   int handle = Csys2blacs_handle(comm);
   int ctxt = handle;
   Cblacs_gridinit(&ctxt, "Row", nprow, npcol);
   int myrow = -1, mycol = -1, gr, gc;
-  if (ingrid) Cblacs_gridinfo(ctxt, &gr, &gc, &myrow, &mycol);
+  if (ingrid)
+    Cblacs_gridinfo(ctxt, &gr, &gc, &myrow, &mycol);
   int zero = 0, one = 1, info = 0;
   int mloc = 0, nloc = 0, lld = 1;
   int desca[9], descz[9];
@@ -108,8 +117,10 @@ sd_status sd_pca_eig(MPI_Comm comm, int d, const double *a, double *evals, doubl
     nloc = numroc_(&d, &nb, &mycol, &zero, &npcol);
     lld = mloc > 1 ? mloc : 1;
     descinit_(desca, &d, &d, &nb, &nb, &zero, &zero, &ctxt, &lld, &info);
-    if (info == 0) descinit_(descz, &d, &d, &nb, &nb, &zero, &zero, &ctxt, &lld, &info);
-    if (info != 0) st = SD_ERROR(SD_ERR_INTERNAL, "ScaLAPACK descinit failed (info %d)", info);
+    if (info == 0)
+      descinit_(descz, &d, &d, &nb, &nb, &zero, &zero, &ctxt, &lld, &info);
+    if (info != 0)
+      st = SD_ERROR(SD_ERR_INTERNAL, "ScaLAPACK descinit failed (info %d)", info);
   }
   size_t nl = (size_t)lld * (nloc > 0 ? nloc : 1);
   if (st == SD_OK) {
@@ -117,7 +128,8 @@ sd_status sd_pca_eig(MPI_Comm comm, int d, const double *a, double *evals, doubl
     zl = sd_calloc(nl, sizeof *zl, "local eigenvectors");
     w = sd_calloc((size_t)d, sizeof *w, "eigenvalues");
     zfull = sd_calloc((size_t)d * d, sizeof *zfull, "eigenvectors");
-    if (!al || !zl || !w || !zfull) st = SD_ERR_NOMEM;
+    if (!al || !zl || !w || !zfull)
+      st = SD_ERR_NOMEM;
   }
   /* workspace query on the grid; the sizes can differ per rank: take the maximum */
   double wq[2] = {0, 0};
@@ -133,17 +145,20 @@ sd_status sd_pca_eig(MPI_Comm comm, int d, const double *a, double *evals, doubl
     int iq = 0, m1 = -1;
     pdsyevd_("V", "U", &d, al, &one, &one, desca, w, zl, &one, &one, descz, &q, &m1, &iq, &m1,
              &info, 1, 1);
-    if (info != 0) st = SD_ERROR(SD_ERR_INTERNAL, "ScaLAPACK pdsyevd workspace query failed (info %d)", info);
+    if (info != 0)
+      st = SD_ERROR(SD_ERR_INTERNAL, "ScaLAPACK pdsyevd workspace query failed (info %d)", info);
     wq[0] = q;
     wq[1] = iq;
   }
   st = sd_par_agree(comm, st);
-  if (st == SD_OK) st = sd_par_allreduce_max_double(comm, wq, 2);
+  if (st == SD_OK)
+    st = sd_par_allreduce_max_double(comm, wq, 2);
   if (st == SD_OK && ingrid) {
     int lwork = (int)(wq[0] * 1.1) + 1024, liwork = (int)wq[1] + 64;
     work = sd_malloc((size_t)lwork, sizeof *work, "pdsyevd work");
     iwork = sd_malloc((size_t)liwork, sizeof *iwork, "pdsyevd iwork");
-    if (!work || !iwork) st = SD_ERR_NOMEM;
+    if (!work || !iwork)
+      st = SD_ERR_NOMEM;
     if (st == SD_OK) {
       pdsyevd_("V", "U", &d, al, &one, &one, desca, w, zl, &one, &one, descz, work, &lwork, iwork,
                &liwork, &info, 1, 1);
@@ -164,11 +179,16 @@ sd_status sd_pca_eig(MPI_Comm comm, int d, const double *a, double *evals, doubl
   }
   st = sd_par_agree(comm, st);
   if (st == SD_OK && rank != 0)
-    for (int i = 0; i < d; i++) w[i] = 0; /* rank 0's eigenvalues for everyone */
-  if (st == SD_OK) st = sd_par_allreduce_sum_double(comm, zfull, d * d);
-  if (st == SD_OK) st = sd_par_allreduce_sum_double(comm, w, d);
-  if (st == SD_OK) eig_finish(d, a, w, zfull, evals, evecs);
-  if (ingrid) Cblacs_gridexit(ctxt);
+    for (int i = 0; i < d; i++)
+      w[i] = 0; /* rank 0's eigenvalues for everyone */
+  if (st == SD_OK)
+    st = sd_par_allreduce_sum_double(comm, zfull, d * d);
+  if (st == SD_OK)
+    st = sd_par_allreduce_sum_double(comm, w, d);
+  if (st == SD_OK)
+    eig_finish(d, a, w, zfull, evals, evecs);
+  if (ingrid)
+    Cblacs_gridexit(ctxt);
   Cfree_blacs_system_handle(handle);
   free(al);
   free(zl);
@@ -180,7 +200,8 @@ sd_status sd_pca_eig(MPI_Comm comm, int d, const double *a, double *evals, doubl
 }
 
 void sd_pca_destroy(sd_pca **pca) {
-  if (!pca || !*pca) return;
+  if (!pca || !*pca)
+    return;
   sd_pca *p = *pca;
   free(p->columns);
   free(p->mean);
@@ -196,11 +217,13 @@ sd_status sd_pca_fit(MPI_Comm comm, int d_in, const double *mean, const double *
                      const double *corr, int d, const int *columns, double variance, int ncomp,
                      sd_pca **out) {
   *out = NULL;
-  if (!columns) d = d_in;
+  if (!columns)
+    d = d_in;
   sd_status st = SD_OK;
   sd_pca *p = sd_calloc(1, sizeof *p, "pca");
   double *c = NULL;
-  if (!p) st = SD_ERR_NOMEM;
+  if (!p)
+    st = SD_ERR_NOMEM;
   if (st == SD_OK) {
     p->d_in = d_in;
     p->d = d;
@@ -222,22 +245,27 @@ sd_status sd_pca_fit(MPI_Comm comm, int d_in, const double *mean, const double *
       p->columns[i] = ci;
       p->mean[i] = mean[ci];
       p->scale[i] = std[ci] > 0 ? std[ci] : 1.0;
-      for (int j = 0; j < d; j++) c[(size_t)i * d + j] = corr[(size_t)ci * d_in + (columns ? columns[j] : j)];
+      for (int j = 0; j < d; j++)
+        c[(size_t)i * d + j] = corr[(size_t)ci * d_in + (columns ? columns[j] : j)];
     }
     st = sd_pca_eig(comm, d, c, p->eigenvalues, p->components);
   }
   if (st == SD_OK) {
     double tot = 0;
-    for (int i = 0; i < d; i++) tot += fmax(p->eigenvalues[i], 0.0);
+    for (int i = 0; i < d; i++)
+      tot += fmax(p->eigenvalues[i], 0.0);
     double cum = 0;
     p->p = 0;
     for (int i = 0; i < d; i++) {
       p->explained_ratio[i] = tot > 0 ? fmax(p->eigenvalues[i], 0.0) / tot : 0.0;
       cum += p->explained_ratio[i];
-      if (p->p == 0 && cum >= variance - 1e-12) p->p = i + 1;
+      if (p->p == 0 && cum >= variance - 1e-12)
+        p->p = i + 1;
     }
-    if (p->p == 0) p->p = d;
-    if (ncomp > 0) p->p = ncomp < d ? ncomp : d;
+    if (p->p == 0)
+      p->p = d;
+    if (ncomp > 0)
+      p->p = ncomp < d ? ncomp : d;
   }
   free(c);
   if (st != SD_OK) {
@@ -266,7 +294,8 @@ sd_status sd_pca_transform(const sd_pca *pca, const float *x, int64_t m_local, f
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, p, d, 1.0, z, d, pca->components,
                 d, 0.0, s, p);
     sd_blas_single_end(nt);
-    for (int64_t i = 0; i < nb * p; i++) scores[c0 * p + i] = (float)s[i];
+    for (int64_t i = 0; i < nb * p; i++)
+      scores[c0 * p + i] = (float)s[i];
   }
   free(z);
   free(s);

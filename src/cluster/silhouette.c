@@ -23,8 +23,8 @@
 
 typedef struct sil_work {
   int p, K;
-  float *g;  /* [CHUNK, CHUNK] */
-  float *s;  /* [CHUNK, K] */
+  float *g;   /* [CHUNK, CHUNK] */
+  float *s;   /* [CHUNK, K] */
   double *sd; /* [CHUNK, K] */
   double fac;
 } sil_work;
@@ -32,7 +32,8 @@ typedef struct sil_work {
 static void row_norms(const float *x, int64_t n, int p, float *xn) {
   for (int64_t i = 0; i < n; i++) {
     double s = 0;
-    for (int l = 0; l < p; l++) s += (double)x[i * p + l] * x[i * p + l];
+    for (int l = 0; l < p; l++)
+      s += (double)x[i * p + l] * x[i * p + l];
     xn[i] = (float)s;
   }
 }
@@ -52,7 +53,8 @@ static void sil_tile(sil_work *w, int nA, const float *XA, const float *xnA, con
 #if defined(__SSE2__)
     __m128 va = _mm_set1_ps(a), vm2 = _mm_set1_ps(-2.0f), z = _mm_setzero_ps();
     for (; j + 4 <= nB; j += 4) {
-      __m128 v = _mm_add_ps(_mm_add_ps(va, _mm_loadu_ps(xnB + j)), _mm_mul_ps(vm2, _mm_loadu_ps(gi + j)));
+      __m128 v =
+          _mm_add_ps(_mm_add_ps(va, _mm_loadu_ps(xnB + j)), _mm_mul_ps(vm2, _mm_loadu_ps(gi + j)));
       _mm_storeu_ps(gi + j, _mm_sqrt_ps(_mm_max_ps(v, z)));
     }
 #endif
@@ -61,7 +63,8 @@ static void sil_tile(sil_work *w, int nA, const float *XA, const float *xnA, con
       gi[j] = v > 0 ? sqrtf(v) : 0.0f;
     }
     int64_t self = gidA[i] - firstB;
-    if (self >= 0 && self < nB) gi[self] = 0.0f;
+    if (self >= 0 && self < nB)
+      gi[self] = 0.0f;
   }
   /* S = D H in column blocks of SD_CLUSTER_SUBK (no inner dimension above that, so OpenBLAS
    * never splits it, whatever its thread count), summed in double in a fixed order */
@@ -70,9 +73,11 @@ static void sil_tile(sil_work *w, int nA, const float *XA, const float *xnA, con
     int jn = nB - j0 < SD_CLUSTER_SUBK ? nB - j0 : SD_CLUSTER_SUBK;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nA, K, jn, 1.0f, w->g + j0, nB,
                 HB + (size_t)j0 * K, K, 0.0f, w->s, K);
-    for (size_t t = 0; t < (size_t)nA * K; t++) w->sd[t] += w->s[t];
+    for (size_t t = 0; t < (size_t)nA * K; t++)
+      w->sd[t] += w->s[t];
   }
-  for (size_t t = 0; t < (size_t)nA * K; t++) acc[t] += sd_fix_from(w->sd[t], w->fac);
+  for (size_t t = 0; t < (size_t)nA * K; t++)
+    acc[t] += sd_fix_from(w->sd[t], w->fac);
 }
 
 /* One-hot labels of n rows for all clusterings: h[n, K]. */
@@ -80,19 +85,23 @@ static void one_hot(int64_t n, int nk, const int *koff, const int32_t *lab /* [n
                     float *h) {
   memset(h, 0, sizeof *h * (size_t)n * K);
   for (int64_t i = 0; i < n; i++)
-    for (int q = 0; q < nk; q++) h[i * K + koff[q] + lab[i * nk + q]] = 1.0f;
+    for (int q = 0; q < nk; q++)
+      h[i * K + koff[q] + lab[i * nk + q]] = 1.0f;
 }
 
 /* s(i) from the per-cluster distance sums of one clustering. */
 static double sil_value(const int64_t *acc, int e, int own, int k, const int64_t *counts) {
-  if (counts[own] <= 1) return 0.0;
+  if (counts[own] <= 1)
+    return 0.0;
   double a = sd_fix_to(acc[own], e) / (double)(counts[own] - 1), b = INFINITY;
   for (int c = 0; c < k; c++)
     if (c != own && counts[c] > 0) {
       double v = sd_fix_to(acc[c], e) / (double)counts[c];
-      if (v < b) b = v;
+      if (v < b)
+        b = v;
     }
-  if (!isfinite(b)) return 0.0;
+  if (!isfinite(b))
+    return 0.0;
   double mx = a > b ? a : b;
   return mx > 0 ? (b - a) / mx : 0.0;
 }
@@ -106,7 +115,8 @@ static sd_status silhouette(MPI_Comm comm, const float *x, int64_t m_local, int6
   MPI_Comm_size(comm, &size);
   int sampled = sample > 0 && sample < m;
   int K = 0, koff[64];
-  if (nk < 1 || nk > 64) return SD_ERROR(SD_ERR_ARG, "silhouette of %d clusterings (1..64)", nk);
+  if (nk < 1 || nk > 64)
+    return SD_ERROR(SD_ERR_ARG, "silhouette of %d clusterings (1..64)", nk);
   for (int q = 0; q < nk; q++) {
     koff[q] = K;
     K += ks[q];
@@ -117,8 +127,10 @@ static sd_status silhouette(MPI_Comm comm, const float *x, int64_t m_local, int6
   SD_CHECK(sd_par_allreduce_max_i64(comm, &maxrows, 1));
   int64_t nA = sampled ? sample : m_local; /* the rows whose silhouettes we compute */
   if (sampled && (nA * K > INT32_MAX || nA * p > INT32_MAX))
-    return SD_ERROR(SD_ERR_ARG, "sampled silhouette of %lld rows for %d clusters in all: more than 2^31 sums "
-                    "(lower cluster.sample or the k range)", (long long)nA, K);
+    return SD_ERROR(SD_ERR_ARG,
+                    "sampled silhouette of %lld rows for %d clusters in all: more than 2^31 sums "
+                    "(lower cluster.sample or the k range)",
+                    (long long)nA, K);
   size_t blk_floats = (size_t)(maxrows > 0 ? maxrows : 1) * (p + 1);
   size_t blk_bytes = 2 * sizeof(int64_t) + blk_floats * sizeof(float) +
                      (size_t)(maxrows > 0 ? maxrows : 1) * nk * sizeof(int32_t);
@@ -136,29 +148,35 @@ static sd_status silhouette(MPI_Comm comm, const float *x, int64_t m_local, int6
   gida = sd_malloc(na, sizeof *gida, "row index");
   counts = sd_calloc((size_t)K, sizeof *counts, "cluster sizes");
   sfix = sd_calloc((size_t)K + nk, sizeof *sfix, "silhouette totals");
-  if (!w.g || !w.s || !w.sd || !acc || !gida || !counts || !sfix) st = SD_ERR_NOMEM;
+  if (!w.g || !w.s || !w.sd || !acc || !gida || !counts || !sfix)
+    st = SD_ERR_NOMEM;
   if (st == SD_OK && !sampled) {
     send = sd_malloc(blk_bytes, 1, "ring block");
     recv = sd_malloc(blk_bytes, 1, "ring block");
-    if (!send || !recv) st = SD_ERR_NOMEM;
+    if (!send || !recv)
+      st = SD_ERR_NOMEM;
   } else if (st == SD_OK) {
     xa = sd_calloc(na * (p + 1), sizeof *xa, "sample rows");
     laba = sd_calloc(na * nk, sizeof *laba, "sample labels");
     xna = sd_malloc(na, sizeof *xna, "sample norms");
     h = sd_malloc((size_t)(m_local > 0 ? m_local : 1) * K, sizeof *h, "one-hot labels");
     own = sd_malloc((size_t)(m_local > 0 ? m_local : 1), sizeof *own, "row norms");
-    if (!xa || !laba || !xna || !h || !own) st = SD_ERR_NOMEM;
+    if (!xa || !laba || !xna || !h || !own)
+      st = SD_ERR_NOMEM;
   }
   lab_own = sd_malloc((size_t)(m_local > 0 ? m_local : 1) * nk, sizeof *lab_own, "labels");
-  if (!lab_own) st = SD_ERR_NOMEM;
+  if (!lab_own)
+    st = SD_ERR_NOMEM;
   SD_CHECK_GOTO(st, sd_par_agree(comm, st), done);
 
   /* labels interleaved [m_local, nk], global cluster sizes, distance bound */
   double rmax = 0;
   for (int64_t i = 0; i < m_local; i++) {
     double s = 0;
-    for (int l = 0; l < p; l++) s += (double)x[i * p + l] * x[i * p + l];
-    if (s > rmax) rmax = s;
+    for (int l = 0; l < p; l++)
+      s += (double)x[i * p + l] * x[i * p + l];
+    if (s > rmax)
+      rmax = s;
     for (int q = 0; q < nk; q++) {
       int32_t a = assign[q][i];
       if (a < 0 || a >= ks[q]) {
@@ -169,7 +187,8 @@ static sd_status silhouette(MPI_Comm comm, const float *x, int64_t m_local, int6
       lab_own[i * nk + q] = a;
       counts[koff[q] + a]++;
     }
-    if (st != SD_OK) break;
+    if (st != SD_OK)
+      break;
   }
   SD_CHECK_GOTO(st, sd_par_agree(comm, st), done);
   SD_CHECK_GOTO(st, sd_par_allreduce_sum_i64(comm, counts, K), done);
@@ -180,7 +199,8 @@ static sd_status silhouette(MPI_Comm comm, const float *x, int64_t m_local, int6
 
   if (!sampled) {
     /* exact: ring of blocks [first, rows | x (rows, p) | |x|^2 (rows) | labels (rows, nk)] */
-    for (int64_t i = 0; i < m_local; i++) gida[i] = first + i;
+    for (int64_t i = 0; i < m_local; i++)
+      gida[i] = first + i;
     int64_t *hd = (int64_t *)send;
     hd[0] = first;
     hd[1] = m_local;
@@ -197,6 +217,8 @@ static sd_status silhouette(MPI_Comm comm, const float *x, int64_t m_local, int6
       goto done;
     }
     memcpy(own_norms, xn_own, sizeof *own_norms * (size_t)m_local);
+    sd_progress prog;
+    sd_progress_begin(&prog, "silhouette (ring steps)", size);
     for (int step = 0; step < size; step++) {
       const char *blk = step == 0 ? send : recv;
       const int64_t *bh = (const int64_t *)blk;
@@ -217,16 +239,22 @@ static sd_status silhouette(MPI_Comm comm, const float *x, int64_t m_local, int6
         /* pass on what we just used: our own block first, then the one received */
         int64_t got = 0;
         const char *src = step == 0 ? send : recv;
-        int64_t sb = 2 * (int64_t)sizeof(int64_t) + bh[1] * (int64_t)((p + 1) * sizeof(float) + nk * sizeof(int32_t));
+        int64_t sb = 2 * (int64_t)sizeof(int64_t) +
+                     bh[1] * (int64_t)((p + 1) * sizeof(float) + nk * sizeof(int32_t));
         if (src == recv) {
           memcpy(send, recv, (size_t)sb);
         }
         st = sd_par_ring_shift(comm, send, sb, recv, (int64_t)blk_bytes, &got);
-        if (st != SD_OK) break;
+        if (st != SD_OK)
+          break;
       }
+      sd_progress_update(&prog, step + 1);
     }
+    if (st == SD_OK)
+      sd_progress_end(&prog);
     free(own_norms);
-    if (st != SD_OK) goto done;
+    if (st != SD_OK)
+      goto done;
   } else {
     /* sampled: `sample` distinct rows by selection sampling (Knuth's algorithm S) with a
      * stream every rank draws the same way; their rows reach every rank (owners add, the
@@ -235,29 +263,38 @@ static sd_status silhouette(MPI_Comm comm, const float *x, int64_t m_local, int6
     sd_rng_init(&rng, seed, 0x53494C, SD_RNG_STREAM_KMEANS);
     int64_t t = 0;
     for (int64_t i = 0; i < m && t < sample; i++)
-      if ((double)(m - i) * sd_rng_uniform(&rng) < (double)(sample - t)) gida[t++] = i;
+      if ((double)(m - i) * sd_rng_uniform(&rng) < (double)(sample - t))
+        gida[t++] = i;
     nA = t;
     for (int64_t s = 0; s < nA; s++) {
       int64_t r = gida[s] - first;
       if (r >= 0 && r < m_local) {
-        for (int l = 0; l < p; l++) xa[s * p + l] = x[r * p + l];
-        for (int q = 0; q < nk; q++) laba[s * nk + q] = lab_own[r * nk + q] + 1;
+        for (int l = 0; l < p; l++)
+          xa[s * p + l] = x[r * p + l];
+        for (int q = 0; q < nk; q++)
+          laba[s * nk + q] = lab_own[r * nk + q] + 1;
       }
     }
     double *tmp = sd_malloc(na * p, sizeof *tmp, "sample rows");
     int64_t *ltmp = sd_malloc(na * nk, sizeof *ltmp, "sample labels");
     st = sd_par_agree(comm, (tmp && ltmp) ? SD_OK : SD_ERR_NOMEM);
     if (st == SD_OK) {
-      for (size_t i = 0; i < (size_t)nA * p; i++) tmp[i] = xa[i];
-      for (size_t i = 0; i < (size_t)nA * nk; i++) ltmp[i] = laba[i];
+      for (size_t i = 0; i < (size_t)nA * p; i++)
+        tmp[i] = xa[i];
+      for (size_t i = 0; i < (size_t)nA * nk; i++)
+        ltmp[i] = laba[i];
       st = sd_par_allreduce_sum_double(comm, tmp, (int)(nA * p));
-      if (st == SD_OK) st = sd_par_allreduce_sum_i64(comm, ltmp, (int)(nA * nk));
-      for (size_t i = 0; i < (size_t)nA * p; i++) xa[i] = (float)tmp[i];
-      for (size_t i = 0; i < (size_t)nA * nk; i++) laba[i] = (int32_t)ltmp[i] - 1;
+      if (st == SD_OK)
+        st = sd_par_allreduce_sum_i64(comm, ltmp, (int)(nA * nk));
+      for (size_t i = 0; i < (size_t)nA * p; i++)
+        xa[i] = (float)tmp[i];
+      for (size_t i = 0; i < (size_t)nA * nk; i++)
+        laba[i] = (int32_t)ltmp[i] - 1;
     }
     free(tmp);
     free(ltmp);
-    if (st != SD_OK) goto done;
+    if (st != SD_OK)
+      goto done;
     row_norms(xa, nA, p, xna);
     row_norms(x, m_local, p, own);
     one_hot(m_local, nk, koff, lab_own, K, h);
@@ -300,15 +337,19 @@ static sd_status silhouette(MPI_Comm comm, const float *x, int64_t m_local, int6
         sq[q] += s * s;
         ccount[koff[q] + o]++;
       }
-    if (!sampled) memcpy(ccount, counts, sizeof *ccount * (size_t)K);
+    if (!sampled)
+      memcpy(ccount, counts, sizeof *ccount * (size_t)K);
     st = sd_par_allreduce_sum_i64(comm, sfix, K + nk);
-    if (st == SD_OK && sampled) st = sd_par_allreduce_sum_i64(comm, ccount, K);
-    if (st == SD_OK && sampled) st = sd_par_allreduce_sum_double(comm, sq, nk); /* rank 0 only */
+    if (st == SD_OK && sampled)
+      st = sd_par_allreduce_sum_i64(comm, ccount, K);
+    if (st == SD_OK && sampled)
+      st = sd_par_allreduce_sum_double(comm, sq, nk); /* rank 0 only */
     if (st == SD_OK) {
       int64_t nrows = sampled ? nA : m;
       for (int q = 0; q < nk; q++) {
         double mu = sd_fix_to(sfix[K + q], es) / (double)nrows;
-        if (mean) mean[q] = mu;
+        if (mean)
+          mean[q] = mu;
         if (stderr_out) {
           double var = nrows > 1 ? fmax(sq[q] / nrows - mu * mu, 0.0) * nrows / (nrows - 1) : 0;
           stderr_out[q] = sampled ? sqrt(var / nrows) * sqrt(1.0 - (double)nrows / m) : 0.0;
@@ -342,8 +383,8 @@ done:
   return st;
 }
 
-sd_status sd_km_silhouette(MPI_Comm comm, const float *x, int64_t m_local, int64_t m, int p,
-                           int nk, const int *ks, const int32_t *const *assign, int64_t sample,
+sd_status sd_km_silhouette(MPI_Comm comm, const float *x, int64_t m_local, int64_t m, int p, int nk,
+                           const int *ks, const int32_t *const *assign, int64_t sample,
                            uint64_t seed, double *mean, double *stderr_out,
                            double *const *per_cluster) {
   int nt = sd_blas_single_begin();
@@ -356,7 +397,8 @@ sd_status sd_km_silhouette(MPI_Comm comm, const float *x, int64_t m_local, int64
 sd_status sd_km_indices(MPI_Comm comm, const float *x, int64_t m_local, int64_t m, int p,
                         const int32_t *assign, int k, double *calinski_harabasz,
                         double *davies_bouldin) {
-  if (k < 2) return SD_ERROR(SD_ERR_ARG, "cluster indices need k >= 2 (got %d)", k);
+  if (k < 2)
+    return SD_ERROR(SD_ERR_ARG, "cluster indices need k >= 2 (got %d)", k);
   sd_status st = SD_OK;
   size_t kp = (size_t)k * p;
   double *part = sd_malloc(kp + p, sizeof *part, "sums");
@@ -366,16 +408,19 @@ sd_status sd_km_indices(MPI_Comm comm, const float *x, int64_t m_local, int64_t 
   int *ex = sd_malloc((size_t)p, sizeof *ex, "exponents");
   double *fac = sd_malloc((size_t)p, sizeof *fac, "factors");
   double *dpart = sd_malloc((size_t)k + 1, sizeof *dpart, "distance sums");
-  if (!part || !cent || !mx || !acc || !ex || !fac || !dpart) st = SD_ERR_NOMEM;
+  if (!part || !cent || !mx || !acc || !ex || !fac || !dpart)
+    st = SD_ERR_NOMEM;
   SD_CHECK_GOTO(st, sd_par_agree(comm, st), done);
   for (int64_t i = 0; i < m_local; i++) {
     double s = 0;
     for (int l = 0; l < p; l++) {
       double v = fabs((double)x[i * p + l]);
-      if (v > mx[l]) mx[l] = v;
+      if (v > mx[l])
+        mx[l] = v;
       s += v * v;
     }
-    if (s > mx[p]) mx[p] = s;
+    if (s > mx[p])
+      mx[p] = s;
   }
   SD_CHECK_GOTO(st, sd_par_allreduce_max_double(comm, mx, p + 1), done);
   for (int l = 0; l < p; l++) {
@@ -395,19 +440,24 @@ sd_status sd_km_indices(MPI_Comm comm, const float *x, int64_t m_local, int64_t 
       }
       cnt[a]++;
     }
-    for (size_t t = 0; t < kp; t++) csum[t] += sd_fix_from(part[t], fac[t % p]);
-    for (int l = 0; l < p; l++) gsum[l] += sd_fix_from(part[kp + l], fac[l]);
+    for (size_t t = 0; t < kp; t++)
+      csum[t] += sd_fix_from(part[t], fac[t % p]);
+    for (int l = 0; l < p; l++)
+      gsum[l] += sd_fix_from(part[kp + l], fac[l]);
   }
   SD_CHECK_GOTO(st, sd_par_allreduce_sum_i64(comm, acc, (int)(kp + k + p)), done);
   int nonempty = 0;
   for (int a = 0; a < k; a++) {
-    if (cnt[a] > 0) nonempty++;
+    if (cnt[a] > 0)
+      nonempty++;
     for (int l = 0; l < p; l++)
-      cent[(size_t)a * p + l] = cnt[a] > 0 ? sd_fix_to(csum[(size_t)a * p + l], ex[l]) / (double)cnt[a] : 0.0;
+      cent[(size_t)a * p + l] =
+          cnt[a] > 0 ? sd_fix_to(csum[(size_t)a * p + l], ex[l]) / (double)cnt[a] : 0.0;
   }
   /* pass 2: within-cluster squared distances (CH) and mean distances to the mean (DB) */
   double dbound = 2.0 * sqrt(mx[p]) * 1.001 + 1e-30;
-  int ew = sd_fix_exponent((double)m * dbound * dbound * 1.01), ed = sd_fix_exponent((double)m * dbound * 1.01);
+  int ew = sd_fix_exponent((double)m * dbound * dbound * 1.01),
+      ed = sd_fix_exponent((double)m * dbound * 1.01);
   double fw = sd_fix_factor(ew), fd = sd_fix_factor(ed);
   int64_t *dsum = acc + kp + k + p + 1; /* [k] */
   int64_t *wsum = acc + kp + k + p;     /* [1] */
@@ -425,7 +475,8 @@ sd_status sd_km_indices(MPI_Comm comm, const float *x, int64_t m_local, int64_t 
       dpart[a] += sqrt(s);
     }
     *wsum += sd_fix_from(dpart[k], fw);
-    for (int a = 0; a < k; a++) dsum[a] += sd_fix_from(dpart[a], fd);
+    for (int a = 0; a < k; a++)
+      dsum[a] += sd_fix_from(dpart[a], fd);
   }
   SD_CHECK_GOTO(st, sd_par_allreduce_sum_i64(comm, wsum, k + 1), done);
   double W = sd_fix_to(*wsum, ew), B = 0;
@@ -442,10 +493,12 @@ sd_status sd_km_indices(MPI_Comm comm, const float *x, int64_t m_local, int64_t 
   if (davies_bouldin) {
     double db = 0;
     for (int a = 0; a < k; a++) {
-      if (cnt[a] == 0) continue;
+      if (cnt[a] == 0)
+        continue;
       double sa = sd_fix_to(dsum[a], ed) / (double)cnt[a], worst = 0;
       for (int b = 0; b < k; b++) {
-        if (b == a || cnt[b] == 0) continue;
+        if (b == a || cnt[b] == 0)
+          continue;
         double sb = sd_fix_to(dsum[b], ed) / (double)cnt[b], dc = 0;
         for (int l = 0; l < p; l++) {
           double t = cent[(size_t)a * p + l] - cent[(size_t)b * p + l];
@@ -453,7 +506,8 @@ sd_status sd_km_indices(MPI_Comm comm, const float *x, int64_t m_local, int64_t 
         }
         dc = sqrt(dc);
         double r = dc > 0 ? (sa + sb) / dc : INFINITY;
-        if (r > worst) worst = r;
+        if (r > worst)
+          worst = r;
       }
       db += worst;
     }
@@ -470,39 +524,48 @@ done:
   return st;
 }
 
-static double comb2(double n) { return n * (n - 1) / 2; }
+static double comb2(double n) {
+  return n * (n - 1) / 2;
+}
 
 void sd_cluster_external(const int64_t *n, int nr, int nc, double *ari, double *nmi,
                          double *purity) {
   double tot = 0, sij = 0, sa = 0, sb = 0, mi = 0, hu = 0, hv = 0, pur = 0;
   for (int r = 0; r < nr; r++)
-    for (int c = 0; c < nc; c++) tot += (double)n[r * nc + c];
+    for (int c = 0; c < nc; c++)
+      tot += (double)n[r * nc + c];
   for (int r = 0; r < nr; r++) {
     double a = 0;
-    for (int c = 0; c < nc; c++) a += (double)n[r * nc + c];
+    for (int c = 0; c < nc; c++)
+      a += (double)n[r * nc + c];
     sa += comb2(a);
-    if (a > 0) hu -= a / tot * log(a / tot);
+    if (a > 0)
+      hu -= a / tot * log(a / tot);
   }
   for (int c = 0; c < nc; c++) {
     double b = 0, mx = 0;
     for (int r = 0; r < nr; r++) {
       double v = (double)n[r * nc + c];
       b += v;
-      if (v > mx) mx = v;
+      if (v > mx)
+        mx = v;
     }
     sb += comb2(b);
     pur += mx;
-    if (b > 0) hv -= b / tot * log(b / tot);
+    if (b > 0)
+      hv -= b / tot * log(b / tot);
   }
   for (int r = 0; r < nr; r++) {
     double a = 0;
-    for (int c = 0; c < nc; c++) a += (double)n[r * nc + c];
+    for (int c = 0; c < nc; c++)
+      a += (double)n[r * nc + c];
     for (int c = 0; c < nc; c++) {
       double v = (double)n[r * nc + c];
       sij += comb2(v);
       if (v > 0) {
         double b = 0;
-        for (int q = 0; q < nr; q++) b += (double)n[q * nc + c];
+        for (int q = 0; q < nr; q++)
+          b += (double)n[q * nc + c];
         mi += v / tot * log(v * tot / (a * b));
       }
     }
@@ -515,7 +578,8 @@ void sd_cluster_external(const int64_t *n, int nr, int nc, double *ari, double *
     double den = 0.5 * (hu + hv);
     *nmi = den > 0 ? fmax(mi, 0.0) / den : 1.0;
   }
-  if (purity) *purity = tot > 0 ? pur / tot : 0.0;
+  if (purity)
+    *purity = tot > 0 ? pur / tot : 0.0;
 }
 
 sd_status sd_cluster_contingency(MPI_Comm comm, const int32_t *labels, const int32_t *clusters,
@@ -523,7 +587,8 @@ sd_status sd_cluster_contingency(MPI_Comm comm, const int32_t *labels, const int
   memset(table, 0, sizeof *table * (size_t)nr * nc);
   for (int64_t i = 0; i < m_local; i++) {
     int r = labels[i], c = clusters[i];
-    if (r < 0 || r >= nr || c < 0 || c >= nc) continue;
+    if (r < 0 || r >= nr || c < 0 || c >= nc)
+      continue;
     table[(size_t)r * nc + c]++;
   }
   return sd_par_allreduce_sum_i64(comm, table, nr * nc);

@@ -21,10 +21,10 @@ typedef struct series {
   double *x, *y, *e; /* line/bars: [n]; scatter: x, y [n] */
   int32_t *cat;      /* scatter [n] or NULL */
   int ncat;
-  char **names;      /* scatter [ncat] */
+  char **names; /* scatter [ncat] */
   int color;
   sd_plot_style style;
-  double width;      /* bars: width; scatter: radius */
+  double width; /* bars: width; scatter: radius */
   char label[96];
 } series;
 
@@ -60,9 +60,11 @@ static void set_color(cairo_t *cr, int c, double alpha) {
 sd_status sd_plot_create(int width, int height, int rows, int cols, sd_plot **out) {
   *out = NULL;
   if (width < 100 || height < 100 || rows < 1 || cols < 1 || rows * cols > 16)
-    return SD_ERROR(SD_ERR_ARG, "plot of %dx%d pixels with %dx%d panels", width, height, rows, cols);
+    return SD_ERROR(SD_ERR_ARG, "plot of %dx%d pixels with %dx%d panels", width, height, rows,
+                    cols);
   sd_plot *p = sd_calloc(1, sizeof *p, "plot");
-  if (!p) return SD_ERR_NOMEM;
+  if (!p)
+    return SD_ERR_NOMEM;
   p->panels = sd_calloc((size_t)rows * cols, sizeof *p->panels, "plot panels");
   if (!p->panels) {
     free(p);
@@ -82,15 +84,18 @@ static void series_free(series *s) {
   free(s->e);
   free(s->cat);
   if (s->names)
-    for (int c = 0; c < s->ncat; c++) free(s->names[c]);
+    for (int c = 0; c < s->ncat; c++)
+      free(s->names[c]);
   free(s->names);
 }
 
 void sd_plot_destroy(sd_plot **pp) {
-  if (!pp || !*pp) return;
+  if (!pp || !*pp)
+    return;
   sd_plot *p = *pp;
   for (int i = 0; i < p->rows * p->cols; i++)
-    for (int j = 0; j < p->panels[i].ns; j++) series_free(&p->panels[i].s[j]);
+    for (int j = 0; j < p->panels[i].ns; j++)
+      series_free(&p->panels[i].s[j]);
   free(p->panels);
   free(p);
   *pp = NULL;
@@ -120,8 +125,12 @@ void sd_plot_ylim(sd_plot *p, double lo, double hi) {
   q->ylo = lo;
   q->yhi = hi;
 }
-void sd_plot_legend_at(sd_plot *p, sd_plot_legend where) { p->panels[p->cur].legend = (int)where; }
-void sd_plot_integer_x(sd_plot *p, int on) { p->panels[p->cur].integer_x = on; }
+void sd_plot_legend_at(sd_plot *p, sd_plot_legend where) {
+  p->panels[p->cur].legend = (int)where;
+}
+void sd_plot_integer_x(sd_plot *p, int on) {
+  p->panels[p->cur].integer_x = on;
+}
 
 static series *new_series(sd_plot *p, series_kind kind, int64_t n, const char *label, int color) {
   panel *q = &p->panels[p->cur];
@@ -149,22 +158,25 @@ static series *new_series(sd_plot *p, series_kind kind, int64_t n, const char *l
 sd_status sd_plot_line(sd_plot *p, int n, const double *x, const double *y, const double *yerr,
                        int color, sd_plot_style style, const char *label) {
   series *s = new_series(p, SERIES_LINE, n, label, color);
-  if (!s) return sd_error_code() ? sd_error_code() : SD_ERR_NOMEM;
+  if (!s)
+    return sd_error_code() ? sd_error_code() : SD_ERR_NOMEM;
   memcpy(s->x, x, sizeof *x * (size_t)n);
   memcpy(s->y, y, sizeof *y * (size_t)n);
   if (yerr) {
     s->e = sd_malloc((size_t)(n > 0 ? n : 1), sizeof *s->e, "plot data");
-    if (!s->e) return SD_ERR_NOMEM;
+    if (!s->e)
+      return SD_ERR_NOMEM;
     memcpy(s->e, yerr, sizeof *yerr * (size_t)n);
   }
   s->style = style;
   return SD_OK;
 }
 
-sd_status sd_plot_bars(sd_plot *p, int n, const double *x, const double *h, double width,
-                       int color, const char *label) {
+sd_status sd_plot_bars(sd_plot *p, int n, const double *x, const double *h, double width, int color,
+                       const char *label) {
   series *s = new_series(p, SERIES_BARS, n, label, color);
-  if (!s) return sd_error_code() ? sd_error_code() : SD_ERR_NOMEM;
+  if (!s)
+    return sd_error_code() ? sd_error_code() : SD_ERR_NOMEM;
   memcpy(s->x, x, sizeof *x * (size_t)n);
   memcpy(s->y, h, sizeof *h * (size_t)n);
   s->width = width;
@@ -173,7 +185,8 @@ sd_status sd_plot_bars(sd_plot *p, int n, const double *x, const double *h, doub
 
 sd_status sd_plot_vline(sd_plot *p, double x, int color, const char *label) {
   series *s = new_series(p, SERIES_VLINE, 1, label, color);
-  if (!s) return sd_error_code() ? sd_error_code() : SD_ERR_NOMEM;
+  if (!s)
+    return sd_error_code() ? sd_error_code() : SD_ERR_NOMEM;
   s->x[0] = x;
   s->y[0] = NAN;
   return SD_OK;
@@ -184,8 +197,10 @@ sd_status sd_plot_scatter(sd_plot *p, int64_t n, const float *x, const float *y,
   if (ncat < 0 || ncat > SD_PLOT_MAX_CATS)
     return SD_ERROR(SD_ERR_ARG, "scatter with %d categories (at most %d)", ncat, SD_PLOT_MAX_CATS);
   series *s = new_series(p, SERIES_SCATTER, n, NULL, 0);
-  if (!s) return sd_error_code() ? sd_error_code() : SD_ERR_NOMEM;
-  if (stride < 1) stride = 1;
+  if (!s)
+    return sd_error_code() ? sd_error_code() : SD_ERR_NOMEM;
+  if (stride < 1)
+    stride = 1;
   for (int64_t i = 0; i < n; i++) {
     s->x[i] = x[i * stride];
     s->y[i] = y[i * stride];
@@ -195,13 +210,15 @@ sd_status sd_plot_scatter(sd_plot *p, int64_t n, const float *x, const float *y,
   if (cat) {
     s->cat = sd_malloc((size_t)(n > 0 ? n : 1), sizeof *s->cat, "plot categories");
     s->names = sd_calloc((size_t)(ncat > 0 ? ncat : 1), sizeof *s->names, "plot names");
-    if (!s->cat || !s->names) return SD_ERR_NOMEM;
+    if (!s->cat || !s->names)
+      return SD_ERR_NOMEM;
     memcpy(s->cat, cat, sizeof *cat * (size_t)n);
     for (int c = 0; c < ncat; c++) {
       char buf[32];
       snprintf(buf, sizeof buf, "%d", c);
       s->names[c] = sd_strdup(names && names[c] ? names[c] : buf);
-      if (!s->names[c]) return SD_ERR_NOMEM;
+      if (!s->names[c])
+        return SD_ERR_NOMEM;
     }
   }
   return SD_OK;
@@ -215,7 +232,8 @@ static double nice_step(double range, int target) {
 }
 
 static void fmt_tick(char *buf, size_t cap, double v, double step) {
-  if (fabs(v) < step * 1e-9) v = 0;
+  if (fabs(v) < step * 1e-9)
+    v = 0;
   double a = fabs(v);
   if (a != 0 && (a >= 1e5 || a < 1e-3))
     snprintf(buf, cap, "%.2g", v);
@@ -238,11 +256,13 @@ static void data_range(const panel *q, double *xlo, double *xhi, double *ylo, do
     const series *s = &q->s[j];
     for (int64_t i = 0; i < s->n; i++) {
       double x = s->x[i], y = s->y[i];
-      if (!isfinite(x)) continue;
+      if (!isfinite(x))
+        continue;
       double hw = s->kind == SERIES_BARS ? s->width / 2 : 0;
       a = fmin(a, x - hw);
       b = fmax(b, x + hw);
-      if (!isfinite(y)) continue;
+      if (!isfinite(y))
+        continue;
       double e = s->e && isfinite(s->e[i]) ? s->e[i] : 0;
       c = fmin(c, y - e);
       d = fmax(d, y + e);
@@ -252,10 +272,14 @@ static void data_range(const panel *q, double *xlo, double *xhi, double *ylo, do
       }
     }
   }
-  if (!isfinite(a)) a = 0, b = 1;
-  if (!isfinite(c)) c = 0, d = 1;
-  if (b - a <= 0) a -= 0.5, b += 0.5;
-  if (d - c <= 0) c -= 0.5 + fabs(c) * 0.05, d += 0.5 + fabs(d) * 0.05;
+  if (!isfinite(a))
+    a = 0, b = 1;
+  if (!isfinite(c))
+    c = 0, d = 1;
+  if (b - a <= 0)
+    a -= 0.5, b += 0.5;
+  if (d - c <= 0)
+    c -= 0.5 + fabs(c) * 0.05, d += 0.5 + fabs(d) * 0.05;
   double mx = (b - a) * 0.05, my = (d - c) * 0.08;
   *xlo = q->has_xlim ? q->xlo : a - mx;
   *xhi = q->has_xlim ? q->xhi : b + mx;
@@ -272,13 +296,15 @@ static void draw_panel(cairo_t *cr, const panel *q, double X0, double Y0, double
   double left = X0 + 78, right = X0 + W - 18, top = Y0 + 40, bottom = Y0 + H - 58;
   int has_scatter_legend = 0;
   for (int j = 0; j < q->ns; j++)
-    if (q->s[j].kind == SERIES_SCATTER && q->s[j].ncat > 0) has_scatter_legend = 1;
-  if (has_scatter_legend) right = X0 + W - 170;
+    if (q->s[j].kind == SERIES_SCATTER && q->s[j].ncat > 0)
+      has_scatter_legend = 1;
+  if (has_scatter_legend)
+    right = X0 + W - 170;
   double xlo, xhi, ylo, yhi;
   data_range(q, &xlo, &xhi, &ylo, &yhi);
   double pw = right - left, ph = bottom - top;
-#define PX(v) (left + ((v) - xlo) / (xhi - xlo) * pw)
-#define PY(v) (bottom - ((v) - ylo) / (yhi - ylo) * ph)
+#define PX(v) (left + ((v)-xlo) / (xhi - xlo) * pw)
+#define PY(v) (bottom - ((v)-ylo) / (yhi - ylo) * ph)
   /* title, labels */
   cairo_set_source_rgb(cr, 0, 0, 0);
   cairo_select_font_face(cr, "sans-serif", CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_BOLD);
@@ -296,7 +322,8 @@ static void draw_panel(cairo_t *cr, const panel *q, double X0, double Y0, double
   cairo_set_font_size(cr, 11);
   char buf[48];
   double xs = nice_step(xhi - xlo, 8);
-  if (q->integer_x && xs < 1) xs = 1;
+  if (q->integer_x && xs < 1)
+    xs = 1;
   for (double v = ceil(xlo / xs) * xs; v <= xhi + xs * 1e-9; v += xs) {
     double px = PX(v);
     cairo_set_source_rgb(cr, 0.9, 0.9, 0.9);
@@ -335,7 +362,8 @@ static void draw_panel(cairo_t *cr, const panel *q, double X0, double Y0, double
     if (s->kind == SERIES_BARS) {
       set_color(cr, s->color, 0.85);
       for (int64_t i = 0; i < s->n; i++) {
-        if (!isfinite(s->y[i])) continue;
+        if (!isfinite(s->y[i]))
+          continue;
         double x0 = PX(s->x[i] - s->width / 2), x1 = PX(s->x[i] + s->width / 2);
         double y0 = PY(0), y1 = PY(s->y[i]);
         cairo_rectangle(cr, x0, fmin(y0, y1), x1 - x0, fabs(y1 - y0));
@@ -351,8 +379,10 @@ static void draw_panel(cairo_t *cr, const panel *q, double X0, double Y0, double
             pen = 0;
             continue;
           }
-          if (pen) cairo_line_to(cr, PX(s->x[i]), PY(s->y[i]));
-          else cairo_move_to(cr, PX(s->x[i]), PY(s->y[i]));
+          if (pen)
+            cairo_line_to(cr, PX(s->x[i]), PY(s->y[i]));
+          else
+            cairo_move_to(cr, PX(s->x[i]), PY(s->y[i]));
           pen = 1;
         }
         cairo_stroke(cr);
@@ -360,7 +390,8 @@ static void draw_panel(cairo_t *cr, const panel *q, double X0, double Y0, double
       if (s->e) {
         cairo_set_line_width(cr, 1.2);
         for (int64_t i = 0; i < s->n; i++) {
-          if (!isfinite(s->y[i]) || !isfinite(s->e[i]) || s->e[i] <= 0) continue;
+          if (!isfinite(s->y[i]) || !isfinite(s->e[i]) || s->e[i] <= 0)
+            continue;
           double px = PX(s->x[i]);
           cairo_move_to(cr, px, PY(s->y[i] - s->e[i]));
           cairo_line_to(cr, px, PY(s->y[i] + s->e[i]));
@@ -373,7 +404,8 @@ static void draw_panel(cairo_t *cr, const panel *q, double X0, double Y0, double
       }
       if (s->style & SD_PLOT_STYLE_MARKERS) {
         for (int64_t i = 0; i < s->n; i++)
-          if (isfinite(s->x[i]) && isfinite(s->y[i])) draw_marker(cr, PX(s->x[i]), PY(s->y[i]), 4);
+          if (isfinite(s->x[i]) && isfinite(s->y[i]))
+            draw_marker(cr, PX(s->x[i]), PY(s->y[i]), 4);
         cairo_fill(cr);
       }
     } else if (s->kind == SERIES_VLINE) {
@@ -397,7 +429,8 @@ static void draw_panel(cairo_t *cr, const panel *q, double X0, double Y0, double
             a = b;
             b = t;
           }
-          if (a == 1) break;
+          if (a == 1)
+            break;
           stride += 2;
           if (stride >= n) {
             stride = 1;
@@ -406,7 +439,8 @@ static void draw_panel(cairo_t *cr, const panel *q, double X0, double Y0, double
         }
       }
       for (int64_t t = 0, i = 0; t < n; t++, i = (i + stride) % n) {
-        if (!isfinite(s->x[i]) || !isfinite(s->y[i])) continue;
+        if (!isfinite(s->x[i]) || !isfinite(s->y[i]))
+          continue;
         int c = s->cat ? (s->cat[i] < s->ncat ? s->cat[i] : -1) : 0;
         set_color(cr, c, 0.75);
         draw_marker(cr, PX(s->x[i]), PY(s->y[i]), s->width);
@@ -433,9 +467,12 @@ static void draw_panel(cairo_t *cr, const panel *q, double X0, double Y0, double
     }
   if (nl > 0) {
     double bx = right - lw - 48, by = top + 8, bh = nl * 18 + 8;
-    if (q->legend == SD_PLOT_LEGEND_TOP_LEFT) bx = left + 8;
-    if (q->legend == SD_PLOT_LEGEND_BOTTOM_RIGHT) by = bottom - 8 - bh;
-    if (q->legend == SD_PLOT_LEGEND_MIDDLE_RIGHT) by = (top + bottom - bh) / 2;
+    if (q->legend == SD_PLOT_LEGEND_TOP_LEFT)
+      bx = left + 8;
+    if (q->legend == SD_PLOT_LEGEND_BOTTOM_RIGHT)
+      by = bottom - 8 - bh;
+    if (q->legend == SD_PLOT_LEGEND_MIDDLE_RIGHT)
+      by = (top + bottom - bh) / 2;
     cairo_set_source_rgba(cr, 1, 1, 1, 0.85);
     cairo_rectangle(cr, bx, by, lw + 40, nl * 18 + 8);
     cairo_fill(cr);
@@ -446,7 +483,8 @@ static void draw_panel(cairo_t *cr, const panel *q, double X0, double Y0, double
     int row = 0;
     for (int j = 0; j < q->ns; j++) {
       const series *s = &q->s[j];
-      if (!s->label[0] || s->kind == SERIES_SCATTER) continue;
+      if (!s->label[0] || s->kind == SERIES_SCATTER)
+        continue;
       double yy = by + 13 + row * 18;
       set_color(cr, s->color, 1);
       if (s->kind == SERIES_BARS) {
@@ -474,14 +512,17 @@ static void draw_panel(cairo_t *cr, const panel *q, double X0, double Y0, double
   }
   for (int j = 0; j < q->ns; j++) {
     const series *s = &q->s[j];
-    if (s->kind != SERIES_SCATTER || s->ncat == 0) continue;
+    if (s->kind != SERIES_SCATTER || s->ncat == 0)
+      continue;
     int unknown = 0;
     for (int64_t i = 0; i < s->n; i++)
-      if (s->cat[i] < 0 || s->cat[i] >= s->ncat) unknown = 1;
+      if (s->cat[i] < 0 || s->cat[i] >= s->ncat)
+        unknown = 1;
     double bx = right + 14, by = top + 4;
     for (int c = -unknown; c < s->ncat; c++) {
       double yy = by + 10 + (c + unknown) * 18;
-      if (yy > bottom) break;
+      if (yy > bottom)
+        break;
       set_color(cr, c, 1);
       draw_marker(cr, bx + 6, yy, 5);
       cairo_fill(cr);
@@ -500,7 +541,8 @@ sd_status sd_plot_save_png(sd_plot *p, const char *path) {
   cairo_paint(cr);
   double pw = (double)p->width / p->cols, ph = (double)p->height / p->rows;
   for (int r = 0; r < p->rows; r++)
-    for (int c = 0; c < p->cols; c++) draw_panel(cr, &p->panels[r * p->cols + c], c * pw, r * ph, pw, ph);
+    for (int c = 0; c < p->cols; c++)
+      draw_panel(cr, &p->panels[r * p->cols + c], c * pw, r * ph, pw, ph);
   cairo_destroy(cr);
   char tmp[4200];
   snprintf(tmp, sizeof tmp, "%s.tmp-%ld", path, (long)getpid());
@@ -508,7 +550,8 @@ sd_status sd_plot_save_png(sd_plot *p, const char *path) {
   cairo_surface_destroy(sf);
   if (cs != CAIRO_STATUS_SUCCESS) {
     unlink(tmp);
-    return SD_ERROR(SD_ERR_IO, "cannot write the figure '%s': %s", path, cairo_status_to_string(cs));
+    return SD_ERROR(SD_ERR_IO, "cannot write the figure '%s': %s", path,
+                    cairo_status_to_string(cs));
   }
   if (rename(tmp, path) != 0) {
     unlink(tmp);

@@ -20,12 +20,16 @@ static float *blobs(int64_t m, int p, int nb, uint64_t seed, int32_t *truth) {
   sd_rng_init(&r, seed, 0, 99);
   double cen[16][16];
   for (int b = 0; b < nb; b++)
-    for (int l = 0; l < p; l++) cen[b][l] = 6.0 * sd_rng_normal(&r);
+    for (int l = 0; l < p; l++)
+      cen[b][l] = 6.0 * sd_rng_normal(&r);
   for (int64_t i = 0; i < m; i++) {
     int b = (int)(i % nb);
-    if (truth) truth[i] = b;
-    for (int l = 0; l < p; l++) x[i * p + l] = (float)(cen[b][l] + sd_rng_normal(&r));
-    if (p > 2) x[i * p + p - 1] = (float)(0.8 * x[i * p] + 0.3 * sd_rng_normal(&r) + 100.0);
+    if (truth)
+      truth[i] = b;
+    for (int l = 0; l < p; l++)
+      x[i * p + l] = (float)(cen[b][l] + sd_rng_normal(&r));
+    if (p > 2)
+      x[i * p + p - 1] = (float)(0.8 * x[i * p] + 0.3 * sd_rng_normal(&r) + 100.0);
   }
   return x;
 }
@@ -61,9 +65,11 @@ static void test_pca(MPI_Comm comm) {
   /* naive two-pass in long double */
   for (int j = 0; j < d; j++) {
     long double s = 0, s2 = 0;
-    for (int64_t i = 0; i < m; i++) s += x[i * d + j];
+    for (int64_t i = 0; i < m; i++)
+      s += x[i * d + j];
     long double mu = s / m;
-    for (int64_t i = 0; i < m; i++) s2 += (x[i * d + j] - mu) * (x[i * d + j] - mu);
+    for (int64_t i = 0; i < m; i++)
+      s2 += (x[i * d + j] - mu) * (x[i * d + j] - mu);
     SD_EXPECT_NEAR(mean[j], (double)mu, 1e-12 * (1 + fabsl(mu)));
     SD_EXPECT_NEAR(sd[j], sqrt((double)(s2 / m)), 1e-10);
   }
@@ -80,14 +86,16 @@ static void test_pca(MPI_Comm comm) {
   SD_EXPECT_OK(sd_pca_eig_lapack(d, corr, lv, lvec));
   for (int i = 0; i < d; i++) {
     SD_EXPECT_NEAR(ev[i], lv[i], 1e-8);
-    for (int j = 0; j < d; j++) SD_EXPECT_NEAR(evec[i * d + j], lvec[i * d + j], 1e-6);
+    for (int j = 0; j < d; j++)
+      SD_EXPECT_NEAR(evec[i * d + j], lvec[i * d + j], 1e-6);
   }
   /* eigen-equation residual of the (rounded) ScaLAPACK vectors */
   for (int i = 0; i < d; i++) {
     double r = 0;
     for (int a = 0; a < d; a++) {
       double s = 0;
-      for (int b = 0; b < d; b++) s += corr[a * d + b] * evec[i * d + b];
+      for (int b = 0; b < d; b++)
+        s += corr[a * d + b] * evec[i * d + b];
       r = fmax(r, fabs(s - ev[i] * evec[i * d + a]));
     }
     SD_EXPECT_MSG(r < 1e-6, "eigenpair %d residual %g", i, r);
@@ -110,7 +118,8 @@ static void test_pca(MPI_Comm comm) {
   SD_EXPECT_OK(sd_pca_fit(comm, d, mean, sd, corr, 5, cols, 0.9, 0, &pca));
   if (pca) {
     double cum = 0;
-    for (int i = 0; i < pca->p; i++) cum += pca->explained_ratio[i];
+    for (int i = 0; i < pca->p; i++)
+      cum += pca->explained_ratio[i];
     SD_EXPECT(cum >= 0.9 - 1e-12);
     SD_EXPECT(pca->p == 1 || cum - pca->explained_ratio[pca->p - 1] < 0.9);
     float *sc = malloc(sizeof *sc * (size_t)(count ? count : 1) * pca->p);
@@ -120,7 +129,8 @@ static void test_pca(MPI_Comm comm) {
       for (int c = 0; c < pca->p; c++) {
         double s = 0;
         for (int j = 0; j < 5; j++)
-          s += (x[(first + i) * d + cols[j]] - mean[cols[j]]) / sd[cols[j]] * pca->components[c * 5 + j];
+          s += (x[(first + i) * d + cols[j]] - mean[cols[j]]) / sd[cols[j]] *
+               pca->components[c * 5 + j];
         err = fmax(err, fabs(s - sc[i * pca->p + c]));
       }
     SD_EXPECT_MSG(err < 1e-5, "projection error %g", err);
@@ -145,22 +155,27 @@ static double naive_lloyd(const float *x, int64_t m, int p, int k, double *c, in
       double bd = INFINITY;
       for (int a = 0; a < k; a++) {
         double dd = 0;
-        for (int l = 0; l < p; l++) dd += (x[i * p + l] - c[a * p + l]) * (x[i * p + l] - c[a * p + l]);
+        for (int l = 0; l < p; l++)
+          dd += (x[i * p + l] - c[a * p + l]) * (x[i * p + l] - c[a * p + l]);
         if (dd < bd) {
           bd = dd;
           best = a;
         }
       }
-      if (lab[i] != best) changed = 1;
+      if (lab[i] != best)
+        changed = 1;
       lab[i] = best;
       obj += bd;
       n[best]++;
-      for (int l = 0; l < p; l++) s[best * p + l] += x[i * p + l];
+      for (int l = 0; l < p; l++)
+        s[best * p + l] += x[i * p + l];
     }
     for (int a = 0; a < k; a++)
       for (int l = 0; l < p; l++)
-        if (n[a]) c[a * p + l] = s[a * p + l] / n[a];
-    if (!changed && it > 0) break;
+        if (n[a])
+          c[a * p + l] = s[a * p + l] / n[a];
+    if (!changed && it > 0)
+      break;
   }
   free(s);
   free(n);
@@ -169,7 +184,8 @@ static double naive_lloyd(const float *x, int64_t m, int p, int k, double *c, in
 
 static double pair_ari(const int32_t *a, const int32_t *b, int64_t m, int k) {
   int64_t t[64] = {0};
-  for (int64_t i = 0; i < m; i++) t[a[i] * k + b[i]]++;
+  for (int64_t i = 0; i < m; i++)
+    t[a[i] * k + b[i]]++;
   double ari;
   sd_cluster_external(t, k, k, &ari, NULL, NULL);
   return ari;
@@ -177,7 +193,8 @@ static double pair_ari(const int32_t *a, const int32_t *b, int64_t m, int k) {
 
 static void gather_assign(MPI_Comm comm, const int32_t *local, int64_t count, int64_t m,
                           int32_t *all) {
-  int cnt = (int)count, *counts = malloc(sizeof(int) * size_), *displs = malloc(sizeof(int) * size_);
+  int cnt = (int)count, *counts = malloc(sizeof(int) * size_),
+      *displs = malloc(sizeof(int) * size_);
   MPI_Allgather(&cnt, 1, MPI_INT, counts, 1, MPI_INT, comm);
   for (int r = 0, o = 0; r < size_; r++) {
     displs[r] = o;
@@ -199,12 +216,14 @@ static void test_kmeans(MPI_Comm comm, sd_km_init init) {
   sd_km_params prm = {k, 3, 100, 0.0, 42, init};
   sd_km_result res;
   SD_EXPECT_OK(sd_km_fit(comm, x + first * p, count, m, p, &prm, &res));
-  if (!res.assign) return;
+  if (!res.assign)
+    return;
   gather_assign(comm, res.assign, count, m, all);
   /* the objective never rises; the inertia is the naive one */
   for (int i = 1; i < res.n_objective; i++)
-    SD_EXPECT_MSG(res.objective[i] <= res.objective[i - 1] * (1 + 1e-12), "objective rose at %d: %.17g -> %.17g", i,
-                  res.objective[i - 1], res.objective[i]);
+    SD_EXPECT_MSG(res.objective[i] <= res.objective[i - 1] * (1 + 1e-12),
+                  "objective rose at %d: %.17g -> %.17g", i, res.objective[i - 1],
+                  res.objective[i]);
   double naive = 0, err_assign = 0;
   for (int64_t i = 0; i < m; i++) {
     double bd = INFINITY;
@@ -221,7 +240,8 @@ static void test_kmeans(MPI_Comm comm, sd_km_init init) {
       }
     }
     naive += bd;
-    if (best != all[i]) err_assign++;
+    if (best != all[i])
+      err_assign++;
   }
   SD_EXPECT_MSG(err_assign == 0, "%g rows not at their nearest centroid", err_assign);
   SD_EXPECT_NEAR(res.inertia, naive, 1e-9 * naive);
@@ -244,7 +264,8 @@ static void test_kmeans(MPI_Comm comm, sd_km_init init) {
   double c0[64];
   int32_t *lab = calloc((size_t)m, sizeof *lab);
   for (int a = 0; a < k; a++)
-    for (int l = 0; l < p; l++) c0[a * p + l] = x[a * p + l]; /* rows 0..k-1: one per blob */
+    for (int l = 0; l < p; l++)
+      c0[a * p + l] = x[a * p + l]; /* rows 0..k-1: one per blob */
   double nobj = naive_lloyd(x, m, p, k, c0, lab);
   SD_EXPECT_NEAR(pair_ari(lab, all, m, k), 1.0, 1e-12);
   SD_EXPECT_NEAR(pair_ari(truth, all, m, k), 1.0, 1e-12);
@@ -254,8 +275,10 @@ static void test_kmeans(MPI_Comm comm, sd_km_init init) {
     sd_km_result one;
     SD_EXPECT_OK(sd_km_fit(MPI_COMM_SELF, x, m, m, p, &prm, &one));
     if (one.assign) {
-      SD_EXPECT_MSG(!memcmp(one.assign, all, sizeof *all * m), "assignments differ at %d ranks", size_);
-      SD_EXPECT_MSG(!memcmp(one.centroids, res.centroids, sizeof(double) * k * p), "centroids differ at %d ranks", size_);
+      SD_EXPECT_MSG(!memcmp(one.assign, all, sizeof *all * m), "assignments differ at %d ranks",
+                    size_);
+      SD_EXPECT_MSG(!memcmp(one.centroids, res.centroids, sizeof(double) * k * p),
+                    "centroids differ at %d ranks", size_);
       SD_EXPECT_MSG(one.inertia == res.inertia, "inertia %.17g vs %.17g", one.inertia, res.inertia);
       SD_EXPECT(one.iterations == res.iterations && one.restart == res.restart);
     }
@@ -274,10 +297,12 @@ static void test_kmeans(MPI_Comm comm, sd_km_init init) {
   SD_EXPECT_OK(sd_km_fit(comm, y + first * 2, count, m2, 2, &p2, &res));
   if (res.counts) {
     int64_t tot = 0;
-    for (int a = 0; a < 5; a++) tot += res.counts[a];
+    for (int a = 0; a < 5; a++)
+      tot += res.counts[a];
     SD_EXPECT(tot == m2);
     SD_EXPECT(isfinite(res.inertia));
-    SD_EXPECT_MSG(res.inertia < 1e-2, "inertia %g with 5 centroids for 5 distinct points", res.inertia);
+    SD_EXPECT_MSG(res.inertia < 1e-2, "inertia %g with 5 centroids for 5 distinct points",
+                  res.inertia);
   }
   sd_km_result_free(&res);
   free(y);
@@ -292,12 +317,14 @@ static double naive_silhouette(const float *x, int64_t m, int p, const int32_t *
                                double *pc) {
   double tot = 0, *cs = calloc(k, sizeof *cs), *sum = calloc(k, sizeof *sum);
   int64_t *n = calloc(k, sizeof *n);
-  for (int64_t i = 0; i < m; i++) n[lab[i]]++;
+  for (int64_t i = 0; i < m; i++)
+    n[lab[i]]++;
   for (int64_t i = 0; i < m; i++) {
     memset(cs, 0, sizeof *cs * k);
     for (int64_t j = 0; j < m; j++) {
       double dd = 0;
-      for (int l = 0; l < p; l++) dd += (double)(x[i * p + l] - x[j * p + l]) * (x[i * p + l] - x[j * p + l]);
+      for (int l = 0; l < p; l++)
+        dd += (double)(x[i * p + l] - x[j * p + l]) * (x[i * p + l] - x[j * p + l]);
       cs[lab[j]] += sqrt(dd);
     }
     int o = lab[i];
@@ -305,13 +332,15 @@ static double naive_silhouette(const float *x, int64_t m, int p, const int32_t *
     if (n[o] > 1) {
       double a = cs[o] / (n[o] - 1), b = INFINITY;
       for (int c = 0; c < k; c++)
-        if (c != o && n[c] > 0 && cs[c] / n[c] < b) b = cs[c] / n[c];
+        if (c != o && n[c] > 0 && cs[c] / n[c] < b)
+          b = cs[c] / n[c];
       s = (b - a) / fmax(a, b);
     }
     tot += s;
     sum[o] += s;
   }
-  for (int c = 0; c < k; c++) pc[c] = n[c] ? sum[c] / n[c] : NAN;
+  for (int c = 0; c < k; c++)
+    pc[c] = n[c] ? sum[c] / n[c] : NAN;
   free(cs);
   free(sum);
   free(n);
@@ -323,10 +352,12 @@ static void test_silhouette(MPI_Comm comm) {
   int p = 3;
   int32_t *truth = malloc(sizeof *truth * m), *lab4 = malloc(sizeof *lab4 * m);
   float *x = blobs(m, p, 3, 21, truth);
-  for (int64_t i = 0; i < m; i++) lab4[i] = (int32_t)((i * 7) % 4);
+  for (int64_t i = 0; i < m; i++)
+    lab4[i] = (int32_t)((i * 7) % 4);
   lab4[5] = 3; /* not every cluster the same; one singleton below */
   for (int64_t i = 0; i < m; i++)
-    if (lab4[i] == 3 && i != 5) lab4[i] = 2;
+    if (lab4[i] == 3 && i != 5)
+      lab4[i] = 2;
   int64_t first, count;
   sd_cluster_rows(m, rank_, size_, &first, &count);
   int ks[2] = {3, 4};
@@ -334,19 +365,24 @@ static void test_silhouette(MPI_Comm comm) {
   double mean[2], se[2], pc3[3], pc4[4], *pcs[2] = {pc3, pc4};
   SD_EXPECT_OK(sd_km_silhouette(comm, x + first * p, count, m, p, 2, ks, as, 0, 1, mean, se, pcs));
   double n3[3], n4[4];
-  double ref3 = naive_silhouette(x, m, p, truth, 3, n3), ref4 = naive_silhouette(x, m, p, lab4, 4, n4);
+  double ref3 = naive_silhouette(x, m, p, truth, 3, n3),
+         ref4 = naive_silhouette(x, m, p, lab4, 4, n4);
   SD_EXPECT_NEAR(mean[0], ref3, 1e-5);
   SD_EXPECT_NEAR(mean[1], ref4, 1e-5);
   SD_EXPECT(se[0] == 0 && se[1] == 0);
-  for (int c = 0; c < 3; c++) SD_EXPECT_NEAR(pc3[c], n3[c], 1e-5);
-  for (int c = 0; c < 4; c++) SD_EXPECT_NEAR(pc4[c], n4[c], 1e-5);
+  for (int c = 0; c < 3; c++)
+    SD_EXPECT_NEAR(pc3[c], n3[c], 1e-5);
+  for (int c = 0; c < 4; c++)
+    SD_EXPECT_NEAR(pc4[c], n4[c], 1e-5);
   SD_EXPECT(pc4[3] == 0.0); /* the singleton */
   /* sampled: within 5 standard errors of the exact value */
   double sm[2], sse[2];
-  SD_EXPECT_OK(sd_km_silhouette(comm, x + first * p, count, m, p, 2, ks, as, 400, 3, sm, sse, NULL));
+  SD_EXPECT_OK(
+      sd_km_silhouette(comm, x + first * p, count, m, p, 2, ks, as, 400, 3, sm, sse, NULL));
   for (int q = 0; q < 2; q++) {
     SD_EXPECT(sse[q] > 0);
-    SD_EXPECT_MSG(fabs(sm[q] - (q ? ref4 : ref3)) < 5 * sse[q] + 1e-9, "sampled %g +- %g vs %g", sm[q], sse[q], q ? ref4 : ref3);
+    SD_EXPECT_MSG(fabs(sm[q] - (q ? ref4 : ref3)) < 5 * sse[q] + 1e-9, "sampled %g +- %g vs %g",
+                  sm[q], sse[q], q ? ref4 : ref3);
   }
   /* CH and DB against naive formulas */
   double ch, db;
@@ -362,25 +398,31 @@ static void test_silhouette(MPI_Comm comm) {
       }
     }
     for (int a = 0; a < 3; a++)
-      for (int l = 0; l < p; l++) c[a][l] /= n[a];
-    for (int l = 0; l < p; l++) g[l] /= m;
+      for (int l = 0; l < p; l++)
+        c[a][l] /= n[a];
+    for (int l = 0; l < p; l++)
+      g[l] /= m;
     for (int64_t i = 0; i < m; i++) {
       double dd = 0;
-      for (int l = 0; l < p; l++) dd += (x[i * p + l] - c[truth[i]][l]) * (x[i * p + l] - c[truth[i]][l]);
+      for (int l = 0; l < p; l++)
+        dd += (x[i * p + l] - c[truth[i]][l]) * (x[i * p + l] - c[truth[i]][l]);
       W += dd;
       s[truth[i]] += sqrt(dd);
     }
     for (int a = 0; a < 3; a++) {
       s[a] /= n[a];
-      for (int l = 0; l < p; l++) B += n[a] * (c[a][l] - g[l]) * (c[a][l] - g[l]);
+      for (int l = 0; l < p; l++)
+        B += n[a] * (c[a][l] - g[l]) * (c[a][l] - g[l]);
     }
     double dbr = 0;
     for (int a = 0; a < 3; a++) {
       double w = 0;
       for (int b = 0; b < 3; b++) {
-        if (a == b) continue;
+        if (a == b)
+          continue;
         double dc = 0;
-        for (int l = 0; l < p; l++) dc += (c[a][l] - c[b][l]) * (c[a][l] - c[b][l]);
+        for (int l = 0; l < p; l++)
+          dc += (c[a][l] - c[b][l]) * (c[a][l] - c[b][l]);
         w = fmax(w, (s[a] + s[b]) / sqrt(dc));
       }
       dbr += w / 3;
@@ -393,10 +435,12 @@ static void test_silhouette(MPI_Comm comm) {
     const int32_t *as1[2] = {truth, lab4};
     double m1[2], s1[2], q3[3], q4[4], *q[2] = {q3, q4}, ch1, db1;
     SD_EXPECT_OK(sd_km_silhouette(MPI_COMM_SELF, x, m, m, p, 2, ks, as1, 0, 1, m1, s1, q));
-    SD_EXPECT_MSG(!memcmp(m1, mean, sizeof m1) && !memcmp(q3, pc3, sizeof q3) && !memcmp(q4, pc4, sizeof q4),
+    SD_EXPECT_MSG(!memcmp(m1, mean, sizeof m1) && !memcmp(q3, pc3, sizeof q3) &&
+                      !memcmp(q4, pc4, sizeof q4),
                   "exact silhouette differs at %d ranks: %.17g vs %.17g", size_, m1[0], mean[0]);
     SD_EXPECT_OK(sd_km_silhouette(MPI_COMM_SELF, x, m, m, p, 2, ks, as1, 400, 3, m1, s1, NULL));
-    SD_EXPECT_MSG(!memcmp(m1, sm, sizeof m1) && !memcmp(s1, sse, sizeof s1), "sampled silhouette differs at %d ranks", size_);
+    SD_EXPECT_MSG(!memcmp(m1, sm, sizeof m1) && !memcmp(s1, sse, sizeof s1),
+                  "sampled silhouette differs at %d ranks", size_);
     SD_EXPECT_OK(sd_km_indices(MPI_COMM_SELF, x, m, m, p, truth, 3, &ch1, &db1));
     SD_EXPECT(ch1 == ch && db1 == db);
   }
@@ -409,7 +453,8 @@ int main(int argc, char **argv) {
   MPI_Init(&argc, &argv);
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
   MPI_Comm_size(MPI_COMM_WORLD, &size_);
-  if (rank_ == 0) test_external();
+  if (rank_ == 0)
+    test_external();
   test_pca(MPI_COMM_WORLD);
   test_kmeans(MPI_COMM_WORLD, SD_KM_INIT_PLUSPLUS);
   test_kmeans(MPI_COMM_WORLD, SD_KM_INIT_PARALLEL);

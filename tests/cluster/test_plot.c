@@ -20,14 +20,16 @@ static long count_colour(cairo_surface_t *s, int r, int g, int b) {
   for (int y = 0; y < h; y++)
     for (int x = 0; x < w; x++) {
       const unsigned char *p = d + (size_t)y * stride + 4 * x; /* BGRA little endian */
-      if (abs(p[2] - r) < 12 && abs(p[1] - g) < 12 && abs(p[0] - b) < 12) n++;
+      if (abs(p[2] - r) < 12 && abs(p[1] - g) < 12 && abs(p[0] - b) < 12)
+        n++;
     }
   return n;
 }
 
 int main(void) {
   char dir[] = "/tmp/sd_plot_XXXXXX";
-  if (!mkdtemp(dir)) return 1;
+  if (!mkdtemp(dir))
+    return 1;
   char path[256];
   /* scatter: 3 categories + unknown */
   int n = 600;
@@ -54,9 +56,11 @@ int main(void) {
   if (cairo_surface_status(s) == CAIRO_STATUS_SUCCESS) {
     SD_EXPECT(cairo_image_surface_get_width(s) == 800 && cairo_image_surface_get_height(s) == 600);
     /* dots are drawn with alpha 0.75 over white */
-#define BL(v) (int)((v) * 0.75 + 255 * 0.25)
-    long c0 = count_colour(s, BL(31), BL(119), BL(180)), c1 = count_colour(s, BL(255), BL(127), BL(14)),
-         c2 = count_colour(s, BL(44), BL(160), BL(44)), cu = count_colour(s, BL(153), BL(153), BL(153)),
+#define BL(v) (int)((v)*0.75 + 255 * 0.25)
+    long c0 = count_colour(s, BL(31), BL(119), BL(180)),
+         c1 = count_colour(s, BL(255), BL(127), BL(14)),
+         c2 = count_colour(s, BL(44), BL(160), BL(44)),
+         cu = count_colour(s, BL(153), BL(153), BL(153)),
          c3 = count_colour(s, BL(214), BL(39), BL(40)) + count_colour(s, 214, 39, 40);
     SD_EXPECT_MSG(c0 > 200 && c1 > 200 && c2 > 200, "category pixels %ld %ld %ld", c0, c1, c2);
     SD_EXPECT_MSG(cu > 200, "unknown (grey) pixels %ld", cu);
@@ -64,7 +68,8 @@ int main(void) {
   }
   cairo_surface_destroy(s);
   /* bars + line + vline in two panels */
-  double x[5] = {1, 2, 3, 4, 5}, y[5] = {0.5, 0.25, 0.12, 0.08, 0.05}, cum[5] = {0.5, 0.75, 0.87, 0.95, 1};
+  double x[5] = {1, 2, 3, 4, 5}, y[5] = {0.5, 0.25, 0.12, 0.08, 0.05},
+         cum[5] = {0.5, 0.75, 0.87, 0.95, 1};
   SD_EXPECT_OK(sd_plot_create(600, 800, 2, 1, &pl));
   SD_EXPECT_OK(sd_plot_panel(pl, 0, "variance", "component", "fraction"));
   sd_plot_integer_x(pl, 1);
@@ -83,7 +88,8 @@ int main(void) {
   sd_plot_destroy(&pl);
   s = cairo_image_surface_create_from_png(path);
   if (cairo_surface_status(s) == CAIRO_STATUS_SUCCESS) {
-    long green = count_colour(s, 44 * 0.85 + 255 * 0.15, 160 * 0.85 + 255 * 0.15, 44 * 0.85 + 255 * 0.15);
+    long green =
+        count_colour(s, 44 * 0.85 + 255 * 0.15, 160 * 0.85 + 255 * 0.15, 44 * 0.85 + 255 * 0.15);
     SD_EXPECT_MSG(green > 2000, "bar pixels %ld", green);
   } else {
     SD_EXPECT(0);
