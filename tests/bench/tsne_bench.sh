@@ -60,9 +60,10 @@ cmp -s <(h5dump -d /embedding "$work/ours1.h5" | tail -n +2) <(h5dump -d /embedd
   same="identical" || same="DIFFERENT"
 $py "$helper" kl "$work/data.h5" 30 "$work/sk.npy" "$work/ours1.h5" > "$work/kl.txt" || die "exact KL failed"
 
-$py - "$work" "$rounds" "$same" "${SD_BENCH_STRICT:-0}" <<'PY'
+$py - "$work" "$rounds" "$same" "${SD_BENCH_STRICT:-0}" "N=$n D=$d, perplexity 30, $iters iterations, theta 0.5" <<'PY'
 import json, statistics as st, sys, subprocess
 work, rounds, same, strict = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
+setting = sys.argv[5]
 sk = [json.load(open(f"{work}/sk.r{r}.json")) for r in range(1, rounds + 1)]
 def ours(p):
     v = [open(f"{work}/ours{p}.r{r}").read().split() for r in range(1, rounds + 1)]
@@ -78,8 +79,8 @@ exact = dict(line.split() for line in open(f"{work}/kl.txt"))
 ke_sk = float(exact[f"{work}/sk.npy"])
 ke_ours = float(exact[f"{work}/ours1.h5"])
 mw1, mw2, mc1, mc2 = st.median(w1), st.median(w2), st.median(c1), st.median(c2)
-print(f"\nt-SNE benchmark: N={sys.argv and ''}", end="")
-print(f"scikit-learn {sk[0]['version']} vs stemdefect embed, medians of {rounds} round(s)")
+print(f"\nt-SNE benchmark ({setting}): scikit-learn {sk[0]['version']} vs stemdefect embed, "
+      f"medians of {rounds} round(s)")
 print("| program | ranks x threads | wall s | CPU s | wall ratio | CPU ratio | KL (own estimate) | KL (exact, same P) |")
 print("|---|---|---|---|---|---|---|---|")
 print(f"| scikit-learn TSNE barnes_hut | 1 x 1 | {skw:.1f} | {skc:.1f} | 1 | 1 | {st.median(x['kl'] for x in sk):.4f} | {ke_sk:.4f} |")
