@@ -27,6 +27,9 @@
 #define SD_NN_BLOCK_ABOVE (1u << 20)
 #define SD_NN_COL_BLOCK 131072
 #define SD_NN_BLOCK_MIN_COLS 1024
+/* 3x3 stride-1 convolutions with at least this many input and output channels run on
+ * Winograd F(2x2, 3x3) (nn_winograd.c); below, the transforms cost more than the GEMM saves. */
+#define SD_NN_WINO_MIN_CH 16
 
 int sd_nn_conv_out_size(int in, int k, int stride, int pad) {
   if (in < 1 || k < 1 || stride < 1 || pad < 0)
@@ -163,10 +166,17 @@ static int chunk_images(const sd_nn_conv_geom *g, int n) {
   return gi > (size_t)n ? n : (int)gi;
 }
 
+int sd_nn_conv2d_prefers_winograd(const sd_nn_conv_geom *g) {
+  return sd_nn_conv2d_winograd_applies(g) && g->c >= SD_NN_WINO_MIN_CH &&
+         g->oc >= SD_NN_WINO_MIN_CH;
+}
+
 size_t sd_nn_conv2d_workspace(const sd_nn_conv_geom *g, int n) {
   size_t P = (size_t)g->oh * g->ow;
   size_t K = (size_t)g->c * g->kh * g->kw;
-  return (K + (size_t)g->oc) * (size_t)chunk_images(g, n) * P;
+  size_t im2col = (K + (size_t)g->oc) * (size_t)chunk_images(g, n) * P;
+  size_t wino = sd_nn_conv2d_winograd_workspace(g, n);
+  return im2col > wino ? im2col : wino;
 }
 
 /* rows x [rows, P] of `cnt` images (image stride img) -> dst [rows, cnt*P]. */
@@ -211,6 +221,14 @@ static void scatter_cols_add(const sd_nn_conv_geom *g, int cnt, const float *col
 
 void sd_nn_conv2d_forward(const sd_nn_conv_geom *g, int n, const float *x, const float *w,
                           const float *b, float *y, float *work) {
+  if (sd_nn_conv2d_prefers_winograd(g))
+    sd_nn_conv2d_winograd_forward(g, n, x, w, b, y, work);
+  else
+    sd_nn_conv2d_im2col_forward(g, n, x, w, b, y, work);
+}
+
+void sd_nn_conv2d_im2col_forward(const sd_nn_conv_geom *g, int n, const float *x, const float *w,
+                                 const float *b, float *y, float *work) {
   const int oc = g->oc;
   const size_t P = (size_t)g->oh * g->ow, K = (size_t)g->c * g->kh * g->kw;
   const size_t in_sz = (size_t)g->c * g->h * g->w, out_sz = (size_t)oc * P;
@@ -341,14 +359,26 @@ static void conv2d_backward(const sd_nn_conv_geom *g, int n, const float *x, con
   }
 }
 
+void sd_nn_conv2d_im2col_backward(const sd_nn_conv_geom *g, int n, const float *x, const float *w,
+                                  const float *dy, float *dx, float *dw, float *db, float *work,
+                                  int overwrite) {
+  conv2d_backward(g, n, x, w, dy, dx, dw, db, work, overwrite != 0);
+}
+
 void sd_nn_conv2d_backward(const sd_nn_conv_geom *g, int n, const float *x, const float *w,
                            const float *dy, float *dx, float *dw, float *db, float *work) {
-  conv2d_backward(g, n, x, w, dy, dx, dw, db, work, 0);
+  if (sd_nn_conv2d_prefers_winograd(g))
+    sd_nn_conv2d_winograd_backward(g, n, x, w, dy, dx, dw, db, work);
+  else
+    conv2d_backward(g, n, x, w, dy, dx, dw, db, work, 0);
 }
 
 void sd_nn_conv2d_backward_set(const sd_nn_conv_geom *g, int n, const float *x, const float *w,
                                const float *dy, float *dx, float *dw, float *db, float *work) {
-  conv2d_backward(g, n, x, w, dy, dx, dw, db, work, 1);
+  if (sd_nn_conv2d_prefers_winograd(g))
+    sd_nn_conv2d_winograd_backward_set(g, n, x, w, dy, dx, dw, db, work);
+  else
+    conv2d_backward(g, n, x, w, dy, dx, dw, db, work, 1);
 }
 
 void sd_nn_conv_transpose2d_forward(const sd_nn_conv_geom *g, int n, const float *x, const float *w,
