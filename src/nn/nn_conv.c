@@ -15,6 +15,7 @@
 #include <cblas.h>
 #include <string.h>
 
+#include "nn_simd.h"
 #include "stemdefect/nn_kernels.h"
 
 /* Fold images into one GEMM until it has about this many columns. */
@@ -56,7 +57,7 @@ static void valid_range(int w, int ow, int s, int p, int kx, int *lo, int *hi) {
 }
 
 /* im2col of the output rows [oy0, oy1) only: col [K, (oy1 - oy0)*ow], rows ldcol apart. */
-static void im2col_rows(const sd_nn_conv_geom *g, const float *x, int oy0, int oy1, float *col,
+SD_NN_CLONES static void im2col_rows(const sd_nn_conv_geom *g, const float *x, int oy0, int oy1, float *col,
                         size_t ldcol) {
   const int h = g->h, w = g->w, ow = g->ow;
   const int sh = g->sh, sw = g->sw, ph = g->ph, pw = g->pw;
@@ -102,7 +103,7 @@ void sd_nn_im2col(const sd_nn_conv_geom *g, const float *x, float *col, size_t l
 }
 
 /* x += col2im of the output rows [oy0, oy1): col [K, (oy1 - oy0)*ow], rows ldcol apart. */
-static void col2im_rows_add(const sd_nn_conv_geom *g, const float *col, size_t ldcol, int oy0,
+SD_NN_CLONES static void col2im_rows_add(const sd_nn_conv_geom *g, const float *col, size_t ldcol, int oy0,
                             int oy1, float *x) {
   const int h = g->h, w = g->w, ow = g->ow;
   const int sh = g->sh, sw = g->sw, ph = g->ph, pw = g->pw;

@@ -10,6 +10,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "nn_simd.h"
 #include "stemdefect/nn_kernels.h"
 
 /* ---- batch normalisation ------------------------------------------------------------------ */
@@ -36,7 +37,7 @@ static void sum2(size_t len, const float *a, const float *b, double *sa, double 
   *sab += rt;
 }
 
-sd_status sd_nn_batchnorm_forward_train(int n, int c, int hw, const float *x, const float *gamma,
+SD_NN_CLONES sd_status sd_nn_batchnorm_forward_train(int n, int c, int hw, const float *x, const float *gamma,
                                         const float *beta, float momentum, float eps,
                                         float *running_mean, float *running_var, float *mean,
                                         float *invstd, double *count, float *y, double *stats,
@@ -80,7 +81,7 @@ sd_status sd_nn_batchnorm_forward_train(int n, int c, int hw, const float *x, co
   return SD_OK;
 }
 
-void sd_nn_batchnorm_forward_eval(int n, int c, int hw, const float *x, const float *gamma,
+SD_NN_CLONES void sd_nn_batchnorm_forward_eval(int n, int c, int hw, const float *x, const float *gamma,
                                   const float *beta, const float *running_mean,
                                   const float *running_var, float eps, float *y) {
   for (int ch = 0; ch < c; ch++) {
@@ -98,7 +99,7 @@ void sd_nn_batchnorm_forward_eval(int n, int c, int hw, const float *x, const fl
 }
 
 /* The training backward; overwrite stores dx instead of adding into it. */
-static sd_status bn_backward_train(int n, int c, int hw, const float *x, const float *dy,
+SD_NN_CLONES static sd_status bn_backward_train(int n, int c, int hw, const float *x, const float *dy,
                                    const float *gamma, const float *mean, const float *invstd,
                                    double count, float *dx, float *dgamma, float *dbeta,
                                    double *stats, sd_nn_reduce_fn reduce, void *reduce_ctx,
@@ -188,7 +189,7 @@ void sd_nn_batchnorm_backward_eval(int n, int c, int hw, const float *x, const f
 
 /* ---- elementwise ----------------------------------------------------------------------------- */
 
-void sd_nn_leaky_relu_forward(size_t len, float slope, const float *x, float *y) {
+SD_NN_CLONES void sd_nn_leaky_relu_forward(size_t len, float slope, const float *x, float *y) {
   if (slope == 0.0f) {
     for (size_t i = 0; i < len; i++)
       y[i] = x[i] > 0.0f ? x[i] : 0.0f;
@@ -198,7 +199,7 @@ void sd_nn_leaky_relu_forward(size_t len, float slope, const float *x, float *y)
   }
 }
 
-void sd_nn_leaky_relu_backward(size_t len, float slope, const float *x, const float *dy,
+SD_NN_CLONES void sd_nn_leaky_relu_backward(size_t len, float slope, const float *x, const float *dy,
                                float *dx) {
   /* a select of the factor, not of the product, so the loop vectorises without branches */
   for (size_t i = 0; i < len; i++) {
@@ -207,7 +208,7 @@ void sd_nn_leaky_relu_backward(size_t len, float slope, const float *x, const fl
   }
 }
 
-void sd_nn_leaky_relu_backward_set(size_t len, float slope, const float *x, const float *dy,
+SD_NN_CLONES void sd_nn_leaky_relu_backward_set(size_t len, float slope, const float *x, const float *dy,
                                    float *dx) {
   for (size_t i = 0; i < len; i++) {
     float s = x[i] > 0.0f ? 1.0f : slope;
@@ -227,7 +228,7 @@ void sd_nn_mul_backward(size_t len, const float *mask, const float *dy, float *d
 
 /* ---- pooling ------------------------------------------------------------------------------- */
 
-void sd_nn_maxpool_forward(int nc, int h, int w, int k, int stride, int pad, int oh, int ow,
+SD_NN_CLONES void sd_nn_maxpool_forward(int nc, int h, int w, int k, int stride, int pad, int oh, int ow,
                            const float *x, float *y) {
   if (k == 2 && stride == 2 && pad == 0) { /* the common case, branch-light */
     for (int p = 0; p < nc; p++) {
@@ -273,7 +274,7 @@ void sd_nn_maxpool_forward(int nc, int h, int w, int k, int stride, int pad, int
   }
 }
 
-void sd_nn_maxpool_backward(int nc, int h, int w, int k, int stride, int pad, int oh, int ow,
+SD_NN_CLONES void sd_nn_maxpool_backward(int nc, int h, int w, int k, int stride, int pad, int oh, int ow,
                             const float *x, const float *dy, float *dx) {
   for (int p = 0; p < nc; p++) {
     const float *xp = x + (size_t)p * h * w;
@@ -394,7 +395,7 @@ static inline void bilinear_tap(int o, int in, int factor, int *i0, int *i1, flo
   *l1 = src - (float)a;
 }
 
-void sd_nn_upsample_forward(int nc, int h, int w, int factor, sd_nn_upsample_mode mode,
+SD_NN_CLONES void sd_nn_upsample_forward(int nc, int h, int w, int factor, sd_nn_upsample_mode mode,
                             const float *x, float *y) {
   const int oh = h * factor, ow = w * factor;
   for (int p = 0; p < nc; p++) {
@@ -428,7 +429,7 @@ void sd_nn_upsample_forward(int nc, int h, int w, int factor, sd_nn_upsample_mod
   }
 }
 
-void sd_nn_upsample_backward(int nc, int h, int w, int factor, sd_nn_upsample_mode mode,
+SD_NN_CLONES void sd_nn_upsample_backward(int nc, int h, int w, int factor, sd_nn_upsample_mode mode,
                              const float *dy, float *dx) {
   const int oh = h * factor, ow = w * factor;
   for (int p = 0; p < nc; p++) {
@@ -471,7 +472,7 @@ void sd_nn_concat_forward(int n, int ca, int cb, int hw, const float *a, const f
   }
 }
 
-void sd_nn_concat_backward(int n, int ca, int cb, int hw, const float *dy, float *da, float *db) {
+SD_NN_CLONES void sd_nn_concat_backward(int n, int ca, int cb, int hw, const float *dy, float *da, float *db) {
   size_t sa = (size_t)ca * hw, sb = (size_t)cb * hw;
   for (int i = 0; i < n; i++) {
     const float *g = dy + (size_t)i * (sa + sb);

@@ -24,15 +24,8 @@
 #include <cblas.h>
 #include <string.h>
 
+#include "nn_simd.h"
 #include "stemdefect/nn_kernels.h"
-
-/* The transforms are memory-bound loops over tile rows; with GCC they are also compiled for
- * AVX2 and picked at run time (the default build targets baseline x86-64, SSE2). */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define SD_NN_WINO_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define SD_NN_WINO_CLONES
-#endif
 
 /* Tiles per chunk (rounded to whole tile rows). */
 #define SD_NN_WINO_TILES 1024
@@ -228,7 +221,7 @@ static void at_interleave(int tw, float bias, const float *restrict a0, const fl
 /* V [16][c][tc] (tiles of the chunk starting at flat tile row q0, nq rows) = B^T d B. The
  * vertical transform reads the four input rows in place (rows outside the image read `zero`)
  * into t[4][len], whose column j holds input column j - pw. */
-SD_NN_WINO_CLONES static void transform_input(const sd_nn_conv_geom *g, const wino_plan *p, const float *x, long q0,
+SD_NN_CLONES static void transform_input(const sd_nn_conv_geom *g, const wino_plan *p, const float *x, long q0,
                             int nq, float *V, float *rbuf) {
   const size_t c = (size_t)g->c, hw = (size_t)g->h * g->w, tc = p->tc;
   const size_t step = c * tc;
@@ -266,7 +259,7 @@ SD_NN_WINO_CLONES static void transform_input(const sd_nn_conv_geom *g, const wi
 
 /* y (the chunk's tiles) = A^T M A + b. Each step is a loop over the tiles of a tile row with
  * a few streams in and out, which GCC vectorises. */
-SD_NN_WINO_CLONES static void transform_output(const sd_nn_conv_geom *g, const wino_plan *p, const float *M,
+SD_NN_CLONES static void transform_output(const sd_nn_conv_geom *g, const wino_plan *p, const float *M,
                              const float *b, long q0, int nq, float *y, float *rbuf) {
   const size_t oc = (size_t)g->oc, ohw = (size_t)g->oh * g->ow, tc = p->tc;
   const size_t step = oc * tc;
@@ -297,7 +290,7 @@ SD_NN_WINO_CLONES static void transform_output(const sd_nn_conv_geom *g, const w
 }
 
 /* dM [16][oc][tc] = A dY A^T for the chunk's tiles (dY zero outside the output). */
-SD_NN_WINO_CLONES static void transform_output_grad(const sd_nn_conv_geom *g, const wino_plan *p, const float *dy,
+SD_NN_CLONES static void transform_output_grad(const sd_nn_conv_geom *g, const wino_plan *p, const float *dy,
                                   long q0, int nq, float *dM, float *rbuf) {
   const size_t oc = (size_t)g->oc, ohw = (size_t)g->oh * g->ow, tc = p->tc;
   const size_t step = oc * tc;
@@ -337,7 +330,7 @@ SD_NN_WINO_CLONES static void transform_output_grad(const sd_nn_conv_geom *g, co
 /* dx += B dV B^T of the chunk's tiles, scattered onto the overlapping 4x4 input patches
  * (tile tx covers patch columns 2tx .. 2tx + 3, so columns 2tx, 2tx + 1 collect tile tx's
  * columns 0, 1 and tile tx - 1's columns 2, 3). */
-SD_NN_WINO_CLONES static void transform_input_grad(const sd_nn_conv_geom *g, const wino_plan *p, const float *dV,
+SD_NN_CLONES static void transform_input_grad(const sd_nn_conv_geom *g, const wino_plan *p, const float *dV,
                                  long q0, int nq, float *dx, float *rbuf, int overwrite) {
   const size_t c = (size_t)g->c, hw = (size_t)g->h * g->w, tc = p->tc;
   const size_t step = c * tc;
@@ -417,10 +410,10 @@ static void winograd_backward(const sd_nn_conv_geom *g, int n, const float *x, c
     for (int i = 0; i < n; i++)
       for (int o = 0; o < oc; o++) {
         const float *s = dy + ((size_t)i * oc + o) * ohw;
-        float acc = 0.0f;
+        double acc = 0.0;
         for (size_t k = 0; k < ohw; k++)
           acc += s[k];
-        db[o] += acc;
+        db[o] += (float)acc;
       }
   if (!dx && !dw)
     return;

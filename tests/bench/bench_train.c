@@ -13,6 +13,9 @@
  *   RESULT   <model> <train|infer> <batch> <threads> <median img/s> <img/s of each repeat...>
  *   SGEMM    <threads> <median GFLOP/s>
  *   CONV     <threads> <GFLOP/s> <conv s/step> <step s> <GFLOP/step>   (U-Net conv layers)
+ *            GFLOP are those of direct convolution (2 per multiply-add of the textbook loop),
+ *            whatever the algorithm: Winograd layers execute 2.25x fewer GEMM flops, so their
+ *            "effective" GFLOP/s can exceed the sgemm ceiling
  *   LAYER    <model> <kind> <fwd ms/step> <bwd ms/step> <percent of step>  (--layers)
  *   CONVL    <model> <layer> <geometry> fwd <ms> <GFLOP/s> bwd <ms> <GFLOP/s>   (--layers)
  *   KERNEL   <name> <elements> <engine ms> <prototype ms> <speedup> <max |difference|>
@@ -288,10 +291,11 @@ static sd_status profile_layers(bench_model *b, int threads, int steps, int prin
       double fb = f * (1.0 + (b->m->layers[L->in[0]].out.grad ? 1.0 : 0.0));
       double tf = t.fwd_layer[i] / steps, tb = t.bwd_layer[i] / steps;
       printf(
-          "CONVL %s %-8s %3dx%2dx%2d->%3dx%2dx%2d k%d s%d  fwd %7.2f ms %5.1f GF/s  bwd %7.2f ms "
-          "%5.1f GF/s\n",
-          b->name, L->name, g->c, g->h, g->w, g->oc, g->oh, g->ow, g->kh, g->sh, 1e3 * tf,
-          f / tf * 1e-9, 1e3 * tb, fb / tb * 1e-9);
+          "CONVL %s %-8s %3dx%2dx%2d->%3dx%2dx%2d k%d s%d %-8s fwd %7.2f ms %5.1f GF/s  bwd %7.2f "
+          "ms %5.1f GF/s\n",
+          b->name, L->name, g->c, g->h, g->w, g->oc, g->oh, g->ow, g->kh, g->sh,
+          sd_nn_conv2d_prefers_winograd(g) ? "winograd" : "im2col", 1e3 * tf, f / tf * 1e-9,
+          1e3 * tb, fb / tb * 1e-9);
     }
   }
   free(t.fwd_layer), free(t.bwd_layer);
