@@ -73,9 +73,8 @@ void sd_nn_conv2d_winograd_forward(const sd_nn_conv_geom *g, int n, const float 
                                    const float *b, float *y, float *work);
 /* From dy [n, oc, oh, ow]: dx [n, c, h, w] +=, dw [oc, c, 3, 3] +=, db [oc] += (each may be
  * NULL); the _set variant overwrites dx. */
-void sd_nn_conv2d_winograd_backward(const sd_nn_conv_geom *g, int n, const float *x,
-                                    const float *w, const float *dy, float *dx, float *dw,
-                                    float *db, float *work);
+void sd_nn_conv2d_winograd_backward(const sd_nn_conv_geom *g, int n, const float *x, const float *w,
+                                    const float *dy, float *dx, float *dw, float *db, float *work);
 void sd_nn_conv2d_winograd_backward_set(const sd_nn_conv_geom *g, int n, const float *x,
                                         const float *w, const float *dy, float *dx, float *dw,
                                         float *db, float *work);

@@ -57,8 +57,8 @@ static void valid_range(int w, int ow, int s, int p, int kx, int *lo, int *hi) {
 }
 
 /* im2col of the output rows [oy0, oy1) only: col [K, (oy1 - oy0)*ow], rows ldcol apart. */
-SD_NN_CLONES static void im2col_rows(const sd_nn_conv_geom *g, const float *x, int oy0, int oy1, float *col,
-                        size_t ldcol) {
+SD_NN_CLONES static void im2col_rows(const sd_nn_conv_geom *g, const float *x, int oy0, int oy1,
+                                     float *col, size_t ldcol) {
   const int h = g->h, w = g->w, ow = g->ow;
   const int sh = g->sh, sw = g->sw, ph = g->ph, pw = g->pw;
   for (int ci = 0; ci < g->c; ci++) {
@@ -103,8 +103,8 @@ void sd_nn_im2col(const sd_nn_conv_geom *g, const float *x, float *col, size_t l
 }
 
 /* x += col2im of the output rows [oy0, oy1): col [K, (oy1 - oy0)*ow], rows ldcol apart. */
-SD_NN_CLONES static void col2im_rows_add(const sd_nn_conv_geom *g, const float *col, size_t ldcol, int oy0,
-                            int oy1, float *x) {
+SD_NN_CLONES static void col2im_rows_add(const sd_nn_conv_geom *g, const float *col, size_t ldcol,
+                                         int oy0, int oy1, float *x) {
   const int h = g->h, w = g->w, ow = g->ow;
   const int sh = g->sh, sw = g->sw, ph = g->ph, pw = g->pw;
   for (int ci = 0; ci < g->c; ci++) {

@@ -37,11 +37,12 @@ static void sum2(size_t len, const float *a, const float *b, double *sa, double 
   *sab += rt;
 }
 
-SD_NN_CLONES sd_status sd_nn_batchnorm_forward_train(int n, int c, int hw, const float *x, const float *gamma,
-                                        const float *beta, float momentum, float eps,
-                                        float *running_mean, float *running_var, float *mean,
-                                        float *invstd, double *count, float *y, double *stats,
-                                        sd_nn_reduce_fn reduce, void *reduce_ctx) {
+SD_NN_CLONES sd_status sd_nn_batchnorm_forward_train(int n, int c, int hw, const float *x,
+                                                     const float *gamma, const float *beta,
+                                                     float momentum, float eps, float *running_mean,
+                                                     float *running_var, float *mean, float *invstd,
+                                                     double *count, float *y, double *stats,
+                                                     sd_nn_reduce_fn reduce, void *reduce_ctx) {
   for (int ch = 0; ch < c; ch++) {
     double s = 0.0, ss = 0.0;
     for (int i = 0; i < n; i++) {
@@ -81,9 +82,10 @@ SD_NN_CLONES sd_status sd_nn_batchnorm_forward_train(int n, int c, int hw, const
   return SD_OK;
 }
 
-SD_NN_CLONES void sd_nn_batchnorm_forward_eval(int n, int c, int hw, const float *x, const float *gamma,
-                                  const float *beta, const float *running_mean,
-                                  const float *running_var, float eps, float *y) {
+SD_NN_CLONES void sd_nn_batchnorm_forward_eval(int n, int c, int hw, const float *x,
+                                               const float *gamma, const float *beta,
+                                               const float *running_mean, const float *running_var,
+                                               float eps, float *y) {
   for (int ch = 0; ch < c; ch++) {
     double is = 1.0 / sqrt((double)running_var[ch] + eps);
     float scale = (float)(gamma[ch] * is);
@@ -99,11 +101,12 @@ SD_NN_CLONES void sd_nn_batchnorm_forward_eval(int n, int c, int hw, const float
 }
 
 /* The training backward; overwrite stores dx instead of adding into it. */
-SD_NN_CLONES static sd_status bn_backward_train(int n, int c, int hw, const float *x, const float *dy,
-                                   const float *gamma, const float *mean, const float *invstd,
-                                   double count, float *dx, float *dgamma, float *dbeta,
-                                   double *stats, sd_nn_reduce_fn reduce, void *reduce_ctx,
-                                   int overwrite) {
+SD_NN_CLONES static sd_status bn_backward_train(int n, int c, int hw, const float *x,
+                                                const float *dy, const float *gamma,
+                                                const float *mean, const float *invstd,
+                                                double count, float *dx, float *dgamma,
+                                                float *dbeta, double *stats, sd_nn_reduce_fn reduce,
+                                                void *reduce_ctx, int overwrite) {
   for (int ch = 0; ch < c; ch++) {
     double sdy = 0.0, sdyx = 0.0;
     for (int i = 0; i < n; i++) {
@@ -199,8 +202,8 @@ SD_NN_CLONES void sd_nn_leaky_relu_forward(size_t len, float slope, const float 
   }
 }
 
-SD_NN_CLONES void sd_nn_leaky_relu_backward(size_t len, float slope, const float *x, const float *dy,
-                               float *dx) {
+SD_NN_CLONES void sd_nn_leaky_relu_backward(size_t len, float slope, const float *x,
+                                            const float *dy, float *dx) {
   /* a select of the factor, not of the product, so the loop vectorises without branches */
   for (size_t i = 0; i < len; i++) {
     float s = x[i] > 0.0f ? 1.0f : slope;
@@ -208,8 +211,8 @@ SD_NN_CLONES void sd_nn_leaky_relu_backward(size_t len, float slope, const float
   }
 }
 
-SD_NN_CLONES void sd_nn_leaky_relu_backward_set(size_t len, float slope, const float *x, const float *dy,
-                                   float *dx) {
+SD_NN_CLONES void sd_nn_leaky_relu_backward_set(size_t len, float slope, const float *x,
+                                                const float *dy, float *dx) {
   for (size_t i = 0; i < len; i++) {
     float s = x[i] > 0.0f ? 1.0f : slope;
     dx[i] = dy[i] * s;
@@ -228,8 +231,8 @@ void sd_nn_mul_backward(size_t len, const float *mask, const float *dy, float *d
 
 /* ---- pooling ------------------------------------------------------------------------------- */
 
-SD_NN_CLONES void sd_nn_maxpool_forward(int nc, int h, int w, int k, int stride, int pad, int oh, int ow,
-                           const float *x, float *y) {
+SD_NN_CLONES void sd_nn_maxpool_forward(int nc, int h, int w, int k, int stride, int pad, int oh,
+                                        int ow, const float *x, float *y) {
   if (k == 2 && stride == 2 && pad == 0) { /* the common case, branch-light */
     for (int p = 0; p < nc; p++) {
       const float *xp = x + (size_t)p * h * w;
@@ -274,8 +277,8 @@ SD_NN_CLONES void sd_nn_maxpool_forward(int nc, int h, int w, int k, int stride,
   }
 }
 
-SD_NN_CLONES void sd_nn_maxpool_backward(int nc, int h, int w, int k, int stride, int pad, int oh, int ow,
-                            const float *x, const float *dy, float *dx) {
+SD_NN_CLONES void sd_nn_maxpool_backward(int nc, int h, int w, int k, int stride, int pad, int oh,
+                                         int ow, const float *x, const float *dy, float *dx) {
   for (int p = 0; p < nc; p++) {
     const float *xp = x + (size_t)p * h * w;
     const float *dp = dy + (size_t)p * oh * ow;
@@ -396,7 +399,7 @@ static inline void bilinear_tap(int o, int in, int factor, int *i0, int *i1, flo
 }
 
 SD_NN_CLONES void sd_nn_upsample_forward(int nc, int h, int w, int factor, sd_nn_upsample_mode mode,
-                            const float *x, float *y) {
+                                         const float *x, float *y) {
   const int oh = h * factor, ow = w * factor;
   for (int p = 0; p < nc; p++) {
     const float *xp = x + (size_t)p * h * w;
@@ -429,8 +432,8 @@ SD_NN_CLONES void sd_nn_upsample_forward(int nc, int h, int w, int factor, sd_nn
   }
 }
 
-SD_NN_CLONES void sd_nn_upsample_backward(int nc, int h, int w, int factor, sd_nn_upsample_mode mode,
-                             const float *dy, float *dx) {
+SD_NN_CLONES void sd_nn_upsample_backward(int nc, int h, int w, int factor,
+                                          sd_nn_upsample_mode mode, const float *dy, float *dx) {
   const int oh = h * factor, ow = w * factor;
   for (int p = 0; p < nc; p++) {
     const float *dp = dy + (size_t)p * oh * ow;
@@ -472,7 +475,8 @@ void sd_nn_concat_forward(int n, int ca, int cb, int hw, const float *a, const f
   }
 }
 
-SD_NN_CLONES void sd_nn_concat_backward(int n, int ca, int cb, int hw, const float *dy, float *da, float *db) {
+SD_NN_CLONES void sd_nn_concat_backward(int n, int ca, int cb, int hw, const float *dy, float *da,
+                                        float *db) {
   size_t sa = (size_t)ca * hw, sb = (size_t)cb * hw;
   for (int i = 0; i < n; i++) {
     const float *g = dy + (size_t)i * (sa + sb);

@@ -37,10 +37,10 @@ int sd_nn_conv2d_winograd_applies(const sd_nn_conv_geom *g) {
 
 /* Tile grid and chunking. */
 typedef struct wino_plan {
-  int th, tw;   /* tiles per image: ceil(oh/2) x ceil(ow/2) */
-  int rows;     /* tile rows per chunk */
-  size_t tc;    /* tiles per full chunk: rows * tw */
-  int len;      /* row buffer length 2 tw + 2 */
+  int th, tw;     /* tiles per image: ceil(oh/2) x ceil(ow/2) */
+  int rows;       /* tile rows per chunk */
+  size_t tc;      /* tiles per full chunk: rows * tw */
+  int len;        /* row buffer length 2 tw + 2 */
   size_t u, v, m; /* floats of U (and of dU), of V (and of dV), of M (and of dM) */
 } wino_plan;
 
@@ -210,8 +210,7 @@ static void at_streams(int n, const float *restrict m0, const float *restrict m1
 
 /* out[2tx] = a0 + a1 + a2 + bias, out[2tx + 1] = a1 - a2 - a3 + bias. */
 static void at_interleave(int tw, float bias, const float *restrict a0, const float *restrict a1,
-                          const float *restrict a2, const float *restrict a3,
-                          float *restrict out) {
+                          const float *restrict a2, const float *restrict a3, float *restrict out) {
   for (int tx = 0; tx < tw; tx++) {
     out[2 * tx] = a0[tx] + a1[tx] + a2[tx] + bias;
     out[2 * tx + 1] = a1[tx] - a2[tx] - a3[tx] + bias;
@@ -221,8 +220,8 @@ static void at_interleave(int tw, float bias, const float *restrict a0, const fl
 /* V [16][c][tc] (tiles of the chunk starting at flat tile row q0, nq rows) = B^T d B. The
  * vertical transform reads the four input rows in place (rows outside the image read `zero`)
  * into t[4][len], whose column j holds input column j - pw. */
-SD_NN_CLONES static void transform_input(const sd_nn_conv_geom *g, const wino_plan *p, const float *x, long q0,
-                            int nq, float *V, float *rbuf) {
+SD_NN_CLONES static void transform_input(const sd_nn_conv_geom *g, const wino_plan *p,
+                                         const float *x, long q0, int nq, float *V, float *rbuf) {
   const size_t c = (size_t)g->c, hw = (size_t)g->h * g->w, tc = p->tc;
   const size_t step = c * tc;
   const int tw = p->tw, len = p->len, h = g->h, w = g->w, pw = g->pw;
@@ -259,8 +258,9 @@ SD_NN_CLONES static void transform_input(const sd_nn_conv_geom *g, const wino_pl
 
 /* y (the chunk's tiles) = A^T M A + b. Each step is a loop over the tiles of a tile row with
  * a few streams in and out, which GCC vectorises. */
-SD_NN_CLONES static void transform_output(const sd_nn_conv_geom *g, const wino_plan *p, const float *M,
-                             const float *b, long q0, int nq, float *y, float *rbuf) {
+SD_NN_CLONES static void transform_output(const sd_nn_conv_geom *g, const wino_plan *p,
+                                          const float *M, const float *b, long q0, int nq, float *y,
+                                          float *rbuf) {
   const size_t oc = (size_t)g->oc, ohw = (size_t)g->oh * g->ow, tc = p->tc;
   const size_t step = oc * tc;
   const int tw = p->tw, len = p->len;
@@ -290,8 +290,9 @@ SD_NN_CLONES static void transform_output(const sd_nn_conv_geom *g, const wino_p
 }
 
 /* dM [16][oc][tc] = A dY A^T for the chunk's tiles (dY zero outside the output). */
-SD_NN_CLONES static void transform_output_grad(const sd_nn_conv_geom *g, const wino_plan *p, const float *dy,
-                                  long q0, int nq, float *dM, float *rbuf) {
+SD_NN_CLONES static void transform_output_grad(const sd_nn_conv_geom *g, const wino_plan *p,
+                                               const float *dy, long q0, int nq, float *dM,
+                                               float *rbuf) {
   const size_t oc = (size_t)g->oc, ohw = (size_t)g->oh * g->ow, tc = p->tc;
   const size_t step = oc * tc;
   const int tw = p->tw, ow = g->ow, len = p->len;
@@ -330,14 +331,15 @@ SD_NN_CLONES static void transform_output_grad(const sd_nn_conv_geom *g, const w
 /* dx += B dV B^T of the chunk's tiles, scattered onto the overlapping 4x4 input patches
  * (tile tx covers patch columns 2tx .. 2tx + 3, so columns 2tx, 2tx + 1 collect tile tx's
  * columns 0, 1 and tile tx - 1's columns 2, 3). */
-SD_NN_CLONES static void transform_input_grad(const sd_nn_conv_geom *g, const wino_plan *p, const float *dV,
-                                 long q0, int nq, float *dx, float *rbuf, int overwrite) {
+SD_NN_CLONES static void transform_input_grad(const sd_nn_conv_geom *g, const wino_plan *p,
+                                              const float *dV, long q0, int nq, float *dx,
+                                              float *rbuf, int overwrite) {
   const size_t c = (size_t)g->c, hw = (size_t)g->h * g->w, tc = p->tc;
   const size_t step = c * tc;
   const int tw = p->tw, len = p->len, h = g->h, w = g->w, pw = g->pw;
-  float *acc = rbuf;                        /* [4][len] */
-  float *P = rbuf + 4 * (size_t)len;        /* [16][tw]: dV B^T */
-  float *DD = P + 16 * (size_t)tw;          /* [16][tw]: B dV B^T */
+  float *acc = rbuf;                 /* [4][len] */
+  float *P = rbuf + 4 * (size_t)len; /* [16][tw]: dV B^T */
+  float *DD = P + 16 * (size_t)tw;   /* [16][tw]: B dV B^T */
   for (size_t ci = 0; ci < c; ci++) {
     for (int qi = 0; qi < nq; qi++) {
       const long q = q0 + qi;
@@ -354,8 +356,7 @@ SD_NN_CLONES static void transform_input_grad(const sd_nn_conv_geom *g, const wi
         const float *a0 = P + (size_t)j * tw;
         float *d0 = DD + (size_t)j * tw;
         const size_t s4 = 4 * (size_t)tw;
-        b_streams(tw, a0, a0 + s4, a0 + 2 * s4, a0 + 3 * s4, d0, d0 + s4, d0 + 2 * s4,
-                  d0 + 3 * s4);
+        b_streams(tw, a0, a0 + s4, a0 + 2 * s4, a0 + 3 * s4, d0, d0 + s4, d0 + 2 * s4, d0 + 3 * s4);
       }
       for (int i = 0; i < 4; i++) { /* DD [i][j] = row i, column j of the patch */
         const float *c0 = DD + (size_t)(4 * i) * tw;
@@ -392,9 +393,9 @@ void sd_nn_conv2d_winograd_forward(const sd_nn_conv_geom *g, int n, const float 
     const int T = nq * p.tw; /* columns in use; rows of V and M are p.tc apart */
     transform_input(g, &p, x, q0, nq, V, rbuf);
     for (int xi = 0; xi < 16; xi++)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, oc, T, c, 1.0f, U + (size_t)xi * oc * c,
-                  c, V + (size_t)xi * c * p.tc, (int)p.tc, 0.0f, M + (size_t)xi * oc * p.tc,
-                  (int)p.tc);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, oc, T, c, 1.0f,
+                  U + (size_t)xi * oc * c, c, V + (size_t)xi * c * p.tc, (int)p.tc, 0.0f,
+                  M + (size_t)xi * oc * p.tc, (int)p.tc);
     transform_output(g, &p, M, b, q0, nq, y, rbuf);
   }
 }
@@ -446,9 +447,8 @@ static void winograd_backward(const sd_nn_conv_geom *g, int n, const float *x, c
     transform_weight_grad(g, dU, dw);
 }
 
-void sd_nn_conv2d_winograd_backward(const sd_nn_conv_geom *g, int n, const float *x,
-                                    const float *w, const float *dy, float *dx, float *dw,
-                                    float *db, float *work) {
+void sd_nn_conv2d_winograd_backward(const sd_nn_conv_geom *g, int n, const float *x, const float *w,
+                                    const float *dy, float *dx, float *dw, float *db, float *work) {
   winograd_backward(g, n, x, w, dy, dx, dw, db, work, 0);
 }
 

@@ -58,8 +58,8 @@ typedef struct grad_overlap {
 } grad_overlap;
 
 static sd_status overlap_start(grad_overlap *o, size_t first) {
-  int rc = MPI_Iallreduce(MPI_IN_PLACE, o->grads + first, (int)(o->end - first), MPI_FLOAT,
-                          MPI_SUM, o->comm, &o->req[o->nreq]);
+  int rc = MPI_Iallreduce(MPI_IN_PLACE, o->grads + first, (int)(o->end - first), MPI_FLOAT, MPI_SUM,
+                          o->comm, &o->req[o->nreq]);
   sd_profile_add_bytes(SD_PHASE_COMM, (int64_t)(o->end - first) * 4);
   o->nreq++;
   o->end = first;
@@ -271,7 +271,8 @@ sd_status sd_train_run(MPI_Comm comm, sd_nn_model *m, const sd_train_data *train
   sd_nn_model_set_grad_ready(m, size > 1 ? overlap_ready : NULL, &ov);
   if (size > 1)
     sd_log_debug("gradient allreduce: %zu floats in buckets of about %zu, overlapped with backward",
-                 m->num_params, (m->num_params + SD_TRAIN_GRAD_BUCKETS - 1) / SD_TRAIN_GRAD_BUCKETS);
+                 m->num_params,
+                 (m->num_params + SD_TRAIN_GRAD_BUCKETS - 1) / SD_TRAIN_GRAD_BUCKETS);
   sd_nn_loss_opts lo;
   memset(&lo, 0, sizeof lo);
   lo.class_weights = weights;
@@ -335,13 +336,15 @@ sd_status sd_train_run(MPI_Comm comm, sd_nn_model *m, const sd_train_data *train
           loss += dl / (double)size; /* Dice is the global value on every rank */
         }
       }
-      if (size > 1) overlap_begin(&ov, comm, m);
+      if (size > 1)
+        overlap_begin(&ov, comm, m);
       if (st == SD_OK) st = sd_nn_model_backward(m);
       sd_profile_phase_end(SD_PHASE_COMPUTE, t);
       /* the gradient buckets started during backward (the last one now), plus the loss and
        * the stop flag */
       t = sd_profile_phase_begin();
-      if (st == SD_OK && size > 1) st = overlap_finish(&ov);
+      if (st == SD_OK && size > 1)
+        st = overlap_finish(&ov);
       double red[2] = {loss, (double)sd_stop_flag};
       if (st == SD_OK && size > 1) {
         int rc = MPI_Allreduce(MPI_IN_PLACE, red, 2, MPI_DOUBLE, MPI_SUM, comm);

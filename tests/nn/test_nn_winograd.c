@@ -16,9 +16,9 @@ static void fill_rand(sd_rng *r, float *p, size_t n) {
     p[i] = (float)sd_rng_range(r, -1.0, 1.0);
 }
 
-#define X(i, c, y, x) ((((size_t)(i) * g->c + (c)) * g->h + (y)) * g->w + (x))
-#define Y(i, o, y, x) ((((size_t)(i) * g->oc + (o)) * g->oh + (y)) * g->ow + (x))
-#define W(o, c, y, x) ((((size_t)(o) * g->c + (c)) * 3 + (y)) * 3 + (x))
+#define X(i, c, y, x) ((((size_t)(i)*g->c + (c)) * g->h + (y)) * g->w + (x))
+#define Y(i, o, y, x) ((((size_t)(i)*g->oc + (o)) * g->oh + (y)) * g->ow + (x))
+#define W(o, c, y, x) ((((size_t)(o)*g->c + (c)) * 3 + (y)) * 3 + (x))
 
 /* y = conv(x, w) + b; dx = conv^T(dy); dw = sum dy x; db = sum dy; all in double. */
 static void naive(const sd_nn_conv_geom *g, int n, const float *x, const float *w, const float *b,
@@ -62,8 +62,16 @@ typedef struct {
 } wcase;
 
 static void check(sd_rng *r, const wcase *k) {
-  sd_nn_conv_geom geom = {.c = k->c, .h = k->h, .w = k->w, .oc = k->oc, .kh = 3, .kw = 3,
-                          .sh = 1, .sw = 1, .ph = k->p, .pw = k->p};
+  sd_nn_conv_geom geom = {.c = k->c,
+                          .h = k->h,
+                          .w = k->w,
+                          .oc = k->oc,
+                          .kh = 3,
+                          .kw = 3,
+                          .sh = 1,
+                          .sw = 1,
+                          .ph = k->p,
+                          .pw = k->p};
   const sd_nn_conv_geom *g = &geom;
   geom.oh = sd_nn_conv_out_size(g->h, 3, 1, g->ph);
   geom.ow = sd_nn_conv_out_size(g->w, 3, 1, g->pw);
@@ -73,7 +81,8 @@ static void check(sd_rng *r, const wcase *k) {
                   k->oc);
   const size_t xs = (size_t)k->n * g->c * g->h * g->w, ws = (size_t)g->oc * g->c * 9;
   const size_t ys = (size_t)k->n * g->oc * g->oh * g->ow;
-  size_t wk = k->dispatch ? sd_nn_conv2d_workspace(g, k->n) : sd_nn_conv2d_winograd_workspace(g, k->n);
+  size_t wk =
+      k->dispatch ? sd_nn_conv2d_workspace(g, k->n) : sd_nn_conv2d_winograd_workspace(g, k->n);
   float *x = malloc(xs * 4), *w = malloc(ws * 4), *b = malloc((size_t)g->oc * 4);
   float *dy = malloc(ys * 4), *y = malloc(ys * 4), *work = malloc(wk * 4);
   float *dx = malloc(xs * 4), *dx0 = malloc(xs * 4), *dw = malloc(ws * 4), *dw0 = malloc(ws * 4);
@@ -132,24 +141,44 @@ int main(void) {
   sd_rng r;
   sd_rng_init(&r, 4321, 0, 98);
   const wcase cases[] = {
-      {2, 3, 7, 5, 4, 1, 0},    /* odd output: partial tiles in both directions */
-      {3, 2, 8, 6, 3, 0, 0},    /* no padding, 6x4 output */
-      {2, 2, 5, 9, 2, 2, 0},    /* padding 2: output larger than the input */
-      {1, 1, 1, 1, 1, 1, 0},    /* 1x1 image */
-      {2, 5, 1, 7, 3, 1, 0},    /* one row */
-      {3, 9, 70, 9, 10, 1, 0},  /* tall image, one chunk */
+      {2, 3, 7, 5, 4, 1, 0},     /* odd output: partial tiles in both directions */
+      {3, 2, 8, 6, 3, 0, 0},     /* no padding, 6x4 output */
+      {2, 2, 5, 9, 2, 2, 0},     /* padding 2: output larger than the input */
+      {1, 1, 1, 1, 1, 1, 0},     /* 1x1 image */
+      {2, 5, 1, 7, 3, 1, 0},     /* one row */
+      {3, 9, 70, 9, 10, 1, 0},   /* tall image, one chunk */
       {1, 3, 130, 130, 2, 1, 0}, /* chunks of tile rows inside one image */
-      {5, 4, 40, 42, 6, 1, 0},  /* chunks across images with a remainder */
+      {5, 4, 40, 42, 6, 1, 0},   /* chunks across images with a remainder */
       {4, 16, 12, 12, 16, 1, 1}, /* the dispatching entry points */
       {2, 16, 17, 15, 20, 1, 1},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
     check(&r, &cases[i]);
   /* non-3x3 and strided convolutions are not Winograd's */
-  sd_nn_conv_geom g5 = {.c = 16, .h = 8, .w = 8, .oc = 16, .oh = 8, .ow = 8, .kh = 5, .kw = 5,
-                        .sh = 1, .sw = 1, .ph = 2, .pw = 2};
-  sd_nn_conv_geom gs = {.c = 16, .h = 8, .w = 8, .oc = 16, .oh = 4, .ow = 4, .kh = 3, .kw = 3,
-                        .sh = 2, .sw = 2, .ph = 1, .pw = 1};
+  sd_nn_conv_geom g5 = {.c = 16,
+                        .h = 8,
+                        .w = 8,
+                        .oc = 16,
+                        .oh = 8,
+                        .ow = 8,
+                        .kh = 5,
+                        .kw = 5,
+                        .sh = 1,
+                        .sw = 1,
+                        .ph = 2,
+                        .pw = 2};
+  sd_nn_conv_geom gs = {.c = 16,
+                        .h = 8,
+                        .w = 8,
+                        .oc = 16,
+                        .oh = 4,
+                        .ow = 4,
+                        .kh = 3,
+                        .kw = 3,
+                        .sh = 2,
+                        .sw = 2,
+                        .ph = 1,
+                        .pw = 1};
   SD_EXPECT_MSG(!sd_nn_conv2d_winograd_applies(&g5), "5x5 must not use Winograd");
   SD_EXPECT_MSG(!sd_nn_conv2d_winograd_applies(&gs), "stride 2 must not use Winograd");
   return sd_test_finish("test_nn_winograd");
