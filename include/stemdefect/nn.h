@@ -61,6 +61,18 @@ typedef sd_status (*sd_nn_reduce_fn)(void *ctx, double *buf, int n);
  * and backward runs in reverse), so a trainer can start reducing those buckets early. */
 typedef sd_status (*sd_nn_grad_ready_fn)(void *ctx, size_t first);
 
+struct sd_nn_model;
+
+/* Which pass a layer hook reports. */
+typedef enum sd_nn_pass { SD_NN_PASS_FORWARD = 0, SD_NN_PASS_BACKWARD = 1 } sd_nn_pass;
+
+/* Called just before (end = 0) and just after (end = 1) each layer's forward or backward inside
+ * sd_nn_model_forward/backward (layer = its id; forward in increasing, backward in decreasing
+ * id order, only layers on the output's path). For per-layer timing and tracing; must not
+ * change the model. */
+typedef void (*sd_nn_layer_hook_fn)(void *ctx, const struct sd_nn_model *m, int layer,
+                                    sd_nn_pass pass, int end);
+
 /* ---- tensors --------------------------------------------------------------------------- */
 
 /* A view into the activation arena. n is the active batch (<= the compiled batch). */
@@ -213,6 +225,8 @@ typedef struct sd_nn_model {
   void *reduce_ctx;
   sd_nn_grad_ready_fn grad_ready; /* optional, see sd_nn_grad_ready_fn */
   void *grad_ready_ctx;
+  sd_nn_layer_hook_fn layer_hook; /* optional, see sd_nn_layer_hook_fn */
+  void *layer_hook_ctx;
 } sd_nn_model;
 
 /* Creates an empty model holding only the input layer (id 0). Free with sd_nn_model_destroy. */
@@ -274,6 +288,8 @@ void sd_nn_model_seed_dropout(sd_nn_model *m, uint64_t seed, uint64_t a);
 void sd_nn_model_set_reduce(sd_nn_model *m, sd_nn_reduce_fn fn, void *ctx);
 /* Sets the hook told when parameter gradients become final during backward. */
 void sd_nn_model_set_grad_ready(sd_nn_model *m, sd_nn_grad_ready_fn fn, void *ctx);
+/* Sets the hook called around every layer's forward and backward (NULL = none). */
+void sd_nn_model_set_layer_hook(sd_nn_model *m, sd_nn_layer_hook_fn fn, void *ctx);
 
 /* Runs the network on x [n, c, h, w] (n <= compiled batch; x NULL = the caller already wrote
  * layers[0].out.data). TRAIN uses batch statistics (and updates running statistics) and

@@ -49,6 +49,36 @@ void sd_nn_conv_transpose2d_backward(const sd_nn_conv_geom *g, int n, const floa
                                      const float *w, const float *dy, float *dx, float *dw,
                                      float *db, float *work);
 
+/* ---- Winograd F(2x2, 3x3) convolution ------------------------------------------------------
+ * 3x3 stride-1 convolutions (padding 0..2) with 2.25x fewer GEMM flops than im2col; same
+ * shapes and conventions as sd_nn_conv2d_forward/backward, which dispatch here when
+ * sd_nn_conv2d_prefers_winograd(g). Called directly by tests and benchmarks. */
+
+/* The im2col + sgemm path whatever g is (sd_nn_conv2d_forward/backward pick it or Winograd);
+ * overwrite = 1 overwrites dx instead of adding into it. Workspace: sd_nn_conv2d_workspace. */
+void sd_nn_conv2d_im2col_forward(const sd_nn_conv_geom *g, int n, const float *x, const float *w,
+                                 const float *b, float *y, float *work);
+void sd_nn_conv2d_im2col_backward(const sd_nn_conv_geom *g, int n, const float *x, const float *w,
+                                  const float *dy, float *dx, float *dw, float *db, float *work,
+                                  int overwrite);
+/* 1 when g is a 3x3, stride-1 convolution with padding 0..2 (Winograd can compute it). */
+int sd_nn_conv2d_winograd_applies(const sd_nn_conv_geom *g);
+/* 1 when sd_nn_conv2d_forward/backward use Winograd for g (it applies and the layer has
+ * enough channels for the transforms to pay off). */
+int sd_nn_conv2d_prefers_winograd(const sd_nn_conv_geom *g);
+/* Floats of workspace for the Winograd kernels on n images (0 when it does not apply). */
+size_t sd_nn_conv2d_winograd_workspace(const sd_nn_conv_geom *g, int n);
+/* y [n, oc, oh, ow] = conv(x [n, c, h, w], w [oc, c, 3, 3]) + b [oc] (b may be NULL). */
+void sd_nn_conv2d_winograd_forward(const sd_nn_conv_geom *g, int n, const float *x, const float *w,
+                                   const float *b, float *y, float *work);
+/* From dy [n, oc, oh, ow]: dx [n, c, h, w] +=, dw [oc, c, 3, 3] +=, db [oc] += (each may be
+ * NULL); the _set variant overwrites dx. */
+void sd_nn_conv2d_winograd_backward(const sd_nn_conv_geom *g, int n, const float *x, const float *w,
+                                    const float *dy, float *dx, float *dw, float *db, float *work);
+void sd_nn_conv2d_winograd_backward_set(const sd_nn_conv_geom *g, int n, const float *x,
+                                        const float *w, const float *dy, float *dx, float *dw,
+                                        float *db, float *work);
+
 /* ---- dense ---------------------------------------------------------------------------- */
 
 /* y [n, out] = x [n, in] w^T + b; w [out, in]; b [out] or NULL. */

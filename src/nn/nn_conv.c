@@ -15,6 +15,7 @@
 #include <cblas.h>
 #include <string.h>
 
+#include "nn_simd.h"
 #include "stemdefect/nn_kernels.h"
 
 /* Fold images into one GEMM until it has about this many columns. */
@@ -27,6 +28,9 @@
 #define SD_NN_BLOCK_ABOVE (1u << 20)
 #define SD_NN_COL_BLOCK 131072
 #define SD_NN_BLOCK_MIN_COLS 1024
+/* 3x3 stride-1 convolutions with at least this many input and output channels run on
+ * Winograd F(2x2, 3x3) (nn_winograd.c); below, the transforms cost more than the GEMM saves. */
+#define SD_NN_WINO_MIN_CH 16
 
 int sd_nn_conv_out_size(int in, int k, int stride, int pad) {
   if (in < 1 || k < 1 || stride < 1 || pad < 0)
@@ -53,8 +57,8 @@ static void valid_range(int w, int ow, int s, int p, int kx, int *lo, int *hi) {
 }
 
 /* im2col of the output rows [oy0, oy1) only: col [K, (oy1 - oy0)*ow], rows ldcol apart. */
-static void im2col_rows(const sd_nn_conv_geom *g, const float *x, int oy0, int oy1, float *col,
-                        size_t ldcol) {
+SD_NN_CLONES static void im2col_rows(const sd_nn_conv_geom *g, const float *x, int oy0, int oy1,
+                                     float *col, size_t ldcol) {
   const int h = g->h, w = g->w, ow = g->ow;
   const int sh = g->sh, sw = g->sw, ph = g->ph, pw = g->pw;
   for (int ci = 0; ci < g->c; ci++) {
@@ -99,8 +103,8 @@ void sd_nn_im2col(const sd_nn_conv_geom *g, const float *x, float *col, size_t l
 }
 
 /* x += col2im of the output rows [oy0, oy1): col [K, (oy1 - oy0)*ow], rows ldcol apart. */
-static void col2im_rows_add(const sd_nn_conv_geom *g, const float *col, size_t ldcol, int oy0,
-                            int oy1, float *x) {
+SD_NN_CLONES static void col2im_rows_add(const sd_nn_conv_geom *g, const float *col, size_t ldcol,
+                                         int oy0, int oy1, float *x) {
   const int h = g->h, w = g->w, ow = g->ow;
   const int sh = g->sh, sw = g->sw, ph = g->ph, pw = g->pw;
   for (int ci = 0; ci < g->c; ci++) {
@@ -163,10 +167,17 @@ static int chunk_images(const sd_nn_conv_geom *g, int n) {
   return gi > (size_t)n ? n : (int)gi;
 }
 
+int sd_nn_conv2d_prefers_winograd(const sd_nn_conv_geom *g) {
+  return sd_nn_conv2d_winograd_applies(g) && g->c >= SD_NN_WINO_MIN_CH &&
+         g->oc >= SD_NN_WINO_MIN_CH;
+}
+
 size_t sd_nn_conv2d_workspace(const sd_nn_conv_geom *g, int n) {
   size_t P = (size_t)g->oh * g->ow;
   size_t K = (size_t)g->c * g->kh * g->kw;
-  return (K + (size_t)g->oc) * (size_t)chunk_images(g, n) * P;
+  size_t im2col = (K + (size_t)g->oc) * (size_t)chunk_images(g, n) * P;
+  size_t wino = sd_nn_conv2d_winograd_workspace(g, n);
+  return im2col > wino ? im2col : wino;
 }
 
 /* rows x [rows, P] of `cnt` images (image stride img) -> dst [rows, cnt*P]. */
@@ -211,6 +222,14 @@ static void scatter_cols_add(const sd_nn_conv_geom *g, int cnt, const float *col
 
 void sd_nn_conv2d_forward(const sd_nn_conv_geom *g, int n, const float *x, const float *w,
                           const float *b, float *y, float *work) {
+  if (sd_nn_conv2d_prefers_winograd(g))
+    sd_nn_conv2d_winograd_forward(g, n, x, w, b, y, work);
+  else
+    sd_nn_conv2d_im2col_forward(g, n, x, w, b, y, work);
+}
+
+void sd_nn_conv2d_im2col_forward(const sd_nn_conv_geom *g, int n, const float *x, const float *w,
+                                 const float *b, float *y, float *work) {
   const int oc = g->oc;
   const size_t P = (size_t)g->oh * g->ow, K = (size_t)g->c * g->kh * g->kw;
   const size_t in_sz = (size_t)g->c * g->h * g->w, out_sz = (size_t)oc * P;
@@ -341,14 +360,26 @@ static void conv2d_backward(const sd_nn_conv_geom *g, int n, const float *x, con
   }
 }
 
+void sd_nn_conv2d_im2col_backward(const sd_nn_conv_geom *g, int n, const float *x, const float *w,
+                                  const float *dy, float *dx, float *dw, float *db, float *work,
+                                  int overwrite) {
+  conv2d_backward(g, n, x, w, dy, dx, dw, db, work, overwrite != 0);
+}
+
 void sd_nn_conv2d_backward(const sd_nn_conv_geom *g, int n, const float *x, const float *w,
                            const float *dy, float *dx, float *dw, float *db, float *work) {
-  conv2d_backward(g, n, x, w, dy, dx, dw, db, work, 0);
+  if (sd_nn_conv2d_prefers_winograd(g))
+    sd_nn_conv2d_winograd_backward(g, n, x, w, dy, dx, dw, db, work);
+  else
+    conv2d_backward(g, n, x, w, dy, dx, dw, db, work, 0);
 }
 
 void sd_nn_conv2d_backward_set(const sd_nn_conv_geom *g, int n, const float *x, const float *w,
                                const float *dy, float *dx, float *dw, float *db, float *work) {
-  conv2d_backward(g, n, x, w, dy, dx, dw, db, work, 1);
+  if (sd_nn_conv2d_prefers_winograd(g))
+    sd_nn_conv2d_winograd_backward_set(g, n, x, w, dy, dx, dw, db, work);
+  else
+    conv2d_backward(g, n, x, w, dy, dx, dw, db, work, 1);
 }
 
 void sd_nn_conv_transpose2d_forward(const sd_nn_conv_geom *g, int n, const float *x, const float *w,

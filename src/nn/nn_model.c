@@ -369,6 +369,11 @@ void sd_nn_model_set_grad_ready(sd_nn_model *m, sd_nn_grad_ready_fn fn, void *ct
   m->grad_ready_ctx = ctx;
 }
 
+void sd_nn_model_set_layer_hook(sd_nn_model *m, sd_nn_layer_hook_fn fn, void *ctx) {
+  m->layer_hook = fn;
+  m->layer_hook_ctx = ctx;
+}
+
 void sd_nn_model_seed_dropout(sd_nn_model *m, uint64_t seed, uint64_t a) {
   sd_rng_init(&m->dropout_rng, seed, a, SD_RNG_STREAM_DROPOUT);
 }
@@ -951,8 +956,13 @@ sd_status sd_nn_model_forward(sd_nn_model *m, const float *x, int n, sd_nn_mode 
   m->mode = mode;
   for (int i = 1; i <= m->output; i++) {
     sd_nn_layer *L = &m->layers[i];
-    if (L->on_path)
-      SD_CHECK(layer_forward(m, L, mode));
+    if (!L->on_path)
+      continue;
+    if (m->layer_hook)
+      m->layer_hook(m->layer_hook_ctx, m, i, SD_NN_PASS_FORWARD, 0);
+    SD_CHECK(layer_forward(m, L, mode));
+    if (m->layer_hook)
+      m->layer_hook(m->layer_hook_ctx, m, i, SD_NN_PASS_FORWARD, 1);
   }
   m->forward_done = 1;
   return SD_OK;
@@ -969,7 +979,11 @@ sd_status sd_nn_model_backward(sd_nn_model *m) {
     sd_nn_layer *L = &m->layers[i];
     if (!L->on_path)
       continue;
+    if (m->layer_hook)
+      m->layer_hook(m->layer_hook_ctx, m, i, SD_NN_PASS_BACKWARD, 0);
     SD_CHECK(layer_backward(m, L));
+    if (m->layer_hook)
+      m->layer_hook(m->layer_hook_ctx, m, i, SD_NN_PASS_BACKWARD, 1);
     if (m->grad_ready && L->param_count > 0)
       SD_CHECK(m->grad_ready(m->grad_ready_ctx, m->param_info[L->param_first].offset));
   }

@@ -38,6 +38,61 @@ sd_status sd_train_reduce_sum(void *ctx, double *buf, int n) {
   return st;
 }
 
+/* ---- gradient allreduce overlapped with backward --------------------------------------------
+ * The gradient arena is reduced in about SD_TRAIN_GRAD_BUCKETS buckets: backward runs from the
+ * last layer to the first and tells (sd_nn_grad_ready_fn) when grads[first, num_params) are
+ * final, so a bucket's MPI_Iallreduce starts as soon as it is complete and progresses while
+ * the earlier layers' backward runs (Open MPI progresses it inside the batch-norm allreduces
+ * that backward makes, and in the final wait). Every rank has the same model, so every rank
+ * starts the same buckets in the same order. The sums are the same numbers as one allreduce of
+ * the whole arena up to the MPI library's summation order. */
+#define SD_TRAIN_GRAD_BUCKETS 4
+#define SD_TRAIN_MAX_REQS (SD_TRAIN_GRAD_BUCKETS + 2)
+
+typedef struct grad_overlap {
+  MPI_Comm comm;
+  float *grads;
+  size_t end;    /* grads[end, num_params) are being reduced */
+  size_t bucket; /* floats per bucket */
+  MPI_Request req[SD_TRAIN_MAX_REQS];
+  int nreq;
+} grad_overlap;
+
+static sd_status overlap_start(grad_overlap *o, size_t first) {
+  int rc = MPI_Iallreduce(MPI_IN_PLACE, o->grads + first, (int)(o->end - first), MPI_FLOAT, MPI_SUM,
+                          o->comm, &o->req[o->nreq]);
+  sd_profile_add_bytes(SD_PHASE_COMM, (int64_t)(o->end - first) * 4);
+  o->nreq++;
+  o->end = first;
+  return sd_par_check(rc, "MPI_Iallreduce of a gradient bucket");
+}
+
+static sd_status overlap_ready(void *ctx, size_t first) {
+  grad_overlap *o = ctx;
+  if (o->end > first && o->end - first >= o->bucket && o->nreq < SD_TRAIN_MAX_REQS - 1)
+    return overlap_start(o, first);
+  return SD_OK;
+}
+
+static void overlap_begin(grad_overlap *o, MPI_Comm comm, const sd_nn_model *m) {
+  o->comm = comm;
+  o->grads = m->grads;
+  o->end = m->num_params;
+  o->bucket = (m->num_params + SD_TRAIN_GRAD_BUCKETS - 1) / SD_TRAIN_GRAD_BUCKETS;
+  o->nreq = 0;
+}
+
+/* Starts the last bucket and waits for all of them. */
+static sd_status overlap_finish(grad_overlap *o) {
+  sd_status st = SD_OK;
+  if (o->end > 0)
+    st = overlap_start(o, 0);
+  int rc = MPI_Waitall(o->nreq, o->req, MPI_STATUSES_IGNORE);
+  o->nreq = 0;
+  sd_status sw = sd_par_check(rc, "MPI_Waitall of the gradient buckets");
+  return st != SD_OK ? st : sw;
+}
+
 /* ---- the classifier --------------------------------------------------------------------- */
 
 static int conv_bn(sd_nn_model *m, int x, int ch, int k, int stride, int relu) {
@@ -249,6 +304,13 @@ sd_status sd_train_run(MPI_Comm comm, sd_nn_model *m, const sd_train_data *train
 
   MPI_Comm comm_copy = comm;
   sd_nn_model_set_reduce(m, size > 1 ? sd_train_reduce_sum : NULL, &comm_copy);
+  grad_overlap ov;
+  memset(&ov, 0, sizeof ov);
+  sd_nn_model_set_grad_ready(m, size > 1 ? overlap_ready : NULL, &ov);
+  if (size > 1)
+    sd_log_debug("gradient allreduce: %zu floats in buckets of about %zu, overlapped with backward",
+                 m->num_params,
+                 (m->num_params + SD_TRAIN_GRAD_BUCKETS - 1) / SD_TRAIN_GRAD_BUCKETS);
   sd_nn_loss_opts lo;
   memset(&lo, 0, sizeof lo);
   lo.class_weights = weights;
@@ -317,15 +379,15 @@ sd_status sd_train_run(MPI_Comm comm, sd_nn_model *m, const sd_train_data *train
           loss += dl / (double)size; /* Dice is the global value on every rank */
         }
       }
+      if (size > 1)
+        overlap_begin(&ov, comm, m);
       if (st == SD_OK) st = sd_nn_model_backward(m);
       sd_profile_phase_end(SD_PHASE_COMPUTE, t);
-      /* one allreduce of the gradient arena, plus the loss and the stop flag */
+      /* the gradient buckets started during backward (the last one now), plus the loss and
+       * the stop flag */
       t = sd_profile_phase_begin();
-      if (st == SD_OK && size > 1) {
-        int rc = MPI_Allreduce(MPI_IN_PLACE, m->grads, (int)m->num_params, MPI_FLOAT, MPI_SUM, comm);
-        st = sd_par_check(rc, "allreduce of the gradients");
-        sd_profile_add_bytes(SD_PHASE_COMM, (int64_t)m->num_params * 4);
-      }
+      if (st == SD_OK && size > 1)
+        st = overlap_finish(&ov);
       double red[2] = {loss, (double)sd_stop_flag};
       if (st == SD_OK && size > 1) {
         int rc = MPI_Allreduce(MPI_IN_PLACE, red, 2, MPI_DOUBLE, MPI_SUM, comm);
@@ -414,6 +476,7 @@ sd_status sd_train_run(MPI_Comm comm, sd_nn_model *m, const sd_train_data *train
     sd_log_info("restored the weights of epoch %d (validation loss %.4f)", es.best_epoch, es.best);
   }
   sd_nn_model_set_reduce(m, NULL, NULL);
+  sd_nn_model_set_grad_ready(m, NULL, NULL);
   sd_nn_early_stop_free(&es);
   for (int j = 0; perm && j < train->num_local; j++) free(perm[j]);
   free(perm);

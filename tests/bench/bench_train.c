@@ -13,14 +13,17 @@
  *   RESULT   <model> <train|infer> <batch> <threads> <median img/s> <img/s of each repeat...>
  *   SGEMM    <threads> <median GFLOP/s>
  *   CONV     <threads> <GFLOP/s> <conv s/step> <step s> <GFLOP/step>   (U-Net conv layers)
+ *            GFLOP are those of direct convolution (2 per multiply-add of the textbook loop),
+ *            whatever the algorithm: Winograd layers execute 2.25x fewer GEMM flops, so their
+ *            "effective" GFLOP/s can exceed the sgemm ceiling
  *   LAYER    <model> <kind> <fwd ms/step> <bwd ms/step> <percent of step>  (--layers)
  *   CONVL    <model> <layer> <geometry> fwd <ms> <GFLOP/s> bwd <ms> <GFLOP/s>   (--layers)
  *   KERNEL   <name> <elements> <engine ms> <prototype ms> <speedup> <max |difference|>
  *            (--kernels: faster prototypes of slow engine kernels, see bench_kernels)
  *
- * The per-layer times come from running the model's layers one at a time through the kernels
- * of nn_kernels.h on the model's own tensors (the same calls sd_nn_model_forward/backward make),
- * so they add up to the training step; the summed time is printed next to the real step time.
+ * The per-layer times come from the engine's layer hook (sd_nn_model_set_layer_hook) around
+ * every layer inside sd_nn_model_forward/backward, so they time exactly the engine's own
+ * dispatch; their sum (plus loss, zero_grad, optimiser) is printed next to the step time.
  * Exit status is non-zero when a step fails or the loss is not finite. Label bench (opt-in).
  */
 #include <cblas.h>
@@ -169,6 +172,7 @@ typedef struct layer_times {
   double fwd[SD_NN_LAYER_COUNT_], bwd[SD_NN_LAYER_COUNT_];
   double loss, zero, optim;
   double *fwd_layer, *bwd_layer; /* [num_layers] seconds per layer (NULL = not kept) */
+  double start;                  /* start of the layer being timed */
 } layer_times;
 
 static double conv_flop_fwd(const sd_nn_layer *L, int n) {
@@ -176,166 +180,48 @@ static double conv_flop_fwd(const sd_nn_layer *L, int n) {
   return 2.0 * n * g->oc * (double)g->oh * g->ow * g->c * g->kh * g->kw;
 }
 
-/* One layer's forward in training mode, as layer_forward in nn_model.c does it. */
-static sd_status layer_fwd(sd_nn_model *m, sd_nn_layer *L) {
-  const int n = m->layers[0].out.n;
-  sd_nn_tensor *a = &m->layers[L->in[0]].out;
-  sd_nn_tensor *b = L->in[1] >= 0 ? &m->layers[L->in[1]].out : NULL;
-  sd_nn_tensor *o = &L->out;
-  const size_t len = sd_nn_tensor_size(o);
-  switch (L->kind) {
-  case SD_NN_LAYER_CONV2D:
-    sd_nn_conv2d_forward(&L->u.conv.g, n, a->data, L->u.conv.w, L->u.conv.b, o->data, m->work);
-    break;
-  case SD_NN_LAYER_DENSE:
-    sd_nn_dense_forward(n, L->u.dense.in, L->u.dense.out, a->data, L->u.dense.w, L->u.dense.b,
-                        o->data);
-    break;
-  case SD_NN_LAYER_BATCHNORM:
-    SD_CHECK(sd_nn_batchnorm_forward_train(
-        n, o->c, o->h * o->w, a->data, L->u.bn.gamma, L->u.bn.beta, L->u.bn.momentum, L->u.bn.eps,
-        L->u.bn.running_mean, L->u.bn.running_var, L->u.bn.mean, L->u.bn.invstd, &L->u.bn.count,
-        o->data, m->dwork, NULL, NULL));
-    break;
-  case SD_NN_LAYER_RELU: sd_nn_leaky_relu_forward(len, 0.0f, a->data, o->data); break;
-  case SD_NN_LAYER_MAXPOOL:
-    sd_nn_maxpool_forward(n * o->c, a->h, a->w, L->u.pool.k, L->u.pool.stride, L->u.pool.pad, o->h,
-                          o->w, a->data, o->data);
-    break;
-  case SD_NN_LAYER_GLOBAL_AVGPOOL:
-    sd_nn_global_avgpool_forward(n * o->c, a->h * a->w, a->data, o->data);
-    break;
-  case SD_NN_LAYER_DROPOUT: {
-    const double keep = 1.0 - L->u.dropout.rate;
-    const float scale = (float)(1.0 / keep);
-    for (size_t i = 0; i < len; i++)
-      L->u.dropout.mask[i] = sd_rng_uniform(&m->dropout_rng) < keep ? scale : 0.0f;
-    sd_nn_mul_forward(len, a->data, L->u.dropout.mask, o->data);
-    break;
+/* The engine's layer hook (sd_nn_model_set_layer_hook): a timer around every layer's forward
+ * and backward inside sd_nn_model_forward/backward, added into t. */
+static void layer_timer(void *ctx, const sd_nn_model *m, int layer, sd_nn_pass pass, int end) {
+  layer_times *t = ctx;
+  if (!end) {
+    t->start = now();
+    return;
   }
-  case SD_NN_LAYER_CONCAT:
-    sd_nn_concat_forward(n, a->c, b->c, o->h * o->w, a->data, b->data, o->data);
-    break;
-  case SD_NN_LAYER_ADD:
-    for (size_t i = 0; i < len; i++)
-      o->data[i] = a->data[i] + b->data[i];
-    break;
-  case SD_NN_LAYER_UPSAMPLE:
-    sd_nn_upsample_forward(n * o->c, a->h, a->w, L->u.up.factor, L->u.up.mode, a->data, o->data);
-    break;
-  default: return SD_ERROR(SD_ERR_INTERNAL, "bench: layer kind %d not timed", (int)L->kind);
+  double d = now() - t->start;
+  sd_nn_layer_kind kind = m->layers[layer].kind;
+  if (pass == SD_NN_PASS_FORWARD) {
+    t->fwd[kind] += d;
+    if (t->fwd_layer)
+      t->fwd_layer[layer] += d;
+  } else {
+    t->bwd[kind] += d;
+    if (t->bwd_layer)
+      t->bwd_layer[layer] += d;
   }
-  return SD_OK;
 }
 
-/* One layer's backward, as layer_backward in nn_model.c does it. */
-static sd_status layer_bwd(sd_nn_model *m, sd_nn_layer *L) {
-  const int n = m->layers[0].out.n;
-  sd_nn_tensor *a = &m->layers[L->in[0]].out;
-  sd_nn_tensor *b = L->in[1] >= 0 ? &m->layers[L->in[1]].out : NULL;
-  const sd_nn_tensor *o = &L->out;
-  const size_t len = sd_nn_tensor_size(o);
-  float *da = a->grad;
-  const float *dy = o->grad;
-  switch (L->kind) {
-  case SD_NN_LAYER_CONV2D:
-    sd_nn_conv2d_backward(&L->u.conv.g, n, a->data, L->u.conv.w, dy, da, L->u.conv.dw, L->u.conv.db,
-                          m->work);
-    break;
-  case SD_NN_LAYER_DENSE:
-    sd_nn_dense_backward(n, L->u.dense.in, L->u.dense.out, a->data, L->u.dense.w, dy, da,
-                         L->u.dense.dw, L->u.dense.db);
-    break;
-  case SD_NN_LAYER_BATCHNORM:
-    SD_CHECK(sd_nn_batchnorm_backward_train(n, o->c, o->h * o->w, a->data, dy, L->u.bn.gamma,
-                                            L->u.bn.mean, L->u.bn.invstd, L->u.bn.count, da,
-                                            L->u.bn.dgamma, L->u.bn.dbeta, m->dwork, NULL, NULL));
-    break;
-  case SD_NN_LAYER_RELU:
-    if (da)
-      sd_nn_leaky_relu_backward(len, 0.0f, a->data, dy, da);
-    break;
-  case SD_NN_LAYER_MAXPOOL:
-    if (da)
-      sd_nn_maxpool_backward(n * o->c, a->h, a->w, L->u.pool.k, L->u.pool.stride, L->u.pool.pad,
-                             o->h, o->w, a->data, dy, da);
-    break;
-  case SD_NN_LAYER_GLOBAL_AVGPOOL:
-    if (da)
-      sd_nn_global_avgpool_backward(n * o->c, a->h * a->w, dy, da);
-    break;
-  case SD_NN_LAYER_DROPOUT:
-    if (da)
-      sd_nn_mul_backward(len, L->u.dropout.mask, dy, da);
-    break;
-  case SD_NN_LAYER_CONCAT:
-    sd_nn_concat_backward(n, a->c, b->c, o->h * o->w, dy, da, b->grad);
-    break;
-  case SD_NN_LAYER_ADD:
-    if (da)
-      for (size_t i = 0; i < len; i++)
-        da[i] += dy[i];
-    if (b->grad)
-      for (size_t i = 0; i < len; i++)
-        b->grad[i] += dy[i];
-    break;
-  case SD_NN_LAYER_UPSAMPLE:
-    if (da)
-      sd_nn_upsample_backward(n * o->c, a->h, a->w, L->u.up.factor, L->u.up.mode, dy, da);
-    break;
-  default: return SD_ERROR(SD_ERR_INTERNAL, "bench: layer kind %d not timed", (int)L->kind);
-  }
-  return SD_OK;
-}
-
-/* A training step run layer by layer with a timer around each; adds into t. */
+/* The training step of train_step() with the layer hook timing each layer and timers around
+ * zero_grad, the loss and the optimiser; adds into t. */
 static sd_status timed_step(bench_model *b, layer_times *t) {
   sd_nn_model *m = b->m;
-  double t0 = now();
-  sd_nn_model_zero_grad(m);
-  for (int i = 0; i < m->num_layers; i++)
-    m->layers[i].out.n = b->batch;
-  memcpy(m->layers[0].out.data, b->x, sizeof(float) * sd_nn_tensor_size(&m->layers[0].out));
-  m->mode = SD_NN_MODE_TRAIN;
-  m->forward_done = 1;
-  double t1 = now();
-  t->zero += t1 - t0;
-  for (int i = 1; i <= m->output; i++) {
-    sd_nn_layer *L = &m->layers[i];
-    if (!L->on_path)
-      continue;
-    double s = now();
-    SD_CHECK(layer_fwd(m, L));
-    double d = now() - s;
-    t->fwd[L->kind] += d;
-    if (t->fwd_layer)
-      t->fwd_layer[i] += d;
-  }
+  sd_nn_model_set_layer_hook(m, layer_timer, t);
   double s = now();
-  SD_CHECK(sd_nn_loss_softmax_ce(sd_nn_model_output(m), b->y, NULL, &b->loss));
-  t->loss += now() - s;
-  s = now();
-  for (int i = 0; i < m->output; i++) {
-    sd_nn_tensor *x = &m->layers[i].out;
-    if (m->layers[i].on_path && x->grad)
-      memset(x->grad, 0, sizeof(float) * sd_nn_tensor_size(x));
-  }
+  sd_nn_model_zero_grad(m);
   t->zero += now() - s;
-  for (int i = m->output; i > 0; i--) {
-    sd_nn_layer *L = &m->layers[i];
-    if (!L->on_path)
-      continue;
-    s = now();
-    SD_CHECK(layer_bwd(m, L));
-    double d = now() - s;
-    t->bwd[L->kind] += d;
-    if (t->bwd_layer)
-      t->bwd_layer[i] += d;
-  }
+  sd_status st = sd_nn_model_forward(m, b->x, b->batch, SD_NN_MODE_TRAIN);
   s = now();
-  SD_CHECK(sd_nn_optim_step(m, &b->opt, b->opt.lr, NULL));
+  if (st == SD_OK)
+    st = sd_nn_loss_softmax_ce(sd_nn_model_output(m), b->y, NULL, &b->loss);
+  t->loss += now() - s;
+  if (st == SD_OK)
+    st = sd_nn_model_backward(m);
+  s = now();
+  if (st == SD_OK)
+    st = sd_nn_optim_step(m, &b->opt, b->opt.lr, NULL);
   t->optim += now() - s;
-  return SD_OK;
+  sd_nn_model_set_layer_hook(m, NULL, NULL);
+  return st;
 }
 
 /* Conv FLOPs of one training step: forward 2*K*N*M, backward the weight GEMM plus the data GEMM
@@ -405,10 +291,11 @@ static sd_status profile_layers(bench_model *b, int threads, int steps, int prin
       double fb = f * (1.0 + (b->m->layers[L->in[0]].out.grad ? 1.0 : 0.0));
       double tf = t.fwd_layer[i] / steps, tb = t.bwd_layer[i] / steps;
       printf(
-          "CONVL %s %-8s %3dx%2dx%2d->%3dx%2dx%2d k%d s%d  fwd %7.2f ms %5.1f GF/s  bwd %7.2f ms "
-          "%5.1f GF/s\n",
-          b->name, L->name, g->c, g->h, g->w, g->oc, g->oh, g->ow, g->kh, g->sh, 1e3 * tf,
-          f / tf * 1e-9, 1e3 * tb, fb / tb * 1e-9);
+          "CONVL %s %-8s %3dx%2dx%2d->%3dx%2dx%2d k%d s%d %-8s fwd %7.2f ms %5.1f GF/s  bwd %7.2f "
+          "ms %5.1f GF/s\n",
+          b->name, L->name, g->c, g->h, g->w, g->oc, g->oh, g->ow, g->kh, g->sh,
+          sd_nn_conv2d_prefers_winograd(g) ? "winograd" : "im2col", 1e3 * tf, f / tf * 1e-9,
+          1e3 * tb, fb / tb * 1e-9);
     }
   }
   free(t.fwd_layer), free(t.bwd_layer);

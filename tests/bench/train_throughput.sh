@@ -139,7 +139,7 @@ END {
     for (j = 1; j <= 2; j++) {
       m = models[j]; if (!((m, th) in cv)) continue
       c = med(cv[m, th])
-      printf "conv in %s train step, %d threads: %.1f GFLOP/s vs sgemm 2048^2 %.1f GFLOP/s = %.0f%% (conv = %.0f%% of step; target >= 60%%: %s)\n",
+      printf "conv in %s train step, %d threads: %.1f effective GFLOP/s (direct-convolution flops / conv time) vs sgemm 2048^2 %.1f GFLOP/s = %.0f%% (conv = %.0f%% of step; target >= 60%%: %s)\n",
         m, th, c, s, 100 * c / s, med(cs[m, th]), verdict((c / s >= 0.6))
     }
   }
@@ -151,7 +151,7 @@ END {
   if (nl) {
     printf "where the time goes (ours, first round at the first thread count; ms per training step, forward / backward, share of step):\n"
     for (i = 1; i <= nl; i++) print lrow[i]
-    printf "conv layers (ours, same run; backward = weight + input gradient GEMMs, im2col/col2im):\n"
+    printf "conv layers (ours, same run; algorithm; effective GFLOP/s = direct-convolution flops / time; backward = weight + input gradients):\n"
     for (i = 1; i <= ncr; i++) print crow[i]
   }
   if (nkr) {

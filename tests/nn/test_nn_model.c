@@ -402,11 +402,82 @@ static void test_errors(void) {
   sd_nn_model_destroy(&m);
 }
 
+/* The layer hook: a begin and an end around every on-path layer, forward in increasing and
+ * backward in decreasing id order, nothing for layers off the output's path; removing it stops
+ * the calls. */
+typedef struct {
+  int calls, bad, open;
+  int last; /* last layer id seen at an end */
+  int seen[16][2];
+} hook_log;
+
+static void log_hook(void *ctx, const sd_nn_model *m, int layer, sd_nn_pass pass, int end) {
+  hook_log *h = ctx;
+  h->calls++;
+  if (layer < 1 || layer >= m->num_layers || layer >= 16 || !m->layers[layer].on_path) {
+    h->bad++;
+    return;
+  }
+  if (!end) {
+    if (h->open != 0)
+      h->bad++;
+    /* order: forward increasing, backward decreasing */
+    if (h->last >= 0 && (pass == SD_NN_PASS_FORWARD ? layer <= h->last : layer >= h->last))
+      h->bad++;
+    h->open = layer;
+    return;
+  }
+  if (h->open != layer)
+    h->bad++;
+  h->open = 0;
+  h->last = layer;
+  h->seen[layer][pass]++;
+}
+
+static void test_layer_hook(void) {
+  sd_nn_model *m = NULL;
+  SD_EXPECT_OK(sd_nn_model_create(&m));
+  int a = sd_nn_add_conv2d(m, 0, 3, 3, 1, 1);
+  int side = sd_nn_add_relu(m, 0); /* not on the output's path */
+  int r = sd_nn_add_relu(m, a);
+  int c = sd_nn_add_concat(m, r, a);
+  int out = sd_nn_add_global_avgpool(m, c);
+  SD_EXPECT_OK(sd_nn_model_set_output(m, out));
+  SD_EXPECT_OK(sd_nn_model_compile(m, 2, 1, 5, 5));
+  float x[50];
+  for (int i = 0; i < 50; i++)
+    x[i] = (float)((i * 7) % 11) - 5.0f;
+  hook_log h;
+  memset(&h, 0, sizeof h);
+  h.last = -1;
+  sd_nn_model_set_layer_hook(m, log_hook, &h);
+  SD_EXPECT_OK(sd_nn_model_forward(m, x, 2, SD_NN_MODE_TRAIN));
+  h.last = -1;
+  sd_nn_tensor *o = sd_nn_model_output(m);
+  for (size_t i = 0; i < sd_nn_tensor_size(o); i++)
+    o->grad[i] = 1.0f;
+  SD_EXPECT_OK(sd_nn_model_backward(m));
+  SD_EXPECT_MSG(h.bad == 0, "layer hook: %d calls out of order or for a wrong layer", h.bad);
+  SD_EXPECT_MSG(h.calls == 16, "layer hook: %d calls, want 2 x 2 x 4 on-path layers", h.calls);
+  const int on[4] = {a, r, c, out};
+  for (int k = 0; k < 4; k++)
+    SD_EXPECT_MSG(h.seen[on[k]][0] == 1 && h.seen[on[k]][1] == 1,
+                  "layer %d: forward %d, backward %d hook calls, want 1 and 1", on[k],
+                  h.seen[on[k]][0], h.seen[on[k]][1]);
+  SD_EXPECT(h.seen[side][0] == 0 && h.seen[side][1] == 0);
+  sd_nn_model_set_layer_hook(m, NULL, NULL);
+  int before = h.calls;
+  SD_EXPECT_OK(sd_nn_model_forward(m, x, 2, SD_NN_MODE_EVAL));
+  SD_EXPECT(h.calls == before);
+  sd_nn_model_destroy(&m);
+}
+
 int main(void) {
   test_overfit_and_no_alloc();
   test_batchnorm_modes();
   test_structure();
   test_reduce_hook();
+  test_layer_hook();
   test_errors();
   return sd_test_finish("test_nn_model");
 }

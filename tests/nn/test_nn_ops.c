@@ -36,6 +36,26 @@ int main(void) {
       r += (double)x[i] * gx[i];
     SD_EXPECT_NEAR(l, r, 1e-5);
   }
+  /* nearest x2 and x3 backward (x2 has its own fast path) against the 2x2 / 3x3 block sums,
+   * added onto an existing gradient */
+  for (int f = 2; f <= 3; f++) {
+    const int nc = 3, h = 3, w = 5, oh = h * f, ow = w * f;
+    float dy[3 * 9 * 15], dx[3 * 3 * 5];
+    double ref[3 * 3 * 5];
+    for (int i = 0; i < nc * oh * ow; i++)
+      dy[i] = (float)((i * 37) % 23) / 7.0f - 1.5f;
+    for (int i = 0; i < nc * h * w; i++)
+      ref[i] = dx[i] = (float)(i % 4) - 1.0f;
+    for (int p = 0; p < nc; p++)
+      for (int oy = 0; oy < oh; oy++)
+        for (int ox = 0; ox < ow; ox++)
+          ref[(p * h + oy / f) * w + ox / f] += dy[(p * oh + oy) * ow + ox];
+    sd_nn_upsample_backward(nc, h, w, f, SD_NN_UPSAMPLE_NEAREST, dy, dx);
+    double e = 0;
+    for (int i = 0; i < nc * h * w; i++)
+      e = fmax(e, fabs(dx[i] - ref[i]));
+    SD_EXPECT_MSG(e < 1e-5, "nearest x%d backward differs from block sums by %.3g", f, e);
+  }
   /* pooling on a 4x4 ramp 0..15 */
   {
     float x[16], y[16];
