@@ -31,7 +31,7 @@ static const sd_cli_option segment_options[] = {
     {"--overlap", "segment.overlap", "PX", NULL, 0},
     {"--batch", "segment.batch", "B", NULL, 0},
     {"--overlay", "segment.overlay", "DIR", NULL, 0},
-    {"--overlay-images", "segment.overlay_images", "I,J,..", NULL, 1},
+    {"--overlay-images", "segment.overlay_images", "I,J,..", NULL, 0},
     {NULL, NULL, NULL, NULL, 0}};
 
 /* one unit of work: tile row k of images [img, img + nimg) */
