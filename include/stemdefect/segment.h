@@ -65,19 +65,19 @@ int sd_seg_tile_positions(int len, int t, int overlap, int align, int *pos, int 
 void sd_seg_window_1d(const int *pos, int n, int i, int t, float *w);
 
 typedef struct sd_seg_tiler {
-  sd_nn_model *m;   /* compiled [batch, 1, th, tw]; not owned */
-  int C;            /* classes (output channels) */
-  int H, W;         /* frame size */
-  int th, tw;       /* tile size */
-  int batch;        /* tiles per forward (= the model's compiled batch) */
-  int max_images;   /* images per call (> 1 only when the frame is one tile) */
-  int ny, nx;       /* tiles per column and row */
-  int *py, *px;     /* [ny], [nx] tile positions */
-  float *wy, *wx;   /* [ny * th], [nx * tw] blending windows */
-  float *tiles;     /* [batch, th, tw] tile inputs */
+  sd_nn_model *m;         /* compiled [batch, 1, th, tw]; not owned */
+  int C;                  /* classes (output channels) */
+  int H, W;               /* frame size */
+  int th, tw;             /* tile size */
+  int batch;              /* tiles per forward (= the model's compiled batch) */
+  int max_images;         /* images per call (> 1 only when the frame is one tile) */
+  int ny, nx;             /* tiles per column and row */
+  int *py, *px;           /* [ny], [nx] tile positions */
+  float *wy, *wx;         /* [ny * th], [nx * tw] blending windows */
+  float *tiles;           /* [batch, th, tw] tile inputs */
   int *tile_img, *tile_x; /* [batch] image and column tile of each batched tile */
-  float *acc;       /* [max_images, C, th, W] weighted probability sums of the rows in flight */
-  float *wacc;      /* [th, W] summed weights (the same for every image) */
+  float *acc;  /* [max_images, C, th, W] weighted probability sums of the rows in flight */
+  float *wacc; /* [th, W] summed weights (the same for every image) */
 } sd_seg_tiler;
 
 /* Sets up tiling of H x W frames for the compiled U-Net m (input [batch,1,th,tw], output

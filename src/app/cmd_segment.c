@@ -31,7 +31,7 @@ static const sd_cli_option segment_options[] = {
     {"--overlap", "segment.overlap", "PX", NULL, 0},
     {"--batch", "segment.batch", "B", NULL, 0},
     {"--overlay", "segment.overlay", "DIR", NULL, 0},
-    {"--overlay-images", "segment.overlay_images", "I,J,..", NULL, 1},
+    {"--overlay-images", "segment.overlay_images", "I,J,..", NULL, 0},
     {NULL, NULL, NULL, NULL, 0}};
 
 /* one unit of work: tile row k of images [img, img + nimg) */
@@ -40,7 +40,9 @@ typedef struct seg_job {
   int nimg, k;
 } seg_job;
 
-static int round_up(int v, int a) { return (v + a - 1) / a * a; }
+static int round_up(int v, int a) {
+  return (v + a - 1) / a * a;
+}
 
 /* Independent strided read of image i for its robust statistics (at most 2^20 samples). */
 static sd_status frame_stats(hid_t ds, hid_t fs, int64_t i, int H, int W, float *buf, float *med,
@@ -55,7 +57,8 @@ static sd_status frame_stats(hid_t ds, hid_t fs, int64_t i, int H, int W, float 
       H5Dread(ds, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, buf) < 0)
     st = SD_H5_ERROR(SD_ERR_IO, "cannot read image %lld for its statistics", (long long)i);
   sd_h5_close(&ms);
-  if (st == SD_OK) sd_seg_robust_stats(buf, (size_t)n, med, scale);
+  if (st == SD_OK)
+    sd_seg_robust_stats(buf, (size_t)n, med, scale);
   return st;
 }
 
@@ -77,10 +80,12 @@ static void class_colour(int c, double rgb[3]) {
 static sd_status write_overlay(const char *dir, const char *stack_path, const char *heat_path,
                                int64_t idx, int H, int W, int C, char names[][64], int32_t label) {
   int s = 1;
-  while ((H + s - 1) / s > 1024 || (W + s - 1) / s > 1024) s++;
+  while ((H + s - 1) / s > 1024 || (W + s - 1) / s > 1024)
+    s++;
   int h = (H + s - 1) / s, w = (W + s - 1) / s;
   int z = 1;
-  while (h * (z + 1) <= 384 && w * (z + 1) <= 384) z++;
+  while (h * (z + 1) <= 384 && w * (z + 1) <= 384)
+    z++;
   float *img = sd_malloc((size_t)h * w, sizeof *img, "overlay image");
   float *hm = sd_malloc((size_t)C * h * w, sizeof *hm, "overlay heatmaps");
   sd_status st = (img && hm) ? SD_OK : SD_ERR_NOMEM;
@@ -92,7 +97,8 @@ static sd_status write_overlay(const char *dir, const char *stack_path, const ch
     d2 = f2 >= 0 ? H5Dopen2(f2, "heatmaps", H5P_DEFAULT) : -1;
     s1 = d1 >= 0 ? H5Dget_space(d1) : -1;
     s2 = d2 >= 0 ? H5Dget_space(d2) : -1;
-    hsize_t a[3] = {(hsize_t)idx, 0, 0}, as[3] = {1, (hsize_t)s, (hsize_t)s}, ac[3] = {1, (hsize_t)h, (hsize_t)w};
+    hsize_t a[3] = {(hsize_t)idx, 0, 0}, as[3] = {1, (hsize_t)s, (hsize_t)s},
+            ac[3] = {1, (hsize_t)h, (hsize_t)w};
     hsize_t b[4] = {(hsize_t)idx, 0, 0, 0}, bs[4] = {1, 1, (hsize_t)s, (hsize_t)s};
     hsize_t bc[4] = {1, (hsize_t)C, (hsize_t)h, (hsize_t)w};
     hsize_t n1 = (hsize_t)h * w, n2 = (hsize_t)C * h * w;
@@ -105,7 +111,8 @@ static sd_status write_overlay(const char *dir, const char *stack_path, const ch
       st = SD_H5_ERROR(SD_ERR_IO, "cannot read image %lld for its overlay", (long long)idx);
   }
   hid_t ids[] = {m1, m2, s1, s2, d1, d2, f1, f2};
-  for (int i = 0; i < 8; i++) sd_h5_close(&ids[i]);
+  for (int i = 0; i < 8; i++)
+    sd_h5_close(&ids[i]);
   if (st != SD_OK) {
     free(img);
     free(hm);
@@ -120,7 +127,8 @@ static sd_status write_overlay(const char *dir, const char *stack_path, const ch
   }
   int legend = 170;
   int PW = w * z + legend, PH = h * z + 40;
-  if (PH < 40 + 22 * C) PH = 40 + 22 * C;
+  if (PH < 40 + 22 * C)
+    PH = 40 + 22 * C;
   cairo_surface_t *sf = cairo_image_surface_create(CAIRO_FORMAT_RGB24, PW, PH);
   unsigned char *px = cairo_image_surface_get_data(sf);
   int stride = cairo_image_surface_get_stride(sf);
@@ -134,13 +142,16 @@ static sd_status write_overlay(const char *dir, const char *stack_path, const ch
       double rgb[3] = {g, g, g};
       for (int c = 1; c < C; c++) {
         double a = hm[(size_t)c * h * w + p], col[3];
-        if (!(a > 0.05)) continue;
+        if (!(a > 0.05))
+          continue;
         a = a > 1 ? 1 : a;
         class_colour(c, col);
-        for (int q = 0; q < 3; q++) rgb[q] = (1 - 0.7 * a) * rgb[q] + 0.7 * a * col[q];
+        for (int q = 0; q < 3; q++)
+          rgb[q] = (1 - 0.7 * a) * rgb[q] + 0.7 * a * col[q];
       }
       uint32_t *o = (uint32_t *)(px + (size_t)(y + 40) * stride) + x;
-      *o = ((uint32_t)(rgb[0] * 255) << 16) | ((uint32_t)(rgb[1] * 255) << 8) | (uint32_t)(rgb[2] * 255);
+      *o = ((uint32_t)(rgb[0] * 255) << 16) | ((uint32_t)(rgb[1] * 255) << 8) |
+           (uint32_t)(rgb[2] * 255);
     }
   cairo_surface_mark_dirty(sf);
   cairo_t *cr = cairo_create(sf);
@@ -192,8 +203,10 @@ static sd_status segment_run(sd_app *app) {
   int tile = (int)sd_config_int(cfg, "segment.tile");
   int overlap = (int)sd_config_int(cfg, "segment.overlap");
   int batch = (int)sd_config_int(cfg, "segment.batch");
-  if (!*data) return SD_ERROR(SD_ERR_ARG, "no data: give --data STACK");
-  if (!*output) return SD_ERROR(SD_ERR_ARG, "no output: give --output heatmaps.h5");
+  if (!*data)
+    return SD_ERROR(SD_ERR_ARG, "no data: give --data STACK");
+  if (!*output)
+    return SD_ERROR(SD_ERR_ARG, "no output: give --output heatmaps.h5");
   sd_profile_stage_begin("segment");
   double t_start = sd_time_now();
 
@@ -215,14 +228,18 @@ static sd_status segment_run(sd_app *app) {
   int is_unet = 0;
   SD_CHECK_GOTO(st, sd_segment_model_is_unet(app->comm, model, &is_unet), done);
   if (!is_unet) {
-    st = SD_ERROR(SD_ERR_ARG, "%s is a classifier model, not a U-Net: segment needs a model from `train --task segment`", model);
+    st = SD_ERROR(
+        SD_ERR_ARG,
+        "%s is a classifier model, not a U-Net: segment needs a model from `train --task segment`",
+        model);
     goto done;
   }
   int mc, mh, mw;
   SD_CHECK_GOTO(st, sd_ckpt_open_model(app->comm, model, &m, &mc, &mh, &mw, &state), done);
   const int depth = sd_unet_depth(m), align = 1 << depth;
   if (tile % align != 0) {
-    st = SD_ERROR(SD_ERR_CONFIG, "segment.tile = %d must be a multiple of 2^depth = %d for %s", tile, align, model);
+    st = SD_ERROR(SD_ERR_CONFIG, "segment.tile = %d must be a multiple of 2^depth = %d for %s",
+                  tile, align, model);
     goto done;
   }
   SD_CHECK_GOTO(st, sd_stack_open(app->comm, data, &stack), done);
@@ -232,27 +249,31 @@ static sd_status segment_run(sd_app *app) {
   in_bytes = (double)N * in->height * in->width * 4;
   const int H = in->height, W = in->width, C = state.num_classes;
   if (in->num_classes != 0 && in->num_classes != C)
-    sd_log_warn("%s has %d classes but %s was trained on %d: heatmap channels follow the model", data,
-                in->num_classes, model, C);
+    sd_log_warn("%s has %d classes but %s was trained on %d: heatmap channels follow the model",
+                data, in->num_classes, model, C);
   for (int i = 0; *odir && i < sd_config_list_length(cfg, "segment.overlay_images"); i++) {
     const char *s = sd_config_list_item(cfg, "segment.overlay_images", i);
     char *end = NULL;
     long long idx = strtoll(s, &end, 10);
     if (!end || end == s || *end || idx < 0 || idx >= N) {
-      st = SD_ERROR(SD_ERR_ARG, "segment.overlay_images: '%s' is not an image index of %s (0..%lld)", s,
-                    data, (long long)N - 1);
+      st =
+          SD_ERROR(SD_ERR_ARG, "segment.overlay_images: '%s' is not an image index of %s (0..%lld)",
+                   s, data, (long long)N - 1);
       goto done;
     }
   }
   labels = sd_malloc((size_t)(N ? N : 1), sizeof *labels, "labels");
   st = sd_par_agree(app->comm, labels ? SD_OK : SD_ERR_NOMEM);
-  if (st == SD_OK) st = sd_stack_read(stack, 0, N, NULL, labels, NULL);
+  if (st == SD_OK)
+    st = sd_stack_read(stack, 0, N, NULL, labels, NULL);
   sd_stack_close(&stack, 0);
-  if (st != SD_OK) goto done;
+  if (st != SD_OK)
+    goto done;
   const int th = H <= tile ? round_up(H, align) : tile, tw = W <= tile ? round_up(W, align) : tile;
   SD_CHECK_GOTO(st, sd_nn_model_compile(m, batch, 1, th, tw), done);
   SD_CHECK_GOTO(st, sd_ckpt_load_params(app->comm, model, m, 1, 0, NULL), done);
-  SD_CHECK_GOTO(st, sd_par_agree(app->comm, sd_seg_tiler_create(&tl, m, H, W, overlap, align)), done);
+  SD_CHECK_GOTO(st, sd_par_agree(app->comm, sd_seg_tiler_create(&tl, m, H, W, overlap, align)),
+                done);
   const int normalize = !strcmp(state.normalization, "robust_zscore");
 
   /* this rank's images and its jobs */
@@ -263,9 +284,12 @@ static sd_status segment_run(sd_app *app) {
   jobs = sd_malloc((size_t)(njobs ? njobs : 1), sizeof *jobs, "jobs");
   int rmax = tl.max_images > 1 ? H : tl.th; /* input rows per job and frame */
   rows = sd_malloc((size_t)tl.max_images * rmax * W, sizeof *rows, "input rows");
-  outb = sd_malloc((size_t)tl.max_images * C * (tl.max_images > 1 ? H : tl.th) * W, sizeof *outb, "output rows");
+  outb = sd_malloc((size_t)tl.max_images * C * (tl.max_images > 1 ? H : tl.th) * W, sizeof *outb,
+                   "output rows");
   int ss = sd_seg_sample_stride(H, W, (int64_t)1 << 20);
-  sbuf = sd_malloc((size_t)((H + ss - 1) / ss) * ((W + ss - 1) / ss) + (size_t)H * W * (tl.max_images > 1), sizeof *sbuf, "statistics sample");
+  sbuf = sd_malloc((size_t)((H + ss - 1) / ss) * ((W + ss - 1) / ss) +
+                       (size_t)H * W * (tl.max_images > 1),
+                   sizeof *sbuf, "statistics sample");
   fmed = sd_malloc((size_t)tl.max_images, sizeof *fmed, "statistics");
   fsc = sd_malloc((size_t)tl.max_images, sizeof *fsc, "statistics");
   st = (jobs && rows && outb && sbuf && fmed && fsc) ? SD_OK : SD_ERR_NOMEM;
@@ -275,28 +299,36 @@ static sd_status segment_run(sd_app *app) {
       jobs[j++] = (seg_job){i, n, 0};
       i += n;
     } else {
-      for (int k = 0; k < tl.ny; k++) jobs[j++] = (seg_job){i, 1, k};
+      for (int k = 0; k < tl.ny; k++)
+        jobs[j++] = (seg_job){i, 1, k};
       i++;
     }
   }
   int64_t rounds = njobs;
   st = sd_par_agree(app->comm, st);
-  if (st == SD_OK) st = sd_par_allreduce_max_i64(app->comm, &rounds, 1);
-  if (st != SD_OK) goto done;
+  if (st == SD_OK)
+    st = sd_par_allreduce_max_i64(app->comm, &rounds, 1);
+  if (st != SD_OK)
+    goto done;
 
   /* files: input stack (MPI-IO, read-only) and the output under a temporary name */
   SD_CHECK_GOTO(st, sd_par_agree(app->comm, sd_h5_file_open(app->comm, data, 0, &fin)), done);
   din = H5Dopen2(fin, "images", H5P_DEFAULT);
   sin = din >= 0 ? H5Dget_space(din) : -1;
-  st = sd_par_agree(app->comm, sin >= 0 ? SD_OK : SD_H5_ERROR(SD_ERR_FORMAT, "cannot open %s:/images", data));
-  if (st != SD_OK) goto done;
+  st = sd_par_agree(app->comm,
+                    sin >= 0 ? SD_OK : SD_H5_ERROR(SD_ERR_FORMAT, "cannot open %s:/images", data));
+  if (st != SD_OK)
+    goto done;
   if (app->rank == 0) {
     tmp = sd_malloc(strlen(output) + 64, 1, "temporary name");
-    if (tmp) snprintf(tmp, strlen(output) + 64, "%s.tmp-%ld", output, (long)getpid());
+    if (tmp)
+      snprintf(tmp, strlen(output) + 64, "%s.tmp-%ld", output, (long)getpid());
   }
   st = sd_par_agree(app->comm, app->rank != 0 || tmp ? SD_OK : SD_ERR_NOMEM);
-  if (st == SD_OK) st = sd_par_agree(app->comm, sd_par_bcast_string(app->comm, &tmp, 0));
-  if (st != SD_OK) goto done;
+  if (st == SD_OK)
+    st = sd_par_agree(app->comm, sd_par_bcast_string(app->comm, &tmp, 0));
+  if (st != SD_OK)
+    goto done;
   sd_par_tmpfile_register(tmp);
   st = sd_par_agree(app->comm, sd_h5_file_create(app->comm, tmp, &fout));
   if (st != SD_OK) {
@@ -305,28 +337,51 @@ static sd_status segment_run(sd_app *app) {
   }
   hsize_t hd[4] = {(hsize_t)N, (hsize_t)C, (hsize_t)H, (hsize_t)W}, ld[1] = {(hsize_t)N};
   sout = H5Screate_simple(4, hd, NULL);
-  dout = sout >= 0 ? H5Dcreate2(fout, "heatmaps", H5T_IEEE_F32LE, sout, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT) : -1;
+  dout = sout >= 0 ? H5Dcreate2(fout, "heatmaps", H5T_IEEE_F32LE, sout, H5P_DEFAULT, H5P_DEFAULT,
+                                H5P_DEFAULT)
+                   : -1;
   sl = H5Screate_simple(1, ld, NULL);
-  dl = sl >= 0 ? H5Dcreate2(fout, "labels", H5T_STD_I32LE, sl, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT) : -1;
-  st = (dout >= 0 && dl >= 0) ? SD_OK : SD_H5_ERROR(SD_ERR_HDF5, "cannot create the datasets of %s", output);
-  if (st == SD_OK) st = sd_h5_dxpl_collective(&dx);
-  const char *names[SD_CKPT_MAX_CLASSES];
-  for (int c = 0; c < C; c++) names[c] = state.class_names[c];
-  if (st == SD_OK) st = sd_h5_attr_write_strings(dout, "class_names", C, names);
-  if (st == SD_OK) st = sd_h5_attr_write_strings(dl, "class_names", C, names);
+  dl = sl >= 0
+           ? H5Dcreate2(fout, "labels", H5T_STD_I32LE, sl, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)
+           : -1;
+  st = (dout >= 0 && dl >= 0)
+           ? SD_OK
+           : SD_H5_ERROR(SD_ERR_HDF5, "cannot create the datasets of %s", output);
   if (st == SD_OK)
-    st = sd_h5_attr_write_string(dout, "meaning",
-                                 "per-class probabilities (softmax of the U-Net), [image, channel, y, x]; channel 0 = background (bulk), channel c = class c; channels sum to 1");
-  if (st == SD_OK) st = sd_h5_attr_write_string(dout, "model", model);
-  if (st == SD_OK) st = sd_h5_attr_write_string(dout, "data", data);
-  if (st == SD_OK) st = sd_h5_attr_write_string(dout, "normalization", state.normalization);
-  if (st == SD_OK) st = sd_h5_attr_write_int(dout, "tile_height", th);
-  if (st == SD_OK) st = sd_h5_attr_write_int(dout, "tile_width", tw);
-  if (st == SD_OK) st = sd_h5_attr_write_int(dout, "tile_overlap", overlap);
-  if (st == SD_OK) st = sd_h5_attr_write_int(dout, "tiles_per_frame", tl.ny * tl.nx);
-  if (st == SD_OK) st = sd_h5_attr_write_string(dl, "meaning", "image-level class of each image, copied from the stack (-1 = unknown)");
-  if (st == SD_OK) st = sd_h5_dataset_write_strings(fout, "class_names", C, names, dx, app->rank);
-  if (st == SD_OK) st = sd_h5_write_provenance(fout, &app->prov, app->size);
+    st = sd_h5_dxpl_collective(&dx);
+  const char *names[SD_CKPT_MAX_CLASSES];
+  for (int c = 0; c < C; c++)
+    names[c] = state.class_names[c];
+  if (st == SD_OK)
+    st = sd_h5_attr_write_strings(dout, "class_names", C, names);
+  if (st == SD_OK)
+    st = sd_h5_attr_write_strings(dl, "class_names", C, names);
+  if (st == SD_OK)
+    st = sd_h5_attr_write_string(
+        dout, "meaning",
+        "per-class probabilities (softmax of the U-Net), [image, channel, y, x]; channel 0 = "
+        "background (bulk), channel c = class c; channels sum to 1");
+  if (st == SD_OK)
+    st = sd_h5_attr_write_string(dout, "model", model);
+  if (st == SD_OK)
+    st = sd_h5_attr_write_string(dout, "data", data);
+  if (st == SD_OK)
+    st = sd_h5_attr_write_string(dout, "normalization", state.normalization);
+  if (st == SD_OK)
+    st = sd_h5_attr_write_int(dout, "tile_height", th);
+  if (st == SD_OK)
+    st = sd_h5_attr_write_int(dout, "tile_width", tw);
+  if (st == SD_OK)
+    st = sd_h5_attr_write_int(dout, "tile_overlap", overlap);
+  if (st == SD_OK)
+    st = sd_h5_attr_write_int(dout, "tiles_per_frame", tl.ny * tl.nx);
+  if (st == SD_OK)
+    st = sd_h5_attr_write_string(
+        dl, "meaning", "image-level class of each image, copied from the stack (-1 = unknown)");
+  if (st == SD_OK)
+    st = sd_h5_dataset_write_strings(fout, "class_names", C, names, dx, app->rank);
+  if (st == SD_OK)
+    st = sd_h5_write_provenance(fout, &app->prov, app->size);
   if (st == SD_OK) {
     /* labels: rank 0 writes all, the others select nothing */
     hid_t ms = H5Screate_simple(1, ld, NULL);
@@ -340,8 +395,10 @@ static sd_status segment_run(sd_app *app) {
     sd_h5_close(&ms);
   }
   st = sd_par_agree(app->comm, st);
-  if (st != SD_OK) goto done;
-  sd_log_info("segment: %lld image(s) of %dx%d, %d classes, tiles %dx%d (%d per frame, overlap >= %d), batch %d, %d rank(s)",
+  if (st != SD_OK)
+    goto done;
+  sd_log_info("segment: %lld image(s) of %dx%d, %d classes, tiles %dx%d (%d per frame, overlap >= "
+              "%d), batch %d, %d rank(s)",
               (long long)N, W, H, C, tw, th, tl.ny * tl.nx, overlap, batch, app->size);
 
   /* the rounds: every rank reads and writes collectively once per round (nothing when idle) */
@@ -366,7 +423,8 @@ static sd_status segment_run(sd_app *app) {
     hsize_t rn = rc[0] * rc[1] * rc[2];
     hsize_t rn1 = rn ? rn : 1;
     hid_t ms = H5Screate_simple(1, &rn1, NULL);
-    if (jb) H5Sselect_hyperslab(sin, H5S_SELECT_SET, rs, NULL, rc, NULL);
+    if (jb)
+      H5Sselect_hyperslab(sin, H5S_SELECT_SET, rs, NULL, rc, NULL);
     else {
       H5Sselect_none(sin);
       H5Sselect_none(ms);
@@ -383,17 +441,20 @@ static sd_status segment_run(sd_app *app) {
       size_t per = (size_t)(r1 - r0) * W;
       for (int i = 0; i < jb->nimg; i++) {
         float *p = rows + (size_t)i * per;
-        if (!normalize) continue;
+        if (!normalize)
+          continue;
         if (tl.max_images > 1) {
           /* whole frames in memory: statistics from the frame's sample grid */
           size_t ns = 0;
           for (int y = 0; y < H; y += ss)
-            for (int x = 0; x < W; x += ss) sbuf[ns++] = p[(size_t)y * W + x];
+            for (int x = 0; x < W; x += ss)
+              sbuf[ns++] = p[(size_t)y * W + x];
           sd_seg_robust_stats(sbuf, ns, &fmed[i], &fsc[i]);
         }
         float med = tl.max_images > 1 ? fmed[i] : fmed[0];
         float inv = tl.max_images > 1 ? fsc[i] : fsc[0];
-        for (size_t q = 0; q < per; q++) p[q] = (p[q] - med) * inv;
+        for (size_t q = 0; q < per; q++)
+          p[q] = (p[q] - med) * inv;
       }
       lst = sd_seg_tiler_row(&tl, rows, jb->nimg, jb->k, outb);
     }
@@ -404,7 +465,8 @@ static sd_status segment_run(sd_app *app) {
     hsize_t wc[4] = {jb ? (hsize_t)jb->nimg : 0, (hsize_t)C, (hsize_t)(f1 - f0), (hsize_t)W};
     hsize_t wn = wc[0] * wc[1] * wc[2] * wc[3], wn1 = wn ? wn : 1;
     ms = H5Screate_simple(1, &wn1, NULL);
-    if (jb && lst == SD_OK) H5Sselect_hyperslab(sout, H5S_SELECT_SET, ws, NULL, wc, NULL);
+    if (jb && lst == SD_OK)
+      H5Sselect_hyperslab(sout, H5S_SELECT_SET, ws, NULL, wc, NULL);
     else {
       H5Sselect_none(sout);
       H5Sselect_none(ms);
@@ -416,32 +478,38 @@ static sd_status segment_run(sd_app *app) {
     sd_profile_add_bytes(SD_PHASE_IO, (int64_t)wn * 4);
     st = sd_par_agree(app->comm, lst);
     if (st == SD_OK && app->rank == 0 && (r + 1) % next_log == 0 && rounds >= 10)
-      sd_log_info("segment: %lld%% (%.1f s)", (long long)(100 * (r + 1) / rounds), sd_time_now() - t_start);
+      sd_log_info("segment: %lld%% (%.1f s)", (long long)(100 * (r + 1) / rounds),
+                  sd_time_now() - t_start);
   }
   sd_profile_phase_end(SD_PHASE_IO, sd_time_now() - t_io);
   sd_profile_phase_end(SD_PHASE_COMPUTE, sd_time_now() - t_cmp);
 
 done:;
   hid_t ids[] = {dx, dl, sl, dout, sout, sin, din, fin};
-  for (int i = 0; i < 8; i++) sd_h5_close(&ids[i]);
-  if (fout >= 0 && H5Fclose(fout) < 0 && st == SD_OK) st = SD_H5_ERROR(SD_ERR_IO, "cannot close %s", output);
+  for (int i = 0; i < 8; i++)
+    sd_h5_close(&ids[i]);
+  if (fout >= 0 && H5Fclose(fout) < 0 && st == SD_OK)
+    st = SD_H5_ERROR(SD_ERR_IO, "cannot close %s", output);
   st = sd_par_agree(app->comm, st);
   if (tmp) {
     sd_status rs = SD_OK;
     if (app->rank == 0) {
       if (st == SD_OK && rename(tmp, output) != 0)
         rs = SD_ERROR(SD_ERR_IO, "cannot rename %s to %s: %s", tmp, output, strerror(errno));
-      if (st != SD_OK || rs != SD_OK) unlink(tmp);
+      if (st != SD_OK || rs != SD_OK)
+        unlink(tmp);
     }
     sd_par_tmpfile_unregister(tmp);
     rs = sd_par_agree(app->comm, rs);
-    if (st == SD_OK) st = rs;
+    if (st == SD_OK)
+      st = rs;
   }
   double secs = sd_time_now() - t_start;
   if (st == SD_OK) {
     double v[2] = {(double)sd_peak_rss_bytes(), 0};
     sd_par_allreduce_max_double(app->comm, v, 1);
-    sd_log_info("segment: heatmaps of %lld image(s) written to %s in %.2f s (%.2f images/s, %.2f MB/s of input images); peak RSS per rank %.1f MB",
+    sd_log_info("segment: heatmaps of %lld image(s) written to %s in %.2f s (%.2f images/s, %.2f "
+                "MB/s of input images); peak RSS per rank %.1f MB",
                 (long long)n_images, output, secs, secs > 0 ? (double)n_images / secs : 0,
                 secs > 0 ? in_bytes / 1048576.0 / secs : 0, v[0] / 1048576.0);
   }
@@ -452,7 +520,8 @@ done:;
       if (mkdir(odir, 0777) != 0 && errno != EEXIST)
         ost = SD_ERROR(SD_ERR_IO, "cannot create overlay folder %s: %s", odir, strerror(errno));
       int n = sd_config_list_length(cfg, "segment.overlay_images");
-      if (n == 0) n = -1;
+      if (n == 0)
+        n = -1;
       for (int i = 0; ost == SD_OK && i < (n < 0 ? 1 : n); i++) {
         const char *s = n < 0 ? "0" : sd_config_list_item(cfg, "segment.overlay_images", i);
         long long idx = strtoll(s, NULL, 10); /* checked at the start */
@@ -480,12 +549,17 @@ done:;
 
 const sd_command sd_cmd_segment = {
     .name = "segment",
-    .summary = "per-class defect heatmaps of a stack with a trained U-Net (tiled, sharded over ranks)",
-    .usage = "--model unet.h5 --data stack.h5 --output heatmaps.h5 [--tile PX] [--overlap PX] [--overlay DIR --overlay-images 0,5,9]",
+    .summary =
+        "per-class defect heatmaps of a stack with a trained U-Net (tiled, sharded over ranks)",
+    .usage = "--model unet.h5 --data stack.h5 --output heatmaps.h5 [--tile PX] [--overlap PX] "
+             "[--overlay DIR --overlay-images 0,5,9]",
     .description =
-        "Ranks split the stack; each reads its images with parallel HDF5, normalises each frame as\n"
-        "the model was trained (robust z-score), and runs the U-Net on tiles of --tile pixels that\n"
-        "overlap by at least --overlap pixels, blended with a raised-cosine window; frames up to a\n"
+        "Ranks split the stack; each reads its images with parallel HDF5, normalises each frame "
+        "as\n"
+        "the model was trained (robust z-score), and runs the U-Net on tiles of --tile pixels "
+        "that\n"
+        "overlap by at least --overlap pixels, blended with a raised-cosine window; frames up to "
+        "a\n"
         "tile run whole. Writes /heatmaps float32 [N,C,H,W] (channel 0 = background, c = class c,\n"
         "attribute class_names), /labels and /class_names into one file, collectively, under a\n"
         "temporary name renamed when complete. --overlay DIR draws PNGs of the chosen images.",

@@ -21,7 +21,8 @@
 static void json_str(FILE *f, const char *s) {
   fputc('"', f);
   for (; *s; s++) {
-    if (*s == '"' || *s == '\\') fputc('\\', f);
+    if (*s == '"' || *s == '\\')
+      fputc('\\', f);
     fputc(*s, f);
   }
   fputc('"', f);
@@ -33,7 +34,8 @@ sd_status sd_segment_evaluate_run(sd_app *app) {
   const char *data = sd_config_string(cfg, "classifier.data");
   const char *which = sd_config_string(cfg, "classifier.part");
   const char *out = sd_config_string(cfg, "classifier.metrics");
-  if (!*data) return SD_ERROR(SD_ERR_ARG, "no data: give --data STACK");
+  if (!*data)
+    return SD_ERROR(SD_ERR_ARG, "no data: give --data STACK");
   sd_profile_stage_begin("evaluate");
   sd_nn_model *m = NULL;
   sd_ckpt_state state;
@@ -63,28 +65,35 @@ sd_status sd_segment_evaluate_run(sd_app *app) {
   }
   for (int c = 0; c < C; c++)
     if (strcasecmp(in->class_names[c], state.class_names[c]) != 0) {
-      st = SD_ERROR(SD_ERR_ARG, "class %d of %s is '%s' but the U-Net %s calls channel %d '%s': the heatmap channels would not mean the stack's classes",
+      st = SD_ERROR(SD_ERR_ARG,
+                    "class %d of %s is '%s' but the U-Net %s calls channel %d '%s': the heatmap "
+                    "channels would not mean the stack's classes",
                     c, data, in->class_names[c], model, c, state.class_names[c]);
       goto done;
     }
   part = sd_malloc((size_t)(in->n ? in->n : 1), 1, "part");
   st = sd_par_agree(app->comm, part ? SD_OK : SD_ERR_NOMEM);
-  if (st != SD_OK) goto done;
+  if (st != SD_OK)
+    goto done;
   int use_split = strcmp(which, "all") != 0 && state.split && state.split_n == in->n &&
                   !strcmp(state.data_path, data);
   int8_t want = !strcmp(which, "train") ? 0 : !strcmp(which, "val") ? 1 : 2;
-  for (int64_t i = 0; i < in->n; i++) part[i] = use_split ? state.split[i] : 0;
-  if (!use_split) want = 0;
+  for (int64_t i = 0; i < in->n; i++)
+    part[i] = use_split ? state.split[i] : 0;
+  if (!use_split)
+    want = 0;
   part_name = use_split ? which : "all";
   const int normalize = !strcmp(state.normalization, "robust_zscore");
-  SD_CHECK_GOTO(st, sd_train_data_load(app->comm, stack, part, want, 0, normalize, has_masks, &d), done);
+  SD_CHECK_GOTO(st, sd_train_data_load(app->comm, stack, part, want, 0, normalize, has_masks, &d),
+                done);
   /* the model at the frame size (reflect-padded to a multiple of 2^depth), or tiled */
   const int align = 1 << sd_unet_depth(m);
   int tile = (int)sd_config_int(cfg, "segment.tile");
   tile -= tile % align;
   int th = H <= tile ? (H + align - 1) / align * align : tile;
   int tw = W <= tile ? (W + align - 1) / align * align : tile;
-  SD_CHECK_GOTO(st, sd_nn_model_compile(m, (int)sd_config_int(cfg, "segment.batch"), 1, th, tw), done);
+  SD_CHECK_GOTO(st, sd_nn_model_compile(m, (int)sd_config_int(cfg, "segment.batch"), 1, th, tw),
+                done);
   SD_CHECK_GOTO(st, sd_ckpt_load_params(app->comm, model, m, 1, 0, NULL), done);
   st = sd_seg_tiler_create(&tl, m, H, W, (int)sd_config_int(cfg, "segment.overlap"), align);
   const size_t npx = (size_t)H * W;
@@ -93,10 +102,12 @@ sd_status sd_segment_evaluate_run(sd_app *app) {
   acc = sd_calloc((size_t)nacc, sizeof *acc, "metrics");
   if (st == SD_OK) {
     probs = sd_malloc((size_t)tl.max_images * C * npx, sizeof *probs, "probabilities");
-    if (!probs || !acc) st = SD_ERR_NOMEM;
+    if (!probs || !acc)
+      st = SD_ERR_NOMEM;
   }
   st = sd_par_agree(app->comm, st);
-  if (st != SD_OK) goto done;
+  if (st != SD_OK)
+    goto done;
   double t0 = sd_time_now();
   for (int64_t i0 = 0; st == SD_OK && i0 < d.n; i0 += tl.max_images) {
     int n = (int)(d.n - i0 < tl.max_images ? d.n - i0 : tl.max_images);
@@ -109,16 +120,20 @@ sd_status sd_segment_evaluate_run(sd_app *app) {
       for (size_t q = 0; q < npx; q++) {
         int best = 0;
         for (int c = 1; c < C; c++)
-          if (p[(size_t)c * npx + q] > p[(size_t)best * npx + q]) best = c;
-        for (int c = 1; c < C; c++) mass[c] += p[(size_t)c * npx + q];
+          if (p[(size_t)c * npx + q] > p[(size_t)best * npx + q])
+            best = c;
+        for (int c = 1; c < C; c++)
+          mass[c] += p[(size_t)c * npx + q];
         alarms += best != 0;
-        if (mk) acc[(size_t)mk[q] * C + best] += 1;
+        if (mk)
+          acc[(size_t)mk[q] * C + best] += 1;
       }
       int32_t lab = d.labels[i0 + i];
       if (lab > 0 && lab < C) {
         int top = 1;
         for (int c = 2; c < C; c++)
-          if (mass[c] > mass[top]) top = c;
+          if (mass[c] > mass[top])
+            top = c;
         acc[C * C + 0] += top == lab;
         acc[C * C + 1] += 1;
       } else if (lab == 0) {
@@ -128,8 +143,10 @@ sd_status sd_segment_evaluate_run(sd_app *app) {
     }
   }
   st = sd_par_agree(app->comm, st);
-  if (st == SD_OK) st = sd_par_allreduce_sum_double(app->comm, acc, nacc);
-  if (st != SD_OK) goto done;
+  if (st == SD_OK)
+    st = sd_par_allreduce_sum_double(app->comm, acc, nacc);
+  if (st != SD_OK)
+    goto done;
   sd_log_debug("evaluate: inference %.2f s", sd_time_now() - t0);
   sd_status wst = SD_OK;
   if (app->rank == 0) {
@@ -157,32 +174,38 @@ sd_status sd_segment_evaluate_run(sd_app *app) {
     for (int t = 0; t < C; t++)
       for (int p = 0; p < C; p++) {
         double v = acc[t * C + p];
-        if (t != 0 && p != 0) dtp += v;
-        if (t == 0 && p != 0) dfp += v;
-        if (t != 0 && p == 0) dfn += v;
+        if (t != 0 && p != 0)
+          dtp += v;
+        if (t == 0 && p != 0)
+          dfp += v;
+        if (t != 0 && p == 0)
+          dfn += v;
       }
     miou = nmiou ? miou / nmiou : NAN;
     double top = acc[C * C + 1] > 0 ? acc[C * C] / acc[C * C + 1] : NAN;
     double fa = acc[C * C + 3] > 0 ? acc[C * C + 2] / acc[C * C + 3] : NAN;
     printf("%s on %s (%s part, %lld images):", model, data, part_name, (long long)d.n_global);
     if (has_masks)
-      printf(" mean IoU %.4f (defect classes), pixel accuracy %.4f, defect pixel precision %.4f recall %.4f\n",
+      printf(" mean IoU %.4f (defect classes), pixel accuracy %.4f, defect pixel precision %.4f "
+             "recall %.4f\n",
              miou, total > 0 ? correct / total : NAN, dtp + dfp > 0 ? dtp / (dtp + dfp) : NAN,
              dtp + dfn > 0 ? dtp / (dtp + dfn) : NAN);
     else
       printf(" (no /masks: image-label criteria only)\n");
     if (has_masks)
       for (int c = 0; c < C; c++)
-        printf("  %-16s IoU %.3f precision %.3f recall %.3f pixels %.0f\n", state.class_names[c], iou[c],
-               prec[c], rec[c], support[c]);
-    printf("  labelled class carries the most heatmap mass in %.4f of %.0f non-bulk images; bulk false-alarm area %.5f over %.0f bulk images\n",
+        printf("  %-16s IoU %.3f precision %.3f recall %.3f pixels %.0f\n", state.class_names[c],
+               iou[c], prec[c], rec[c], support[c]);
+    printf("  labelled class carries the most heatmap mass in %.4f of %.0f non-bulk images; bulk "
+           "false-alarm area %.5f over %.0f bulk images\n",
            top, acc[C * C + 1], fa, acc[C * C + 3]);
     fflush(stdout);
     if (*out) {
       char tmp[8448];
       snprintf(tmp, sizeof tmp, "%s.tmp-%ld", out, (long)getpid());
       FILE *f = fopen(tmp, "w");
-      if (!f) wst = SD_ERROR(SD_ERR_IO, "cannot write metrics %s", out);
+      if (!f)
+        wst = SD_ERROR(SD_ERR_IO, "cannot write metrics %s", out);
       else {
 #define JNUM(x) (isfinite(x) ? (x) : -1.0)
         fprintf(f, "{\n  \"task\": \"segment\",\n  \"model\": ");
@@ -191,7 +214,8 @@ sd_status sd_segment_evaluate_run(sd_app *app) {
         json_str(f, data);
         fprintf(f, ",\n  \"part\": ");
         json_str(f, part_name);
-        fprintf(f, ",\n  \"n\": %lld,\n  \"has_masks\": %s,\n", (long long)d.n_global, has_masks ? "true" : "false");
+        fprintf(f, ",\n  \"n\": %lld,\n  \"has_masks\": %s,\n", (long long)d.n_global,
+                has_masks ? "true" : "false");
         fprintf(f, "  \"class_names\": [");
         for (int c = 0; c < C; c++) {
           fprintf(f, "%s", c ? ", " : "");
@@ -199,30 +223,40 @@ sd_status sd_segment_evaluate_run(sd_app *app) {
         }
         fprintf(f, "],\n");
         if (has_masks) {
-          fprintf(f, "  \"mean_iou\": %.6f,\n  \"pixel_accuracy\": %.6f,\n", JNUM(miou), total > 0 ? correct / total : -1.0);
+          fprintf(f, "  \"mean_iou\": %.6f,\n  \"pixel_accuracy\": %.6f,\n", JNUM(miou),
+                  total > 0 ? correct / total : -1.0);
           fprintf(f, "  \"defect_pixel_precision\": %.6f,\n  \"defect_pixel_recall\": %.6f,\n",
-                  dtp + dfp > 0 ? dtp / (dtp + dfp) : -1.0, dtp + dfn > 0 ? dtp / (dtp + dfn) : -1.0);
+                  dtp + dfp > 0 ? dtp / (dtp + dfp) : -1.0,
+                  dtp + dfn > 0 ? dtp / (dtp + dfn) : -1.0);
           fprintf(f, "  \"per_class\": [");
           for (int c = 0; c < C; c++)
-            fprintf(f, "%s\n    {\"class\": \"%s\", \"iou\": %.6f, \"precision\": %.6f, \"recall\": %.6f, \"pixels\": %.0f}",
-                    c ? "," : "", state.class_names[c], JNUM(iou[c]), JNUM(prec[c]), JNUM(rec[c]), support[c]);
+            fprintf(f,
+                    "%s\n    {\"class\": \"%s\", \"iou\": %.6f, \"precision\": %.6f, \"recall\": "
+                    "%.6f, \"pixels\": %.0f}",
+                    c ? "," : "", state.class_names[c], JNUM(iou[c]), JNUM(prec[c]), JNUM(rec[c]),
+                    support[c]);
           fprintf(f, "\n  ],\n  \"pixel_confusion\": [");
           for (int t = 0; t < C; t++) {
             fprintf(f, "%s\n    [", t ? "," : "");
-            for (int p = 0; p < C; p++) fprintf(f, "%s%.0f", p ? ", " : "", acc[t * C + p]);
+            for (int p = 0; p < C; p++)
+              fprintf(f, "%s%.0f", p ? ", " : "", acc[t * C + p]);
             fprintf(f, "]");
           }
           fprintf(f, "\n  ],\n");
         }
-        fprintf(f, "  \"labelled_class_top_mass_fraction\": %.6f,\n  \"nonbulk_images\": %.0f,\n", JNUM(top), acc[C * C + 1]);
-        fprintf(f, "  \"bulk_false_alarm_area\": %.6f,\n  \"bulk_images\": %.0f,\n", JNUM(fa), acc[C * C + 3]);
-        fprintf(f, "  \"notes\": \"-1 = undefined (no such pixels or images); mean_iou averages the defect classes (1..C-1) whose union is not empty\"\n}\n");
+        fprintf(f, "  \"labelled_class_top_mass_fraction\": %.6f,\n  \"nonbulk_images\": %.0f,\n",
+                JNUM(top), acc[C * C + 1]);
+        fprintf(f, "  \"bulk_false_alarm_area\": %.6f,\n  \"bulk_images\": %.0f,\n", JNUM(fa),
+                acc[C * C + 3]);
+        fprintf(f, "  \"notes\": \"-1 = undefined (no such pixels or images); mean_iou averages "
+                   "the defect classes (1..C-1) whose union is not empty\"\n}\n");
 #undef JNUM
         if (fclose(f) != 0 || rename(tmp, out) != 0) {
           unlink(tmp);
           wst = SD_ERROR(SD_ERR_IO, "cannot write metrics %s", out);
         }
-        if (wst == SD_OK) sd_log_info("evaluate: metrics in %s", out);
+        if (wst == SD_OK)
+          sd_log_info("evaluate: metrics in %s", out);
       }
     }
   }

@@ -19,7 +19,8 @@
 const char *sd_segment_key(const sd_config *cfg, const char *name, char *buf) {
   snprintf(buf, 64, "classifier.%s", name);
   const char *o = sd_config_origin(cfg, buf);
-  if (o && !strncmp(o, "command line (--", 16) && strcmp(o, "command line (--set)") != 0) return buf;
+  if (o && !strncmp(o, "command line (--", 16) && strcmp(o, "command line (--set)") != 0)
+    return buf;
   snprintf(buf, 64, "segmenter.%s", name);
   return buf;
 }
@@ -29,13 +30,18 @@ sd_status sd_segment_model_is_unet(MPI_Comm comm, const char *path, int *is_unet
   *is_unet = 0;
   sd_status st = sd_h5_file_open(comm, path, 0, &f);
   st = sd_par_agree(comm, st);
-  if (st != SD_OK) return SD_ERROR(st, "cannot open model %s: %s", path, sd_error_message());
+  if (st != SD_OK)
+    return SD_ERROR(st, "cannot open model %s: %s", path, sd_error_message());
   char *task = NULL;
   htri_t has = H5Lexists(f, "model", H5P_DEFAULT);
-  if (has > 0) g = H5Gopen2(f, "model", H5P_DEFAULT);
-  if (g < 0) st = SD_ERROR(SD_ERR_FORMAT, "%s is not a stemdefect model file (no /model group)", path);
-  else st = sd_h5_attr_read_string(g, "task", &task);
-  if (st == SD_OK) *is_unet = !strcmp(task, "segment");
+  if (has > 0)
+    g = H5Gopen2(f, "model", H5P_DEFAULT);
+  if (g < 0)
+    st = SD_ERROR(SD_ERR_FORMAT, "%s is not a stemdefect model file (no /model group)", path);
+  else
+    st = sd_h5_attr_read_string(g, "task", &task);
+  if (st == SD_OK)
+    *is_unet = !strcmp(task, "segment");
   free(task);
   sd_h5_close(&g);
   sd_h5_close(&f);
@@ -48,11 +54,13 @@ static sd_status read_label_masks(MPI_Comm comm, const char *path, const sd_stac
                                   sd_train_data *d) {
   hid_t f = H5I_INVALID_HID, ds = H5I_INVALID_HID, fs = H5I_INVALID_HID, ms = H5I_INVALID_HID;
   sd_status st = sd_par_agree(comm, sd_h5_file_open(comm, path, 0, &f));
-  if (st != SD_OK) return st;
+  if (st != SD_OK)
+    return st;
   htri_t has = H5Lexists(f, "masks", H5P_DEFAULT);
   if (has <= 0) {
     st = SD_ERROR(SD_ERR_ARG,
-                  "labels file %s has no /masks dataset (expected uint8 [N,H,W] class maps, as written by pseudolabel or simulate)",
+                  "labels file %s has no /masks dataset (expected uint8 [N,H,W] class maps, as "
+                  "written by pseudolabel or simulate)",
                   path);
     goto done;
   }
@@ -60,11 +68,15 @@ static sd_status read_label_masks(MPI_Comm comm, const char *path, const sd_stac
   fs = ds >= 0 ? H5Dget_space(ds) : H5I_INVALID_HID;
   hsize_t dims[4] = {0};
   int nd = fs >= 0 ? H5Sget_simple_extent_ndims(fs) : -1;
-  if (nd == 3) H5Sget_simple_extent_dims(fs, dims, NULL);
-  if (nd != 3 || (int64_t)dims[0] != in->n || (int)dims[1] != in->height || (int)dims[2] != in->width) {
-    st = SD_ERROR(SD_ERR_ARG, "%s:/masks has shape [%llu,%llu,%llu] (rank %d) but the data stack holds [%lld,%d,%d]",
-                  path, (unsigned long long)dims[0], (unsigned long long)dims[1],
-                  (unsigned long long)dims[2], nd, (long long)in->n, in->height, in->width);
+  if (nd == 3)
+    H5Sget_simple_extent_dims(fs, dims, NULL);
+  if (nd != 3 || (int64_t)dims[0] != in->n || (int)dims[1] != in->height ||
+      (int)dims[2] != in->width) {
+    st = SD_ERROR(
+        SD_ERR_ARG,
+        "%s:/masks has shape [%llu,%llu,%llu] (rank %d) but the data stack holds [%lld,%d,%d]",
+        path, (unsigned long long)dims[0], (unsigned long long)dims[1], (unsigned long long)dims[2],
+        nd, (long long)in->n, in->height, in->width);
     goto done;
   }
   size_t npx = (size_t)in->height * in->width;
@@ -74,7 +86,8 @@ static sd_status read_label_masks(MPI_Comm comm, const char *path, const sd_stac
   st = d->masks ? SD_OK : SD_ERR_NOMEM;
   double t = sd_profile_phase_begin();
   for (int64_t i = 0; st == SD_OK && i < d->n; i++) {
-    hsize_t start[3] = {(hsize_t)d->index[i], 0, 0}, count[3] = {1, (hsize_t)in->height, (hsize_t)in->width};
+    hsize_t start[3] = {(hsize_t)d->index[i], 0, 0},
+            count[3] = {1, (hsize_t)in->height, (hsize_t)in->width};
     if (H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
         H5Dread(ds, H5T_NATIVE_UINT8, ms, fs, H5P_DEFAULT, d->masks + (size_t)i * npx) < 0)
       st = SD_H5_ERROR(SD_ERR_IO, "cannot read %s:/masks image %lld", path, (long long)d->index[i]);
@@ -84,8 +97,9 @@ static sd_status read_label_masks(MPI_Comm comm, const char *path, const sd_stac
   for (int64_t i = 0; st == SD_OK && i < d->n; i++)
     for (size_t p = 0; p < npx; p++)
       if (d->masks[(size_t)i * npx + p] >= in->num_classes) {
-        st = SD_ERROR(SD_ERR_ARG, "%s:/masks image %lld holds class %d; the stack has %d classes (0..%d)",
-                      path, (long long)d->index[i], d->masks[(size_t)i * npx + p], in->num_classes,
+        st = SD_ERROR(SD_ERR_ARG,
+                      "%s:/masks image %lld holds class %d; the stack has %d classes (0..%d)", path,
+                      (long long)d->index[i], d->masks[(size_t)i * npx + p], in->num_classes,
                       in->num_classes - 1);
         break;
       }
@@ -105,7 +119,10 @@ static sd_status make_split(const sd_config *cfg, sd_stack *stack, int8_t **part
   double fv = sd_config_float(cfg, "segmenter.val_fraction");
   double ft = sd_config_float(cfg, "segmenter.test_fraction");
   if (fv + ft >= 1.0)
-    return SD_ERROR(SD_ERR_CONFIG, "segmenter.val_fraction + segmenter.test_fraction = %g leaves no training images (must be < 1)", fv + ft);
+    return SD_ERROR(SD_ERR_CONFIG,
+                    "segmenter.val_fraction + segmenter.test_fraction = %g leaves no training "
+                    "images (must be < 1)",
+                    fv + ft);
   int32_t *lab = sd_malloc((size_t)(n ? n : 1), sizeof *lab, "labels");
   *part = sd_malloc((size_t)(n ? n : 1), 1, "split");
   if (!lab || !*part) {
@@ -114,7 +131,8 @@ static sd_status make_split(const sd_config *cfg, sd_stack *stack, int8_t **part
   }
   sd_status st = sd_stack_read(stack, 0, n, NULL, lab, NULL);
   int C = in->num_classes + 1;
-  for (int64_t i = 0; st == SD_OK && i < n; i++) lab[i] = lab[i] < 0 ? in->num_classes : lab[i];
+  for (int64_t i = 0; st == SD_OK && i < n; i++)
+    lab[i] = lab[i] < 0 ? in->num_classes : lab[i];
   if (st == SD_OK)
     st = sd_split_stratified(lab, n, C, 1.0 - fv - ft, fv,
                              (uint64_t)sd_config_int(cfg, sd_segment_key(cfg, "seed", k)), *part);
@@ -128,11 +146,15 @@ sd_status sd_segment_train_run(sd_app *app) {
   const char *data = sd_config_string(cfg, sd_segment_key(cfg, "data", k));
   const char *output = sd_config_string(cfg, sd_segment_key(cfg, "output", k));
   const char *labels = sd_config_string(cfg, "segmenter.labels");
-  if (!*data) return SD_ERROR(SD_ERR_ARG, "no training data: give --data STACK (an image stack from import or simulate)");
-  if (!*output) return SD_ERROR(SD_ERR_ARG, "no output: give --output MODEL");
+  if (!*data)
+    return SD_ERROR(SD_ERR_ARG,
+                    "no training data: give --data STACK (an image stack from import or simulate)");
+  if (!*output)
+    return SD_ERROR(SD_ERR_ARG, "no output: give --output MODEL");
   char ckpt[4200];
   snprintf(ckpt, sizeof ckpt, "%s", sd_config_string(cfg, sd_segment_key(cfg, "checkpoint", k)));
-  if (!ckpt[0]) snprintf(ckpt, sizeof ckpt, "%s.ckpt", output);
+  if (!ckpt[0])
+    snprintf(ckpt, sizeof ckpt, "%s.ckpt", output);
   int resume = sd_config_bool(cfg, sd_segment_key(cfg, "resume", k));
   uint64_t seed = (uint64_t)sd_config_int(cfg, sd_segment_key(cfg, "seed", k));
   int depth = (int)sd_config_int(cfg, "segmenter.depth");
@@ -150,18 +172,22 @@ sd_status sd_segment_train_run(sd_app *app) {
   SD_CHECK_GOTO(st, sd_stack_open(app->comm, data, &stack), done);
   const sd_stack_info *in = sd_stack_get_info(stack);
   if (in->num_classes < 2 || in->num_classes > SD_CKPT_MAX_CLASSES) {
-    st = SD_ERROR(SD_ERR_ARG, "%s has %d classes; the U-Net needs 2..%d (class 0 = bulk = background)",
-                  data, in->num_classes, SD_CKPT_MAX_CLASSES);
+    st = SD_ERROR(SD_ERR_ARG,
+                  "%s has %d classes; the U-Net needs 2..%d (class 0 = bulk = background)", data,
+                  in->num_classes, SD_CKPT_MAX_CLASSES);
     goto done;
   }
   if (in->height != in->width || in->height % (1 << depth) != 0) {
     st = SD_ERROR(SD_ERR_ARG,
-                  "%s holds %dx%d images; U-Net training needs square images with a side divisible by 2^segmenter.depth = %d (import with --crop or --resize)",
+                  "%s holds %dx%d images; U-Net training needs square images with a side divisible "
+                  "by 2^segmenter.depth = %d (import with --crop or --resize)",
                   data, in->width, in->height, 1 << depth);
     goto done;
   }
   if (!*labels && !in->has_masks) {
-    st = SD_ERROR(SD_ERR_ARG, "%s has no /masks: give --labels FILE with /masks (e.g. the output of pseudolabel)", data);
+    st = SD_ERROR(
+        SD_ERR_ARG,
+        "%s has no /masks: give --labels FILE with /masks (e.g. the output of pseudolabel)", data);
     goto done;
   }
   int normalize = 0;
@@ -169,9 +195,11 @@ sd_status sd_segment_train_run(sd_app *app) {
   SD_CHECK_GOTO(st, sd_par_agree(app->comm, make_split(cfg, stack, &part)), done);
 
   int S = (int)sd_config_int(cfg, "segmenter.data_shards");
-  if (S == 0) S = app->size;
+  if (S == 0)
+    S = app->size;
   if (S < app->size) {
-    st = SD_ERROR(SD_ERR_CONFIG, "segmenter.data_shards = %d is smaller than the %d ranks", S, app->size);
+    st = SD_ERROR(SD_ERR_CONFIG, "segmenter.data_shards = %d is smaller than the %d ranks", S,
+                  app->size);
     goto done;
   }
   int B = (int)sd_config_int(cfg, sd_segment_key(cfg, "batch", k));
@@ -182,7 +210,8 @@ sd_status sd_segment_train_run(sd_app *app) {
   int max_local = ((S + app->size - 1) / app->size) * (B / S);
 
   snprintf(state.task, sizeof state.task, "segment");
-  snprintf(state.normalization, sizeof state.normalization, "%s", normalize ? "robust_zscore" : "none");
+  snprintf(state.normalization, sizeof state.normalization, "%s",
+           normalize ? "robust_zscore" : "none");
   state.num_classes = in->num_classes;
   for (int c = 0; c < in->num_classes; c++)
     snprintf(state.class_names[c], sizeof state.class_names[c], "%s", in->class_names[c]);
@@ -226,8 +255,11 @@ sd_status sd_segment_train_run(sd_app *app) {
     free(saved.split);
     if (strcmp(saved.task, "segment") != 0 || saved.num_classes != state.num_classes ||
         h != in->height || w != in->width) {
-      st = SD_ERROR(SD_ERR_ARG, "checkpoint %s is a '%s' model for %d classes of %dx%d images; the data %s has %d of %dx%d",
-                    ckpt, saved.task, saved.num_classes, w, h, data, in->num_classes, in->width, in->height);
+      st = SD_ERROR(SD_ERR_ARG,
+                    "checkpoint %s is a '%s' model for %d classes of %dx%d images; the data %s has "
+                    "%d of %dx%d",
+                    ckpt, saved.task, saved.num_classes, w, h, data, in->num_classes, in->width,
+                    in->height);
       goto done;
     }
     SD_CHECK_GOTO(st, sd_nn_model_compile(m, max_local, 1, h, w), done);
@@ -238,22 +270,28 @@ sd_status sd_segment_train_run(sd_app *app) {
     sd_log_info("train: resuming the U-Net from %s at epoch %d, step %lld", ckpt, state.epoch,
                 (long long)state.step);
   } else {
-    SD_CHECK_GOTO(st, sd_unet_build(&m, depth, (int)sd_config_int(cfg, "segmenter.width"),
-                                    sd_config_bool(cfg, "segmenter.batchnorm"),
-                                    (float)sd_config_float(cfg, "segmenter.dropout"), in->num_classes),
+    SD_CHECK_GOTO(st,
+                  sd_unet_build(&m, depth, (int)sd_config_int(cfg, "segmenter.width"),
+                                sd_config_bool(cfg, "segmenter.batchnorm"),
+                                (float)sd_config_float(cfg, "segmenter.dropout"), in->num_classes),
                   done);
     SD_CHECK_GOTO(st, sd_nn_model_compile(m, max_local, 1, in->height, in->width), done);
     SD_CHECK_GOTO(st, sd_nn_model_init_params(m, seed), done);
   }
 
   int own = !*labels;
-  SD_CHECK_GOTO(st, sd_train_data_load(app->comm, stack, part, SD_SPLIT_PART_TRAIN, S, normalize, own, &tr), done);
-  SD_CHECK_GOTO(st, sd_train_data_load(app->comm, stack, part, SD_SPLIT_PART_VAL, 0, normalize, own, &va), done);
+  SD_CHECK_GOTO(
+      st, sd_train_data_load(app->comm, stack, part, SD_SPLIT_PART_TRAIN, S, normalize, own, &tr),
+      done);
+  SD_CHECK_GOTO(
+      st, sd_train_data_load(app->comm, stack, part, SD_SPLIT_PART_VAL, 0, normalize, own, &va),
+      done);
   if (!own) {
     SD_CHECK_GOTO(st, read_label_masks(app->comm, labels, in, &tr), done);
     SD_CHECK_GOTO(st, read_label_masks(app->comm, labels, in, &va), done);
   }
-  sd_log_info("train: U-Net (depth %d) on %lld training images of %dx%d, masks from %s, %d classes, batch %d over %d shard(s) on %d rank(s), %zu parameters",
+  sd_log_info("train: U-Net (depth %d) on %lld training images of %dx%d, masks from %s, %d "
+              "classes, batch %d over %d shard(s) on %d rank(s), %zu parameters",
               depth, (long long)tr.n_global, in->width, in->height, own ? data : labels,
               in->num_classes, B, S, app->size, sd_nn_model_trainable_count(m));
   sd_train_install_signal_handlers();
@@ -263,7 +301,8 @@ sd_status sd_segment_train_run(sd_app *app) {
     double t = sd_profile_phase_begin();
     st = sd_ckpt_save(app->comm, output, m, &state, &app->prov);
     sd_profile_phase_end(SD_PHASE_IO, t);
-    if (st == SD_OK) sd_log_info("train: U-Net written to %s", output);
+    if (st == SD_OK)
+      sd_log_info("train: U-Net written to %s", output);
   }
 
 done:

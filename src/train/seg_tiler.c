@@ -6,7 +6,8 @@
 #include "stemdefect/segment.h"
 
 void sd_seg_tiler_destroy(sd_seg_tiler *t) {
-  if (!t) return;
+  if (!t)
+    return;
   free(t->py);
   free(t->px);
   free(t->wy);
@@ -24,7 +25,8 @@ sd_status sd_seg_tiler_create(sd_seg_tiler *t, sd_nn_model *m, int H, int W, int
   memset(t, 0, sizeof *t);
   if (!m->compiled || m->in_c != 1)
     return SD_ERROR(SD_ERR_INTERNAL, "tiler needs a compiled single-channel model");
-  if (H < 1 || W < 1) return SD_ERROR(SD_ERR_ARG, "frame of %dx%d pixels", W, H);
+  if (H < 1 || W < 1)
+    return SD_ERROR(SD_ERR_ARG, "frame of %dx%d pixels", W, H);
   t->m = m;
   t->C = sd_nn_model_output(m)->c;
   t->H = H;
@@ -54,8 +56,10 @@ sd_status sd_seg_tiler_create(sd_seg_tiler *t, sd_nn_model *m, int H, int W, int
     sd_seg_tiler_destroy(t);
     return SD_ERR_NOMEM;
   }
-  for (int i = 0; i < t->ny; i++) sd_seg_window_1d(t->py, t->ny, i, t->th, t->wy + (size_t)i * t->th);
-  for (int i = 0; i < t->nx; i++) sd_seg_window_1d(t->px, t->nx, i, t->tw, t->wx + (size_t)i * t->tw);
+  for (int i = 0; i < t->ny; i++)
+    sd_seg_window_1d(t->py, t->ny, i, t->th, t->wy + (size_t)i * t->th);
+  for (int i = 0; i < t->nx; i++)
+    sd_seg_window_1d(t->px, t->nx, i, t->tw, t->wx + (size_t)i * t->tw);
   return SD_OK;
 }
 
@@ -71,16 +75,19 @@ void sd_seg_tiler_rows_out(const sd_seg_tiler *t, int k, int *f0, int *f1) {
 
 /* mirror index into [0, n) without repeating the edge pixel */
 static int reflect(int i, int n) {
-  if (n == 1) return 0;
+  if (n == 1)
+    return 0;
   int p = 2 * n - 2;
   i %= p;
-  if (i < 0) i += p;
+  if (i < 0)
+    i += p;
   return i < n ? i : p - i;
 }
 
 /* runs the batched tiles and adds their weighted probabilities into the accumulator */
 static sd_status flush(sd_seg_tiler *t, int ntiles, int k) {
-  if (ntiles == 0) return SD_OK;
+  if (ntiles == 0)
+    return SD_OK;
   SD_CHECK(sd_nn_model_forward(t->m, t->tiles, ntiles, SD_NN_MODE_EVAL));
   sd_nn_tensor *o = sd_nn_model_output(t->m);
   const int th = t->th, tw = t->tw, C = t->C, W = t->W;
@@ -100,7 +107,8 @@ static sd_status flush(sd_seg_tiler *t, int ntiles, int k) {
         float wyy = wy[y];
         float *ar = a + (size_t)y * W + x0;
         const float *pr = p + (size_t)y * tw;
-        for (int x = 0; x < xlim; x++) ar[x] += wyy * wx[x] * pr[x];
+        for (int x = 0; x < xlim; x++)
+          ar[x] += wyy * wx[x] * pr[x];
       }
     }
   }
@@ -109,7 +117,8 @@ static sd_status flush(sd_seg_tiler *t, int ntiles, int k) {
 
 sd_status sd_seg_tiler_row(sd_seg_tiler *t, const float *rows, int nimg, int k, float *out) {
   if (k < 0 || k >= t->ny || nimg < 1 || nimg > t->max_images)
-    return SD_ERROR(SD_ERR_INTERNAL, "tile row %d of %d, %d images (max %d)", k, t->ny, nimg, t->max_images);
+    return SD_ERROR(SD_ERR_INTERNAL, "tile row %d of %d, %d images (max %d)", k, t->ny, nimg,
+                    t->max_images);
   const int th = t->th, tw = t->tw, C = t->C, W = t->W, H = t->H;
   int r0, r1;
   sd_seg_tiler_rows_in(t, k, &r0, &r1);
@@ -121,7 +130,8 @@ sd_status sd_seg_tiler_row(sd_seg_tiler *t, const float *rows, int nimg, int k, 
     int x0 = t->px[j], xlim = W - x0 < tw ? W - x0 : tw;
     const float *wx = t->wx + (size_t)j * tw;
     for (int y = 0; y < ylim; y++)
-      for (int x = 0; x < xlim; x++) t->wacc[(size_t)y * W + x0 + x] += wy[y] * wx[x];
+      for (int x = 0; x < xlim; x++)
+        t->wacc[(size_t)y * W + x0 + x] += wy[y] * wx[x];
   }
   /* cut the tiles (reflect-padded where the frame is smaller than a tile), batch, run */
   int nb = 0;
@@ -133,9 +143,11 @@ sd_status sd_seg_tiler_row(sd_seg_tiler *t, const float *rows, int nimg, int k, 
       for (int y = 0; y < th; y++) {
         const float *sr = src + (size_t)(reflect(r0 + y, H) - r0) * W;
         float *dr = dst + (size_t)y * tw;
-        if (x0 + tw <= W) memcpy(dr, sr + x0, (size_t)tw * sizeof *dr);
+        if (x0 + tw <= W)
+          memcpy(dr, sr + x0, (size_t)tw * sizeof *dr);
         else
-          for (int x = 0; x < tw; x++) dr[x] = sr[reflect(x0 + x, W)];
+          for (int x = 0; x < tw; x++)
+            dr[x] = sr[reflect(x0 + x, W)];
       }
       t->tile_img[nb] = i;
       t->tile_x[nb] = j;
@@ -154,7 +166,8 @@ sd_status sd_seg_tiler_row(sd_seg_tiler *t, const float *rows, int nimg, int k, 
     for (int c = 0; c < C; c++) {
       const float *a = t->acc + ((size_t)i * C + c) * (size_t)th * W;
       float *o = out + ((size_t)i * C + c) * (size_t)nf * W;
-      for (size_t p = 0; p < (size_t)nf * W; p++) o[p] = a[p] / t->wacc[p];
+      for (size_t p = 0; p < (size_t)nf * W; p++)
+        o[p] = a[p] / t->wacc[p];
     }
   int d = nf;
   if (k + 1 < t->ny) {
@@ -176,11 +189,13 @@ sd_status sd_seg_tiler_row(sd_seg_tiler *t, const float *rows, int nimg, int k, 
 sd_status sd_seg_tiler_frames(sd_seg_tiler *t, const float *img, int nimg, float *out) {
   const int C = t->C, W = t->W, H = t->H;
   /* one tile per frame: rows [0, H) of nimg frames are contiguous, one call */
-  if (t->ny == 1 && t->nx == 1) return sd_seg_tiler_row(t, img, nimg, 0, out);
+  if (t->ny == 1 && t->nx == 1)
+    return sd_seg_tiler_row(t, img, nimg, 0, out);
   /* else one frame at a time, tile row by tile row; the final rows [C, f1-f0, W] are staged
    * and copied to their place in each channel (once per tile row, not per pixel) */
   float *tmp = sd_malloc((size_t)C * t->th * W, sizeof *tmp, "tile rows");
-  if (!tmp) return SD_ERR_NOMEM;
+  if (!tmp)
+    return SD_ERR_NOMEM;
   sd_status st = SD_OK;
   for (int i = 0; st == SD_OK && i < nimg; i++)
     for (int k = 0; st == SD_OK && k < t->ny; k++) {

@@ -37,15 +37,24 @@ int main(int argc, char **argv) {
   int depth = 3, width = 16, classes = 7, batch = 16, size = 64, threads = 1, reps = 5;
   double min_time = 0.5;
   for (int i = 1; i + 1 < argc; i += 2) {
-    if (!strcmp(argv[i], "--model")) model = argv[i + 1];
-    else if (!strcmp(argv[i], "--depth")) depth = atoi(argv[i + 1]);
-    else if (!strcmp(argv[i], "--width")) width = atoi(argv[i + 1]);
-    else if (!strcmp(argv[i], "--classes")) classes = atoi(argv[i + 1]);
-    else if (!strcmp(argv[i], "--batch")) batch = atoi(argv[i + 1]);
-    else if (!strcmp(argv[i], "--size")) size = atoi(argv[i + 1]);
-    else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
-    else if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
-    else if (!strcmp(argv[i], "--min-time")) min_time = atof(argv[i + 1]);
+    if (!strcmp(argv[i], "--model"))
+      model = argv[i + 1];
+    else if (!strcmp(argv[i], "--depth"))
+      depth = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--width"))
+      width = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--classes"))
+      classes = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--batch"))
+      batch = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--size"))
+      size = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--threads"))
+      threads = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--reps"))
+      reps = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--min-time"))
+      min_time = atof(argv[i + 1]);
   }
   sd_nn_model *m = NULL;
   sd_status st;
@@ -53,12 +62,16 @@ int main(int argc, char **argv) {
     int c, h, w;
     sd_ckpt_state state;
     st = sd_ckpt_open_model(MPI_COMM_WORLD, model, &m, &c, &h, &w, &state);
-    if (st == SD_OK) st = sd_nn_model_compile(m, batch, 1, size, size);
-    if (st == SD_OK) st = sd_ckpt_load_params(MPI_COMM_WORLD, model, m, 1, 0, NULL);
-    if (st == SD_OK) free(state.split);
+    if (st == SD_OK)
+      st = sd_nn_model_compile(m, batch, 1, size, size);
+    if (st == SD_OK)
+      st = sd_ckpt_load_params(MPI_COMM_WORLD, model, m, 1, 0, NULL);
+    if (st == SD_OK)
+      free(state.split);
   } else {
     st = sd_unet_build(&m, depth, width, 1, 0.1f, classes);
-    if (st == SD_OK) st = sd_nn_model_compile(m, batch, 1, size, size);
+    if (st == SD_OK)
+      st = sd_nn_model_compile(m, batch, 1, size, size);
   }
   if (st != SD_OK) {
     fprintf(stderr, "bench_segment: %s\n", sd_error_message());
@@ -69,9 +82,11 @@ int main(int argc, char **argv) {
   float *x = malloc(n * sizeof *x);
   sd_rng r;
   sd_rng_init(&r, 7, 0, 1);
-  for (size_t i = 0; i < n; i++) x[i] = (float)sd_rng_range(&r, -1, 1);
+  for (size_t i = 0; i < n; i++)
+    x[i] = (float)sd_rng_range(&r, -1, 1);
   sd_nn_tensor *o = sd_nn_model_output(m);
-  for (int i = 0; i < 2 && st == SD_OK; i++) st = sd_nn_model_forward(m, x, batch, SD_NN_MODE_EVAL);
+  for (int i = 0; i < 2 && st == SD_OK; i++)
+    st = sd_nn_model_forward(m, x, batch, SD_NN_MODE_EVAL);
   double *ips = malloc((size_t)reps * sizeof *ips);
   for (int k = 0; k < reps && st == SD_OK; k++) {
     int it = 0;
@@ -93,8 +108,10 @@ int main(int argc, char **argv) {
   double *s = malloc((size_t)reps * sizeof *s);
   memcpy(s, ips, (size_t)reps * sizeof *s);
   qsort(s, (size_t)reps, sizeof *s, cmp_double);
-  printf("RESULT unet infer %d %d %.2f", batch, threads, reps % 2 ? s[reps / 2] : 0.5 * (s[reps / 2 - 1] + s[reps / 2]));
-  for (int k = 0; k < reps; k++) printf(" %.2f", ips[k]);
+  printf("RESULT unet infer %d %d %.2f", batch, threads,
+         reps % 2 ? s[reps / 2] : 0.5 * (s[reps / 2 - 1] + s[reps / 2]));
+  for (int k = 0; k < reps; k++)
+    printf(" %.2f", ips[k]);
   printf("\n");
   free(s);
   free(ips);

@@ -120,7 +120,7 @@ expect_ok "$SD" simulate --material cdte --count 3 --size 64 --seed 9 --output "
   --classes Bulk=bulk --classes Vac=vacancy --classes SF=stacking_fault --quiet
 if [ "$MODE" = slow ]; then
 expect_ok $MPIRUN -n 2 "$SD" segment --model "$WORK/u.h5" --data "$WORK/big.h5" --output "$WORK/ht.h5" --tile 32 --overlap 8 \
-  --overlay "$WORK/ov" --overlay-images 0 --overlay-images 2 --quiet
+  --overlay "$WORK/ov" --overlay-images 0,2 --quiet
 expect_ok "$SD" segment --model "$WORK/u.h5" --data "$WORK/big.h5" --output "$WORK/hw.h5" --quiet
 [ -s "$WORK/ov/overlay_00000.png" ] && [ -s "$WORK/ov/overlay_00002.png" ] && ok || fail "overlays missing"
 if [ $have_py = 1 ]; then

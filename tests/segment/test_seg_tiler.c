@@ -20,22 +20,25 @@ static void test_builder(void) {
   /* conv parameters by hand: enc 1->4->4, 4->8->8, 8->16->16, mid 16->32->32, up + dec */
   size_t want = 0;
   int ch[5] = {1, 4, 8, 16, 32};
-  for (int l = 0; l < 4; l++) want += (size_t)9 * ch[l] * ch[l + 1] + (size_t)9 * ch[l + 1] * ch[l + 1];
+  for (int l = 0; l < 4; l++)
+    want += (size_t)9 * ch[l] * ch[l + 1] + (size_t)9 * ch[l + 1] * ch[l + 1];
   for (int l = 2; l >= 0; l--) {
     int c = 4 << l;
-    want += (size_t)4 * (2 * c) * c + c;                      /* transposed conv + bias */
-    want += (size_t)9 * (2 * c) * c + (size_t)9 * c * c;      /* two convs without bias */
+    want += (size_t)4 * (2 * c) * c + c;                 /* transposed conv + bias */
+    want += (size_t)9 * (2 * c) * c + (size_t)9 * c * c; /* two convs without bias */
   }
   want += (size_t)4 * 5 + 5; /* head */
   size_t bn = 0;
-  for (int l = 0; l < 3; l++) bn += 2 * 2 * (size_t)(4 << l) * 2; /* enc + dec BN: gamma, beta */
+  for (int l = 0; l < 3; l++)
+    bn += 2 * 2 * (size_t)(4 << l) * 2; /* enc + dec BN: gamma, beta */
   bn += 2 * 2 * 32;
   SD_EXPECT_MSG(sd_nn_model_trainable_count(m) == want + bn, "%zu trainable, expected %zu",
                 sd_nn_model_trainable_count(m), want + bn);
   sd_nn_model_destroy(&m);
   SD_EXPECT(sd_unet_build(&m, 0, 4, 1, 0, 5) != SD_OK);
   sd_error_clear();
-  SD_EXPECT(sd_nn_model_compile(NULL == m ? (sd_unet_build(&m, 2, 4, 0, 0, 3), m) : m, 1, 1, 30, 32) != SD_OK);
+  SD_EXPECT(sd_nn_model_compile(NULL == m ? (sd_unet_build(&m, 2, 4, 0, 0, 3), m) : m, 1, 1, 30,
+                                32) != SD_OK);
   sd_error_clear();
   sd_nn_model_destroy(&m);
 }
@@ -49,14 +52,17 @@ static void test_geometry(void) {
         int cover_ok = pos[0] == 0 && (t >= len || pos[n - 1] == len - t);
         for (int i = 1; i < n; i++) {
           cover_ok &= pos[i] > pos[i - 1] && pos[i - 1] + t - pos[i] >= ov;
-          if (i < n - 1) cover_ok &= pos[i] % 8 == 0;
+          if (i < n - 1)
+            cover_ok &= pos[i] % 8 == 0;
         }
         SD_EXPECT_MSG(cover_ok, "len %d tile %d overlap %d: %d tiles", len, t, ov, n);
-        if (t >= len || n < 2) continue;
+        if (t >= len || n < 2)
+          continue;
         /* windows sum to 1 wherever at most two tiles overlap */
         float *w = malloc((size_t)n * t * sizeof *w);
         double worst = 0;
-        for (int i = 0; i < n; i++) sd_seg_window_1d(pos, n, i, t, w + (size_t)i * t);
+        for (int i = 0; i < n; i++)
+          sd_seg_window_1d(pos, n, i, t, w + (size_t)i * t);
         for (int x = 0; x < len; x++) {
           double s = 0;
           int k = 0;
@@ -65,10 +71,12 @@ static void test_geometry(void) {
               s += w[(size_t)i * t + x - pos[i]];
               k++;
             }
-          if (k <= 2 && fabs(s - 1) > worst) worst = fabs(s - 1);
+          if (k <= 2 && fabs(s - 1) > worst)
+            worst = fabs(s - 1);
           SD_EXPECT(s > 0);
         }
-        SD_EXPECT_MSG(worst < 1e-5, "len %d tile %d overlap %d: window sum off by %g", len, t, ov, worst);
+        SD_EXPECT_MSG(worst < 1e-5, "len %d tile %d overlap %d: window sum off by %g", len, t, ov,
+                      worst);
         free(w);
       }
 }
@@ -78,13 +86,16 @@ static void test_stats(void) {
   float *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b);
   sd_rng r;
   sd_rng_init(&r, 3, 0, 99);
-  for (int i = 0; i < n; i++) a[i] = b[i] = (float)(50 + 10 * sd_rng_normal(&r) + (i % 7 == 0 ? 100 : 0));
+  for (int i = 0; i < n; i++)
+    a[i] = b[i] = (float)(50 + 10 * sd_rng_normal(&r) + (i % 7 == 0 ? 100 : 0));
   float med, inv;
   sd_seg_robust_stats(a, n, &med, &inv);
-  for (int i = 0; i < n; i++) a[i] = b[i];
+  for (int i = 0; i < n; i++)
+    a[i] = b[i];
   SD_EXPECT_OK(sd_normalize_robust(b, n, NULL));
   double worst = 0;
-  for (int i = 0; i < n; i++) worst = fmax(worst, fabs((a[i] - med) * inv - b[i]));
+  for (int i = 0; i < n; i++)
+    worst = fmax(worst, fabs((a[i] - med) * inv - b[i]));
   SD_EXPECT_MSG(worst == 0, "robust stats differ from sd_normalize_robust by %g", worst);
   SD_EXPECT(sd_seg_sample_stride(4096, 4096, 1 << 20) == 4);
   SD_EXPECT(sd_seg_sample_stride(64, 64, 1 << 20) == 1);
@@ -101,17 +112,21 @@ static void test_mosaic(void) {
   for (int q = 0; q < 4; q++) {
     img[q] = malloc((size_t)s * s * sizeof(float));
     mk[q] = calloc((size_t)s * s, 1);
-    for (int i = 0; i < s * s; i++) img[q][i] = (float)(q * 10000 + i);
+    for (int i = 0; i < s * s; i++)
+      img[q][i] = (float)(q * 10000 + i);
     if (q > 0) /* a 5x5 defect of class q near a corner */
       for (int y = 0; y < 5; y++)
-        for (int x = 0; x < 5; x++) mk[q][(y + (q == 1 ? 1 : 24)) * s + x + (q == 2 ? 2 : 25)] = (uint8_t)q;
+        for (int x = 0; x < 5; x++)
+          mk[q][(y + (q == 1 ? 1 : 24)) * s + x + (q == 2 ? 2 : 25)] = (uint8_t)q;
   }
   float *out = malloc((size_t)s * s * sizeof *out);
   uint8_t *om = malloc((size_t)s * s);
   sd_seg_mosaic((const float *const *)img, (const uint8_t *const *)mk, s, &r, out, om);
   int cnt[4] = {0};
-  for (int i = 0; i < s * s; i++) cnt[om[i]]++;
-  SD_EXPECT_MSG(cnt[1] == 25 && cnt[2] == 25 && cnt[3] == 25, "defect pixels kept: %d %d %d", cnt[1], cnt[2], cnt[3]);
+  for (int i = 0; i < s * s; i++)
+    cnt[om[i]]++;
+  SD_EXPECT_MSG(cnt[1] == 25 && cnt[2] == 25 && cnt[3] == 25, "defect pixels kept: %d %d %d",
+                cnt[1], cnt[2], cnt[3]);
   /* quadrant q holds pixels of source q with their masks */
   int okq = 1;
   for (int y = 0; y < s; y++)
@@ -121,7 +136,8 @@ static void test_mosaic(void) {
       okq &= om[y * s + x] == 0 || om[y * s + x] == q;
     }
   SD_EXPECT(okq);
-  for (int q = 0; q < 4; q++) free(img[q]), free(mk[q]);
+  for (int q = 0; q < 4; q++)
+    free(img[q]), free(mk[q]);
   free(out);
   free(om);
 }
@@ -140,14 +156,16 @@ static void test_tiled_equals_whole(void) {
   for (int i = 0; i < sd_nn_model_buffer_count(a); i++) {
     const sd_nn_param *p = sd_nn_model_buffer(a, i);
     float *x = sd_nn_buffer_data(a, p), *y = sd_nn_buffer_data(b, sd_nn_model_buffer(b, i));
-    for (size_t k = 0; k < p->count; k++) x[k] = y[k] = strstr(p->name, "var") ? 0.5f + 0.1f * (k % 5) : 0.05f * (k % 3);
+    for (size_t k = 0; k < p->count; k++)
+      x[k] = y[k] = strstr(p->name, "var") ? 0.5f + 0.1f * (k % 5) : 0.05f * (k % 3);
   }
   float *img = malloc((size_t)H * W * sizeof *img);
   sd_rng r;
   sd_rng_init(&r, 5, 0, 1);
   for (int y = 0; y < H; y++)
     for (int x = 0; x < W; x++)
-      img[y * W + x] = (float)(sin(0.7 * x) * cos(0.5 * y) + 0.3 * sd_rng_normal(&r) + (hypot(y - 150, x - 100) < 12 ? 2 : 0));
+      img[y * W + x] = (float)(sin(0.7 * x) * cos(0.5 * y) + 0.3 * sd_rng_normal(&r) +
+                               (hypot(y - 150, x - 100) < 12 ? 2 : 0));
   sd_seg_tiler tw, tt;
   SD_EXPECT_OK(sd_seg_tiler_create(&tw, a, H, W, 32, 1 << depth));
   SD_EXPECT_OK(sd_seg_tiler_create(&tt, b, H, W, 32, 1 << depth));
@@ -160,7 +178,8 @@ static void test_tiled_equals_whole(void) {
   sd_nn_tensor *o = sd_nn_model_output(a);
   sd_nn_softmax(1, C, H * W, o->data, o->data);
   double dw = 0;
-  for (size_t i = 0; i < (size_t)C * H * W; i++) dw = fmax(dw, fabs(o->data[i] - pw[i]));
+  for (size_t i = 0; i < (size_t)C * H * W; i++)
+    dw = fmax(dw, fabs(o->data[i] - pw[i]));
   SD_EXPECT_MSG(dw < 1e-6, "whole-frame tiler vs forward: %g", dw);
   /* away from tile borders: every tile that covers the pixel with weight > 0 sees it at
    * least `margin` pixels from each of its edges that lie inside the frame */
@@ -173,8 +192,10 @@ static void test_tiled_equals_whole(void) {
       for (int i = 0; i < tt.ny; i++)
         for (int j = 0; j < tt.nx; j++) {
           int y0 = tt.py[i], x0 = tt.px[j];
-          if (y < y0 || y >= y0 + 128 || x < x0 || x >= x0 + 128) continue;
-          if (tt.wy[i * 128 + y - y0] * tt.wx[j * 128 + x - x0] <= 0) continue;
+          if (y < y0 || y >= y0 + 128 || x < x0 || x >= x0 + 128)
+            continue;
+          if (tt.wy[i * 128 + y - y0] * tt.wx[j * 128 + x - x0] <= 0)
+            continue;
           if ((y0 > 0 && y - y0 < margin) || (y0 + 128 < H && y0 + 128 - y <= margin) ||
               (x0 > 0 && x - x0 < margin) || (x0 + 128 < W && x0 + 128 - x <= margin))
             far = 0;
@@ -184,25 +205,31 @@ static void test_tiled_equals_whole(void) {
         size_t q = ((size_t)c * H + y) * W + x;
         double d = fabs(pw[q] - pt[q]);
         anywhere = fmax(anywhere, d);
-        if (far) interior = fmax(interior, d);
+        if (far)
+          interior = fmax(interior, d);
         s += pt[q];
       }
       sum1 = fmax(sum1, fabs(s - 1));
       n_int += far;
     }
   SD_EXPECT_MSG(n_int > H * W / 20, "%ld interior pixels", n_int);
-  SD_EXPECT_MSG(interior < 1e-4, "tiled vs whole away from tile borders: max |dp| = %g over %ld px", interior, n_int);
+  SD_EXPECT_MSG(interior < 1e-4, "tiled vs whole away from tile borders: max |dp| = %g over %ld px",
+                interior, n_int);
   SD_EXPECT_MSG(sum1 < 1e-5, "blended probabilities sum to 1 +- %g", sum1);
-  printf("tiled vs whole: max |dp| %.3g away from tile borders (%ld px), %.3g anywhere\n", interior, n_int, anywhere);
+  printf("tiled vs whole: max |dp| %.3g away from tile borders (%ld px), %.3g anywhere\n", interior,
+         n_int, anywhere);
   /* a frame smaller than the tile is reflect-padded and runs whole */
   sd_seg_tiler ts;
   SD_EXPECT_OK(sd_seg_tiler_create(&ts, b, 100, 90, 32, 4));
   SD_EXPECT(ts.ny == 1 && ts.nx == 1 && ts.max_images == 4);
-  float *ps = malloc((size_t)2 * C * 100 * 90 * sizeof *ps), *im2 = malloc((size_t)2 * 100 * 90 * sizeof *im2);
-  for (int i = 0; i < 2 * 100 * 90; i++) im2[i] = img[i % (H * W)];
+  float *ps = malloc((size_t)2 * C * 100 * 90 * sizeof *ps),
+        *im2 = malloc((size_t)2 * 100 * 90 * sizeof *im2);
+  for (int i = 0; i < 2 * 100 * 90; i++)
+    im2[i] = img[i % (H * W)];
   SD_EXPECT_OK(sd_seg_tiler_frames(&ts, im2, 2, ps));
   int fin = 1;
-  for (int i = 0; i < 2 * C * 100 * 90; i++) fin &= isfinite(ps[i]) && ps[i] >= 0 && ps[i] <= 1;
+  for (int i = 0; i < 2 * C * 100 * 90; i++)
+    fin &= isfinite(ps[i]) && ps[i] >= 0 && ps[i] <= 1;
   SD_EXPECT(fin);
   sd_seg_tiler_destroy(&ts);
   free(ps);
