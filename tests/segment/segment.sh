@@ -106,8 +106,8 @@ echo "[$SECONDS s] 4. SIGTERM"
 # 4. SIGTERM: checkpoint + exit 75, no model
 $MPIRUN -n 2 "$SD" "${COMMON[@]}" --epochs 100000 --output "$WORK/s.h5" --checkpoint "$WORK/s.ckpt" >"$WORK/sig.log" 2>&1 &
 pid=$!
-for _ in $(seq 1 60); do grep -q "train: U-Net" "$WORK/sig.log" && break; sleep 1; done
-sleep 1
+# wait for the first checkpoint (training runs, the signal handlers are in place), not a time
+for _ in $(seq 1 240); do [ -f "$WORK/s.ckpt" ] && break; sleep 0.5; done
 pkill -TERM -P $pid
 wait $pid; rc=$?
 [ $rc = 75 ] && ok || fail "exit code after SIGTERM: $rc ($(tail -3 "$WORK/sig.log"))"

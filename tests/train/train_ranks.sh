@@ -40,7 +40,9 @@ h5diff "$WORK/m2.h5" "$WORK/r.h5" /buffers /buffers >/dev/null && ok || fail "re
 # SIGTERM mid-training: checkpoint + exit 75
 $MPIRUN -n 2 "$SD" "${COMMON[@]}" --epochs 100000 --output "$WORK/s.h5" --checkpoint "$WORK/s.ckpt" >"$WORK/sig.log" 2>&1 &
 pid=$!
-sleep 4
+# wait until training runs (signal handlers are installed before the first step), not a fixed
+# time: on a loaded machine start-up can take longer than any sleep
+for _ in $(seq 240); do [ -f "$WORK/s.ckpt" ] && break; sleep 0.5; done
 # as Slurm's --signal does: the signal goes to the ranks themselves
 pkill -TERM -P $pid
 wait $pid; rc=$?
