@@ -41,6 +41,10 @@ SD="$SD_BUILD_DIR/stemdefect"
 mkdir -p "$out"
 sd_log "stemdefect $("$SD" --version | cut -d' ' -f2-) - run directory $out, $ranks rank(s)"
 cd "$SD_ROOT"
+# the cores are shared out between the ranks: OpenBLAS threads beyond that only contend (on a
+# busy 2-core machine 2 threads per rank ran many times slower than 1); override to experiment
+threads=$(( $(nproc) / ranks )); [ "$threads" -ge 1 ] || threads=1
+export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-$threads} OMP_NUM_THREADS=${OMP_NUM_THREADS:-$threads}
 mpirun -n "$ranks" "$SD" run --config "$config" --dir "$out" "${extra[@]}"
 sd_log "done: the report is $out/report.html"
 echo "$out/report.html"
