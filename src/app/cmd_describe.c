@@ -196,6 +196,7 @@ static sd_status describe_run(sd_app *app) {
     if (st == SD_OK) st = sd_stack_read(stack, f, c, img, labels, NULL);
     if (st == SD_OK && rd >= 0) st = sd_par_agree(app->comm, sd_h5_rows_read(rd, dxpl, f, c, H5T_NATIVE_FLOAT, res));
     sd_profile_phase_end(SD_PHASE_IO, t);
+    sd_profile_add_bytes(SD_PHASE_IO, c * (int64_t)hw * (int64_t)sizeof(float) * (C + 1 + (res ? 1 : 0)));
     if (st != SD_OK) goto done;
     t = sd_profile_phase_begin();
     sd_status lst = SD_OK;
@@ -314,6 +315,7 @@ static sd_status describe_run(sd_app *app) {
     if (st == SD_OK) st = cst;
   }
   sd_profile_phase_end(SD_PHASE_IO, t);
+  sd_profile_add_bytes(SD_PHASE_IO, rb.n * (int64_t)(D * 4 + 8 + 4 + 16 + 4));
   if (st == SD_OK)
     sd_log_info("describe: %lld rows x %d descriptors from %lld images written to %s", (long long)M,
                 D, (long long)N, out);

@@ -178,6 +178,38 @@ static void *h5all(hid_t f, const char *name, hid_t mtype, size_t esize, int64_t
   return buf;
 }
 
+/* Shape of a dataset (up to 4 dims); returns its rank, or -1. */
+static int h5dims(hid_t f, const char *name, int64_t *dims) {
+  if (f < 0 || H5Lexists(f, name, H5P_DEFAULT) <= 0) {
+    H5Eclear2(H5E_DEFAULT);
+    return -1;
+  }
+  hid_t d = H5Dopen2(f, name, H5P_DEFAULT), s = d >= 0 ? H5Dget_space(d) : -1;
+  hsize_t dd[8];
+  int r = s >= 0 ? H5Sget_simple_extent_ndims(s) : -1;
+  if (r < 0 || r > 4 || H5Sget_simple_extent_dims(s, dd, NULL) < 0) r = -1;
+  for (int i = 0; i < r; i++) dims[i] = (int64_t)dd[i];
+  if (s >= 0) H5Sclose(s);
+  if (d >= 0) H5Dclose(d);
+  H5Eclear2(H5E_DEFAULT);
+  return r;
+}
+
+/* Image i of /images [N,H,W] into buf (H*W floats): one hyperslab, so the report never holds
+ * the stack in memory. Returns 1 on success. */
+static int h5image(hid_t f, int64_t i, int H, int W, float *buf) {
+  hid_t d = H5Dopen2(f, "/images", H5P_DEFAULT), s = d >= 0 ? H5Dget_space(d) : -1;
+  hsize_t start[3] = {(hsize_t)i, 0, 0}, count[3] = {1, (hsize_t)H, (hsize_t)W};
+  hid_t m = H5Screate_simple(3, count, NULL);
+  int ok = s >= 0 && m >= 0 && H5Sselect_hyperslab(s, H5S_SELECT_SET, start, NULL, count, NULL) >= 0 &&
+           H5Dread(d, H5T_NATIVE_FLOAT, m, s, H5P_DEFAULT, buf) >= 0;
+  if (m >= 0) H5Sclose(m);
+  if (s >= 0) H5Sclose(s);
+  if (d >= 0) H5Dclose(d);
+  H5Eclear2(H5E_DEFAULT);
+  return ok;
+}
+
 static double h5attr_num(hid_t loc, const char *name) {
   if (loc < 0 || H5Aexists(loc, name) <= 0) {
     H5Eclear2(H5E_DEFAULT);
@@ -273,9 +305,9 @@ static void section_dataset(page *pg, int64_t *n_out) {
     missing(pg, "The image stack", "data");
     return;
   }
-  int64_t n = 0, dims[4] = {0}, nl = 0;
-  int nd = 0;
-  float *img = h5all(f, "/images", H5T_NATIVE_FLOAT, sizeof(float), &n, dims, &nd);
+  int64_t dims[4] = {0}, nl = 0;
+  int nd = h5dims(f, "/images", dims);
+  float *img = nd == 3 ? malloc((size_t)dims[1] * (size_t)dims[2] * sizeof *img) : NULL;
   int32_t *lab = h5all(f, "/labels", H5T_NATIVE_INT32, sizeof(int32_t), &nl, NULL, NULL);
   char **names = NULL;
   int C = h5class_names(f, "/labels", &names);
@@ -313,7 +345,8 @@ static void section_dataset(page *pg, int64_t *n_out) {
       int k = 0;
       for (int64_t i = 0; i < N && k < per; i++) {
         if (lab[i] != c) continue;
-        paint_image(cr, img + (size_t)i * H * W, H, W, 0, 0, H, W, left + k * cell, c * cell + 4, scale);
+        if (!h5image(f, i, H, W, img)) break;
+        paint_image(cr, img, H, W, 0, 0, H, W, left + k * cell, c * cell + 4, scale);
         k++;
       }
     }
@@ -502,9 +535,9 @@ static void section_clusters(page *pg) {
     /* images for the examples */
     path_of(pg, "stack.h5", p);
     hid_t sf = h5open(p);
-    int64_t nim = 0, idims[4] = {0};
-    int ind = 0;
-    float *ims = h5all(sf, "/images", H5T_NATIVE_FLOAT, 4, &nim, idims, &ind);
+    int64_t idims[4] = {0};
+    int ind = h5dims(sf, "/images", idims);
+    float *ims = ind == 3 ? malloc((size_t)idims[1] * (size_t)idims[2] * sizeof *ims) : NULL;
     fputs("<table class=\"wide\"><tr><th>cluster</th><th>rows</th><th>most common true class</th>", pg->f);
     for (int s = 0; s < 6; s++)
       if (col[s] >= 0) fprintf(pg->f, "<th>mean %s</th>", show[s]);
@@ -560,7 +593,8 @@ static void section_clusters(page *pg) {
           if (sx < 0) sx = 0;
           if (sy + side > H) sy = H - side;
           if (sx + side > W) sx = W - side;
-          paint_image(cr, ims + (size_t)im * H * W, H, W, sy, sx, sy + side, sx + side,
+          if (!h5image(sf, im, H, W, ims)) break;
+          paint_image(cr, ims, H, W, sy, sx, sy + side, sx + side,
                       e * (cell + 4), 0, (double)cell / side);
           e++;
         }
