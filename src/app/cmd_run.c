@@ -58,8 +58,10 @@ typedef struct run_stage {
   const char *sections;      /* config sections that define its result */
   const char *inputs;        /* stages it reads from, comma separated ("" = none) */
   const char *outputs;       /* files it writes in the run directory, comma separated */
-  sd_status (*configure)(run_ctx *r);             /* sets the path keys of its commands */
-  sd_status (*execute)(run_ctx *r, int resume);   /* runs it */
+  const char *paths;         /* "key=file,..." set before the stage (files in the run directory) */
+  const sd_command *cmd;     /* the command it runs, when execute is NULL */
+  sd_status (*configure)(run_ctx *r);             /* more settings, or NULL */
+  sd_status (*execute)(run_ctx *r, int resume);   /* runs it, or NULL: cmd */
   const char *checkpoint;    /* file whose presence (without the outputs) means: resume */
 } run_stage;
 
@@ -189,9 +191,6 @@ static void stack_facts(run_ctx *r, int64_t *n, int *has_masks) {
 }
 
 static sd_status pseudolabel_configure(run_ctx *r) {
-  SD_CHECK(set_path(r, "pseudolabel.data", "stack.h5"));
-  SD_CHECK(set_path(r, "pseudolabel.output", "pseudo.h5"));
-  SD_CHECK(set_path(r, "pseudolabel.preview", "figures/pseudolabel_preview.png"));
   int64_t n;
   int masks;
   stack_facts(r, &n, &masks);
@@ -199,17 +198,9 @@ static sd_status pseudolabel_configure(run_ctx *r) {
   if (masks) return set_path(r, "pseudolabel.evaluate", "pseudo_metrics.json");
   return set_key(r, "pseudolabel.evaluate", "");
 }
-static sd_status pseudolabel_execute(run_ctx *r, int resume) {
-  (void)resume;
-  return run_command(r, &sd_cmd_pseudolabel);
-}
 
 static sd_status segmenter_configure(run_ctx *r) {
   SD_CHECK(set_key(r, "train.task", "segment"));
-  SD_CHECK(set_path(r, "segmenter.data", "stack.h5"));
-  SD_CHECK(set_path(r, "segmenter.labels", "pseudo.h5"));
-  SD_CHECK(set_path(r, "segmenter.output", "unet.h5"));
-  SD_CHECK(set_path(r, "segmenter.checkpoint", "unet.h5.ckpt"));
   return set_key(r, "segmenter.resume", "false");
 }
 static sd_status segmenter_execute(run_ctx *r, int resume) {
@@ -233,11 +224,9 @@ static sd_status segmenter_execute(run_ctx *r, int resume) {
   return st;
 }
 
+static sd_status report_configure(run_ctx *r) { return set_key(r, "report.run", r->dir); }
+
 static sd_status segment_configure(run_ctx *r) {
-  SD_CHECK(set_path(r, "segment.model", "unet.h5"));
-  SD_CHECK(set_path(r, "segment.data", "stack.h5"));
-  SD_CHECK(set_path(r, "segment.output", "heatmaps.h5"));
-  SD_CHECK(set_path(r, "segment.overlay", "overlays"));
   /* overlays of 6 images spread over the stack */
   int64_t n;
   int masks;
@@ -258,61 +247,34 @@ static sd_status segment_execute(run_ctx *r, int resume) {
   return run_command(r, &sd_cmd_segment);
 }
 
-static sd_status describe_configure(run_ctx *r) {
-  SD_CHECK(set_path(r, "describe.heatmaps", "heatmaps.h5"));
-  SD_CHECK(set_path(r, "describe.data", "stack.h5"));
-  SD_CHECK(set_path(r, "describe.residual", "pseudo.h5"));
-  return set_path(r, "describe.output", "descriptors.h5");
-}
-static sd_status describe_execute(run_ctx *r, int resume) {
-  (void)resume;
-  return run_command(r, &sd_cmd_describe);
-}
-
-static sd_status cluster_configure(run_ctx *r) {
-  SD_CHECK(set_path(r, "cluster.descriptors", "descriptors.h5"));
-  SD_CHECK(set_path(r, "cluster.output", "clusters.h5"));
-  return set_path(r, "cluster.figures", "figures/cluster-");
-}
-static sd_status cluster_execute(run_ctx *r, int resume) {
-  (void)resume;
-  return run_command(r, &sd_cmd_cluster);
-}
-
-static sd_status embed_configure(run_ctx *r) {
-  SD_CHECK(set_path(r, "embed.input", "clusters.h5"));
-  SD_CHECK(set_path(r, "embed.output", "embedding.h5"));
-  return set_path(r, "embed.figure", "figures/tsne.png");
-}
-static sd_status embed_execute(run_ctx *r, int resume) {
-  (void)resume;
-  return run_command(r, &sd_cmd_embed);
-}
-
-static sd_status report_configure(run_ctx *r) {
-  SD_CHECK(set_key(r, "report.run", r->dir));
-  return set_path(r, "report.output", "report.html");
-}
-static sd_status report_execute(run_ctx *r, int resume) {
-  (void)resume;
-  return run_command(r, &sd_cmd_report);
-}
-
 static const run_stage stages[] = {
-    {"data", "import,simulate", "", "stack.h5", data_configure, data_execute, NULL},
+    {"data", "import,simulate", "", "stack.h5", "", NULL, data_configure, data_execute, NULL},
     {"classify", "train,classifier,simulate", "data",
-     "classifier.h5,classifier_metrics.json,classifier_predictions.h5", classify_configure,
-     classify_execute, "classifier.h5.ckpt"},
-    {"pseudolabel", "pseudolabel", "data", "pseudo.h5", pseudolabel_configure, pseudolabel_execute, NULL},
+     "classifier.h5,classifier_metrics.json,classifier_predictions.h5", "", NULL,
+     classify_configure, classify_execute, "classifier.h5.ckpt"},
+    {"pseudolabel", "pseudolabel", "data", "pseudo.h5",
+     "pseudolabel.data=stack.h5,pseudolabel.output=pseudo.h5,"
+     "pseudolabel.preview=figures/pseudolabel_preview.png",
+     &sd_cmd_pseudolabel, pseudolabel_configure, NULL, NULL},
     {"segmenter", "train,segmenter,segment", "data,pseudolabel", "unet.h5,unet_metrics.json",
-     segmenter_configure, segmenter_execute, "unet.h5.ckpt"},
-    {"segment", "segment", "data,segmenter", "heatmaps.h5", segment_configure, segment_execute, NULL},
-    {"describe", "describe", "data,segment,pseudolabel", "descriptors.h5", describe_configure,
-     describe_execute, NULL},
-    {"cluster", "cluster", "describe", "clusters.h5", cluster_configure, cluster_execute, NULL},
-    {"embed", "embed", "cluster", "embedding.h5", embed_configure, embed_execute, NULL},
+     "segmenter.data=stack.h5,segmenter.labels=pseudo.h5,segmenter.output=unet.h5,"
+     "segmenter.checkpoint=unet.h5.ckpt",
+     NULL, segmenter_configure, segmenter_execute, "unet.h5.ckpt"},
+    {"segment", "segment", "data,segmenter", "heatmaps.h5",
+     "segment.model=unet.h5,segment.data=stack.h5,segment.output=heatmaps.h5,segment.overlay=overlays",
+     NULL, segment_configure, segment_execute, NULL},
+    {"describe", "describe", "data,segment,pseudolabel", "descriptors.h5",
+     "describe.heatmaps=heatmaps.h5,describe.data=stack.h5,describe.residual=pseudo.h5,"
+     "describe.output=descriptors.h5",
+     &sd_cmd_describe, NULL, NULL, NULL},
+    {"cluster", "cluster", "describe", "clusters.h5",
+     "cluster.descriptors=descriptors.h5,cluster.output=clusters.h5,cluster.figures=figures/cluster-",
+     &sd_cmd_cluster, NULL, NULL, NULL},
+    {"embed", "embed", "cluster", "embedding.h5",
+     "embed.input=clusters.h5,embed.output=embedding.h5,embed.figure=figures/tsne.png",
+     &sd_cmd_embed, NULL, NULL, NULL},
     {"report", "report", "data,classify,pseudolabel,segmenter,segment,describe,cluster,embed",
-     "report.html", report_configure, report_execute, NULL},
+     "report.html", "report.output=report.html", &sd_cmd_report, report_configure, NULL, NULL},
 };
 #define NUM_STAGES ((int)(sizeof stages / sizeof stages[0]))
 
@@ -340,6 +302,23 @@ static void stage_names(char *buf, size_t cap) {
   buf[0] = 0;
   for (int i = 0; i < NUM_STAGES && len < cap; i++)
     len += (size_t)snprintf(buf + len, cap - len, "%s%s", i ? ", " : "", stages[i].name);
+}
+
+/* Sets the stage's "key=file" paths, then its own settings. */
+static sd_status stage_configure(run_ctx *r, const run_stage *s) {
+  char spec[1024];
+  snprintf(spec, sizeof spec, "%s", s->paths);
+  for (char *save = NULL, *tok = strtok_r(spec, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    char *eq = strchr(tok, '=');
+    if (!eq) return SD_ERROR(SD_ERR_INTERNAL, "stage %s: bad path spec '%s'", s->name, tok);
+    *eq = 0;
+    SD_CHECK(set_path(r, tok, eq + 1));
+  }
+  return s->configure ? s->configure(r) : SD_OK;
+}
+
+static sd_status stage_execute(run_ctx *r, const run_stage *s, int resume) {
+  return s->execute ? s->execute(r, resume) : run_command(r, s->cmd);
 }
 
 /* ---- fingerprints and state ------------------------------------------------------------- */
@@ -378,6 +357,16 @@ static uint64_t stage_fingerprint(run_ctx *r, int i) {
   return h;
 }
 
+/* 1 when the state file at path starts with "fingerprint <fp>". */
+static int fingerprint_file_is(const char *path, uint64_t fp) {
+  FILE *f = fopen(path, "r");
+  if (!f) return 0;
+  unsigned long long stored = 0;
+  int ok = fscanf(f, "fingerprint %llx", &stored) == 1;
+  fclose(f);
+  return ok && stored == fp;
+}
+
 /* 1 when every output of stage i exists and the stored fingerprint equals fp (rank 0). */
 static int stage_current(const run_ctx *r, int i, uint64_t fp) {
   char outs[512], p[RUN_PATH_MAX + 64];
@@ -386,12 +375,7 @@ static int stage_current(const run_ctx *r, int i, uint64_t fp) {
     if (path_in(r, tok, p, sizeof p) != SD_OK || access(p, R_OK) != 0) return 0;
   }
   snprintf(p, sizeof p, "%s/.state/%s", r->dir, stages[i].name);
-  FILE *f = fopen(p, "r");
-  if (!f) return 0;
-  unsigned long long stored = 0;
-  int ok = fscanf(f, "fingerprint %llx", &stored) == 1;
-  fclose(f);
-  return ok && stored == fp;
+  return fingerprint_file_is(p, fp);
 }
 
 /* 1 when stage i was started with fingerprint fp (<dir>/.state/<stage>.started), did not
@@ -402,12 +386,7 @@ static int stage_resumable(const run_ctx *r, int i, uint64_t fp) {
   char p[RUN_PATH_MAX + 64];
   if (path_in(r, stages[i].checkpoint, p, sizeof p) != SD_OK || access(p, R_OK) != 0) return 0;
   snprintf(p, sizeof p, "%s/.state/%s.started", r->dir, stages[i].name);
-  FILE *f = fopen(p, "r");
-  if (!f) return 0;
-  unsigned long long stored = 0;
-  int ok = fscanf(f, "fingerprint %llx", &stored) == 1;
-  fclose(f);
-  return ok && stored == fp;
+  return fingerprint_file_is(p, fp);
 }
 
 /* Rank 0 records that stage i starts with fingerprint fp. */
@@ -518,7 +497,7 @@ static sd_status run_run(sd_app *app) {
   int ran = 0, skipped = 0;
   for (int i = 0; i < NUM_STAGES; i++) {
     const run_stage *s = &stages[i];
-    SD_CHECK(s->configure(&r));
+    SD_CHECK(stage_configure(&r, s));
     r.fp[i] = stage_fingerprint(&r, i);
     /* rank 0 decides: 0 = skip, 1 = run, 2 = run resuming from a checkpoint, 3 = missing input */
     int decision = 0;
@@ -552,7 +531,7 @@ static sd_status run_run(sd_app *app) {
     SD_CHECK(sd_par_agree(app->comm, st));
     sd_profile_reset();
     double t0 = MPI_Wtime();
-    st = s->execute(&r, decision == 2);
+    st = stage_execute(&r, s, decision == 2);
     double secs = MPI_Wtime() - t0;
     if (st != SD_OK) {
       char msg[2048];
