@@ -1,34 +1,36 @@
 #!/usr/bin/env bash
 # jobs/run-local.sh - the main job on this machine: install what is missing, build, then run
-# the pipeline with mpirun.
+# the whole study with `stemdefect run` under mpirun, and print where the report is.
 #
-#   jobs/run-local.sh [--config FILE] [--ranks N] [--data DIR] [--out DIR]
+#   jobs/run-local.sh [--config FILE] [--ranks N] [--out DIR] [--force] [-- stemdefect options]
 #
-# --config  study configuration (default config/demo.yaml: simulated CdTe)
-# --ranks   MPI ranks (default 2)
-# --data    also import a folder of real images, e.g. ../shared/data/stem-real/CdTe
+# --config  study configuration (default config/demo.yaml: simulated CdTe, minutes on 2 cores)
+# --ranks   MPI ranks (default 2; more than the cores are oversubscribed)
 # --out     run directory (default runs/<config name>)
-# Stages so far: simulate the dataset (+ preview montage), train and evaluate the defect
-# classifier on it, import the real folder if given, and print a summary of each stack.
+# --force   re-run every stage even when its outputs are up to date
+# Anything after -- goes to `stemdefect run` (e.g. -- --set classifier.epochs=4). Running the
+# same command again resumes at the first stage that is missing or out of date.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/setup.sh"
 
 config="$SD_ROOT/config/demo.yaml"
 ranks=2
-data=""
 out=""
+extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --config) config="$2"; shift ;;
     --ranks) ranks="$2"; shift ;;
-    --data) data="$2"; shift ;;
     --out) out="$2"; shift ;;
+    --force) extra+=(--force) ;;
+    --) shift; extra+=("$@"); break ;;
     -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "jobs/run-local.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
 [ -f "$config" ] || { echo "jobs/run-local.sh: no such config file: $config" >&2; exit 2; }
+case "$ranks" in ''|*[!0-9]*|0) echo "jobs/run-local.sh: --ranks needs a positive number, got '$ranks'" >&2; exit 2 ;; esac
 config=$(cd "$(dirname "$config")" && pwd)/$(basename "$config")
 name=$(basename "$config" .yaml)
 out=${out:-$SD_ROOT/runs/$name}
@@ -37,20 +39,8 @@ sd_setup_packages $SD_BUILD_PACKAGES
 sd_setup_build
 SD="$SD_BUILD_DIR/stemdefect"
 mkdir -p "$out"
-run() { sd_log "mpirun -n $ranks stemdefect $*"; mpirun -n "$ranks" "$SD" "$@"; }
-
-sd_log "stemdefect $("$SD" --version | cut -d' ' -f2-) - run directory $out"
-run simulate --config "$config" --output "$out/sim.h5" --preview "$out/sim_preview.png" \
-  --profile "$out/profile_simulate.json"
-"$SD" info "$out/sim.h5"
-run train --task classify --config "$config" --data "$out/sim.h5" --output "$out/classifier.h5" \
-  --profile "$out/profile_train.json"
-run evaluate --config "$config" --model "$out/classifier.h5" --data "$out/sim.h5" \
-  --output "$out/classifier_metrics.json"
-if [ -n "$data" ]; then
-  run import --config "$config" --input "$data" --output "$out/real.h5" \
-    --profile "$out/profile_import.json"
-  "$SD" info "$out/real.h5"
-fi
-sd_log "done: stacks and previews are in $out"
-ls -l "$out"
+sd_log "stemdefect $("$SD" --version | cut -d' ' -f2-) - run directory $out, $ranks rank(s)"
+cd "$SD_ROOT"
+mpirun -n "$ranks" "$SD" run --config "$config" --dir "$out" "${extra[@]}"
+sd_log "done: the report is $out/report.html"
+echo "$out/report.html"

@@ -16,8 +16,8 @@
  *     x axis in radians, -pi/2..pi/2, y down), solidity (area / area of the convex hull of the
  *     pixel squares), hu1..hu7 (Hu's invariant moments as sign(h) log10(1 + |h| 1e6)),
  *     res_mean, res_std, res_skew, res_kurt (excess kurtosis) of the residual against the bulk
- *     lattice inside the region, res_absmax, distortion (mean local lattice displacement inside
- *     the region, pixels; 0 when no displacement map is given)
+ *     lattice inside the region, res_absmax, distortion (mean local lattice displacement |shift| of
+ *     the registered bulk lattice inside the region, pixels; 0 when no displacement map is given)
  *   image columns: mass_<class> (mean probability of each channel, C columns),
  *     regions_<class> (number of regions of each defect channel, C - 1 columns), img_skew,
  *     img_kurt, img_grad (mean gradient magnitude of the normalised image), img_tail (fraction

@@ -47,4 +47,10 @@ sd_status sd_par_bcast_string(MPI_Comm comm, char **s, int root); /* *s malloc'd
 /* Exclusive prefix sum of a per-rank count (0 on rank 0) and the total. */
 sd_status sd_par_exscan_i64(MPI_Comm comm, int64_t local, int64_t *offset, int64_t *total);
 
+/* Collective (cluster module): sends send_bytes of send to rank + 1 and receives at most
+ * recv_cap bytes from rank - 1 (cyclically) into recv; *recv_bytes is what arrived. At one
+ * rank it copies to itself. Messages are limited to 2 GiB. */
+sd_status sd_par_ring_shift(MPI_Comm comm, const void *send, int64_t send_bytes, void *recv,
+                            int64_t recv_cap, int64_t *recv_bytes);
+
 #endif

@@ -63,8 +63,12 @@ typedef struct sd_train_opts {
   double warmup_epochs;
   float min_lr_factor;    /* cosine floor as a fraction of lr */
   float label_smoothing;
-  int balanced_weights;   /* class weights ~ 1 / frequency (training set) */
+  int balanced_weights;   /* class weights ~ 1 / frequency (training set); segmentation:
+                             sqrt(1 / pixel frequency of the mask classes) */
   float dice_weight;      /* segmentation: loss = CE + dice_weight * Dice */
+  float mosaic_prob;      /* segmentation: probability that a sample is replaced by a 2x2
+                             mosaic of defect-centred half-size windows of 4 shard samples
+                             (of different classes where possible; sd_seg_mosaic) */
   int patience;           /* early stopping (epochs, 0 = off); restores the best weights */
   int augment;
   sd_augment_params aug;

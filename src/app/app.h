@@ -55,6 +55,11 @@ extern const sd_command sd_cmd_predict;
 extern const sd_command sd_cmd_describe;
 extern const sd_command sd_cmd_report;
 extern const sd_command sd_cmd_run;
+extern const sd_command sd_cmd_scaling;
+extern const sd_command sd_cmd_cluster;
+extern const sd_command sd_cmd_embed; /* Barnes-Hut t-SNE (embed branch) */
+extern const sd_command sd_cmd_segment;
+extern const sd_command sd_cmd_pseudolabel;
 
 struct sd_sim_params;
 /* Simulator parameters from the simulate section (errors name the simulate.* key). */

@@ -11,9 +11,10 @@
 #include "stemdefect/profile.h"
 #include "stemdefect/version.h"
 
-static const sd_command *const commands[] = {&sd_cmd_import,   &sd_cmd_simulate, &sd_cmd_info,
-                                             &sd_cmd_train,    &sd_cmd_evaluate, &sd_cmd_predict,
-                                             &sd_cmd_describe, &sd_cmd_report, &sd_cmd_run, NULL};
+static const sd_command *const commands[] = {
+    &sd_cmd_import,      &sd_cmd_simulate, &sd_cmd_info,     &sd_cmd_train,   &sd_cmd_evaluate,
+    &sd_cmd_predict,     &sd_cmd_pseudolabel, &sd_cmd_segment, &sd_cmd_describe, &sd_cmd_cluster,
+    &sd_cmd_embed,       &sd_cmd_report,   &sd_cmd_run,      &sd_cmd_scaling, NULL};
 
 static const sd_cli_option common_options[] = {
     {"--config", NULL, "FILE", "read options from a YAML study file (command-line options win)", 0},

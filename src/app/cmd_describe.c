@@ -2,7 +2,8 @@
  *
  * Ranks take contiguous blocks of images (sd_shard_range) and read, batch by batch and
  * collectively, their heatmaps [b,C,H,W], images (parallel HDF5 stack) and, when given, the
- * residual against the bulk lattice (/deviation of a pseudo-label file). Rows (one per region,
+ * residual against the bulk lattice (/deviation of a pseudo-label file, or computed here from each
+ * image's own lattice, which also gives the local lattice displacement). Rows (one per region,
  * or one per image without regions; see features.h) are written into one descriptors.h5 at
  * global offsets from an exclusive scan of the per-rank row counts, so the file is the same at
  * any rank count:
@@ -21,6 +22,7 @@
 #include "stemdefect/features.h"
 #include "stemdefect/h5util.h"
 #include "stemdefect/image.h"
+#include "stemdefect/lattice.h"
 #include "stemdefect/log.h"
 #include "stemdefect/par.h"
 #include "stemdefect/profile.h"
@@ -112,6 +114,9 @@ static sd_status describe_run(sd_app *app) {
   char **names = NULL;
   char *colnames = NULL;
   float *heat = NULL, *img = NULL, *res = NULL, *scratch = NULL, *rows = NULL;
+  float *dev = NULL, *dist = NULL;
+  sd_deviation_ws *ws = NULL;
+  int64_t no_lattice = 0;
   int32_t *labels = NULL, *chan = NULL, *box = NULL;
   rowbuf rb;
   memset(&rb, 0, sizeof rb);
@@ -142,8 +147,6 @@ static sd_status describe_run(sd_app *app) {
     if (rnd != 3 || rdims[0] != N || rdims[1] != H || rdims[2] != W)
       SD_CHECK_GOTO(st, SD_ERROR(SD_ERR_ARG, "%s: /deviation must be [%lld,%d,%d] like the images of %s",
                                  rpath, (long long)N, H, W, dpath), done);
-  } else {
-    sd_log_warn("describe: no --residual (pseudo-label file with /deviation): the residual columns are 0");
   }
   SD_CHECK_GOTO(st, sd_h5_dxpl_collective(&dxpl), done);
   sd_profile_phase_end(SD_PHASE_IO, t);
@@ -158,11 +161,20 @@ static sd_status describe_run(sd_app *app) {
   img = sd_malloc((size_t)batch * hw, sizeof *img, "image batch");
   res = *rpath ? sd_malloc((size_t)batch * hw, sizeof *res, "residual batch") : NULL;
   scratch = sd_malloc(hw, sizeof *scratch, "scratch");
+  dev = sd_malloc(hw, sizeof *dev, "deviation");
+  dist = sd_malloc(hw, sizeof *dist, "distortion");
+  sd_deviation_params dparams;
+  sd_deviation_params_default(&dparams);
+  sd_lattice_params lparams;
+  sd_lattice_params_default(&lparams);
+  if (dev && dist && H >= 8 && W >= 8) st = sd_deviation_ws_create(H, W, &dparams, &ws);
+  if (st != SD_OK) goto done;
   labels = sd_malloc((size_t)batch, sizeof *labels, "labels");
   rows = sd_malloc((size_t)cap * D, sizeof *rows, "rows");
   chan = sd_malloc((size_t)cap, sizeof *chan, "channels");
   box = sd_malloc((size_t)cap * 4, sizeof *box, "boxes");
-  st = (heat && img && (res || !*rpath) && scratch && labels && rows && chan && box) ? SD_OK : SD_ERR_NOMEM;
+  st = (heat && img && (res || !*rpath) && scratch && dev && dist && labels && rows && chan && box) ? SD_OK
+                                                                                        : SD_ERR_NOMEM;
   SD_CHECK_GOTO(st, sd_par_agree(app->comm, st), done);
 
   /* every rank makes the same number of collective reads */
@@ -190,7 +202,20 @@ static sd_status describe_run(sd_app *app) {
     for (int64_t i = 0; i < c && lst == SD_OK; i++) {
       float *im = img + (size_t)i * hw;
       lst = sd_normalize_robust(im, hw, scratch);
-      sd_feat_image fi = {C, H, W, heat + (size_t)i * C * hw, im, res ? res + (size_t)i * hw : NULL, NULL};
+      /* the bulk lattice of this image: its deviation (when no residual file is given) and the
+       * local lattice displacement |shift| (distortion) */
+      const float *resid = res ? res + (size_t)i * hw : NULL, *distortion = NULL;
+      sd_lattice lat;
+      if (lst == SD_OK && ws && sd_lattice_estimate(im, H, W, &lparams, &lat) == SD_OK &&
+          sd_lattice_deviation(ws, im, &lat, dev) == SD_OK) {
+        for (size_t q = 0; q < hw; q++) dist[q] = hypotf(ws->shift[2 * q], ws->shift[2 * q + 1]);
+        distortion = dist;
+        if (!resid) resid = dev;
+      } else if (lst == SD_OK) {
+        sd_error_clear();
+        no_lattice++;
+      }
+      sd_feat_image fi = {C, H, W, heat + (size_t)i * C * hw, im, resid, distortion};
       int nr = 0;
       if (lst == SD_OK) lst = sd_feat_describe_image(&fi, &opts, rows, chan, box, cap, &nr);
       if (lst == SD_ERR_ARG && nr > cap) {
@@ -224,6 +249,14 @@ static sd_status describe_run(sd_app *app) {
     sd_progress_update(&prog, tot[0]);
   }
   sd_progress_end(&prog);
+  {
+    int64_t nl[1] = {no_lattice};
+    SD_CHECK_GOTO(st, sd_par_allreduce_sum_i64(app->comm, nl, 1), done);
+    if (nl[0] > 0)
+      sd_log_warn("describe: %lld of %lld images show no lattice (no two Fourier peaks): their "
+                  "distortion columns%s are 0", (long long)nl[0], (long long)N,
+                  *rpath ? "" : " and residual columns");
+  }
 
   /* the output: offsets by exclusive scan */
   int64_t off = 0, M = 0;
@@ -268,7 +301,9 @@ static sd_status describe_run(sd_app *app) {
     st = sd_h5_attr_write_string(o.file, "threshold", thr);
     if (st == SD_OK) st = sd_h5_attr_write_int(o.file, "min_area", opts.min_area);
     if (st == SD_OK) st = sd_h5_attr_write_string(o.file, "heatmaps", hpath);
-    if (st == SD_OK) st = sd_h5_attr_write_string(o.file, "residual", *rpath ? rpath : "none");
+    if (st == SD_OK)
+      st = sd_h5_attr_write_string(o.file, "residual",
+                                   *rpath ? rpath : "computed: deviation from each image's own bulk lattice");
     if (st == SD_OK) st = sd_h5_attr_write_string(o.file, "format", "stemdefect-descriptors");
     if (st == SD_OK) st = sd_h5_write_provenance(o.file, &app->prov, app->size);
     st = sd_par_agree(app->comm, st);
@@ -298,6 +333,9 @@ done:
   free(img);
   free(res);
   free(scratch);
+  free(dev);
+  free(dist);
+  sd_deviation_ws_destroy(&ws);
   free(labels);
   free(rows);
   free(chan);

@@ -10,6 +10,7 @@
 
 #include "classify_common.h"
 #include "stemdefect/augment.h"
+#include "segment_app.h"
 #include "stemdefect/h5util.h"
 #include "stemdefect/log.h"
 #include "stemdefect/par.h"
@@ -167,6 +168,7 @@ static sd_status write_confusion_png(const char *path, const sd_classify_metrics
   int C = m->num_classes;
   int cell = C > 8 ? 40 : 56, left = 150, top = 70;
   int W = left + C * cell + 30, H = top + C * cell + 130;
+  if (W < 480) W = 480; /* room for the title */
   cairo_surface_t *sf = cairo_image_surface_create(CAIRO_FORMAT_RGB24, W, H);
   cairo_t *cr = cairo_create(sf);
   cairo_set_source_rgb(cr, 1, 1, 1);
@@ -229,6 +231,9 @@ static sd_status write_confusion_png(const char *path, const sd_classify_metrics
 }
 
 static sd_status evaluate_run(sd_app *app) {
+  int is_unet = 0;
+  SD_CHECK(sd_segment_model_is_unet(app->comm, sd_config_string(app->cfg, "classifier.model"), &is_unet));
+  if (is_unet) return sd_segment_evaluate_run(app);
   scored s;
   memset(&s, 0, sizeof s);
   sd_profile_stage_begin("evaluate");
@@ -387,13 +392,17 @@ static sd_status predict_run(sd_app *app) {
 
 const sd_command sd_cmd_evaluate = {
     .name = "evaluate",
-    .summary = "score a classifier on a stack: accuracy, macro-F1, per-class metrics, confusion matrix",
+    .summary = "score a classifier (accuracy, macro-F1, confusion) or a U-Net (per-class IoU) on a stack",
     .usage = "--model model.h5 --data stack.h5 [--output metrics.json] [--part test|val|train|all]",
     .description =
         "Scores the test part of the split the model was trained with (when --data is that\n"
         "stack; else all images). Writes metrics JSON (accuracy, macro-F1, per-class precision,\n"
-        "recall, F1, support, confusion matrix, class names, split kind) and <output>_confusion.png.",
-    .sections = "classifier,general",
+        "recall, F1, support, confusion matrix, class names, split kind) and <output>_confusion.png.\n"
+        "A U-Net model (train --task segment) is recognised from the file: on a stack with /masks\n"
+        "it reports per-class IoU, mean IoU (defect classes), pixel precision/recall; with image\n"
+        "labels, the fraction of non-bulk images whose class carries the most heatmap mass and the\n"
+        "false-alarm area on bulk images (segment.tile/overlap/batch set the tiling).",
+    .sections = "classifier,segment,general",
     .positional_key = NULL,
     .options = evaluate_options,
     .run = evaluate_run,

@@ -4,6 +4,12 @@
  * outputs at fixed names inside the run directory:
  *   data        import (when import.input is given) or simulate  -> stack.h5
  *   classify    train --task classify, then evaluate              -> classifier.h5, classifier_metrics.json
+ *   pseudolabel bulk-lattice pseudo-labels (IoU against /masks if any)  -> pseudo.h5 [, pseudo_metrics.json]
+ *   segmenter   train --task segment on them, then evaluate           -> unet.h5, unet_metrics.json
+ *   segment     tiled U-Net heatmaps and overlays                      -> heatmaps.h5, overlays/
+ *   describe    region descriptors                                     -> descriptors.h5
+ *   cluster     PCA, k-means over k, silhouette                        -> clusters.h5, figures/cluster-*
+ *   embed       Barnes-Hut t-SNE                                       -> embedding.h5, figures/tsne*.png
  *   report      the HTML report of everything above                 -> report.html
  * A stage whose outputs exist and whose fingerprint is current is skipped. The fingerprint
  * (FNV-1a 64) covers the stage name, the program version, the resolved configuration of the
@@ -18,6 +24,7 @@
  * broadcast, so the ranks never disagree about which collective comes next.
  */
 #include <errno.h>
+#include <hdf5.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -156,6 +163,132 @@ static sd_status classify_execute(run_ctx *r, int resume) {
   return run_command(r, &sd_cmd_predict);
 }
 
+/* Rank 0 looks into stack.h5 (serial HDF5): image count and whether it holds /masks;
+ * broadcast to all. Missing file: n = -1. */
+static void stack_facts(run_ctx *r, int64_t *n, int *has_masks) {
+  int64_t v[2] = {-1, 0};
+  if (r->app->rank == 0) {
+    char p[RUN_PATH_MAX + 64];
+    if (path_in(r, "stack.h5", p, sizeof p) == SD_OK && access(p, R_OK) == 0) {
+      hid_t f = H5Fopen(p, H5F_ACC_RDONLY, H5P_DEFAULT);
+      hid_t d = f >= 0 ? H5Dopen2(f, "/images", H5P_DEFAULT) : -1;
+      hid_t sp = d >= 0 ? H5Dget_space(d) : -1;
+      hsize_t dims[3] = {0, 0, 0};
+      if (sp >= 0 && H5Sget_simple_extent_ndims(sp) == 3 && H5Sget_simple_extent_dims(sp, dims, NULL) >= 0)
+        v[0] = (int64_t)dims[0];
+      v[1] = f >= 0 && H5Lexists(f, "/masks", H5P_DEFAULT) > 0;
+      if (sp >= 0) H5Sclose(sp);
+      if (d >= 0) H5Dclose(d);
+      if (f >= 0) H5Fclose(f);
+      H5Eclear2(H5E_DEFAULT);
+    }
+  }
+  MPI_Bcast(v, 2, MPI_INT64_T, 0, r->app->comm);
+  *n = v[0];
+  *has_masks = (int)v[1];
+}
+
+static sd_status pseudolabel_configure(run_ctx *r) {
+  SD_CHECK(set_path(r, "pseudolabel.data", "stack.h5"));
+  SD_CHECK(set_path(r, "pseudolabel.output", "pseudo.h5"));
+  SD_CHECK(set_path(r, "pseudolabel.preview", "figures/pseudolabel_preview.png"));
+  int64_t n;
+  int masks;
+  stack_facts(r, &n, &masks);
+  /* quality against the truth only where the stack has one (simulated data) */
+  if (masks) return set_path(r, "pseudolabel.evaluate", "pseudo_metrics.json");
+  return set_key(r, "pseudolabel.evaluate", "");
+}
+static sd_status pseudolabel_execute(run_ctx *r, int resume) {
+  (void)resume;
+  return run_command(r, &sd_cmd_pseudolabel);
+}
+
+static sd_status segmenter_configure(run_ctx *r) {
+  SD_CHECK(set_key(r, "train.task", "segment"));
+  SD_CHECK(set_path(r, "segmenter.data", "stack.h5"));
+  SD_CHECK(set_path(r, "segmenter.labels", "pseudo.h5"));
+  SD_CHECK(set_path(r, "segmenter.output", "unet.h5"));
+  SD_CHECK(set_path(r, "segmenter.checkpoint", "unet.h5.ckpt"));
+  return set_key(r, "segmenter.resume", "false");
+}
+static sd_status segmenter_execute(run_ctx *r, int resume) {
+  SD_CHECK(set_key(r, "segmenter.resume", resume ? "true" : "false"));
+  sd_status st = run_command(r, &sd_cmd_train);
+  SD_CHECK(set_key(r, "segmenter.resume", "false"));
+  SD_CHECK(st);
+  /* U-Net evaluate reads the evaluate keys of the classifier section: point them at the U-Net
+   * for this call, then back at the classifier */
+  char model[RUN_PATH_MAX + 64], data[RUN_PATH_MAX + 64], metrics[RUN_PATH_MAX + 64];
+  snprintf(model, sizeof model, "%s", sd_config_string(r->app->cfg, "classifier.model"));
+  snprintf(data, sizeof data, "%s", sd_config_string(r->app->cfg, "classifier.data"));
+  snprintf(metrics, sizeof metrics, "%s", sd_config_string(r->app->cfg, "classifier.metrics"));
+  SD_CHECK(set_path(r, "classifier.model", "unet.h5"));
+  SD_CHECK(set_path(r, "classifier.data", "stack.h5"));
+  SD_CHECK(set_path(r, "classifier.metrics", "unet_metrics.json"));
+  st = run_command(r, &sd_cmd_evaluate);
+  SD_CHECK(set_key(r, "classifier.model", model));
+  SD_CHECK(set_key(r, "classifier.data", data));
+  SD_CHECK(set_key(r, "classifier.metrics", metrics));
+  return st;
+}
+
+static sd_status segment_configure(run_ctx *r) {
+  SD_CHECK(set_path(r, "segment.model", "unet.h5"));
+  SD_CHECK(set_path(r, "segment.data", "stack.h5"));
+  SD_CHECK(set_path(r, "segment.output", "heatmaps.h5"));
+  SD_CHECK(set_path(r, "segment.overlay", "overlays"));
+  /* overlays of 6 images spread over the stack */
+  int64_t n;
+  int masks;
+  stack_facts(r, &n, &masks);
+  char list[256] = "";
+  size_t len = 0;
+  int k = n < 6 ? (int)(n > 0 ? n : 0) : 6;
+  for (int i = 0; i < k; i++)
+    len += (size_t)snprintf(list + len, sizeof list - len, "%s%lld", i ? "," : "",
+                            (long long)(k > 1 ? (n - 1) * i / (k - 1) : 0));
+  return set_key(r, "segment.overlay_images", list);
+}
+static sd_status segment_execute(run_ctx *r, int resume) {
+  (void)resume;
+  char p[RUN_PATH_MAX + 64];
+  SD_CHECK(path_in(r, "overlays", p, sizeof p));
+  SD_CHECK(sd_par_agree(r->app->comm, r->app->rank == 0 ? mkdir_p(p) : SD_OK));
+  return run_command(r, &sd_cmd_segment);
+}
+
+static sd_status describe_configure(run_ctx *r) {
+  SD_CHECK(set_path(r, "describe.heatmaps", "heatmaps.h5"));
+  SD_CHECK(set_path(r, "describe.data", "stack.h5"));
+  SD_CHECK(set_path(r, "describe.residual", "pseudo.h5"));
+  return set_path(r, "describe.output", "descriptors.h5");
+}
+static sd_status describe_execute(run_ctx *r, int resume) {
+  (void)resume;
+  return run_command(r, &sd_cmd_describe);
+}
+
+static sd_status cluster_configure(run_ctx *r) {
+  SD_CHECK(set_path(r, "cluster.descriptors", "descriptors.h5"));
+  SD_CHECK(set_path(r, "cluster.output", "clusters.h5"));
+  return set_path(r, "cluster.figures", "figures/cluster-");
+}
+static sd_status cluster_execute(run_ctx *r, int resume) {
+  (void)resume;
+  return run_command(r, &sd_cmd_cluster);
+}
+
+static sd_status embed_configure(run_ctx *r) {
+  SD_CHECK(set_path(r, "embed.input", "clusters.h5"));
+  SD_CHECK(set_path(r, "embed.output", "embedding.h5"));
+  return set_path(r, "embed.figure", "figures/tsne.png");
+}
+static sd_status embed_execute(run_ctx *r, int resume) {
+  (void)resume;
+  return run_command(r, &sd_cmd_embed);
+}
+
 static sd_status report_configure(run_ctx *r) {
   SD_CHECK(set_key(r, "report.run", r->dir));
   return set_path(r, "report.output", "report.html");
@@ -170,7 +303,16 @@ static const run_stage stages[] = {
     {"classify", "train,classifier,simulate", "data",
      "classifier.h5,classifier_metrics.json,classifier_predictions.h5", classify_configure,
      classify_execute, "classifier.h5.ckpt"},
-    {"report", "report", "data,classify", "report.html", report_configure, report_execute, NULL},
+    {"pseudolabel", "pseudolabel", "data", "pseudo.h5", pseudolabel_configure, pseudolabel_execute, NULL},
+    {"segmenter", "train,segmenter,segment", "data,pseudolabel", "unet.h5,unet_metrics.json",
+     segmenter_configure, segmenter_execute, "unet.h5.ckpt"},
+    {"segment", "segment", "data,segmenter", "heatmaps.h5", segment_configure, segment_execute, NULL},
+    {"describe", "describe", "data,segment,pseudolabel", "descriptors.h5", describe_configure,
+     describe_execute, NULL},
+    {"cluster", "cluster", "describe", "clusters.h5", cluster_configure, cluster_execute, NULL},
+    {"embed", "embed", "cluster", "embedding.h5", embed_configure, embed_execute, NULL},
+    {"report", "report", "data,classify,pseudolabel,segmenter,segment,describe,cluster,embed",
+     "report.html", report_configure, report_execute, NULL},
 };
 #define NUM_STAGES ((int)(sizeof stages / sizeof stages[0]))
 
@@ -359,6 +501,10 @@ static sd_status run_run(sd_app *app) {
       snprintf(sub, sizeof sub, "%s/profile", r.dir);
       st = mkdir_p(sub);
     }
+    if (st == SD_OK) {
+      snprintf(sub, sizeof sub, "%s/figures", r.dir);
+      st = mkdir_p(sub);
+    }
     if (st == SD_OK && access(r.dir, W_OK) != 0)
       st = SD_ERROR(SD_ERR_IO, "run directory %s is not writable", r.dir);
   }
@@ -435,8 +581,10 @@ const sd_command sd_cmd_run = {
     .description =
         "Runs the stages in order into the run directory (default runs/<config name>): data\n"
         "(import when import.input is set, else simulate) -> stack.h5; classify (train, evaluate,\n"
-        "predict) -> classifier.h5, classifier_metrics.json, classifier_predictions.h5; report ->\n"
-        "report.html.\n"
+        "predict) -> classifier.h5, classifier_metrics.json, classifier_predictions.h5; pseudolabel\n"
+        "-> pseudo.h5; segmenter (U-Net on the pseudo-labels) -> unet.h5, unet_metrics.json;\n"
+        "segment -> heatmaps.h5, overlays/; describe -> descriptors.h5; cluster -> clusters.h5;\n"
+        "embed -> embedding.h5; report -> report.html (figures in figures/).\n"
         "A stage whose outputs exist and whose fingerprint (its configuration sections, the\n"
         "fingerprints of its inputs, imported files' sizes and times) is unchanged is skipped, so\n"
         "running the same command again after a failure or a preemption resumes at the first\n"

@@ -8,6 +8,7 @@
 
 #include "app.h"
 #include "classify_common.h"
+#include "segment_app.h"
 #include "stemdefect/image.h"
 #include "stemdefect/log.h"
 #include "stemdefect/par.h"
@@ -28,6 +29,7 @@ static const sd_cli_option train_options[] = {
     {"--split", "classifier.split", "KIND", NULL, 0},
     {"--seed", "classifier.seed", "S", NULL, 0},
     {"--checkpoint", "classifier.checkpoint", "FILE", NULL, 0},
+    {"--labels", "segmenter.labels", "FILE", NULL, 0},
     {NULL, NULL, NULL, NULL, 0}};
 
 /* Simulated pretraining data: shards of the first n simulated images, rendered where they
@@ -122,6 +124,7 @@ static int head_layer(const sd_nn_model *m) {
 
 static sd_status train_run(sd_app *app) {
   const sd_config *cfg = app->cfg;
+  if (!strcmp(sd_config_string(cfg, "train.task"), "segment")) return sd_segment_train_run(app);
   const char *data = sd_config_string(cfg, "classifier.data");
   const char *output = sd_config_string(cfg, "classifier.output");
   if (!*data) return SD_ERROR(SD_ERR_ARG, "no training data: give --data STACK (an image stack from import or simulate)");
@@ -319,8 +322,8 @@ done:
 
 const sd_command sd_cmd_train = {
     .name = "train",
-    .summary = "train the defect classifier, data-parallel over MPI ranks",
-    .usage = "--task classify --data stack.h5 --output model.h5 [--init model.h5 [--freeze backbone]] [--epochs E] [--batch B] [--resume]",
+    .summary = "train the defect classifier or the segmentation U-Net, data-parallel over MPI ranks",
+    .usage = "--task classify|segment --data stack.h5 --output model.h5 [--labels pseudo.h5] [--init model.h5 [--freeze backbone]] [--epochs E] [--batch B] [--resume]",
     .description =
         "Splits the stack (stratified, or grouped so that near-copies stay in one part), normalises\n"
         "each image (robust z-score), augments with the 8 lattice symmetries, shifts, intensity\n"
@@ -328,8 +331,12 @@ const sd_command sd_cmd_train = {
         "classifier.pretrain_count > 0 it first pretrains on simulated images (simulate section);\n"
         "with --init it starts from a model (new head when the classes differ). Checkpoints are\n"
         "written every classifier.checkpoint_every epochs and on SIGTERM/SIGUSR1 (then exit 75);\n"
-        "--resume continues exactly where the checkpoint stopped.",
-    .sections = "train,classifier,general",
+        "--resume continues exactly where the checkpoint stopped.\n"
+        "--task segment trains the U-Net (segmenter section) on the per-pixel class maps /masks of\n"
+        "--labels FILE (e.g. pseudo.h5; default: the stack's own /masks), with cross-entropy +\n"
+        "Dice, 2x2 multi-defect mosaics and the same augmentation applied to image and mask; the\n"
+        "flags --data --output --epochs --batch --lr --seed --resume --checkpoint apply to it.",
+    .sections = "train,classifier,segmenter,general",
     .positional_key = NULL,
     .options = train_options,
     .run = train_run,

@@ -132,3 +132,23 @@ sd_status sd_par_exscan_i64(MPI_Comm comm, int64_t local, int64_t *offset, int64
   if (total) *total = tot;
   return SD_OK;
 }
+
+/* ---- cluster module: ring exchange of row blocks (exact silhouette) ---- */
+sd_status sd_par_ring_shift(MPI_Comm comm, const void *send, int64_t send_bytes, void *recv,
+                            int64_t recv_cap, int64_t *recv_bytes) {
+  int rank, size;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  if (send_bytes > INT32_MAX || recv_cap > INT32_MAX)
+    return SD_ERROR(SD_ERR_ARG, "ring shift of %lld bytes: more than 2 GiB per message",
+                    (long long)(send_bytes > recv_cap ? send_bytes : recv_cap));
+  int to = (rank + 1) % size, from = (rank + size - 1) % size;
+  MPI_Status status;
+  SD_CHECK(sd_par_check(MPI_Sendrecv(send, (int)send_bytes, MPI_BYTE, to, 717, recv, (int)recv_cap,
+                                     MPI_BYTE, from, 717, comm, &status),
+                        "ring shift (sendrecv)"));
+  int got = 0;
+  SD_CHECK(sd_par_check(MPI_Get_count(&status, MPI_BYTE, &got), "ring shift (count)"));
+  *recv_bytes = got;
+  return SD_OK;
+}

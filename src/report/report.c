@@ -17,6 +17,7 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include "jsonread.h"
 #include "stemdefect/h5util.h"
 #include "stemdefect/image.h"
 #include "stemdefect/report.h"
@@ -125,64 +126,17 @@ static void missing(page *pg, const char *what, const char *stage) {
           what, stage);
 }
 
-/* ---- JSON (read as YAML) ---------------------------------------------------------------- */
+/* ---- JSON cells ---- */
 
-typedef struct jdoc {
-  yaml_document_t doc;
-  int ok;
-} jdoc;
-
-static int jload(const char *path, jdoc *j) {
-  memset(j, 0, sizeof *j);
-  FILE *f = fopen(path, "rb");
-  if (!f) return 0;
-  yaml_parser_t p;
-  yaml_parser_initialize(&p);
-  yaml_parser_set_input_file(&p, f);
-  j->ok = yaml_parser_load(&p, &j->doc) && yaml_document_get_root_node(&j->doc);
-  yaml_parser_delete(&p);
-  fclose(f);
-  if (!j->ok) yaml_document_delete(&j->doc);
-  return j->ok;
-}
-static void jfree(jdoc *j) {
-  if (j->ok) yaml_document_delete(&j->doc);
-  j->ok = 0;
-}
-static yaml_node_t *jroot(jdoc *j) { return j->ok ? yaml_document_get_root_node(&j->doc) : NULL; }
-static yaml_node_t *jget(jdoc *j, yaml_node_t *n, const char *key) {
-  if (!n || n->type != YAML_MAPPING_NODE) return NULL;
-  for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
-    yaml_node_t *k = yaml_document_get_node(&j->doc, p->key);
-    if (k && k->type == YAML_SCALAR_NODE && !strcmp((const char *)k->data.scalar.value, key))
-      return yaml_document_get_node(&j->doc, p->value);
-  }
-  return NULL;
-}
-static int jlen(yaml_node_t *n) {
-  return n && n->type == YAML_SEQUENCE_NODE ? (int)(n->data.sequence.items.top - n->data.sequence.items.start) : 0;
-}
-static yaml_node_t *jat(jdoc *j, yaml_node_t *n, int i) {
-  if (i >= jlen(n)) return NULL;
-  return yaml_document_get_node(&j->doc, n->data.sequence.items.start[i]);
-}
-static const char *jstr(yaml_node_t *n) {
-  return n && n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;
-}
 /* A scalar as the table shows it: numbers with a fraction to 4 significant digits. */
 static void jcell(FILE *f, yaml_node_t *n) {
-  const char *s = jstr(n);
+  const char *s = sd_json_str(n);
   if (!s) return;
   char *end;
   double v = strtod(s, &end);
   if (*s && !*end && strchr(s, '.')) fprintf(f, "%.4g", v);
   else esc(f, s);
 }
-static double jnum(yaml_node_t *n) {
-  const char *s = jstr(n);
-  return s ? strtod(s, NULL) : NAN;
-}
-
 /* ---- HDF5 (serial reads of our files) --------------------------------------------------- */
 
 static hid_t h5open(const char *path) {
@@ -377,51 +331,51 @@ static void section_dataset(page *pg, int64_t *n_out) {
 }
 
 static void metrics_table(page *pg, const char *path, const char *title) {
-  jdoc j;
-  if (!jload(path, &j)) return;
-  yaml_node_t *r = jroot(&j);
+  sd_json_doc j;
+  if (!sd_json_load(path, &j)) return;
+  yaml_node_t *r = sd_json_root(&j);
   fprintf(pg->f, "<h3>%s</h3>\n<p>", title);
   const char *keys[] = {"accuracy", "macro_f1", "mean_iou", "pixel_precision", "pixel_recall",
                         "labelled_class_top_fraction", "bulk_false_alarm_area", "n"};
   int any = 0;
   for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) {
-    yaml_node_t *v = jget(&j, r, keys[k]);
-    if (!jstr(v)) continue;
+    yaml_node_t *v = sd_json_get(&j, r, keys[k]);
+    if (!sd_json_str(v)) continue;
     fprintf(pg->f, "%s<b>%s</b> ", any ? " &middot; " : "", keys[k]);
     jcell(pg->f, v);
     any = 1;
   }
-  const char *sk = jstr(jget(&j, r, "split_kind")), *part = jstr(jget(&j, r, "part"));
+  const char *sk = sd_json_str(sd_json_get(&j, r, "split_kind")), *part = sd_json_str(sd_json_get(&j, r, "part"));
   if (sk) fprintf(pg->f, " (%s part of the %s split)", part ? part : "?", sk);
   fputs("</p>\n", pg->f);
-  yaml_node_t *pc = jget(&j, r, "per_class");
-  if (jlen(pc) > 0) {
+  yaml_node_t *pc = sd_json_get(&j, r, "per_class");
+  if (sd_json_len(pc) > 0) {
     fputs("<table><tr><th>class</th>", pg->f);
-    yaml_node_t *first = jat(&j, pc, 0);
+    yaml_node_t *first = sd_json_at(&j, pc, 0);
     const char *cols[] = {"precision", "recall", "f1", "iou", "support", "pseudo_iou"};
     int use[6] = {0};
     for (int c = 0; c < 6; c++)
-      if (jget(&j, first, cols[c])) {
+      if (sd_json_get(&j, first, cols[c])) {
         use[c] = 1;
         fprintf(pg->f, "<th>%s</th>", cols[c]);
       }
     fputs("</tr>\n", pg->f);
-    for (int i = 0; i < jlen(pc); i++) {
-      yaml_node_t *e = jat(&j, pc, i);
+    for (int i = 0; i < sd_json_len(pc); i++) {
+      yaml_node_t *e = sd_json_at(&j, pc, i);
       fputs("<tr><td>", pg->f);
-      esc(pg->f, jstr(jget(&j, e, "class")) ? jstr(jget(&j, e, "class")) : "?");
+      esc(pg->f, sd_json_str(sd_json_get(&j, e, "class")) ? sd_json_str(sd_json_get(&j, e, "class")) : "?");
       fputs("</td>", pg->f);
       for (int c = 0; c < 6; c++)
         if (use[c]) {
           fputs("<td>", pg->f);
-          jcell(pg->f, jget(&j, e, cols[c]));
+          jcell(pg->f, sd_json_get(&j, e, cols[c]));
           fputs("</td>", pg->f);
         }
       fputs("</tr>\n", pg->f);
     }
     fputs("</table>\n", pg->f);
   }
-  jfree(&j);
+  sd_json_free(&j);
 }
 
 static void section_classifier(page *pg) {
@@ -551,7 +505,7 @@ static void section_clusters(page *pg) {
     int64_t nim = 0, idims[4] = {0};
     int ind = 0;
     float *ims = h5all(sf, "/images", H5T_NATIVE_FLOAT, 4, &nim, idims, &ind);
-    fputs("<table><tr><th>cluster</th><th>rows</th><th>most common true class</th>", pg->f);
+    fputs("<table class=\"wide\"><tr><th>cluster</th><th>rows</th><th>most common true class</th>", pg->f);
     for (int s = 0; s < 6; s++)
       if (col[s] >= 0) fprintf(pg->f, "<th>mean %s</th>", show[s]);
     fputs("<th>examples</th></tr>\n", pg->f);
@@ -667,20 +621,20 @@ static void section_timings(page *pg) {
   int rows = 0;
   for (size_t s = 0; s < sizeof stages / sizeof *stages; s++) {
     snprintf(p, sizeof p, "%s/profile/%s.json", pg->o->run_dir, stages[s]);
-    jdoc j;
-    if (!jload(p, &j)) continue;
-    yaml_node_t *r = jroot(&j), *st = jget(&j, r, "stages");
-    double rss = jnum(jget(&j, r, "peak_rss_bytes_max"));
-    for (int i = 0; i < jlen(st); i++) {
-      yaml_node_t *e = jat(&j, st, i);
+    sd_json_doc j;
+    if (!sd_json_load(p, &j)) continue;
+    yaml_node_t *r = sd_json_root(&j), *st = sd_json_get(&j, r, "stages");
+    double rss = sd_json_num(sd_json_get(&j, r, "peak_rss_bytes_max"));
+    for (int i = 0; i < sd_json_len(st); i++) {
+      yaml_node_t *e = sd_json_at(&j, st, i);
       fprintf(pg->f, "<tr><td>%s</td><td>%s</td><td>%s</td><td>%.2f</td><td>%.2f</td><td>%.2f</td><td>%.2f</td><td>%.1f MB</td><td>%.0f MB</td></tr>\n",
-              stages[s], jstr(jget(&j, e, "name")) ? jstr(jget(&j, e, "name")) : "?",
-              jstr(jget(&j, r, "ranks")) ? jstr(jget(&j, r, "ranks")) : "?", jnum(jget(&j, e, "seconds")),
-              jnum(jget(&j, jget(&j, e, "compute"), "max")), jnum(jget(&j, jget(&j, e, "communication"), "max")),
-              jnum(jget(&j, jget(&j, e, "io"), "max")), jnum(jget(&j, e, "bytes_io")) / 1e6, rss / 1e6);
+              stages[s], sd_json_str(sd_json_get(&j, e, "name")) ? sd_json_str(sd_json_get(&j, e, "name")) : "?",
+              sd_json_str(sd_json_get(&j, r, "ranks")) ? sd_json_str(sd_json_get(&j, r, "ranks")) : "?", sd_json_num(sd_json_get(&j, e, "seconds")),
+              sd_json_num(sd_json_get(&j, sd_json_get(&j, e, "compute"), "max")), sd_json_num(sd_json_get(&j, sd_json_get(&j, e, "communication"), "max")),
+              sd_json_num(sd_json_get(&j, sd_json_get(&j, e, "io"), "max")), sd_json_num(sd_json_get(&j, e, "bytes_io")) / 1e6, rss / 1e6);
       rows++;
     }
-    jfree(&j);
+    sd_json_free(&j);
   }
   fputs("</table>\n", pg->f);
   if (!rows) fputs("<p class=\"missing\">No stage profiles in this run.</p>\n", pg->f);
@@ -752,7 +706,7 @@ sd_status sd_report_write(const sd_report_opts *o, int *figures) {
         "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}\n"
         "th{background:#eef}td:first-child{text-align:left}img.fig{max-width:100%;border:1px solid #ddd}\n"
         "figure{display:inline-block;margin:.5em}figcaption{font-size:90%;color:#555}\n"
-        ".missing{color:#a60}.grid figure{width:31%}.grid img{width:100%}nav a{margin-right:1em}\n"
+        "table.wide{display:block;overflow-x:auto}.missing{color:#a60}.grid figure{width:31%}.grid img{width:100%}nav a{margin-right:1em}\n"
         "pre{background:#f6f6f6;padding:.5em;overflow:auto;max-height:30em}\n"
         "</style></head><body>\n<h1>", f);
   esc(f, o->title);

@@ -8,6 +8,7 @@
 #include "stemdefect/log.h"
 #include "stemdefect/par.h"
 #include "stemdefect/profile.h"
+#include "stemdefect/segment.h"
 #include "stemdefect/train.h"
 
 static volatile sig_atomic_t sd_stop_flag = 0;
@@ -126,6 +127,34 @@ sd_status sd_train_evaluate(MPI_Comm comm, sd_nn_model *m, const sd_train_data *
 
 /* ---- training ---------------------------------------------------------------------------- */
 
+/* Segmentation: replaces sample (img, mask) of local image li by a 2x2 mosaic of it and three
+ * other images of the same shard (local first..first+count), preferring other classes. */
+static void mosaic_sample(const sd_train_data *d, int64_t first, int64_t count, int64_t li,
+                          sd_rng *r, float *img, uint8_t *mask, float *scratch, uint8_t *mscratch) {
+  size_t npx = (size_t)d->h * d->w;
+  const float *src[4];
+  const uint8_t *msk[4];
+  int32_t used[4];
+  src[0] = img;
+  msk[0] = mask;
+  used[0] = d->labels[li];
+  for (int q = 1; q < 4; q++) {
+    int64_t pick = first + (int64_t)sd_rng_below(r, (uint64_t)count);
+    for (int tries = 0; tries < 4; tries++) {
+      int dup = 0;
+      for (int u = 0; u < q; u++) dup |= d->labels[pick] == used[u];
+      if (!dup) break;
+      pick = first + (int64_t)sd_rng_below(r, (uint64_t)count);
+    }
+    used[q] = d->labels[pick];
+    src[q] = d->images + (size_t)pick * npx;
+    msk[q] = d->masks + (size_t)pick * npx;
+  }
+  sd_seg_mosaic(src, msk, d->h, r, scratch, mscratch);
+  memcpy(img, scratch, npx * sizeof *img);
+  memcpy(mask, mscratch, npx);
+}
+
 /* Sample order of a shard in an epoch: a permutation keyed by (seed, shard, epoch). */
 static void shard_order(int *perm, int64_t n, uint64_t seed, int shard, int epoch) {
   for (int64_t i = 0; i < n; i++) perm[i] = (int)i;
@@ -170,13 +199,22 @@ sd_status sd_train_run(MPI_Comm comm, sd_nn_model *m, const sd_train_data *train
   /* class weights (training part, all ranks) */
   float weights[SD_CKPT_MAX_CLASSES];
   double counts[SD_CKPT_MAX_CLASSES] = {0};
-  for (int64_t i = 0; i < train->n; i++)
-    if (train->labels[i] >= 0 && train->labels[i] < C) counts[train->labels[i]]++;
+  const int seg = opts->task == SD_TRAIN_TASK_SEGMENT;
+  for (int64_t i = 0; i < train->n; i++) {
+    if (seg) /* segmentation: pixel frequencies of the mask classes */
+      for (size_t p = 0; p < (size_t)train->h * train->w; p++) {
+        uint8_t v = train->masks[(size_t)i * train->h * train->w + p];
+        if (v < C) counts[v]++;
+      }
+    else if (train->labels[i] >= 0 && train->labels[i] < C) counts[train->labels[i]]++;
+  }
   SD_CHECK(sd_par_allreduce_sum_double(comm, counts, C));
   double tot = 0;
   for (int c = 0; c < C; c++) tot += counts[c];
-  for (int c = 0; c < C; c++)
+  for (int c = 0; c < C; c++) {
     weights[c] = (opts->balanced_weights && counts[c] > 0) ? (float)(tot / (C * counts[c])) : 1.0f;
+    if (seg) weights[c] = sqrtf(weights[c]); /* pixel classes: damped inverse frequency */
+  }
 
   sd_nn_schedule sched;
   memset(&sched, 0, sizeof sched);
@@ -238,15 +276,20 @@ sd_status sd_train_run(MPI_Comm comm, sd_nn_model *m, const sd_train_data *train
       double t = sd_profile_phase_begin();
       int bi = 0;
       for (int j = 0; j < train->num_local; j++) {
-        sd_rng arng;
+        sd_rng arng, mrng;
         sd_rng_init(&arng, state->seed, ((uint64_t)step << 12) | (uint64_t)train->shard_id[j],
                     SD_RNG_STREAM_AUGMENT);
+        sd_rng_init(&mrng, state->seed, ((uint64_t)step << 12) | (uint64_t)train->shard_id[j],
+                    SD_RNG_STREAM_MOSAIC);
         for (int q = 0; q < per_shard; q++, bi++) {
           int64_t li = train->shard_first[j] + perm[j][k * per_shard + q];
           float *dst = xb + (size_t)bi * npx;
           memcpy(dst, train->images + (size_t)li * npx, npx * sizeof *dst);
           if (opts->task == SD_TRAIN_TASK_SEGMENT) {
             memcpy(mb, train->masks + (size_t)li * npx, npx);
+            if (opts->mosaic_prob > 0 && sd_rng_uniform(&mrng) < opts->mosaic_prob)
+              mosaic_sample(train, train->shard_first[j], train->shard_count[j], li, &mrng, dst, mb,
+                            scratch, mscratch);
             if (opts->augment) sd_augment_apply(&opts->aug, &arng, dst, h, scratch, mb, mscratch);
             for (size_t p = 0; p < npx; p++) yb[(size_t)bi * npx + p] = mb[p];
           } else {

@@ -6,8 +6,8 @@
 source "$(dirname "$0")/lib.sh"
 cat >"$WORK/tiny.yaml" <<'YAML'
 simulate:
-  count: 48
-  size: 32
+  count: 64
+  size: 48
   seed: 5
   classes: [Bulk=bulk, Vac=vacancy, Int=interstitial]
 classifier:
@@ -15,23 +15,44 @@ classifier:
   batch: 16
   width: 4
   stages: 2
-  tta: none
+segmenter:
+  epochs: 1
+  batch: 16
+  width: 4
+  depth: 2
+cluster:
+  k: "2:4"
+embed:
+  perplexity: 5
+  iterations: 250
 YAML
 R="$WORK/r"
 expect_ok $MPIRUN -n 2 "$SD" run --config "$WORK/tiny.yaml" --dir "$R"
-for f in stack.h5 classifier.h5 classifier_metrics.json classifier_predictions.h5 profile/data.json \
-         profile/classify.json .state/data .state/classify report.html; do
+for f in stack.h5 classifier.h5 classifier_metrics.json classifier_predictions.h5 pseudo.h5 \
+         pseudo_metrics.json unet.h5 unet_metrics.json heatmaps.h5 descriptors.h5 clusters.h5 \
+         embedding.h5 report.html figures/tsne.png figures/cluster-silhouette.png profile/data.json \
+         profile/classify.json profile/embed.json .state/data .state/classify .state/report; do
   [ -s "$R/$f" ] && ok || fail "run did not write $f"
 done
 grep -q '"macro_f1"' "$R/classifier_metrics.json" && ok || fail "metrics JSON lacks macro_f1"
 expect_ok $MPIRUN -n 2 "$SD" run --config "$WORK/tiny.yaml" --dir "$R"
 c=$(grep -c "up to date, skipped" "$WORK/last.err")
-[ "$c" = 3 ] && ok || fail "second run skipped $c stage(s), wanted 3: $(cat "$WORK/last.err")"
+[ "$c" = 9 ] && ok || fail "second run skipped $c stage(s), wanted 9: $(cat "$WORK/last.err")"
 cp "$R/classifier.h5" "$WORK/first.h5"
 expect_ok "$SD" run --config "$WORK/tiny.yaml" --dir "$R" --set classifier.epochs=3
 grep -q "stage data       up to date" "$WORK/last.err" && ok || fail "data stage re-ran after a classifier change"
+grep -q "stage cluster    up to date" "$WORK/last.err" && ok || fail "cluster re-ran after a classifier change"
+grep -q "stage report     running" "$WORK/last.err" && ok || fail "the report was not refreshed after a classifier change"
 grep -q "stage classify   running" "$WORK/last.err" && ok || fail "classify did not re-run after its config changed"
 grep -q "resuming" "$WORK/last.err" && fail "a finished checkpoint of another configuration was resumed" || ok
+# a cluster setting re-runs cluster, embed and report only
+expect_ok "$SD" run --config "$WORK/tiny.yaml" --dir "$R" --set classifier.epochs=3 --set cluster.k=2:3
+for st in data classify pseudolabel segmenter segment describe; do
+  grep -q "stage $st *up to date" "$WORK/last.err" && ok || fail "stage $st re-ran after a cluster change"
+done
+for st in cluster embed report; do
+  grep -q "stage $st *running" "$WORK/last.err" && ok || fail "stage $st did not re-run after a cluster change"
+done
 # selection errors
 expect_fail 2 "unknown stage 'bogus'" "$SD" run --config "$WORK/tiny.yaml" --dir "$R" --stages bogus
 expect_fail 2 "needs the outputs of stage 'data'" "$SD" run --config "$WORK/tiny.yaml" --dir "$WORK/empty" --stages classify

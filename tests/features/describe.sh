@@ -60,7 +60,12 @@ for i in range(masks.shape[0]):
 m1 = names.index(next(n for n in names if n.startswith("mass_")) ) + 1
 heat_mass = np.array([((masks[i] == 1) * 0.9 + 0.1 / C).mean() for i in range(masks.shape[0])])
 assert np.allclose(X[:, m1], heat_mass[img], atol=1e-5)
-print("rows:", X.shape, "region rows:", int((ch > 0).sum()))
+# residual and distortion come from each image's own bulk lattice: they vary over the regions
+reg = ch > 0
+for name in ("res_std", "distortion", "res_absmax"):
+    v = X[reg, names.index(name)]
+    assert np.std(v) > 0 and np.all(np.isfinite(v)), (name, v[:5])
+print("rows:", X.shape, "region rows:", int(reg.sum()))
 PY
 # bad inputs: one message naming the file, no output
 expect_fail 1 "nothere.h5" "$SD" describe --heatmaps "$WORK/nothere.h5" --data "$WORK/s.h5" --output "$WORK/x.h5"

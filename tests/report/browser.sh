@@ -11,8 +11,8 @@ if [ -z "$CHROME" ]; then
 fi
 cat >"$WORK/tiny.yaml" <<'YAML'
 simulate:
-  count: 48
-  size: 32
+  count: 64
+  size: 48
   seed: 5
   classes: [Bulk=bulk, Vac=vacancy, Int=interstitial]
 classifier:
@@ -20,6 +20,16 @@ classifier:
   batch: 16
   width: 4
   stages: 2
+segmenter:
+  epochs: 1
+  batch: 16
+  width: 4
+  depth: 2
+cluster:
+  k: "2:4"
+embed:
+  perplexity: 5
+  iterations: 250
 YAML
 expect_ok $MPIRUN -n 2 "$SD" run --config "$WORK/tiny.yaml" --dir "$WORK/r"
 [ -s "$WORK/r/report.html" ] && ok || fail "no report.html"
@@ -29,12 +39,16 @@ CH=(timeout 120 "$CHROME" --headless --no-sandbox --disable-gpu --hide-scrollbar
   fail "chromium could not load the page: $(tail -3 "$WORK/chrome.log")"
 figs=$(grep -o 'data-figures="[0-9]*/[0-9]*"' "$WORK/dom.html" | head -1 | tr -dc '0-9/')
 ok_n=${figs%/*}; tot=${figs#*/}
-[ -n "$figs" ] && [ "$ok_n" = "$tot" ] && [ "${tot:-0}" -ge 2 ] && ok ||
-  fail "figures decoded in the browser: '${figs:-none}' (want all, at least 2)"
+[ -n "$figs" ] && [ "$ok_n" = "$tot" ] && [ "${tot:-0}" -ge 10 ] && ok ||
+  fail "figures decoded in the browser: '${figs:-none}' (want all, at least 10)"
 for id in data classifier localisation clusters embedding timings provenance; do
   grep -q "id=\"$id\"" "$WORK/dom.html" && ok || fail "section $id missing"
 done
 grep -q "macro_f1" "$WORK/dom.html" && ok || fail "classifier metrics missing from the page"
+grep -q "mean_iou" "$WORK/dom.html" && ok || fail "pseudo-label / U-Net IoU missing from the page"
+grep -q "k chosen by the largest mean silhouette" "$WORK/dom.html" && ok || fail "cluster section empty"
+grep -q "final KL divergence" "$WORK/dom.html" && ok || fail "t-SNE section empty"
+grep -q "not in this run" "$WORK/dom.html" && fail "a section says its stage has not run" || ok
 "${CH[@]}" --window-size=1200,2400 --screenshot="$WORK/shot.png" "file://$WORK/r/report.html" >/dev/null 2>&1
 [ -s "$WORK/shot.png" ] && ok || fail "no screenshot"
 cp "$WORK/shot.png" "${SD_BUILD_DIR:-.}/report_screenshot.png" 2>/dev/null || true

@@ -1,0 +1,25 @@
+/* segment_app.h - the U-Net front ends: `train --task segment` and `evaluate` of a U-Net
+ * (the `segment` command itself is sd_cmd_segment in app.h). */
+#ifndef STEMDEFECT_SEGMENT_APP_H
+#define STEMDEFECT_SEGMENT_APP_H
+
+#include "app.h"
+
+/* Collective: `train --task segment` (segmenter section; the train command's --data,
+ * --output, --epochs, --batch, --lr, --seed, --resume, --checkpoint flags override the
+ * segmenter keys of the same name). */
+sd_status sd_segment_train_run(sd_app *app);
+
+/* Collective: `evaluate` of a U-Net model: per-class IoU, mean IoU, pixel precision/recall
+ * against /masks; heatmap-mass criteria against image labels. */
+sd_status sd_segment_evaluate_run(sd_app *app);
+
+/* Collective: 1 in *is_unet when the model file's task is "segment" (opening errors are
+ * returned, naming the file). */
+sd_status sd_segment_model_is_unet(MPI_Comm comm, const char *path, int *is_unet);
+
+/* The config key actually used for segmenter option `name`: "classifier.<name>" when the
+ * train/evaluate command line set it with its flag, else "segmenter.<name>". buf: 64 bytes. */
+const char *sd_segment_key(const sd_config *cfg, const char *name, char *buf);
+
+#endif

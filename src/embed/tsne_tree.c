@@ -1,0 +1,445 @@
+/* tsne_tree.c - the Barnes-Hut quadtree of t-SNE.
+ *
+ * Built every iteration over all points (each rank builds the same tree from the same
+ * gathered embedding): points get 64-bit Morton codes of their position in the square
+ * bounding box (32 bits per axis), are radix-sorted by (code, index), and the tree is laid
+ * out in depth-first order from the sorted ranges. Each node knows its centre of mass, its
+ * squared side, its point count, its first sorted position and the index of the node after
+ * its subtree, so the force traversal is a loop without a stack: accept a cell (jump past
+ * its subtree) or descend (go to the next node). Points whose codes coincide (closer than
+ * 2^-32 of the box) share one leaf and interact one by one. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "stemdefect/tsne.h"
+
+typedef struct tnode {
+  double cx, cy; /* centre of mass */
+  double w2;     /* squared side of the cell */
+  int32_t count; /* points below */
+  int32_t next;  /* index of the node after this subtree */
+  int32_t lo;    /* first sorted position of its points */
+  int32_t leaf;
+} tnode;
+
+struct sd_tsne_tree {
+  int64_t cap, n;
+  int64_t node_cap, nnodes;
+  tnode *nodes;
+  uint64_t *code, *code2;  /* [cap] sorted codes and radix scratch */
+  int32_t *order, *order2; /* [cap] sorted position -> point */
+  int32_t *pos;            /* [cap] point -> sorted position */
+  double *ys;              /* [cap, 2] positions in sorted order */
+  double root_w;
+  /* groups: maximal subtrees of <= SD_TSNE_GROUP points; forces are computed per group
+   * from one interaction list built against the group's bounding box */
+  int64_t ngroups, group_cap;
+  int32_t *group;   /* [ngroups] node index */
+  double *gbox;     /* [ngroups, 4] xmin, xmax, ymin, ymax of the group's points */
+  int64_t list_cap; /* interaction list (scratch of sd_tsne_tree_repulsion) */
+  double *lx, *ly, *lc;
+};
+
+#define SD_TSNE_GROUP 32
+
+void sd_tsne_tree_destroy(sd_tsne_tree **t) {
+  if (!t || !*t)
+    return;
+  sd_tsne_tree *x = *t;
+  free(x->nodes);
+  free(x->code);
+  free(x->code2);
+  free(x->order);
+  free(x->order2);
+  free(x->pos);
+  free(x->ys);
+  free(x->group);
+  free(x->gbox);
+  free(x->lx);
+  free(x->ly);
+  free(x->lc);
+  free(x);
+  *t = NULL;
+}
+
+static sd_status tree_reserve(sd_tsne_tree *t, int64_t cap) {
+  if (cap <= t->cap)
+    return SD_OK;
+  if (cap > INT32_MAX / 4)
+    return SD_ERROR(SD_ERR_ARG, "t-SNE tree: %lld points is too many", (long long)cap);
+  void *p;
+#define GROW(field, n)                                                                             \
+  p = sd_realloc(t->field, (size_t)(n), sizeof *t->field, "t-SNE tree");                           \
+  if (!p)                                                                                          \
+    return SD_ERR_NOMEM;                                                                           \
+  t->field = p;
+  GROW(code, cap)
+  GROW(code2, cap)
+  GROW(order, cap)
+  GROW(order2, cap)
+  GROW(pos, cap)
+  GROW(ys, 2 * cap)
+#undef GROW
+  t->cap = cap;
+  return SD_OK;
+}
+
+sd_status sd_tsne_tree_create(int64_t capacity, sd_tsne_tree **out) {
+  *out = NULL;
+  sd_tsne_tree *t = sd_calloc(1, sizeof *t, "t-SNE tree");
+  if (!t)
+    return SD_ERR_NOMEM;
+  sd_status st = tree_reserve(t, capacity > 1 ? capacity : 1);
+  if (st == SD_OK) {
+    t->node_cap = 2 * t->cap + 16;
+    t->nodes = sd_malloc((size_t)t->node_cap, sizeof *t->nodes, "t-SNE tree nodes");
+    if (!t->nodes)
+      st = SD_ERR_NOMEM;
+  }
+  if (st != SD_OK) {
+    sd_tsne_tree_destroy(&t);
+    return st;
+  }
+  *out = t;
+  return SD_OK;
+}
+
+static int list_grow(sd_tsne_tree *t, int64_t need);
+
+/* spreads the 32 bits of v to the even bits of the result */
+static inline uint64_t spread_bits(uint64_t v) {
+  v &= 0xffffffffULL;
+  v = (v | (v << 16)) & 0x0000ffff0000ffffULL;
+  v = (v | (v << 8)) & 0x00ff00ff00ff00ffULL;
+  v = (v | (v << 4)) & 0x0f0f0f0f0f0f0f0fULL;
+  v = (v | (v << 2)) & 0x3333333333333333ULL;
+  v = (v | (v << 1)) & 0x5555555555555555ULL;
+  return v;
+}
+
+/* stable LSD radix sort of (code, order) by code, 8 passes of 8 bits */
+static void radix_sort(sd_tsne_tree *t, int64_t n) {
+  uint64_t *a = t->code, *b = t->code2;
+  int32_t *oa = t->order, *ob = t->order2;
+  for (int pass = 0; pass < 8; pass++) {
+    int shift = pass * 8;
+    int64_t hist[256] = {0};
+    for (int64_t i = 0; i < n; i++)
+      hist[(a[i] >> shift) & 255]++;
+    if (hist[(a[0] >> shift) & 255] == n)
+      continue; /* all equal in this digit */
+    int64_t off = 0;
+    for (int d = 0; d < 256; d++) {
+      int64_t c = hist[d];
+      hist[d] = off;
+      off += c;
+    }
+    for (int64_t i = 0; i < n; i++) {
+      int64_t p = hist[(a[i] >> shift) & 255]++;
+      b[p] = a[i];
+      ob[p] = oa[i];
+    }
+    uint64_t *tc = a;
+    a = b;
+    b = tc;
+    int32_t *to = oa;
+    oa = ob;
+    ob = to;
+  }
+  if (a != t->code) {
+    memcpy(t->code, a, (size_t)n * sizeof *a);
+    memcpy(t->order, oa, (size_t)n * sizeof *oa);
+  }
+}
+
+/* first position in [lo, hi) whose quadrant digit at level is >= q (codes sorted) */
+static int64_t lower_quadrant(const uint64_t *code, int64_t lo, int64_t hi, int shift, uint64_t q) {
+  while (lo < hi) {
+    int64_t mid = lo + (hi - lo) / 2;
+    if (((code[mid] >> shift) & 3) < q)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+/* Emits the subtree of sorted range [lo, hi) at level in depth-first order; returns its
+ * node index, or -1 when the node array cannot grow (SD_ERR_NOMEM raised). */
+static int32_t build_node(sd_tsne_tree *t, int64_t lo, int64_t hi, int level, double w) {
+  if (t->nnodes == t->node_cap) {
+    int64_t want = 2 * t->node_cap + 64;
+    void *p = sd_realloc(t->nodes, (size_t)want, sizeof *t->nodes, "t-SNE tree nodes");
+    if (!p || want > INT32_MAX)
+      return -1;
+    t->nodes = p;
+    t->node_cap = want;
+  }
+  int32_t id = (int32_t)t->nnodes++;
+  tnode *nd = &t->nodes[id];
+  nd->w2 = w * w;
+  nd->count = (int32_t)(hi - lo);
+  nd->lo = (int32_t)lo;
+  if (hi - lo == 1 || level >= 32 || t->code[lo] == t->code[hi - 1]) {
+    double sx = 0, sy = 0;
+    for (int64_t s = lo; s < hi; s++) {
+      sx += t->ys[2 * s];
+      sy += t->ys[2 * s + 1];
+    }
+    nd->cx = sx / (double)(hi - lo);
+    nd->cy = sy / (double)(hi - lo);
+    nd->leaf = 1;
+    nd->next = (int32_t)t->nnodes;
+    return id;
+  }
+  nd->leaf = 0;
+  int shift = 62 - 2 * level;
+  int64_t b[5];
+  b[0] = lo;
+  b[4] = hi;
+  for (uint64_t q = 1; q < 4; q++)
+    b[q] = lower_quadrant(t->code, b[q - 1], hi, shift, q);
+  double sx = 0, sy = 0;
+  for (int q = 0; q < 4; q++) {
+    if (b[q + 1] <= b[q])
+      continue;
+    int32_t c = build_node(t, b[q], b[q + 1], level + 1, 0.5 * w);
+    if (c < 0)
+      return -1;
+    const tnode *cn = &t->nodes[c];
+    sx += cn->cx * (double)cn->count;
+    sy += cn->cy * (double)cn->count;
+  }
+  nd = &t->nodes[id]; /* the array may have moved while the children were built */
+  nd->cx = sx / (double)(hi - lo);
+  nd->cy = sy / (double)(hi - lo);
+  nd->next = (int32_t)t->nnodes;
+  return id;
+}
+
+sd_status sd_tsne_tree_build(sd_tsne_tree *t, int64_t n, const double *y) {
+  SD_CHECK(tree_reserve(t, n));
+  if (t->node_cap < 2 * n + 16 || !t->nodes) {
+    /* n leaves and < n branching nodes, plus chains of one-child nodes (grown on demand) */
+    int64_t want = 3 * n + 64;
+    void *p = sd_realloc(t->nodes, (size_t)want, sizeof *t->nodes, "t-SNE tree nodes");
+    if (!p)
+      return SD_ERR_NOMEM;
+    t->nodes = p;
+    t->node_cap = want;
+  }
+  /* an interaction list never exceeds n entries: reserve it now so the force pass cannot
+   * fail (it runs between collectives) */
+  if (!list_grow(t, n + 1))
+    return SD_ERR_NOMEM;
+  t->n = n;
+  t->nnodes = 0;
+  if (n == 0)
+    return SD_OK;
+  double xmin = y[0], xmax = y[0], ymin = y[1], ymax = y[1];
+  for (int64_t i = 1; i < n; i++) {
+    double a = y[2 * i], b = y[2 * i + 1];
+    if (a < xmin)
+      xmin = a;
+    if (a > xmax)
+      xmax = a;
+    if (b < ymin)
+      ymin = b;
+    if (b > ymax)
+      ymax = b;
+  }
+  if (!isfinite(xmin) || !isfinite(xmax) || !isfinite(ymin) || !isfinite(ymax))
+    return SD_ERROR(SD_ERR_INTERNAL, "t-SNE: the embedding holds non-finite values (diverged; try "
+                                     "a smaller learning rate)");
+  double w = xmax - xmin > ymax - ymin ? xmax - xmin : ymax - ymin;
+  if (!(w > 0))
+    w = 1.0;
+  w *= 1.0 + 1e-9;
+  double scale = 4294967296.0 / w;
+  for (int64_t i = 0; i < n; i++) {
+    double fx = floor((y[2 * i] - xmin) * scale), fy = floor((y[2 * i + 1] - ymin) * scale);
+    uint64_t qx = fx >= 4294967295.0 ? 4294967295ULL : (fx <= 0 ? 0 : (uint64_t)fx);
+    uint64_t qy = fy >= 4294967295.0 ? 4294967295ULL : (fy <= 0 ? 0 : (uint64_t)fy);
+    t->code[i] = (spread_bits(qx) << 1) | spread_bits(qy);
+    t->order[i] = (int32_t)i;
+  }
+  radix_sort(t, n);
+  for (int64_t s = 0; s < n; s++) {
+    int32_t i = t->order[s];
+    t->pos[i] = (int32_t)s;
+    t->ys[2 * s] = y[2 * i];
+    t->ys[2 * s + 1] = y[2 * i + 1];
+  }
+  t->root_w = w;
+  if (build_node(t, 0, n, 0, w) < 0)
+    return SD_ERR_NOMEM;
+  /* groups in depth-first order, with the bounding boxes of their points */
+  t->ngroups = 0;
+  for (int32_t nd = 0; nd < (int32_t)t->nnodes;) {
+    const tnode *c = &t->nodes[nd];
+    if (c->count > SD_TSNE_GROUP && !c->leaf) {
+      nd++;
+      continue;
+    }
+    if (t->ngroups == t->group_cap) {
+      int64_t want = 2 * t->group_cap + 64;
+      void *p1 = sd_realloc(t->group, (size_t)want, sizeof *t->group, "t-SNE groups");
+      if (!p1)
+        return SD_ERR_NOMEM;
+      t->group = p1;
+      void *p2 = sd_realloc(t->gbox, (size_t)want * 4, sizeof *t->gbox, "t-SNE groups");
+      if (!p2)
+        return SD_ERR_NOMEM;
+      t->gbox = p2;
+      t->group_cap = want;
+    }
+    double *b = t->gbox + 4 * t->ngroups;
+    b[0] = b[1] = t->ys[2 * c->lo];
+    b[2] = b[3] = t->ys[2 * c->lo + 1];
+    for (int32_t s = c->lo + 1; s < c->lo + c->count; s++) {
+      double a = t->ys[2 * s], e = t->ys[2 * s + 1];
+      if (a < b[0])
+        b[0] = a;
+      if (a > b[1])
+        b[1] = a;
+      if (e < b[2])
+        b[2] = e;
+      if (e > b[3])
+        b[3] = e;
+    }
+    t->group[t->ngroups++] = nd;
+    nd = c->next;
+  }
+  return SD_OK;
+}
+
+static int list_grow(sd_tsne_tree *t, int64_t need) {
+  if (need <= t->list_cap)
+    return 1;
+  int64_t want = need > 2 * t->list_cap ? need : 2 * t->list_cap;
+  double *a = sd_realloc(t->lx, (size_t)want, sizeof *a, "t-SNE interaction list");
+  if (!a)
+    return 0;
+  t->lx = a;
+  a = sd_realloc(t->ly, (size_t)want, sizeof *a, "t-SNE interaction list");
+  if (!a)
+    return 0;
+  t->ly = a;
+  a = sd_realloc(t->lc, (size_t)want, sizeof *a, "t-SNE interaction list");
+  if (!a)
+    return 0;
+  t->lc = a;
+  t->list_cap = want;
+  return 1;
+}
+
+/* The interaction list of group g: cells accepted against the group's box (the distance
+ * from the cell's centre of mass to the nearest point of the box), points of the leaves
+ * that must be opened; returns its length, or -1 when it cannot grow. */
+static int64_t group_list(sd_tsne_tree *t, int64_t g, double theta2) {
+  const tnode *nodes = t->nodes;
+  const int32_t nnodes = (int32_t)t->nnodes, gn = t->group[g];
+  const int32_t glo = nodes[gn].lo;
+  const double *b = t->gbox + 4 * g;
+  int64_t len = 0;
+  int32_t nd = 0;
+  while (nd < nnodes) {
+    const tnode *c = &nodes[nd];
+    if (nd == gn) { /* the group's own points are handled one by one */
+      nd = c->next;
+      continue;
+    }
+    if ((uint32_t)(glo - c->lo) < (uint32_t)c->count) { /* an ancestor of the group */
+      nd++;
+      continue;
+    }
+    double dx = c->cx < b[0] ? b[0] - c->cx : (c->cx > b[1] ? c->cx - b[1] : 0.0);
+    double dy = c->cy < b[2] ? b[2] - c->cy : (c->cy > b[3] ? c->cy - b[3] : 0.0);
+    if (c->leaf || c->w2 < theta2 * (dx * dx + dy * dy)) {
+      if (len + c->count > t->list_cap && !list_grow(t, len + c->count + 1024))
+        return -1;
+      if (!c->leaf || c->count == 1) {
+        t->lx[len] = c->cx;
+        t->ly[len] = c->cy;
+        t->lc[len] = (double)c->count;
+        len++;
+      } else { /* coincident points: one by one */
+        for (int32_t s = c->lo; s < c->lo + c->count; s++) {
+          t->lx[len] = t->ys[2 * s];
+          t->ly[len] = t->ys[2 * s + 1];
+          t->lc[len] = 1.0;
+          len++;
+        }
+      }
+      nd = c->next;
+    } else {
+      nd++;
+    }
+  }
+  return len;
+}
+
+sd_status sd_tsne_tree_repulsion(sd_tsne_tree *t, int64_t first, int64_t count, double theta,
+                                 double *neg, double *z) {
+  const double theta2 = theta * theta;
+  const double *ys = t->ys;
+  const int64_t last = first + count;
+  for (int64_t g = 0; g < t->ngroups; g++) {
+    const tnode *gn = &t->nodes[t->group[g]];
+    int own = 0;
+    for (int32_t s = gn->lo; s < gn->lo + gn->count && !own; s++)
+      own = t->order[s] >= first && t->order[s] < last;
+    if (!own)
+      continue;
+    int64_t len = group_list(t, g, theta2);
+    if (len < 0)
+      return SD_ERR_NOMEM;
+    const double *lx = t->lx, *ly = t->ly, *lc = t->lc;
+    for (int32_t s = gn->lo; s < gn->lo + gn->count; s++) {
+      int64_t i = t->order[s];
+      if (i < first || i >= last)
+        continue;
+      double xi = ys[2 * s], yi = ys[2 * s + 1];
+      /* four interleaved partial sums (a fixed order: the same bits on every rank) */
+      double fx[4] = {0, 0, 0, 0}, fy[4] = {0, 0, 0, 0}, zs[4] = {0, 0, 0, 0};
+      int64_t e = 0;
+      for (; e + 4 <= len; e += 4) {
+        for (int u = 0; u < 4; u++) {
+          double dx = xi - lx[e + u], dy = yi - ly[e + u];
+          double w = 1.0 / (1.0 + dx * dx + dy * dy);
+          double cw = lc[e + u] * w;
+          zs[u] += cw;
+          cw *= w;
+          fx[u] += cw * dx;
+          fy[u] += cw * dy;
+        }
+      }
+      for (; e < len; e++) {
+        double dx = xi - lx[e], dy = yi - ly[e];
+        double w = 1.0 / (1.0 + dx * dx + dy * dy);
+        double cw = lc[e] * w;
+        zs[0] += cw;
+        cw *= w;
+        fx[0] += cw * dx;
+        fy[0] += cw * dy;
+      }
+      /* the other points of the group, exactly */
+      for (int32_t r = gn->lo; r < gn->lo + gn->count; r++) {
+        if (r == s)
+          continue;
+        double dx = xi - ys[2 * r], dy = yi - ys[2 * r + 1];
+        double w = 1.0 / (1.0 + dx * dx + dy * dy);
+        zs[1] += w;
+        w *= w;
+        fx[1] += w * dx;
+        fy[1] += w * dy;
+      }
+      int64_t q = i - first;
+      neg[2 * q] = (fx[0] + fx[1]) + (fx[2] + fx[3]);
+      neg[2 * q + 1] = (fy[0] + fy[1]) + (fy[2] + fy[3]);
+      z[q] = (zs[0] + zs[1]) + (zs[2] + zs[3]);
+    }
+  }
+  return SD_OK;
+}

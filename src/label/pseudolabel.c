@@ -1,0 +1,416 @@
+/* pseudolabel.c - detection of pixels that deviate from the bulk lattice, weak supervision by
+ * the image class, the notebook baseline, morphology and IoU counting. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "stemdefect/image.h"
+#include "stemdefect/pseudolabel.h"
+
+struct sd_pl {
+  int h, w;
+  sd_pl_params p;
+  sd_deviation_ws *dev;
+  float *norm;    /* (h, w) robust z-scored image */
+  float *energy;  /* (h, w) smoothed deviation^2, then local RMS deviation */
+  float *tmp;     /* (h, w) */
+  float *scratch; /* (h, w) */
+  uint8_t *btmp;  /* (h, w) */
+  int32_t *lab, *stk;
+};
+
+void sd_pl_params_default(sd_pl_params *p) {
+  sd_lattice_params_default(&p->lattice);
+  sd_deviation_params_default(&p->deviation);
+  p->smooth_sigma = 3.0;
+  p->threshold = SD_PL_THRESHOLD_ROBUST_Z;
+  p->threshold_value = 3.0;
+  p->min_deviation = 1.6;
+  p->open_steps = 1;
+  p->close_steps = 1;
+  p->min_area = 20;
+  p->reference_tolerance = 0.1;
+  p->grain_area = 0.08;
+  p->grain_band = 5;
+  p->baseline_sigma = 1.0;
+  p->baseline_box = 7;
+  p->baseline_percentile = 98.0;
+}
+
+sd_status sd_pl_create(int h, int w, const sd_pl_params *p, sd_pl **out) {
+  if (!out || !p)
+    return SD_ERROR(SD_ERR_ARG, "sd_pl_create: NULL argument");
+  *out = NULL;
+  sd_pl *pl = sd_calloc(1, sizeof *pl, "pseudo-label workspace");
+  if (!pl)
+    return SD_ERR_NOMEM;
+  pl->h = h;
+  pl->w = w;
+  pl->p = *p;
+  sd_status st = sd_deviation_ws_create(h, w, &p->deviation, &pl->dev);
+  if (st != SD_OK) {
+    free(pl);
+    SD_CHECK(st);
+  }
+  size_t n = (size_t)h * w;
+  pl->norm = sd_malloc(n, sizeof(float), "normalised image");
+  pl->energy = sd_malloc(n, sizeof(float), "deviation energy");
+  pl->tmp = sd_malloc(n, sizeof(float), "scratch");
+  pl->scratch = sd_malloc(n, sizeof(float), "scratch");
+  pl->btmp = sd_malloc(n, 1, "morphology scratch");
+  pl->lab = sd_malloc(n, sizeof(int32_t), "component labels");
+  pl->stk = sd_malloc(n, sizeof(int32_t), "component stack");
+  if (!pl->norm || !pl->energy || !pl->tmp || !pl->scratch || !pl->btmp || !pl->lab || !pl->stk) {
+    sd_pl_destroy(&pl);
+    return SD_ERR_NOMEM;
+  }
+  *out = pl;
+  return SD_OK;
+}
+
+void sd_pl_destroy(sd_pl **plp) {
+  if (!plp || !*plp)
+    return;
+  sd_pl *pl = *plp;
+  sd_deviation_ws_destroy(&pl->dev);
+  free(pl->norm);
+  free(pl->energy);
+  free(pl->tmp);
+  free(pl->scratch);
+  free(pl->btmp);
+  free(pl->lab);
+  free(pl->stk);
+  free(pl);
+  *plp = NULL;
+}
+
+const sd_deviation_ws *sd_pl_deviation_ws(const sd_pl *pl) {
+  return pl ? pl->dev : NULL;
+}
+
+void sd_pl_erode(uint8_t *m, int h, int w, uint8_t *tmp) {
+  memcpy(tmp, m, (size_t)h * w);
+  for (int y = 0; y < h; y++)
+    for (int x = 0; x < w; x++) {
+      uint8_t v = 1;
+      for (int dy = -1; dy <= 1 && v; dy++)
+        for (int dx = -1; dx <= 1; dx++) {
+          int yy = y + dy, xx = x + dx;
+          if (yy < 0 || xx < 0 || yy >= h || xx >= w)
+            continue; /* border: no erosion from outside */
+          if (!tmp[(size_t)yy * w + xx]) {
+            v = 0;
+            break;
+          }
+        }
+      m[(size_t)y * w + x] = v;
+    }
+}
+
+void sd_pl_dilate(uint8_t *m, int h, int w, uint8_t *tmp) {
+  memcpy(tmp, m, (size_t)h * w);
+  for (int y = 0; y < h; y++)
+    for (int x = 0; x < w; x++) {
+      uint8_t v = 0;
+      for (int dy = -1; dy <= 1 && !v; dy++)
+        for (int dx = -1; dx <= 1; dx++) {
+          int yy = y + dy, xx = x + dx;
+          if (yy < 0 || xx < 0 || yy >= h || xx >= w)
+            continue;
+          if (tmp[(size_t)yy * w + xx]) {
+            v = 1;
+            break;
+          }
+        }
+      m[(size_t)y * w + x] = v;
+    }
+}
+
+int sd_pl_components_filter(uint8_t *m, int h, int w, int min_area, int32_t *labels,
+                            int32_t *stack) {
+  size_t n = (size_t)h * w;
+  for (size_t i = 0; i < n; i++)
+    labels[i] = -1;
+  int kept = 0;
+  for (size_t s = 0; s < n; s++) {
+    if (!m[s] || labels[s] >= 0)
+      continue;
+    /* flood fill: the component's pixels end up in stack[0..count) */
+    size_t top = 0, count = 0;
+    stack[top++] = (int32_t)s;
+    labels[s] = 1;
+    while (top > count) {
+      int32_t p = stack[count++];
+      int py = p / w, px = p % w;
+      for (int dy = -1; dy <= 1; dy++)
+        for (int dx = -1; dx <= 1; dx++) {
+          int yy = py + dy, xx = px + dx;
+          if (yy < 0 || xx < 0 || yy >= h || xx >= w)
+            continue;
+          size_t q = (size_t)yy * w + xx;
+          if (m[q] && labels[q] < 0) {
+            labels[q] = 1;
+            stack[top++] = (int32_t)q;
+          }
+        }
+    }
+    if ((int64_t)count < min_area)
+      for (size_t k = 0; k < count; k++)
+        m[stack[k]] = 0;
+    else
+      kept++;
+  }
+  return kept;
+}
+
+double sd_pl_otsu(const float *v, size_t n) {
+  if (n == 0)
+    return 0;
+  float lo = v[0], hi = v[0];
+  for (size_t i = 1; i < n; i++) {
+    if (v[i] < lo)
+      lo = v[i];
+    if (v[i] > hi)
+      hi = v[i];
+  }
+  if (!(hi > lo))
+    return hi;
+  enum { NB = 256 };
+  double hist[NB] = {0};
+  double scale = NB / ((double)hi - lo);
+  for (size_t i = 0; i < n; i++) {
+    int b = (int)((v[i] - lo) * scale);
+    if (b >= NB)
+      b = NB - 1;
+    hist[b] += 1;
+  }
+  double total = (double)n, sum_all = 0;
+  for (int b = 0; b < NB; b++)
+    sum_all += b * hist[b];
+  double w0 = 0, sum0 = 0, best = -1;
+  int bt = 0;
+  for (int b = 0; b < NB - 1; b++) {
+    w0 += hist[b];
+    sum0 += b * hist[b];
+    double w1 = total - w0;
+    if (w0 == 0 || w1 == 0)
+      continue;
+    double m0 = sum0 / w0, m1 = (sum_all - sum0) / w1;
+    double between = w0 * w1 * (m0 - m1) * (m0 - m1);
+    if (between > best) {
+      best = between;
+      bt = b;
+    }
+  }
+  return lo + (bt + 1) / scale;
+}
+
+static int cmp_float(const void *a, const void *b) {
+  float x = *(const float *)a, y = *(const float *)b;
+  return (x > y) - (x < y);
+}
+
+/* robust z-score of raw into out (scratch n floats) */
+static void normalise(const float *raw, size_t n, float *out, float *scratch) {
+  memcpy(out, raw, n * sizeof *out);
+  if (sd_normalize_robust(out, n, scratch) != SD_OK) { /* cannot fail with a scratch given */
+  }
+}
+
+sd_status sd_pl_image(sd_pl *pl, const float *raw, const sd_lattice *reference, float *deviation,
+                      uint8_t *detected, sd_lattice *lat_out, int *lattice_ok) {
+  if (!pl || !raw || !deviation || !detected)
+    return SD_ERROR(SD_ERR_ARG, "sd_pl_image: NULL argument");
+  int h = pl->h, w = pl->w;
+  size_t n = (size_t)h * w;
+  const sd_pl_params *p = &pl->p;
+  normalise(raw, n, pl->norm, pl->scratch);
+  sd_lattice lat;
+  sd_status st;
+  if (reference)
+    st = sd_lattice_refine(pl->norm, h, w, reference, p->reference_tolerance, &lat);
+  else
+    st = sd_lattice_estimate(pl->norm, h, w, &p->lattice, &lat);
+  int ok = st == SD_OK;
+  if (st == SD_ERR_FORMAT) { /* no lattice in this image: not fatal */
+    sd_error_clear();
+    st = SD_OK;
+  }
+  SD_CHECK(st);
+  if (ok) {
+    st = sd_lattice_deviation(pl->dev, pl->norm, &lat, deviation);
+    if (st == SD_ERR_ARG) { /* a cell that does not fit: treat as no lattice */
+      sd_error_clear();
+      ok = 0;
+    } else {
+      SD_CHECK(st);
+    }
+  }
+  if (lattice_ok)
+    *lattice_ok = ok;
+  if (lat_out) {
+    if (ok)
+      *lat_out = lat;
+    else
+      memset(lat_out, 0, sizeof *lat_out);
+  }
+  if (!ok) {
+    memcpy(deviation, pl->norm, n * sizeof *deviation);
+    memset(detected, 0, n);
+    return SD_OK;
+  }
+  /* local RMS deviation */
+  for (size_t i = 0; i < n; i++)
+    pl->energy[i] = deviation[i] * deviation[i];
+  sd_gauss_blur(pl->energy, h, w, p->smooth_sigma, 1, pl->tmp, pl->energy);
+  for (size_t i = 0; i < n; i++)
+    pl->energy[i] = sqrtf(pl->energy[i]);
+  double thr;
+  if (p->threshold == SD_PL_THRESHOLD_OTSU) {
+    thr = p->threshold_value * sd_pl_otsu(pl->energy, n);
+  } else {
+    memcpy(pl->scratch, pl->energy, n * sizeof(float));
+    float med = sd_median(pl->scratch, n, pl->tmp);
+    for (size_t i = 0; i < n; i++)
+      pl->scratch[i] = fabsf(pl->energy[i] - med);
+    float mad = sd_median(pl->scratch, n, pl->tmp);
+    thr = med + p->threshold_value * 1.4826 * mad;
+  }
+  if (thr < p->min_deviation)
+    thr = p->min_deviation;
+  for (size_t i = 0; i < n; i++)
+    detected[i] = pl->energy[i] > thr;
+  for (int k = 0; k < p->open_steps; k++)
+    sd_pl_erode(detected, h, w, pl->btmp);
+  for (int k = 0; k < p->open_steps; k++)
+    sd_pl_dilate(detected, h, w, pl->btmp);
+  for (int k = 0; k < p->close_steps; k++)
+    sd_pl_dilate(detected, h, w, pl->btmp);
+  for (int k = 0; k < p->close_steps; k++)
+    sd_pl_erode(detected, h, w, pl->btmp);
+  sd_pl_components_filter(detected, h, w, p->min_area, pl->lab, pl->stk);
+  if (p->grain_area < 1.0)
+    sd_pl_grain_boundaries(detected, h, w, (int)(p->grain_area * (double)n), p->grain_band, pl->lab,
+                           pl->stk, pl->btmp);
+  return SD_OK;
+}
+
+void sd_pl_baseline(sd_pl *pl, const float *raw, uint8_t *detected) {
+  int h = pl->h, w = pl->w, r = pl->p.baseline_box / 2;
+  size_t n = (size_t)h * w;
+  normalise(raw, n, pl->norm, pl->scratch);
+  sd_gauss_blur(pl->norm, h, w, pl->p.baseline_sigma, 1, pl->tmp, pl->energy);
+  /* box mean over the part of the window inside the image */
+  for (int y = 0; y < h; y++)
+    for (int x = 0; x < w; x++) {
+      double s = 0;
+      int c = 0;
+      for (int yy = y - r; yy <= y + r; yy++) {
+        if (yy < 0 || yy >= h)
+          continue;
+        for (int xx = x - r; xx <= x + r; xx++) {
+          if (xx < 0 || xx >= w)
+            continue;
+          s += pl->norm[(size_t)yy * w + xx];
+          c++;
+        }
+      }
+      size_t i = (size_t)y * w + x;
+      pl->scratch[i] = fabsf(pl->energy[i] - (float)(s / c));
+    }
+  memcpy(pl->tmp, pl->scratch, n * sizeof(float));
+  qsort(pl->tmp, n, sizeof(float), cmp_float);
+  /* percentile by linear interpolation between order statistics (numpy's default) */
+  double pos = pl->p.baseline_percentile / 100.0 * (double)(n - 1);
+  size_t i0 = (size_t)pos;
+  double thr = pl->tmp[i0];
+  if (i0 + 1 < n)
+    thr += (pos - i0) * (pl->tmp[i0 + 1] - pl->tmp[i0]);
+  for (size_t i = 0; i < n; i++)
+    detected[i] = pl->scratch[i] > thr;
+}
+
+int sd_pl_grain_boundaries(uint8_t *m, int h, int w, int max_area, int band, int32_t *labels,
+                           int32_t *stack, uint8_t *tmp) {
+  size_t n = (size_t)h * w;
+  for (size_t i = 0; i < n; i++)
+    labels[i] = -1;
+  int grains = 0;
+  /* label components; a component larger than max_area is a grain: mark it 2 */
+  for (size_t s = 0; s < n; s++) {
+    if (!m[s] || labels[s] >= 0)
+      continue;
+    size_t top = 0, count = 0;
+    stack[top++] = (int32_t)s;
+    labels[s] = 1;
+    while (top > count) {
+      int32_t p = stack[count++];
+      int py = p / w, px = p % w;
+      for (int dy = -1; dy <= 1; dy++)
+        for (int dx = -1; dx <= 1; dx++) {
+          int yy = py + dy, xx = px + dx;
+          if (yy < 0 || xx < 0 || yy >= h || xx >= w)
+            continue;
+          size_t q = (size_t)yy * w + xx;
+          if (m[q] && labels[q] < 0) {
+            labels[q] = 1;
+            stack[top++] = (int32_t)q;
+          }
+        }
+    }
+    if ((int64_t)count > max_area) {
+      grains++;
+      for (size_t k = 0; k < count; k++)
+        m[stack[k]] = 2;
+    }
+  }
+  if (!grains)
+    return 0;
+  /* boundary of the grains towards undetected pixels inside the image */
+  uint8_t *bd = tmp;
+  for (int y = 0; y < h; y++)
+    for (int x = 0; x < w; x++) {
+      size_t i = (size_t)y * w + x;
+      uint8_t b = 0;
+      if (m[i] == 2) {
+        if ((x > 0 && !m[i - 1]) || (x + 1 < w && !m[i + 1]) || (y > 0 && !m[i - w]) ||
+            (y + 1 < h && !m[i + w]))
+          b = 1;
+      }
+      bd[i] = b;
+    }
+  /* the band: the boundary dilated band times (3x3), on both sides of it; labels as scratch */
+  uint8_t *scr = (uint8_t *)labels;
+  for (int k = 0; k < band; k++)
+    sd_pl_dilate(bd, h, w, scr);
+  for (size_t i = 0; i < n; i++)
+    m[i] = (m[i] == 1) || bd[i];
+  return grains;
+}
+
+void sd_pl_mask(const uint8_t *detected, size_t n, int32_t label, int bulk_class, uint8_t *mask) {
+  if (label < 0 || label == bulk_class || label > 255) {
+    memset(mask, 0, n);
+    return;
+  }
+  for (size_t i = 0; i < n; i++)
+    mask[i] = detected[i] ? (uint8_t)label : 0;
+}
+
+void sd_pl_iou_accumulate(const uint8_t *pred, const uint8_t *truth, size_t n, int nc,
+                          int64_t *inter, int64_t *uni) {
+  for (size_t i = 0; i < n; i++) {
+    int a = pred[i], b = truth[i];
+    if (a == b) {
+      if (a < nc) {
+        inter[a]++;
+        uni[a]++;
+      }
+    } else {
+      if (a < nc)
+        uni[a]++;
+      if (b < nc)
+        uni[b]++;
+    }
+  }
+}

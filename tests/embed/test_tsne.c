@@ -1,0 +1,430 @@
+/* test_tsne.c - the t-SNE building blocks against independent computations, at 1, 2 and 4
+ * ranks:
+ *   - exact fixed-point column sums: equal bitwise on MPI_COMM_SELF and on the world, and
+ *     close to a long-double naive sum;
+ *   - kNN against a naive brute-force search (indices and distances);
+ *   - perplexity calibration: every row's entropy is log(perplexity), rows sum to 1;
+ *   - symmetrisation: the gathered sparse P equals (P_cond + P_cond^T) / 2N built densely;
+ *   - gradient: Barnes-Hut with theta = 0 equals the exact O(N^2) gradient to rounding,
+ *     theta = 0.5 is close, and the KL divergences agree;
+ *   - the whole method on 5 well-separated blobs in 20-D: high kNN recall, blobs separated;
+ *     the embedding is bitwise identical on 1 rank (MPI_COMM_SELF), on 2 ranks and on the
+ *     world communicator. */
+#include <math.h>
+#include <mpi.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sd_test.h"
+#include "stemdefect/par.h"
+#include "stemdefect/rng.h"
+#include "stemdefect/tsne.h"
+
+/* blobs: nb centres N(0, sep^2) in d dims, points = centre + N(0, 1); label = blob */
+static void make_blobs(int64_t n, int d, int nb, double sep, uint64_t seed, double *x, int *lab) {
+  double *c = malloc((size_t)nb * d * sizeof *c);
+  sd_rng r;
+  sd_rng_init(&r, seed, 0, 99);
+  for (int b = 0; b < nb * d; b++)
+    c[b] = sep * sd_rng_normal(&r);
+  for (int64_t i = 0; i < n; i++) {
+    int b = (int)(i % nb);
+    lab[i] = b;
+    for (int t = 0; t < d; t++)
+      x[i * d + t] = c[b * d + t] + sd_rng_normal(&r);
+  }
+  free(c);
+}
+
+static double dist2(const double *a, const double *b, int d) {
+  double s = 0;
+  for (int t = 0; t < d; t++)
+    s += (a[t] - b[t]) * (a[t] - b[t]);
+  return s;
+}
+
+/* naive kNN of row i among all n (self excluded), sorted by (d2, index) */
+static void naive_knn(const double *x, int64_t n, int d, int64_t i, int k, int64_t *nbr,
+                      double *dd) {
+  for (int j = 0; j < k; j++) {
+    dd[j] = INFINITY;
+    nbr[j] = -1;
+  }
+  for (int64_t j = 0; j < n; j++) {
+    if (j == i)
+      continue;
+    double v = dist2(x + i * d, x + j * d, d);
+    int p = k;
+    while (p > 0 && (v < dd[p - 1] || (v == dd[p - 1] && j < nbr[p - 1])))
+      p--;
+    if (p >= k)
+      continue;
+    for (int q = k - 1; q > p; q--) {
+      dd[q] = dd[q - 1];
+      nbr[q] = nbr[q - 1];
+    }
+    dd[p] = v;
+    nbr[p] = j;
+  }
+}
+
+/* gathers the distributed sparse P into a dense [n, n] matrix on every rank */
+static void gather_dense(MPI_Comm comm, const sd_tsne_affinity *a, double *dense) {
+  int64_t n = a->n;
+  double *mine = calloc((size_t)(n * n), sizeof *mine);
+  for (int64_t q = 0; q < a->count; q++)
+    for (int64_t e = a->rowptr[q]; e < a->rowptr[q + 1]; e++)
+      mine[(a->first + q) * n + a->col[e]] = a->val[e];
+  MPI_Allreduce(mine, dense, (int)(n * n), MPI_DOUBLE, MPI_SUM, comm);
+  free(mine);
+}
+
+static double run_embedding(MPI_Comm comm, const sd_tsne_params *p, const double *x, int64_t n,
+                            int d, double *y) {
+  int rank, size;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  int64_t f, c;
+  sd_shard_range(n, rank, size, &f, &c);
+  sd_tsne_result res;
+  memset(&res, 0, sizeof res);
+  SD_EXPECT_OK(sd_tsne_run(comm, p, x + f * d, c, d, n, y, &res));
+  return res.kl_divergence;
+}
+
+int main(int argc, char **argv) {
+  MPI_Init(&argc, &argv);
+  int rank, size;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  MPI_Comm world = MPI_COMM_WORLD;
+
+  /* ---- fixed-point column sums ---- */
+  {
+    const int64_t n = 1001;
+    const int m = 3;
+    double *v = malloc(n * m * sizeof *v);
+    sd_rng r;
+    sd_rng_init(&r, 5, 0, 1);
+    for (int64_t i = 0; i < n * m; i++)
+      v[i] = sd_rng_normal(&r) * pow(10.0, (double)(i % m) * 3 - 3);
+    int64_t f, c;
+    sd_shard_range(n, rank, size, &f, &c);
+    double sw[3], ss[3];
+    SD_EXPECT_OK(sd_tsne_repro_colsum(world, v + f * m, c, m, sw));
+    SD_EXPECT_OK(sd_tsne_repro_colsum(MPI_COMM_SELF, v, n, m, ss));
+    for (int j = 0; j < m; j++) {
+      long double e = 0;
+      for (int64_t i = 0; i < n; i++)
+        e += v[i * m + j];
+      SD_EXPECT_MSG(sw[j] == ss[j], "column %d: world %.17g vs self %.17g", j, sw[j], ss[j]);
+      SD_EXPECT_NEAR(sw[j], (double)e, 1e-9 * pow(10.0, (double)j * 3 - 3) * 40);
+    }
+    free(v);
+  }
+
+  /* ---- kNN, calibration, symmetrisation, gradients on a small problem ---- */
+  const int64_t n = 240;
+  const int d = 7, k = 30;
+  const double perp = 9.0;
+  double *x = malloc((size_t)n * d * sizeof *x);
+  int *lab = malloc((size_t)n * sizeof *lab);
+  make_blobs(n, d, 3, 3.0, 11, x, lab);
+  int64_t first, count;
+  sd_shard_range(n, rank, size, &first, &count);
+  int64_t *nbr = malloc((size_t)(count + 1) * k * sizeof *nbr);
+  double *dd = malloc((size_t)(count + 1) * k * sizeof *dd);
+  double *pc = malloc((size_t)(count + 1) * k * sizeof *pc);
+  SD_EXPECT_OK(sd_tsne_knn(world, x + first * d, count, d, n, k, nbr, dd));
+  {
+    int64_t nb2[64];
+    double d2[64];
+    int bad = 0;
+    for (int64_t q = 0; q < count; q++) {
+      naive_knn(x, n, d, first + q, k, nb2, d2);
+      for (int j = 0; j < k; j++)
+        if (nb2[j] != nbr[q * k + j] || fabs(d2[j] - dd[q * k + j]) > 1e-12 * (1 + d2[j]))
+          bad++;
+    }
+    SD_EXPECT_MSG(bad == 0, "%d kNN entries differ from the naive search", bad);
+  }
+  {
+    double *ent = malloc((size_t)(count + 1) * sizeof *ent);
+    int64_t unconv = -1;
+    sd_tsne_calibrate(count, k, dd, perp, pc, NULL, ent, &unconv);
+    SD_EXPECT(unconv == 0);
+    double worst = 0, worst_sum = 0;
+    for (int64_t q = 0; q < count; q++) {
+      /* entropy recomputed independently from the probabilities */
+      double h = 0, s = 0;
+      for (int j = 0; j < k; j++) {
+        double pj = pc[q * k + j];
+        s += pj;
+        if (pj > 0)
+          h -= pj * log(pj);
+      }
+      if (fabs(h - log(perp)) > worst)
+        worst = fabs(h - log(perp));
+      if (fabs(s - 1) > worst_sum)
+        worst_sum = fabs(s - 1);
+    }
+    SD_EXPECT_MSG(worst < 2e-5, "entropy off log(perplexity) by %g", worst);
+    SD_EXPECT_MSG(worst_sum < 1e-12, "row sums off 1 by %g", worst_sum);
+    free(ent);
+  }
+  sd_tsne_affinity *a = NULL;
+  SD_EXPECT_OK(sd_tsne_symmetrize(world, n, k, nbr, pc, &a));
+  double *P = calloc((size_t)(n * n), sizeof *P);
+  double *Pref = calloc((size_t)(n * n), sizeof *Pref);
+  if (a) {
+    gather_dense(world, a, P);
+    /* reference: every row on this rank from the naive kNN, dense symmetrisation */
+    int64_t nb2[64];
+    double d2[64], p2[64];
+    for (int64_t i = 0; i < n; i++) {
+      naive_knn(x, n, d, i, k, nb2, d2);
+      sd_tsne_calibrate(1, k, d2, perp, p2, NULL, NULL, NULL);
+      for (int j = 0; j < k; j++) {
+        Pref[i * n + nb2[j]] += p2[j] / (2.0 * n);
+        Pref[nb2[j] * n + i] += p2[j] / (2.0 * n);
+      }
+    }
+    double err = 0, tot = 0, asym = 0;
+    for (int64_t e = 0; e < n * n; e++) {
+      err = fmax(err, fabs(P[e] - Pref[e]));
+      tot += P[e];
+    }
+    for (int64_t i = 0; i < n; i++)
+      for (int64_t j = 0; j < n; j++)
+        asym = fmax(asym, fabs(P[i * n + j] - P[j * n + i]));
+    SD_EXPECT_MSG(err < 1e-15, "sparse P differs from the dense reference by %g", err);
+    SD_EXPECT_NEAR(tot, 1.0, 1e-12);
+    SD_EXPECT(asym == 0.0);
+  }
+
+  /* gradient: BH vs exact on a spread-out embedding */
+  if (a) {
+    double *y = malloc((size_t)n * 2 * sizeof *y);
+    sd_rng r;
+    sd_rng_init(&r, 3, 0, 7);
+    for (int64_t i = 0; i < n; i++) {
+      y[2 * i] = 4.0 * sd_rng_normal(&r) + 6.0 * (lab[i] == 1);
+      y[2 * i + 1] = 4.0 * sd_rng_normal(&r) - 5.0 * (lab[i] == 2);
+    }
+    double *ge = malloc((size_t)n * 2 * sizeof *ge);
+    double kl_exact = sd_tsne_gradient_exact(n, P, y, ge);
+    sd_tsne_tree *t = NULL;
+    SD_EXPECT_OK(sd_tsne_tree_create(n, &t));
+    SD_EXPECT_OK(sd_tsne_tree_build(t, n, y));
+    double *g = malloc((size_t)(count + 1) * 2 * sizeof *g);
+    double kl0 = 0, kl5 = 0;
+    SD_EXPECT_OK(sd_tsne_gradient(world, a, t, y, 0.0, 1.0, g, &kl0));
+    double num = 0, den = 0, emax = 0;
+    for (int64_t e = 0; e < 2 * count; e++) {
+      double ref = ge[2 * first + e];
+      num += (g[e] - ref) * (g[e] - ref);
+      den += ref * ref;
+      emax = fmax(emax, fabs(g[e] - ref));
+    }
+    double gscale = sqrt(den / (double)(2 * count > 0 ? 2 * count : 1));
+    SD_EXPECT_MSG(emax <= 1e-10 * gscale + 1e-300, "theta=0 gradient max error %g (scale %g)", emax,
+                  gscale);
+    SD_EXPECT_MSG(fabs(kl0 - kl_exact) <= 1e-10 * fabs(kl_exact), "theta=0 KL %.12g vs exact %.12g",
+                  kl0, kl_exact);
+    SD_EXPECT_OK(sd_tsne_gradient(world, a, t, y, 0.5, 1.0, g, &kl5));
+    num = 0;
+    for (int64_t e = 0; e < 2 * count; e++) {
+      double ref = ge[2 * first + e];
+      num += (g[e] - ref) * (g[e] - ref);
+    }
+    double nd[2] = {num, den};
+    MPI_Allreduce(MPI_IN_PLACE, nd, 2, MPI_DOUBLE, MPI_SUM, world);
+    double rel = sqrt(nd[0] / nd[1]);
+    SD_EXPECT_MSG(rel < 0.05, "theta=0.5 relative gradient error %g", rel);
+    SD_EXPECT_MSG(fabs(kl5 - kl_exact) < 0.01 * kl_exact, "theta=0.5 KL %g vs exact %g", kl5,
+                  kl_exact);
+    if (rank == 0)
+      fprintf(stderr,
+              "gradient: theta=0 max err %.3g (scale %.3g), theta=0.5 rel err %.3g, KL %.6f / "
+              "%.6f / exact %.6f\n",
+              emax, gscale, rel, kl0, kl5, kl_exact);
+    /* a gradient-descent step along -grad lowers the exact KL (sanity of the sign) */
+    {
+      double *y2 = malloc((size_t)n * 2 * sizeof *y2), *gg = malloc((size_t)n * 2 * sizeof *gg);
+      for (int64_t e = 0; e < 2 * n; e++)
+        y2[e] = y[e] - 1.0 * ge[e];
+      double kl2 = sd_tsne_gradient_exact(n, P, y2, gg);
+      SD_EXPECT_MSG(kl2 < kl_exact, "a step along -grad raised KL: %g -> %g", kl_exact, kl2);
+      /* finite differences of the exact KL against the exact gradient (one coordinate) */
+      double h = 1e-5;
+      memcpy(y2, y, (size_t)n * 2 * sizeof *y2);
+      y2[10] += h;
+      double kp = sd_tsne_gradient_exact(n, P, y2, gg);
+      y2[10] -= 2 * h;
+      double km = sd_tsne_gradient_exact(n, P, y2, gg);
+      SD_EXPECT_NEAR((kp - km) / (2 * h), ge[10], 1e-6 + 1e-4 * fabs(ge[10]));
+      free(y2);
+      free(gg);
+    }
+    sd_tsne_tree_destroy(&t);
+    free(g);
+    free(ge);
+    free(y);
+  }
+  sd_tsne_affinity_destroy(&a);
+  free(P);
+  free(Pref);
+  free(nbr);
+  free(dd);
+  free(pc);
+  free(x);
+  free(lab);
+
+  /* ---- the whole method with Barnes-Hut (theta 0.5) vs the exact method (theta 0): the
+   * final KL divergences agree ---- */
+  {
+    const int64_t nn = 300;
+    const int dd2 = 10;
+    double *xb = malloc((size_t)nn * dd2 * sizeof *xb);
+    int *lb = malloc((size_t)nn * sizeof *lb);
+    make_blobs(nn, dd2, 4, 2.0, 31, xb, lb);
+    sd_tsne_params p;
+    sd_tsne_params_default(&p);
+    p.perplexity = 15;
+    p.iterations = 300;
+    p.exaggeration_iters = 100;
+    p.report_every = 1000;
+    double *y0 = malloc((size_t)nn * 2 * sizeof *y0), *y5 = malloc((size_t)nn * 2 * sizeof *y5);
+    p.theta = 0.0;
+    double kl_exact = run_embedding(world, &p, xb, nn, dd2, y0);
+    p.theta = 0.5;
+    double kl_bh = run_embedding(world, &p, xb, nn, dd2, y5);
+    /* the exact KL of the Barnes-Hut embedding (the reported value uses the Barnes-Hut Z) */
+    int64_t f5, c5;
+    sd_shard_range(nn, rank, size, &f5, &c5);
+    int k5 = sd_tsne_resolve_neighbors(&p, nn);
+    int64_t *nb5 = malloc((size_t)(c5 + 1) * k5 * sizeof *nb5);
+    double *d5 = malloc((size_t)(c5 + 1) * k5 * sizeof *d5),
+           *p5 = malloc((size_t)(c5 + 1) * k5 * sizeof *p5);
+    double *P5 = calloc((size_t)(nn * nn), sizeof *P5), *g5 = malloc((size_t)nn * 2 * sizeof *g5);
+    sd_tsne_affinity *a5 = NULL;
+    SD_EXPECT_OK(sd_tsne_knn(world, xb + f5 * dd2, c5, dd2, nn, k5, nb5, d5));
+    sd_tsne_calibrate(c5, k5, d5, p.perplexity, p5, NULL, NULL, NULL);
+    SD_EXPECT_OK(sd_tsne_symmetrize(world, nn, k5, nb5, p5, &a5));
+    double kl_bh_exact = 0, kl_exact_check = 0;
+    if (a5) {
+      gather_dense(world, a5, P5);
+      kl_bh_exact = sd_tsne_gradient_exact(nn, P5, y5, g5);
+      kl_exact_check = sd_tsne_gradient_exact(nn, P5, y0, g5);
+    }
+    if (rank == 0)
+      fprintf(stderr,
+              "final KL: exact method %.5f (recomputed %.5f), Barnes-Hut theta 0.5 %.5f "
+              "(exact KL of its embedding %.5f)\n",
+              kl_exact, kl_exact_check, kl_bh, kl_bh_exact);
+    SD_EXPECT_NEAR(kl_exact_check, kl_exact, 1e-9 * kl_exact);
+    /* different trajectories end in different local optima: Barnes-Hut must not be worse
+     * than the exact method by more than 3%, and both within 5% */
+    SD_EXPECT_MSG(kl_bh_exact <= 1.03 * kl_exact && fabs(kl_bh_exact - kl_exact) < 0.05 * kl_exact,
+                  "final exact KL %g (BH) vs %g (exact method)", kl_bh_exact, kl_exact);
+    SD_EXPECT_MSG(fabs(kl_bh - kl_bh_exact) < 0.05 * kl_bh_exact, "BH KL estimate %g vs exact %g",
+                  kl_bh, kl_bh_exact);
+    sd_tsne_affinity_destroy(&a5);
+    free(nb5);
+    free(d5);
+    free(p5);
+    free(P5);
+    free(g5);
+    free(xb);
+    free(lb);
+    free(y0);
+    free(y5);
+  }
+
+  /* ---- the whole method on 5 separated blobs in 20-D; rank-count independence ---- */
+  {
+    const int64_t nn = 400;
+    const int dd2 = 20, nb = 5;
+    double *xb = malloc((size_t)nn * dd2 * sizeof *xb);
+    int *lb = malloc((size_t)nn * sizeof *lb);
+    make_blobs(nn, dd2, nb, 4.0, 21, xb, lb);
+    sd_tsne_params p;
+    sd_tsne_params_default(&p);
+    p.perplexity = 20;
+    p.iterations = 300;
+    p.exaggeration_iters = 100;
+    p.report_every = 1000;
+    double *yw = malloc((size_t)nn * 2 * sizeof *yw), *ys = malloc((size_t)nn * 2 * sizeof *ys);
+    double klw = run_embedding(world, &p, xb, nn, dd2, yw);
+    /* the same on one rank (each rank alone) and, at 4 ranks, on pairs of ranks */
+    double kls = run_embedding(MPI_COMM_SELF, &p, xb, nn, dd2, ys);
+    SD_EXPECT_MSG(memcmp(yw, ys, (size_t)nn * 2 * sizeof *yw) == 0,
+                  "embedding on %d ranks differs from 1 rank", size);
+    SD_EXPECT(klw == kls);
+    if (size == 4) {
+      MPI_Comm pair;
+      MPI_Comm_split(world, rank / 2, rank, &pair);
+      double *yp = malloc((size_t)nn * 2 * sizeof *yp);
+      run_embedding(pair, &p, xb, nn, dd2, yp);
+      SD_EXPECT_MSG(memcmp(yw, yp, (size_t)nn * 2 * sizeof *yw) == 0, "2-rank embedding differs");
+      free(yp);
+      MPI_Comm_free(&pair);
+    }
+    /* kNN recall: 10 nearest in 2-D vs in 20-D; blob separation by nearest 2-D centroid */
+    const int kr = 10;
+    int64_t hits = 0, sep_ok = 0;
+    double cen[5][2] = {{0}};
+    int cnt[5] = {0};
+    for (int64_t i = 0; i < nn; i++) {
+      cen[lb[i]][0] += yw[2 * i];
+      cen[lb[i]][1] += yw[2 * i + 1];
+      cnt[lb[i]]++;
+    }
+    for (int b = 0; b < nb; b++) {
+      cen[b][0] /= cnt[b];
+      cen[b][1] /= cnt[b];
+    }
+    int64_t nh[16], nl[16];
+    double dh[16], dl[16];
+    int same_blob = 0;
+    for (int64_t i = 0; i < nn; i++) {
+      naive_knn(xb, nn, dd2, i, kr, nh, dh);
+      naive_knn(yw, nn, 2, i, kr, nl, dl);
+      for (int u = 0; u < kr; u++) {
+        for (int v = 0; v < kr; v++)
+          hits += nh[u] == nl[v];
+        same_blob += lb[nl[u]] == lb[i];
+      }
+      int best = 0;
+      for (int b = 1; b < nb; b++)
+        if (dist2(yw + 2 * i, cen[b], 2) < dist2(yw + 2 * i, cen[best], 2))
+          best = b;
+      sep_ok += best == lb[i];
+    }
+    double recall = (double)hits / (double)(nn * kr);
+    double purity = (double)same_blob / (double)(nn * kr);
+    double sep = (double)sep_ok / (double)nn;
+    if (rank == 0)
+      fprintf(stderr,
+              "blobs: KL %.4f, 10-NN recall %.3f, 2-D neighbours in the same blob %.4f, "
+              "nearest-centroid accuracy %.4f\n",
+              klw, recall, purity, sep);
+    /* within a blob points are i.i.d. Gaussian: the exact neighbours are only partly
+     * recoverable, the blobs must be */
+    SD_EXPECT_MSG(recall > 0.35, "kNN recall %g", recall);
+    SD_EXPECT_MSG(purity > 0.995, "2-D neighbour blob purity %g", purity);
+    SD_EXPECT_MSG(sep > 0.995, "blob separation %g", sep);
+    SD_EXPECT_MSG(klw > 0 && klw < 2.0, "final KL %g", klw);
+    free(xb);
+    free(lb);
+    free(yw);
+    free(ys);
+  }
+
+  int fails = sd_test_failures, all = 0;
+  MPI_Allreduce(&fails, &all, 1, MPI_INT, MPI_SUM, world);
+  int rc = sd_test_finish("test_tsne");
+  MPI_Finalize();
+  return all ? 1 : rc;
+}

@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# U-Net end to end on a small simulated CdTe stack (32x32, bulk / vacancy / stacking fault).
+# Default (argument "fast"): a short training lowers the loss and beats a class-prior guess;
+# evaluate's JSON matches an independent numpy computation from segment's heatmaps; heatmaps
+# are the same at 1, 2 and 4 ranks; resume is bitwise; SIGTERM checkpoints and exits 75; bad
+# inputs fail with one clear message and leave nothing behind.
+# "slow" (label slow): a longer training reaches mean IoU > 0.3 (> 4x chance); --labels FILE
+# reads the same masks as the stack's own; tiled segmentation against whole frames; overlays.
+source "$(dirname "$0")/../e2e/lib.sh"
+MODE=${1:-fast}
+# one BLAS thread per rank: on a shared, oversubscribed machine OpenBLAS threads spin-wait
+export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
+PY=/usr/bin/python3
+have_py=0
+$PY -c "import h5py, numpy" 2>/dev/null && have_py=1
+[ $have_py = 1 ] || { [ "${CI:-}" = true ] && fail "h5py missing in CI"; echo "SKIP numpy checks: h5py missing"; }
+
+expect_ok "$SD" simulate --material cdte --count 160 --size 32 --seed 3 --output "$WORK/d.h5" \
+  --classes Bulk=bulk --classes Vac=vacancy --classes SF=stacking_fault --quiet
+COMMON=(train --task segment --data "$WORK/d.h5" --batch 16 --set segmenter.depth=2 --set segmenter.width=4
+  --set segmenter.lr=0.01 --set segmenter.data_shards=2)
+
+echo "[$SECONDS s] training"
+# 1. training: the loss falls, evaluate's mean IoU is far above chance
+E=4; MIN_IOU=0; [ "$MODE" = slow ] && { E=14; MIN_IOU=0.3; }
+$MPIRUN -n 2 "$SD" "${COMMON[@]}" --epochs $E --output "$WORK/u.h5" >"$WORK/train.log" 2>&1 && ok || fail "training failed: $(tail -3 "$WORK/train.log")"
+first=$(grep -o "epoch 1/$E  loss [0-9.]*" "$WORK/train.log" | awk '{print $4}')
+last=$(grep -o "epoch $E/$E  loss [0-9.]*" "$WORK/train.log" | awk '{print $4}')
+awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < 0.9 * a) }' && ok || fail "loss did not fall enough: $first -> $last"
+expect_ok "$SD" evaluate --model "$WORK/u.h5" --data "$WORK/d.h5" --output "$WORK/m.json" --quiet
+expect_ok "$SD" segment --model "$WORK/u.h5" --data "$WORK/d.h5" --output "$WORK/h1.h5" --quiet
+for np in 2 4; do
+  expect_ok $MPIRUN -n $np "$SD" segment --model "$WORK/u.h5" --data "$WORK/d.h5" --output "$WORK/h$np.h5" --batch 8 --quiet
+  h5diff -d 1e-5 "$WORK/h1.h5" "$WORK/h$np.h5" /heatmaps /heatmaps >/dev/null && ok || fail "heatmaps at $np ranks differ from 1 rank"
+done
+if [ $have_py = 1 ]; then
+  $PY - "$WORK/u.h5" "$WORK/d.h5" "$WORK/h1.h5" "$WORK/m.json" $MIN_IOU <<'PY' && ok || fail "evaluate JSON does not match the independent computation"
+import sys, json, h5py, numpy as np
+model, stack, heat, js, min_iou = sys.argv[1:]
+m = json.load(open(js))
+for k in ("mean_iou", "per_class", "pixel_accuracy", "defect_pixel_precision", "defect_pixel_recall",
+          "labelled_class_top_mass_fraction", "bulk_false_alarm_area", "class_names", "pixel_confusion"):
+    assert k in m, k
+split = h5py.File(model, "r")["training/split"][...]
+idx = np.nonzero(split == 2)[0]
+assert m["part"] == "test" and m["n"] == len(idx), (m["part"], m["n"], len(idx))
+h = h5py.File(heat, "r")
+P = h["heatmaps"][...][idx]
+assert list(h["heatmaps"].attrs["class_names"].astype(str)) == m["class_names"]
+assert np.allclose(P.sum(axis=1), 1, atol=1e-5)
+for k in ("program", "git_commit", "config", "command_line", "ranks", "created"):
+    assert k in h.attrs, k
+s = h5py.File(stack, "r")
+assert list(h["labels"][...]) == list(s["labels"][...])
+T = s["masks"][...][idx].astype(int)
+lab = s["labels"][...][idx]
+pred = P.argmax(axis=1)
+C = P.shape[1]
+ious = []
+for c in range(C):
+    tp = np.sum((pred == c) & (T == c)); fp = np.sum((pred == c) & (T != c)); fn = np.sum((pred != c) & (T == c))
+    iou = tp / (tp + fp + fn)
+    e = m["per_class"][c]
+    assert abs(e["iou"] - iou) < 2e-3, (c, e["iou"], iou)
+    assert abs(e["precision"] - tp / (tp + fp)) < 2e-3 and abs(e["recall"] - tp / (tp + fn)) < 2e-3
+    if c > 0: ious.append(iou)
+assert abs(m["mean_iou"] - np.mean(ious)) < 2e-3, (m["mean_iou"], np.mean(ious))
+dt, dp = T > 0, pred > 0
+assert abs(m["defect_pixel_precision"] - np.sum(dt & dp) / np.sum(dp)) < 2e-3
+assert abs(m["defect_pixel_recall"] - np.sum(dt & dp) / np.sum(dt)) < 2e-3
+mass = P[:, 1:].sum(axis=(2, 3))
+nb = lab > 0
+top = np.mean(mass[nb].argmax(axis=1) + 1 == lab[nb])
+assert abs(m["labelled_class_top_mass_fraction"] - top) < 1e-6, (m["labelled_class_top_mass_fraction"], top)
+fa = np.mean((pred[lab == 0] != 0).mean(axis=(1, 2)))
+assert abs(m["bulk_false_alarm_area"] - fa) < 1e-6
+# chance: guessing each pixel's class from the class frequencies
+rng = np.random.default_rng(0)
+freq = np.bincount(T.ravel(), minlength=C) / T.size
+G = rng.choice(C, size=T.shape, p=freq)
+chance = np.mean([np.sum((G == c) & (T == c)) / np.sum((G == c) | (T == c)) for c in range(1, C)])
+print(f"U-Net mean IoU {m['mean_iou']:.3f} (independent {np.mean(ious):.3f}), chance {chance:.3f}, top-mass {top:.3f}, bulk FA {fa:.4f}")
+want = 4 * chance if float(min_iou) > 0 else 2 * chance
+assert m["mean_iou"] > float(min_iou) and m["mean_iou"] > want, (m["mean_iou"], chance)
+PY
+fi
+
+echo "[$SECONDS s] 2. --labels"
+# 2. --labels FILE: the stack's own file as labels gives the same model as the default
+if [ "$MODE" = slow ]; then
+expect_ok "$SD" "${COMMON[@]}" --epochs 1 --set segmenter.max_steps=3 --output "$WORK/a.h5" --checkpoint "$WORK/a.h5" --quiet
+expect_ok "$SD" "${COMMON[@]}" --epochs 1 --set segmenter.max_steps=3 --output "$WORK/b.h5" --checkpoint "$WORK/b.h5" --labels "$WORK/d.h5" --quiet
+h5diff "$WORK/a.h5" "$WORK/b.h5" /params /params >/dev/null && ok || fail "--labels with the stack's own masks trains differently"
+fi
+
+echo "[$SECONDS s] 3. resume"
+# 3. resume after max_steps is bitwise the uninterrupted run (2 ranks)
+expect_ok $MPIRUN -n 2 "$SD" "${COMMON[@]}" --epochs 1 --output "$WORK/r0.h5" --quiet
+expect_ok $MPIRUN -n 2 "$SD" "${COMMON[@]}" --epochs 1 --output "$WORK/r.h5" --set segmenter.max_steps=3 --checkpoint "$WORK/r.ckpt" --quiet
+[ -f "$WORK/r.ckpt" ] && ok || fail "no checkpoint after max_steps"
+expect_ok $MPIRUN -n 2 "$SD" "${COMMON[@]}" --epochs 1 --output "$WORK/r.h5" --resume --checkpoint "$WORK/r.ckpt" --quiet
+h5diff "$WORK/r0.h5" "$WORK/r.h5" /params /params >/dev/null && ok || fail "resumed U-Net differs from the uninterrupted one"
+h5diff "$WORK/r0.h5" "$WORK/r.h5" /buffers /buffers >/dev/null && ok || fail "resumed U-Net differs (batch-norm buffers)"
+
+echo "[$SECONDS s] 4. SIGTERM"
+# 4. SIGTERM: checkpoint + exit 75, no model
+$MPIRUN -n 2 "$SD" "${COMMON[@]}" --epochs 100000 --output "$WORK/s.h5" --checkpoint "$WORK/s.ckpt" >"$WORK/sig.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 60); do grep -q "train: U-Net" "$WORK/sig.log" && break; sleep 1; done
+sleep 1
+pkill -TERM -P $pid
+wait $pid; rc=$?
+[ $rc = 75 ] && ok || fail "exit code after SIGTERM: $rc ($(tail -3 "$WORK/sig.log"))"
+[ -f "$WORK/s.ckpt" ] && ok || fail "no checkpoint after SIGTERM"
+[ -f "$WORK/s.h5" ] && fail "a model was written although training was interrupted" || ok
+
+echo "[$SECONDS s] 5. tiles"
+# 5. tiles smaller than the frame, overlays
+expect_ok "$SD" simulate --material cdte --count 3 --size 64 --seed 9 --output "$WORK/big.h5" \
+  --classes Bulk=bulk --classes Vac=vacancy --classes SF=stacking_fault --quiet
+if [ "$MODE" = slow ]; then
+expect_ok $MPIRUN -n 2 "$SD" segment --model "$WORK/u.h5" --data "$WORK/big.h5" --output "$WORK/ht.h5" --tile 32 --overlap 8 \
+  --overlay "$WORK/ov" --overlay-images 0 --overlay-images 2 --quiet
+expect_ok "$SD" segment --model "$WORK/u.h5" --data "$WORK/big.h5" --output "$WORK/hw.h5" --quiet
+[ -s "$WORK/ov/overlay_00000.png" ] && [ -s "$WORK/ov/overlay_00002.png" ] && ok || fail "overlays missing"
+if [ $have_py = 1 ]; then
+  $PY - "$WORK/ht.h5" "$WORK/hw.h5" <<'PY' && ok || fail "tiled heatmaps"
+import sys, h5py, numpy as np
+a = h5py.File(sys.argv[1], "r"); b = h5py.File(sys.argv[2], "r")
+A, B = a["heatmaps"][...], b["heatmaps"][...]
+assert A.shape == B.shape == (3, 3, 64, 64)
+assert np.allclose(A.sum(axis=1), 1, atol=1e-5)
+assert a["heatmaps"].attrs["tiles_per_frame"] == 9 and b["heatmaps"].attrs["tiles_per_frame"] == 1
+# tiles of 32 px see little context: agreement is loose, but the maps must be alike
+assert np.mean(A.argmax(1) == B.argmax(1)) > 0.8, np.mean(A.argmax(1) == B.argmax(1))
+for k in ("program", "git_commit", "config", "command_line", "ranks"):
+    assert k in a.attrs, k
+assert list(a["labels"][...]) == list(h5py.File(sys.argv[2].replace("hw.h5", "big.h5"), "r")["labels"][...])
+PY
+fi
+fi
+
+echo "[$SECONDS s] 6. bad input"
+# 6. bad input: one clear message, exit 2, nothing left behind
+expect_fail 2 "has no /masks" "$SD" "${COMMON[@]}" --epochs 1 --output "$WORK/x.h5" --labels "$WORK/h1.h5"
+expect_fail 2 "/masks has shape" "$SD" "${COMMON[@]}" --epochs 1 --output "$WORK/x.h5" --labels "$WORK/big.h5"
+expect_ok "$SD" train --task classify --data "$WORK/d.h5" --epochs 1 --batch 16 --set classifier.width=4 \
+  --set classifier.stages=1 --output "$WORK/cls.h5" --quiet
+expect_fail 2 "classifier model, not a U-Net" $MPIRUN -n 2 "$SD" segment --model "$WORK/cls.h5" --data "$WORK/d.h5" --output "$WORK/x.h5"
+expect_fail 2 "multiple of 2^depth" "$SD" segment --model "$WORK/u.h5" --data "$WORK/d.h5" --output "$WORK/x.h5" --tile 30
+expect_fail 1 "nothere" "$SD" segment --model "$WORK/nothere.h5" --data "$WORK/d.h5" --output "$WORK/x.h5"
+expect_fail 2 "not an image index" "$SD" segment --model "$WORK/u.h5" --data "$WORK/big.h5" --output "$WORK/x.h5" --overlay "$WORK/ov2" --overlay-images 7
+no_file "$WORK/x.h5"
+finish
