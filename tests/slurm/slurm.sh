@@ -123,7 +123,7 @@ run_stages=$("$SD" run --help 2>/dev/null | sed -n 's/.*stages to run (default a
 # ---- 2. preemption: USR1 mid-training -> checkpoint, exit 75, requeue, resume ------------------
 # With `run`: jobs/pipeline.sbatch ... --stages data,classify (the real job script and program);
 # without it: tests/slurm/train-job.sbatch (simulate + train through the same job library).
-EPOCHS=12
+EPOCHS=16
 P=$WORK/preempt
 R=$WORK/reference
 mkdir -p "$P" "$R"
