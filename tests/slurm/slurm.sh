@@ -30,7 +30,7 @@ STAGE_OUTPUTS=(
   "data        stack.h5"
   "classify    classifier.h5 classifier_metrics.json classifier_predictions.h5"
   "pseudolabel pseudo.h5"
-  "segmenter   unet.h5"
+  "segmenter   unet.h5 unet_metrics.json"
   "segment     heatmaps.h5"
   "describe    descriptors.h5"
   "cluster     clusters.h5"
@@ -123,7 +123,7 @@ run_stages=$("$SD" run --help 2>/dev/null | sed -n 's/.*stages to run (default a
 # ---- 2. preemption: USR1 mid-training -> checkpoint, exit 75, requeue, resume ------------------
 # With `run`: jobs/pipeline.sbatch ... --stages data,classify (the real job script and program);
 # without it: tests/slurm/train-job.sbatch (simulate + train through the same job library).
-EPOCHS=12
+EPOCHS=16
 P=$WORK/preempt
 R=$WORK/reference
 mkdir -p "$P" "$R"
@@ -202,6 +202,8 @@ C=$WORK/chain
 mkdir -p "$C"
 sed -e 's/^\( *count:\).*/\1 128/' -e 's/^\( *size:\).*/\1 32/' -e 's/^\( *preview_count:\).*/\1 8/' \
   -e 's/^\( *epochs:\).*/\1 2/' -e 's/^\( *width:\).*/\1 4/' -e 's/^\( *batch:\).*/\1 16/' "$SRC/config/demo.yaml" >"$C/tiny.yaml"
+# a short t-SNE (the demo's 1000 iterations take most of the chain's time on 128 images)
+grep -q '^embed:' "$C/tiny.yaml" || printf 'embed:\n  iterations: 300\n  exaggeration_iters: 100\n' >>"$C/tiny.yaml"
 # the stages: with `stemdefect run`, those it lists (each must have a STAGE_OUTPUTS line);
 # without it, every STAGE_OUTPUTS line (through the stand-in)
 stages=()
