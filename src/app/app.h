@@ -20,7 +20,7 @@ typedef struct sd_cli_option {
   const char *key;     /* config key it sets ("simulate.count"), or NULL for a flag handled by the command */
   const char *metavar; /* "N"; NULL for a switch (sets the key to true) */
   const char *help;    /* one line; the schema's help is used when NULL */
-  int repeatable;      /* list keys: each occurrence appends */
+  int repeatable;      /* list keys: each occurrence appends (2: and may itself be a comma list) */
 } sd_cli_option;
 
 struct sd_app;

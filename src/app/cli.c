@@ -113,8 +113,9 @@ static const sd_cli_option *find_option(const sd_command *c, const char *flag) {
 
 /* Appends value to a list key, given the current list (command-line occurrences accumulate;
  * the first command-line occurrence replaces what the defaults or the file said). */
-static sd_status list_append(sd_config *cfg, const char *key, const char *value, int *replaced) {
-  if (strchr(value, ','))
+static sd_status list_append(sd_config *cfg, const char *key, const char *value, int *replaced,
+                             int commas_ok) {
+  if (!commas_ok && strchr(value, ','))
     return SD_ERROR(SD_ERR_ARG, "command line: %s value '%s' must not contain a comma", key, value);
   size_t cap = strlen(value) + 2;
   int n = *replaced ? sd_config_list_length(cfg, key) : 0;
@@ -285,7 +286,7 @@ int sd_app_main(MPI_Comm comm, int argc, char **argv) {
       }
       int rep = 0;
       for (int k = 0; k < nreplaced; k++) rep |= !strcmp(replaced_keys[k], app.cmd->positional_key);
-      st = list_append(app.cfg, app.cmd->positional_key, a, &rep);
+      st = list_append(app.cfg, app.cmd->positional_key, a, &rep, 0);
       if (st == SD_OK && nreplaced < 64) replaced_keys[nreplaced++] = app.cmd->positional_key;
       continue;
     }
@@ -316,7 +317,7 @@ int sd_app_main(MPI_Comm comm, int argc, char **argv) {
     if (k && k->type == SD_CONFIG_TYPE_STRING_LIST && o->repeatable) {
       int rep = 0;
       for (int q = 0; q < nreplaced; q++) rep |= !strcmp(replaced_keys[q], o->key);
-      st = list_append(app.cfg, o->key, val, &rep);
+      st = list_append(app.cfg, o->key, val, &rep, o->repeatable == 2);
       if (st == SD_OK && nreplaced < 64) replaced_keys[nreplaced++] = o->key;
     } else {
       char where[160];

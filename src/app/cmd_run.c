@@ -37,13 +37,14 @@
 #include "stemdefect/log.h"
 #include "stemdefect/par.h"
 #include "stemdefect/profile.h"
+#include "stemdefect/train.h"
 #include "stemdefect/version.h"
 
 #define RUN_PATH_MAX 4096
 
 static const sd_cli_option run_options[] = {
     {"--dir", "run.dir", "DIR", NULL, 0},
-    {"--stages", "run.stages", "LIST", NULL, 1},
+    {"--stages", "run.stages", "LIST", "stages to run, comma separated or repeated (default: all)", 2},
     {"--force", "run.force", NULL, NULL, 0},
     {NULL, NULL, NULL, NULL, 0}};
 
@@ -458,13 +459,19 @@ static sd_status run_run(sd_app *app) {
   stage_names(names, sizeof names);
   for (int i = 0; i < NUM_STAGES; i++) want[i] = nsel == 0;
   for (int k = 0; k < nsel; k++) {
-    const char *s = sd_config_list_item(app->cfg, "run.stages", k);
-    int i = stage_index(s);
-    if (i < 0)
-      return SD_ERROR(SD_ERR_CONFIG, "run.stages: unknown stage '%s' (from %s); the stages are: %s",
-                      s, sd_config_origin(app->cfg, "run.stages"), names);
-    want[i] = 1;
+    /* each item may itself be a comma list (--stages data,classify) */
+    char item[512];
+    snprintf(item, sizeof item, "%s", sd_config_list_item(app->cfg, "run.stages", k));
+    for (char *save = NULL, *s = strtok_r(item, ", ", &save); s; s = strtok_r(NULL, ", ", &save)) {
+      int i = stage_index(s);
+      if (i < 0)
+        return SD_ERROR(SD_ERR_CONFIG, "run.stages: unknown stage '%s' (from %s); the stages are: %s",
+                        s, sd_config_origin(app->cfg, "run.stages"), names);
+      want[i] = 1;
+    }
   }
+  nsel = 0;
+  for (int i = 0; i < NUM_STAGES; i++) nsel += want[i];
   int force = sd_config_bool(app->cfg, "run.force");
 
   /* the directory: created by rank 0, agreed by all */
@@ -490,7 +497,18 @@ static sd_status run_run(sd_app *app) {
   SD_CHECK(sd_par_agree(app->comm, st));
   /* general.profile would be written by the front end for the last stage only: run writes
    * one profile per stage instead */
+  char summary[RUN_PATH_MAX];
+  snprintf(summary, sizeof summary, "%s", sd_config_string(app->cfg, "general.profile"));
   SD_CHECK(sd_config_set(app->cfg, "general.profile", "", "run"));
+  /* SIGTERM/SIGUSR1 (Slurm's warning before a time limit) at any time: a training stage
+   * checkpoints and exits; any other stage finishes, and run stops before the next one */
+  sd_train_install_signal_handlers();
+  double secs_of[NUM_STAGES];
+  int ran_of[NUM_STAGES];
+  for (int i = 0; i < NUM_STAGES; i++) {
+    secs_of[i] = 0;
+    ran_of[i] = -1;
+  }
   sd_log_info("run: %d stage(s) in %s on %d rank(s): %s", nsel ? nsel : NUM_STAGES, r.dir,
               app->size, names);
 
@@ -522,8 +540,10 @@ static sd_status run_run(sd_app *app) {
       continue;
     }
     if (decision == 0) {
-      if (want[i]) sd_log_info("run: stage %-10s up to date, skipped", s->name);
-      skipped++;
+      if (want[i]) {
+        sd_log_info("run: stage %-10s up to date, skipped", s->name);
+        skipped++;
+      }
       continue;
     }
     sd_log_info("run: stage %-10s %s", s->name, decision == 2 ? "resuming from its checkpoint" : "running");
@@ -548,7 +568,45 @@ static sd_status run_run(sd_app *app) {
     SD_CHECK(sd_par_agree(app->comm, st));
     sd_log_info("run: stage %-10s done in %.1f s", s->name, secs);
     ran++;
+    secs_of[i] = secs;
+    ran_of[i] = 1;
+    if (sd_train_stop_requested()) {
+      int more = 0;
+      for (int j = i + 1; j < NUM_STAGES; j++) more |= want[j];
+      if (more)
+        return SD_ERROR(SD_ERR_INTERRUPTED,
+                        "stopped by a signal after stage %s (run the same command again to go on)",
+                        s->name);
+    }
   }
+  if (summary[0] && app->rank == 0) {
+    /* --profile: one JSON naming every stage, its state and its own profile */
+    char tmp[RUN_PATH_MAX + 64];
+    snprintf(tmp, sizeof tmp, "%s.tmp-%ld", summary, (long)getpid());
+    FILE *f = fopen(tmp, "w");
+    st = f ? SD_OK : SD_ERROR(SD_ERR_IO, "cannot write the profile %s", summary);
+    if (f) {
+      fprintf(f, "{\n  \"program\": \"stemdefect\",\n  \"version\": \"%s\",\n  \"git_commit\": \"%s\",\n"
+                 "  \"command\": \"run\",\n  \"ranks\": %d,\n  \"run_dir\": \"%s\",\n  \"stages\": [\n",
+              SD_VERSION, SD_GIT_COMMIT, app->size, r.dir);
+      int first = 1;
+      for (int i = 0; i < NUM_STAGES; i++) {
+        if (ran_of[i] < 0 && !want[i]) continue;
+        fprintf(f, "%s    {\"name\": \"%s\", \"state\": \"%s\", \"seconds\": %.6f, \"profile\": \"%s/profile/%s.json\"}",
+                first ? "" : ",\n", stages[i].name, ran_of[i] > 0 ? "ran" : "up to date", secs_of[i], r.dir,
+                stages[i].name);
+        first = 0;
+      }
+      fprintf(f, "\n  ]\n}\n");
+      if (fclose(f) != 0 || rename(tmp, summary) != 0) {
+        unlink(tmp);
+        st = SD_ERROR(SD_ERR_IO, "cannot write the profile %s", summary);
+      }
+    }
+  } else {
+    st = SD_OK;
+  }
+  SD_CHECK(sd_par_agree(app->comm, st));
   sd_log_info("run: finished in %s (%d stage(s) run, %d up to date)", r.dir, ran, skipped);
   return SD_OK;
 }

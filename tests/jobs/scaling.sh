@@ -15,6 +15,16 @@ classifier:
   width: 4
   stages: 2
   data_shards: 4
+segmenter:
+  epochs: 1
+  batch: 8
+  width: 4
+  depth: 2
+cluster:
+  k: "2:4"
+embed:
+  perplexity: 5
+  iterations: 250
 YAML
 export SD_BINARY="$SD"
 expect_ok bash "$SRC/jobs/scaling-study.sh" --config "$WORK/tiny.yaml" --out "$WORK/s" --per-rank 16 \
