@@ -4,13 +4,16 @@
 # PNG plots of speedup and efficiency with the ideal line (`stemdefect scaling`).
 #
 #   jobs/scaling-study.sh [--mode strong|weak|both] [--config FILE] [--out DIR]
-#                         [--per-rank N] [--count N] [--oversubscribe] RANKS...
+#                         [--per-rank N] [--count N] [--oversubscribe] [--slurm] RANKS...
 #
 # RANKS      rank counts, e.g. 1 2 4 (default 1 2)
 # --mode     strong: the same simulated set at every rank count (simulate.count = --count,
 #            default from the config); weak: --per-rank images per rank (default 256); both
 # --oversubscribe  allow more ranks than cores (such rows are marked in the CSV)
 # --out      study directory (default runs/scaling); runs go to DIR/<mode>-<P>/
+# --slurm    submit a job array per mode (jobs/scaling.sbatch, one task per rank count, sized for
+#            the largest) and a dependent job that collects the CSV and plots; prints the job ids
+#            (extra sbatch options: SD_SBATCH_SCALING="-p batch -A proj")
 # Results: DIR/scaling.csv, DIR/speedup.png, DIR/efficiency.png.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/setup.sh"
@@ -21,6 +24,7 @@ out="$SD_ROOT/runs/scaling"
 per_rank=256
 count=""
 over=0
+slurm=0
 ranks=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -30,7 +34,8 @@ while [ $# -gt 0 ]; do
     --per-rank) per_rank="$2"; shift ;;
     --count) count="$2"; shift ;;
     --oversubscribe) over=1 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    --slurm) slurm=1 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     -*) echo "jobs/scaling-study.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) ranks+=("$1") ;;
   esac
@@ -53,8 +58,32 @@ else
   SD="$SD_BINARY"
 fi
 mkdir -p "$out"
+out=$(cd "$out" && pwd)
 modes=()
 [ "$mode" = both ] && modes=(strong weak) || modes=("$mode")
+if [ $slurm -eq 1 ]; then
+  command -v sbatch >/dev/null || { echo "jobs/scaling-study.sh: --slurm needs sbatch on PATH" >&2; exit 2; }
+  maxp=0
+  for p in "${ranks[@]}"; do [ "$p" -gt "$maxp" ] && maxp=$p; done
+  ids=()
+  dirs=()
+  for m in "${modes[@]}"; do
+    # shellcheck disable=SC2086
+    id=$(SD_BIN="$SD" sbatch --parsable --array=0-$((${#ranks[@]} - 1)) --ntasks="$maxp" \
+      -o "$out/scaling-$m-%A_%a.out" ${SD_SBATCH_SCALING:-} "$SD_ROOT/jobs/scaling.sbatch" \
+      "$m" "$out" "$config" "$per_rank" "${count:--}" "${ranks[@]}") || exit 1
+    ids+=("$id")
+    for p in "${ranks[@]}"; do dirs+=("$out/$m-$p"); done
+  done
+  dep=$(IFS=:; echo "${ids[*]}")
+  # shellcheck disable=SC2086
+  cid=$(sbatch --parsable --dependency="afterok:$dep" --kill-on-invalid-dep=yes -n 1 \
+    -J sd-scaling-collect -o "$out/scaling-collect-%j.out" ${SD_SBATCH_SCALING:-} \
+    --wrap "'$SD' scaling --output '$out' --cores $cores ${dirs[*]}") || exit 1
+  echo "scaling arrays: ${ids[*]}; collector: $cid (afterok); results in $out"
+  echo "$cid"
+  exit 0
+fi
 dirs=()
 for m in "${modes[@]}"; do
   for p in "${ranks[@]}"; do

@@ -379,6 +379,21 @@ expect_fail 2 "unknown stage 'segmentr'" "$SRC/jobs/submit.sh" "$C/tiny.yaml" --
 expect_fail 2 "no such config file: $F/none.yaml" "$SRC/jobs/submit.sh" "$F/none.yaml"
 [ -z "$(timeout 10 squeue -h -o %i)" ] && ok || fail "jobs left in the queue: $(squeue -h -o '%i %j %T')"
 
+# ---- 4. the scaling study as job arrays (one task per rank count) + a dependent collector ----
+if [ $real_run = 1 ]; then
+  SC=$WORK/scaling
+  sout=$(SD_BINARY=$chain_bin bash "$SRC/jobs/scaling-study.sh" --slurm --mode strong --config "$C/tiny.yaml" \
+    --count 64 --out "$SC" 1 2 2>&1) && ok || fail "scaling-study.sh --slurm: $sout"
+  cid=$(printf '%s\n' "$sout" | tail -1)
+  st=$(sd_slurm_wait_job "$cid" 300) && [ "$st" = COMPLETED ] && ok ||
+    fail "scaling collector job $cid ended ${st:-?}: $(cat "$SC"/scaling-*.out 2>/dev/null | tail -20)"
+  for p in 1 2; do
+    grep -q "^strong,classify,train,$p,0,64," "$SC/scaling.csv" 2>/dev/null && ok ||
+      fail "scaling.csv has no classify row at $p ranks: $(grep -v total "$SC/scaling.csv" 2>/dev/null | head -12) $(tail -5 "$SC"/scaling-strong-*_1.out 2>/dev/null)"
+  done
+  [ -s "$SC/speedup.png" ] && [ -s "$SC/efficiency.png" ] && ok || fail "no scaling plots"
+fi
+
 t_end=$(date +%s)
 echo "timings: harness+preemption $((t_preempt - t_start))s, chain $((t_chain - t_preempt))s, failure chain $((t_end - t_chain))s"
 finish
