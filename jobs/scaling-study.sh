@@ -76,10 +76,11 @@ if [ $slurm -eq 1 ]; then
     for p in "${ranks[@]}"; do dirs+=("$out/$m-$p"); done
   done
   dep=$(IFS=:; echo "${ids[*]}")
+  # each task gets an allocation of maxp tasks: no rank count is oversubscribed (--cores maxp)
   # shellcheck disable=SC2086
   cid=$(sbatch --parsable --dependency="afterok:$dep" --kill-on-invalid-dep=yes -n 1 \
     -J sd-scaling-collect -o "$out/scaling-collect-%j.out" ${SD_SBATCH_SCALING:-} \
-    --wrap "'$SD' scaling --output '$out' --cores $cores ${dirs[*]}") || exit 1
+    --wrap "'$SD' scaling --output '$out' --cores $maxp ${dirs[*]}") || exit 1
   echo "scaling arrays: ${ids[*]}; collector: $cid (afterok); results in $out"
   echo "$cid"
   exit 0

@@ -389,7 +389,7 @@ if [ $real_run = 1 ]; then
     fail "scaling collector job $cid ended ${st:-?}: $(cat "$SC"/scaling-*.out 2>/dev/null | tail -20)"
   for p in 1 2; do
     grep -q "^strong,classify,train,$p,0,64," "$SC/scaling.csv" 2>/dev/null && ok ||
-      fail "scaling.csv has no classify row at $p ranks: $(grep -v total "$SC/scaling.csv" 2>/dev/null | head -12) $(tail -5 "$SC"/scaling-strong-*_1.out 2>/dev/null)"
+      fail "scaling.csv has no classify row at $p ranks: $(grep "classify,train" "$SC/scaling.csv" 2>/dev/null) $(grep -h "srun\|ranks" "$SC"/scaling-strong-*_1.out 2>/dev/null | head -5)"
   done
   [ -s "$SC/speedup.png" ] && [ -s "$SC/efficiency.png" ] && ok || fail "no scaling plots"
 fi
