@@ -24,7 +24,7 @@ while [ $# -gt 0 ]; do
     --out) out="$2"; shift ;;
     --force) extra+=(--force) ;;
     --) shift; extra+=("$@"); break ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "jobs/run-local.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
