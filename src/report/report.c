@@ -368,8 +368,10 @@ static void metrics_table(page *pg, const char *path, const char *title) {
   if (!sd_json_load(path, &j)) return;
   yaml_node_t *r = sd_json_root(&j);
   fprintf(pg->f, "<h3>%s</h3>\n<p>", title);
-  const char *keys[] = {"accuracy", "macro_f1", "mean_iou", "pixel_precision", "pixel_recall",
-                        "labelled_class_top_fraction", "bulk_false_alarm_area", "n"};
+  const char *keys[] = {"accuracy", "macro_f1", "mean_iou", "baseline_mean_iou", "defect_pixel_precision",
+                        "defect_pixel_recall",
+                        "labelled_class_top_mass_fraction", "bulk_false_alarm_area",
+                        "bulk_false_alarm_fraction", "baseline_bulk_false_alarm_fraction", "n"};
   int any = 0;
   for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) {
     yaml_node_t *v = sd_json_get(&j, r, keys[k]);
@@ -381,11 +383,14 @@ static void metrics_table(page *pg, const char *path, const char *title) {
   const char *sk = sd_json_str(sd_json_get(&j, r, "split_kind")), *part = sd_json_str(sd_json_get(&j, r, "part"));
   if (sk) fprintf(pg->f, " (%s part of the %s split)", part ? part : "?", sk);
   fputs("</p>\n", pg->f);
+  /* per-class rows: "per_class" (classifier, U-Net) or "classes" (pseudolabel, which names the
+   * class in "name" and has the notebook baseline's IoU beside ours) */
   yaml_node_t *pc = sd_json_get(&j, r, "per_class");
+  if (!sd_json_len(pc)) pc = sd_json_get(&j, r, "classes");
   if (sd_json_len(pc) > 0) {
     fputs("<table><tr><th>class</th>", pg->f);
     yaml_node_t *first = sd_json_at(&j, pc, 0);
-    const char *cols[] = {"precision", "recall", "f1", "iou", "support", "pseudo_iou"};
+    const char *cols[] = {"precision", "recall", "f1", "iou", "support", "baseline_iou"};
     int use[6] = {0};
     for (int c = 0; c < 6; c++)
       if (sd_json_get(&j, first, cols[c])) {
@@ -396,7 +401,9 @@ static void metrics_table(page *pg, const char *path, const char *title) {
     for (int i = 0; i < sd_json_len(pc); i++) {
       yaml_node_t *e = sd_json_at(&j, pc, i);
       fputs("<tr><td>", pg->f);
-      esc(pg->f, sd_json_str(sd_json_get(&j, e, "class")) ? sd_json_str(sd_json_get(&j, e, "class")) : "?");
+      const char *name = sd_json_str(sd_json_get(&j, e, "name"));
+      if (!name) name = sd_json_str(sd_json_get(&j, e, "class"));
+      esc(pg->f, name ? name : "?");
       fputs("</td>", pg->f);
       for (int c = 0; c < 6; c++)
         if (use[c]) {
