@@ -4,28 +4,7 @@
 # mid-training exits 75 and the same command resumes from the checkpoint; bad stage lists and
 # missing upstream outputs give one clear error.
 source "$(dirname "$0")/lib.sh"
-cat >"$WORK/tiny.yaml" <<'YAML'
-simulate:
-  count: 64
-  size: 48
-  seed: 5
-  classes: [Bulk=bulk, Vac=vacancy, Int=interstitial]
-classifier:
-  epochs: 2
-  batch: 16
-  width: 4
-  stages: 2
-segmenter:
-  epochs: 1
-  batch: 16
-  width: 4
-  depth: 2
-cluster:
-  k: "2:4"
-embed:
-  perplexity: 5
-  iterations: 250
-YAML
+cp "$SRC/tests/e2e/tiny-study.yaml" "$WORK/tiny.yaml"
 R="$WORK/r"
 expect_ok $MPIRUN -n 2 "$SD" run --config "$WORK/tiny.yaml" --dir "$R"
 for f in stack.h5 classifier.h5 classifier_metrics.json classifier_predictions.h5 pseudo.h5 \

@@ -9,28 +9,7 @@ if [ -z "$CHROME" ]; then
   [ "${CI:-}" = true ] && { echo "FAILED: chromium missing in CI (tests/run.sh installs it)"; exit 1; }
   echo "SKIP: needs Debian's chromium"; exit 77
 fi
-cat >"$WORK/tiny.yaml" <<'YAML'
-simulate:
-  count: 64
-  size: 48
-  seed: 5
-  classes: [Bulk=bulk, Vac=vacancy, Int=interstitial]
-classifier:
-  epochs: 1
-  batch: 16
-  width: 4
-  stages: 2
-segmenter:
-  epochs: 1
-  batch: 16
-  width: 4
-  depth: 2
-cluster:
-  k: "2:4"
-embed:
-  perplexity: 5
-  iterations: 250
-YAML
+cp "$SRC/tests/e2e/tiny-study.yaml" "$WORK/tiny.yaml"
 expect_ok $MPIRUN -n 2 "$SD" run --config "$WORK/tiny.yaml" --dir "$WORK/r"
 [ -s "$WORK/r/report.html" ] && ok || fail "no report.html"
 CH=(timeout 120 "$CHROME" --headless --no-sandbox --disable-gpu --hide-scrollbars --no-first-run
