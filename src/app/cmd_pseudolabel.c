@@ -138,8 +138,8 @@ static sd_status reference_lattice(MPI_Comm comm, const char *path, const sd_pl_
 typedef struct pl_out {
   MPI_Comm comm;
   int rank;
-  char *path, *tmp;
-  hid_t file, dxpl, masks, dev, det, labels, lattice, frac;
+  sd_h5_output out; /* the file under its temporary name, its collective dxpl */
+  hid_t masks, dev, det, labels, lattice, frac;
   int64_t n;
   int h, w;
 } pl_out;
@@ -156,49 +156,17 @@ static sd_status dset_create(pl_out *o, const char *name, hid_t type, int nd, co
   if (rc >= 0)
     rc = H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
   if (rc >= 0)
-    *out = H5Dcreate2(o->file, name, type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    *out = H5Dcreate2(o->out.file, name, type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
   if (rc < 0 || *out < 0)
-    st = SD_H5_ERROR(SD_ERR_HDF5, "cannot create dataset %s in '%s'", name, o->tmp);
+    st = SD_H5_ERROR(SD_ERR_HDF5, "cannot create dataset %s in '%s'", name, o->out.tmp_path);
   sd_h5_close(&dcpl);
   sd_h5_close(&space);
-  return st;
-}
-
-/* Collective: rows [first, first+count) of dset (first dimension = image). */
-static sd_status rows_write(pl_out *o, hid_t dset, const char *name, hid_t mtype, int64_t first,
-                            int64_t count, const void *buf) {
-  if (o->n == 0)
-    return SD_OK;
-  sd_status st = SD_OK;
-  hid_t fspace = H5Dget_space(dset), mspace = H5I_INVALID_HID;
-  hsize_t dims[3] = {0, 0, 0}, start[3] = {0, 0, 0}, block[3] = {0, 0, 0};
-  int nd = fspace >= 0 ? H5Sget_simple_extent_ndims(fspace) : -1;
-  if (nd < 1 || H5Sget_simple_extent_dims(fspace, dims, NULL) < 0) {
-    st = SD_H5_ERROR(SD_ERR_HDF5, "cannot query %s in '%s'", name, o->tmp);
-    goto done;
-  }
-  for (int d = 1; d < nd; d++)
-    block[d] = dims[d];
-  start[0] = (hsize_t)first;
-  block[0] = count > 0 ? (hsize_t)count : 1;
-  mspace = H5Screate_simple(nd, block, NULL);
-  herr_t sel = mspace < 0  ? -1
-               : count > 0 ? H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, block, NULL)
-                           : (H5Sselect_none(fspace) < 0 ? -1 : H5Sselect_none(mspace));
-  char dummy[16];
-  if (sel < 0 || H5Dwrite(dset, mtype, mspace, fspace, o->dxpl, buf ? buf : dummy) < 0)
-    st = SD_H5_ERROR(SD_ERR_IO, "cannot write rows [%lld, %lld) of %s to '%s'", (long long)first,
-                     (long long)(first + count), name, o->tmp);
-done:
-  sd_h5_close(&mspace);
-  sd_h5_close(&fspace);
   return st;
 }
 
 static sd_status out_contents(pl_out *o, const sd_stack_info *in, int bulk, int64_t unknown,
                               const char *method, const sd_app *app) {
   hsize_t d3[3] = {(hsize_t)o->n, (hsize_t)o->h, (hsize_t)o->w}, d2[2] = {(hsize_t)o->n, 4};
-  SD_CHECK(sd_h5_dxpl_collective(&o->dxpl));
   SD_CHECK(dset_create(o, "/masks", H5T_STD_U8LE, 3, d3, 1, &o->masks));
   SD_CHECK(sd_h5_attr_write_string(o->masks, "description",
                                    "pseudo-label per pixel, [image, row, column]: 0 = background, "
@@ -221,8 +189,8 @@ static sd_status out_contents(pl_out *o, const sd_stack_info *in, int bulk, int6
                                     (const char *const *)in->class_names));
   SD_CHECK(sd_h5_attr_write_string(o->labels, "description",
                                    "class index per image (copied from the stack), -1 = unknown"));
-  SD_CHECK(sd_h5_dataset_write_strings(o->file, "/class_names", in->num_classes,
-                                       (const char *const *)in->class_names, o->dxpl, o->rank));
+  SD_CHECK(sd_h5_dataset_write_strings(o->out.file, "/class_names", in->num_classes,
+                                       (const char *const *)in->class_names, o->out.dxpl, o->rank));
   SD_CHECK(dset_create(o, "/lattice", H5T_IEEE_F64LE, 2, d2, 0, &o->lattice));
   SD_CHECK(sd_h5_attr_write_string(o->lattice, "description",
                                    "lattice vectors per image (a1x, a1y, a2x, a2y) in pixels (x = "
@@ -230,21 +198,21 @@ static sd_status out_contents(pl_out *o, const sd_stack_info *in, int bulk, int6
   SD_CHECK(dset_create(o, "/detected_fraction", H5T_IEEE_F32LE, 1, d3, 0, &o->frac));
   SD_CHECK(sd_h5_attr_write_string(o->frac, "description",
                                    "fraction of each image's pixels in /detected"));
-  SD_CHECK(sd_h5_attr_write_string(o->file, "format", PL_FORMAT));
-  SD_CHECK(sd_h5_attr_write_int(o->file, "format_version", 1));
-  SD_CHECK(sd_h5_attr_write_int(o->file, "bulk_class", bulk));
-  SD_CHECK(sd_h5_attr_write_string(o->file, "bulk_class_name", in->class_names[bulk]));
-  SD_CHECK(sd_h5_attr_write_int(o->file, "unknown_label_images", (int)unknown));
-  SD_CHECK(sd_h5_attr_write_string(o->file, "unknown_labels",
+  SD_CHECK(sd_h5_attr_write_string(o->out.file, "format", PL_FORMAT));
+  SD_CHECK(sd_h5_attr_write_int(o->out.file, "format_version", 1));
+  SD_CHECK(sd_h5_attr_write_int(o->out.file, "bulk_class", bulk));
+  SD_CHECK(sd_h5_attr_write_string(o->out.file, "bulk_class_name", in->class_names[bulk]));
+  SD_CHECK(sd_h5_attr_write_int(o->out.file, "unknown_label_images", (int)unknown));
+  SD_CHECK(sd_h5_attr_write_string(o->out.file, "unknown_labels",
                                    unknown > 0 ? "images with label -1 have /deviation and "
                                                  "/detected but an all-zero /mask"
                                                : "none"));
-  SD_CHECK(sd_h5_attr_write_string(o->file, "method", method));
-  SD_CHECK(sd_h5_attr_write_string(o->file, "source_stack",
+  SD_CHECK(sd_h5_attr_write_string(o->out.file, "method", method));
+  SD_CHECK(sd_h5_attr_write_string(o->out.file, "source_stack",
                                    sd_config_string(app->cfg, "pseudolabel.data")));
-  SD_CHECK(sd_h5_attr_write_string(o->file, "reference",
+  SD_CHECK(sd_h5_attr_write_string(o->out.file, "reference",
                                    sd_config_string(app->cfg, "pseudolabel.reference")));
-  SD_CHECK(sd_h5_write_provenance(o->file, &app->prov, app->size));
+  SD_CHECK(sd_h5_write_provenance(o->out.file, &app->prov, app->size));
   return SD_OK;
 }
 
@@ -256,34 +224,9 @@ static sd_status out_close(pl_out *o, int commit, sd_status st) {
   sd_h5_close(&o->det);
   sd_h5_close(&o->dev);
   sd_h5_close(&o->masks);
-  sd_h5_close(&o->dxpl);
-  if (o->file >= 0) {
-    if (H5Fclose(o->file) < 0 && st == SD_OK)
-      st = SD_H5_ERROR(SD_ERR_HDF5, "cannot close '%s'", o->tmp);
-    o->file = H5I_INVALID_HID;
-  }
   st = sd_par_agree(o->comm, st);
-  if (o->tmp) {
-    sd_status local = SD_OK;
-    if (o->rank == 0) {
-      if (commit && st == SD_OK) {
-        if (rename(o->tmp, o->path) != 0) {
-          local = SD_ERROR(SD_ERR_IO, "cannot rename '%s' to '%s': %s", o->tmp, o->path,
-                           strerror(errno));
-          unlink(o->tmp);
-        }
-      } else {
-        unlink(o->tmp);
-      }
-    }
-    sd_status r = sd_par_agree(o->comm, local);
-    if (st == SD_OK)
-      st = r;
-    sd_par_tmpfile_unregister(o->tmp);
-  }
-  free(o->tmp);
-  o->tmp = NULL;
-  return st;
+  sd_status c = sd_h5_output_close(&o->out, commit && st == SD_OK);
+  return st == SD_OK ? c : st;
 }
 
 static sd_status out_create(pl_out *o, const sd_app *app, const char *path, const sd_stack_info *in,
@@ -291,37 +234,12 @@ static sd_status out_create(pl_out *o, const sd_app *app, const char *path, cons
   memset(o, 0, sizeof *o);
   o->comm = app->comm;
   o->rank = app->rank;
-  o->path = (char *)path;
-  o->file = o->dxpl = o->masks = o->dev = o->det = o->labels = o->lattice = o->frac =
-      H5I_INVALID_HID;
+  o->masks = o->dev = o->det = o->labels = o->lattice = o->frac = H5I_INVALID_HID;
   o->n = in->n;
   o->h = in->height;
   o->w = in->width;
-  sd_status st = SD_OK;
-  if (app->rank == 0) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    size_t cap = strlen(path) + 64;
-    o->tmp = sd_malloc(cap, 1, "temporary name");
-    if (!o->tmp)
-      st = SD_ERR_NOMEM;
-    else
-      snprintf(
-          o->tmp, cap, "%s.tmp-%ld-%lx", path, (long)getpid(),
-          (unsigned long)((unsigned long)ts.tv_sec * 1000000000ul + (unsigned long)ts.tv_nsec));
-  }
-  st = sd_par_agree(app->comm, st);
-  if (st == SD_OK)
-    st = sd_par_agree(app->comm, sd_par_bcast_string(app->comm, &o->tmp, 0));
-  if (st != SD_OK) {
-    free(o->tmp);
-    o->tmp = NULL;
-    return st;
-  }
-  sd_par_tmpfile_register(o->tmp);
-  st = sd_par_agree(app->comm, sd_h5_file_create(app->comm, o->tmp, &o->file));
-  if (st == SD_OK)
-    st = sd_par_agree(app->comm, out_contents(o, in, bulk, unknown, method, app));
+  sd_status st = sd_h5_output_create(app->comm, path, &o->out);
+  if (st == SD_OK) st = sd_par_agree(app->comm, out_contents(o, in, bulk, unknown, method, app));
   if (st != SD_OK) {
     char msg[2048];
     snprintf(msg, sizeof msg, "cannot write pseudo-labels '%s': %s", path, sd_error_message());
@@ -690,17 +608,17 @@ static sd_status pseudolabel_run(sd_app *app) {
     if (st != SD_OK)
       break;
     t = sd_profile_phase_begin();
-    st = rows_write(&o, o.masks, "/masks", H5T_NATIVE_UINT8, b0, nb, msk);
+    st = sd_h5_rows_write(o.masks, o.out.dxpl, b0, nb, H5T_NATIVE_UINT8, msk);
     if (st == SD_OK)
-      st = rows_write(&o, o.dev, "/deviation", H5T_NATIVE_FLOAT, b0, nb, dev);
+      st = sd_h5_rows_write(o.dev, o.out.dxpl, b0, nb, H5T_NATIVE_FLOAT, dev);
     if (st == SD_OK)
-      st = rows_write(&o, o.det, "/detected", H5T_NATIVE_UINT8, b0, nb, det);
+      st = sd_h5_rows_write(o.det, o.out.dxpl, b0, nb, H5T_NATIVE_UINT8, det);
     if (st == SD_OK)
-      st = rows_write(&o, o.labels, "/labels", H5T_NATIVE_INT32, b0, nb, all_labels + b0);
+      st = sd_h5_rows_write(o.labels, o.out.dxpl, b0, nb, H5T_NATIVE_INT32, all_labels + b0);
     if (st == SD_OK)
-      st = rows_write(&o, o.lattice, "/lattice", H5T_NATIVE_DOUBLE, b0, nb, latv);
+      st = sd_h5_rows_write(o.lattice, o.out.dxpl, b0, nb, H5T_NATIVE_DOUBLE, latv);
     if (st == SD_OK)
-      st = rows_write(&o, o.frac, "/detected_fraction", H5T_NATIVE_FLOAT, b0, nb, frac);
+      st = sd_h5_rows_write(o.frac, o.out.dxpl, b0, nb, H5T_NATIVE_FLOAT, frac);
     sd_profile_phase_end(SD_PHASE_IO, t);
     sd_profile_add_bytes(SD_PHASE_IO, nb * (int64_t)npx * 6);
     st = sd_par_agree(app->comm, st);
