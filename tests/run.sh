@@ -24,7 +24,11 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-sd_setup_packages $SD_BUILD_PACKAGES python3-h5py python3-numpy chromium $SD_SLURM_PACKAGES
+extra_packages=()
+# the benchmarks compare against PyTorch and scikit-learn from Debian (the peers, /usr/bin/python3)
+case "$label" in *bench*) extra_packages+=(python3-torch python3-sklearn) ;; esac
+sd_setup_packages $SD_BUILD_PACKAGES python3-h5py python3-numpy chromium $SD_SLURM_PACKAGES \
+  "${extra_packages[@]}"
 
 cmake_args=()
 [ "${CI:-}" = "true" ] && cmake_args+=(-DSD_WARNINGS_AS_ERRORS=ON)

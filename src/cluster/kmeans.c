@@ -30,17 +30,15 @@ typedef struct km_ctx {
   int p, k;
   double *xn;      /* [m_local] |x|^2 */
   double *dmin;    /* [m_local] squared distance to the assigned centroid */
-  float *cf;       /* [k, p] centroids in float for sgemm */
+  int k8;          /* k rounded up to a multiple of 8 */
+  float *cb;       /* [k8, p, 8] -2 c in float, each value 8 times (padding: 0; aligned) */
   double *cn;      /* [k] |c|^2 */
-  float *cnf;      /* [k] |c|^2 in float */
-  float *dv;       /* [k] scratch */
-  float *f1, *f2;  /* [CHUNK] best and second-best |c|^2 - 2 x.c */
+  float *cnb;      /* [k8] |c|^2 in float (padding: +inf) */
+  float *xt;       /* [p, 8] 8 rows transposed (64-byte aligned) */
   int32_t *a1;     /* [CHUNK] best centroid */
-  int *bucket;     /* [k + 1] */
-  int *order;      /* [CHUNK] */
-  float *g;        /* [CHUNK, k] x.c of a chunk */
-  float *gt;       /* [k, CHUNK] its transpose */
-  double *part;    /* [k, p] chunk partial sums */
+  int *closeidx;   /* [CHUNK] close calls of a chunk (decided in double) */
+  int64_t *cnt;    /* [4, k] chunk counts */
+  double *part;    /* [4, k, p] chunk partial sums */
   int64_t *acc;    /* [k*p + k + 1]: sums, counts, changed */
   int *ex;         /* [p] fixed-point exponents of the column sums */
   double *fac;     /* [p] */
@@ -52,17 +50,13 @@ typedef struct km_ctx {
 static void km_ctx_free(km_ctx *c) {
   free(c->xn);
   free(c->dmin);
-  free(c->cf);
+  free(c->cb);
   free(c->cn);
-  free(c->cnf);
-  free(c->dv);
-  free(c->f1);
-  free(c->f2);
+  free(c->cnb);
+  free(c->xt);
+  free(c->closeidx);
+  free(c->cnt);
   free(c->a1);
-  free(c->bucket);
-  free(c->order);
-  free(c->g);
-  free(c->gt);
   free(c->part);
   free(c->acc);
   free(c->ex);
@@ -318,139 +312,331 @@ done:
   return st;
 }
 
-/* For each of n rows (columns of gt (k, n)): the smallest and second smallest of
- * cn[a] - 2 gt[a][i] over a, and the first index of the smallest. The same float operations
- * (multiply, subtract, compare) as a scalar loop, so the result does not depend on the path. */
-static void best_two(const float *gt, int n, int k, const float *cn, float *f1o, float *f2o,
-                     int32_t *a1o) {
-  int i = 0;
-#if defined(__SSE2__)
-  const __m128 two = _mm_set1_ps(2.0f), inf = _mm_set1_ps(INFINITY);
-  for (; i + 4 <= n; i += 4) {
-    __m128 f1 = _mm_sub_ps(_mm_set1_ps(cn[0]), _mm_mul_ps(two, _mm_loadu_ps(gt + i)));
-    __m128 f2 = inf;
-    __m128i a1 = _mm_setzero_si128();
-    for (int a = 1; a < k; a++) {
-      __m128 v =
-          _mm_sub_ps(_mm_set1_ps(cn[a]), _mm_mul_ps(two, _mm_loadu_ps(gt + (size_t)a * n + i)));
-      __m128 lt = _mm_cmplt_ps(v, f1);
-      __m128 m2 = _mm_min_ps(v, f2); /* v < f2 ? v : f2 */
-      f2 = _mm_or_ps(_mm_and_ps(lt, f1), _mm_andnot_ps(lt, m2));
-      f1 = _mm_or_ps(_mm_and_ps(lt, v), _mm_andnot_ps(lt, f1));
-      __m128i li = _mm_castps_si128(lt);
-      a1 = _mm_or_si128(_mm_and_si128(li, _mm_set1_epi32(a)), _mm_andnot_si128(li, a1));
-    }
-    _mm_storeu_ps(f1o + i, f1);
-    _mm_storeu_ps(f2o + i, f2);
-    _mm_storeu_si128((__m128i *)(a1o + i), a1);
-  }
-#endif
-  for (; i < n; i++) {
-    float f1 = cn[0] - 2.0f * gt[i], f2 = INFINITY;
+/* ---- the distance and accumulation kernels of one chunk ------------------------------------
+ * Distances are computed for 8 rows at a time (one SIMD lane per row): the rows are
+ * transposed into xt [p][8], and for each centroid a, v = |c_a|^2 + sum_l (-2 c_al) x_l is
+ * accumulated from coefficients stored 8 times over (cb [k8][p][8]), so every step is one
+ * multiply-add with a memory operand. Padded centroids have |c|^2 = +inf and never win. The
+ * value of a row does not depend on its neighbours or on the chunk it is in, and the minimum
+ * is taken over a in ascending order with a strict comparison (the first index wins).
+ * Float rounding here only decides calls that are clear by the margin in estep; closer calls
+ * are decided in double, so the assignment does not depend on the path (AVX2+FMA or not). */
+#define KM_LANES 8
+
+/* The epilogue of a row: its distance to the winner (xn + f1, at least 0) into dmin (may be
+ * NULL), and whether the call is close (second best within the float error margin). Rows that
+ * are not close get their new assignment in asg and count in the returned number of changes;
+ * close rows are listed in closeidx (their asg is left for the caller to decide in double). */
+static int64_t best_two_generic(const float *xc, int nb, int p, int k8, const float *cb,
+                                const float *cnb, const double *xn, double rel, double cmax,
+                                int32_t *asg, int32_t *a1o, double *dmin, int *closeidx,
+                                int *nclose) {
+  int64_t changed = 0;
+  int nc = 0;
+  for (int i = 0; i < nb; i++) {
+    const float *x = xc + (size_t)i * p;
+    float f1 = INFINITY, f2 = INFINITY;
     int a1 = 0;
-    for (int a = 1; a < k; a++) {
-      float v = cn[a] - 2.0f * gt[(size_t)a * n + i];
+    for (int a = 0; a < k8; a++) {
+      float v = cnb[a];
+      for (int l = 0; l < p; l++)
+        v += cb[((size_t)a * p + l) * KM_LANES] * x[l];
       int lt = v < f1;
       float m2 = v < f2 ? v : f2;
       f2 = lt ? f1 : m2;
       f1 = lt ? v : f1;
       a1 = lt ? a : a1;
     }
-    f1o[i] = f1;
-    f2o[i] = f2;
+    double b1 = xn[i] + (double)f1;
     a1o[i] = a1;
+    if (dmin)
+      dmin[i] = b1 > 0 ? b1 : 0;
+    if ((double)f2 - (double)f1 <= rel * (xn[i] + cmax) + 1e-300) {
+      closeidx[nc++] = i;
+    } else {
+      changed += asg[i] != a1;
+      asg[i] = a1;
+    }
   }
+  *nclose = nc;
+  return changed;
+}
+
+/* part [4][k][p] += rows of xc by assignment and cnt [4][k] += 1; row i goes to copy i % 4, so
+ * consecutive rows of one cluster do not wait for each other's stores */
+static void accumulate_generic(const float *xc, int nb, int p, int k, const int32_t *a1,
+                               double *part, int64_t *cnt) {
+  for (int i = 0; i < nb; i++) {
+    cnt[(i & 3) * k + a1[i]]++;
+    double *pa = part + ((size_t)(i & 3) * k + a1[i]) * p;
+    const float *x = xc + (size_t)i * p;
+    for (int l = 0; l < p; l++)
+      pa[l] += x[l];
+  }
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define KM_HAVE_AVX2 1
+#define KM_AVX2 __attribute__((target("avx2,fma")))
+
+KM_AVX2 static inline void transpose8(__m256 r[8]) {
+  __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+/* xt [p][8] (64-byte aligned) from rows i0 .. i0+7 of xc (rows past nb read as zero) */
+KM_AVX2 static void load_block(const float *xc, int nb, int i0, int p, float *xt) {
+  int n = nb - i0 < KM_LANES ? nb - i0 : KM_LANES, l = 0;
+  if (n == KM_LANES)
+    for (; l + 8 <= p; l += 8) {
+      __m256 r[8];
+#pragma GCC unroll 8
+      for (int j = 0; j < 8; j++)
+        r[j] = _mm256_loadu_ps(xc + (size_t)(i0 + j) * p + l);
+      transpose8(r);
+#pragma GCC unroll 8
+      for (int j = 0; j < 8; j++)
+        _mm256_store_ps(xt + (size_t)(l + j) * KM_LANES, r[j]);
+    }
+  for (; l < p; l++)
+    for (int j = 0; j < KM_LANES; j++)
+      xt[(size_t)l * KM_LANES + j] = j < n ? xc[(size_t)(i0 + j) * p + l] : 0.0f;
+}
+
+KM_AVX2 static int64_t best_two_avx2(const float *xc, int nb, int p, int k8, const float *cb,
+                                     const float *cnb, float *xt, const double *xn, double rel,
+                                     double cmax, int32_t *asg, int32_t *a1o, double *dmin,
+                                     int *closeidx, int *nclose, const float *xend) {
+  int64_t changed = 0;
+  int nc = 0;
+  const __m256i bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  const __m256d vrel = _mm256_set1_pd(rel), vcmax = _mm256_set1_pd(cmax),
+                tiny = _mm256_set1_pd(1e-300), zero = _mm256_setzero_pd();
+  for (int i0 = 0; i0 < nb; i0 += KM_LANES) {
+    /* the rows come from memory once per iteration: ask for them 4 blocks ahead (into the
+     * next chunk, up to the end of the rank's rows xend) */
+    size_t ahead = (size_t)(i0 + 4 * KM_LANES) * p;
+    if (ahead < (size_t)(xend - xc)) {
+      const char *pf = (const char *)(xc + ahead), *end = (const char *)xend;
+      for (size_t o = 0; o < sizeof(float) * KM_LANES * (size_t)p && pf + o < end; o += 64)
+        _mm_prefetch(pf + o, _MM_HINT_T0);
+    }
+    load_block(xc, nb, i0, p, xt);
+    __m256 f1 = _mm256_set1_ps(INFINITY), f2 = f1;
+    __m256i a1 = _mm256_setzero_si256();
+    for (int ab = 0; ab < k8; ab += 8) {
+      __m256 acc[8];
+#pragma GCC unroll 8
+      for (int j = 0; j < 8; j++)
+        acc[j] = _mm256_set1_ps(cnb[ab + j]);
+      const float *cbb = cb + (size_t)ab * p * KM_LANES;
+      for (int l = 0; l < p; l++) {
+        __m256 xl = _mm256_load_ps(xt + (size_t)l * KM_LANES);
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++)
+          acc[j] =
+              _mm256_fmadd_ps(_mm256_load_ps(cbb + ((size_t)j * p + l) * KM_LANES), xl, acc[j]);
+      }
+#pragma GCC unroll 8
+      for (int j = 0; j < 8; j++) {
+        __m256 v = acc[j];
+        __m256 lt = _mm256_cmp_ps(v, f1, _CMP_LT_OQ);
+        __m256 m2 = _mm256_min_ps(v, f2); /* v < f2 ? v : f2 */
+        f2 = _mm256_blendv_ps(m2, f1, lt);
+        f1 = _mm256_blendv_ps(f1, v, lt);
+        a1 = _mm256_castps_si256(_mm256_blendv_ps(
+            _mm256_castsi256_ps(a1), _mm256_castsi256_ps(_mm256_set1_epi32(ab + j)), lt));
+      }
+    }
+    if (nb - i0 >= KM_LANES) {
+      _mm256_storeu_si256((__m256i *)(a1o + i0), a1);
+      int m = 0;
+      for (int h = 0; h < 2; h++) {
+        __m128 f1h = h ? _mm256_extractf128_ps(f1, 1) : _mm256_castps256_ps128(f1);
+        __m128 f2h = h ? _mm256_extractf128_ps(f2, 1) : _mm256_castps256_ps128(f2);
+        __m256d f1d = _mm256_cvtps_pd(f1h), f2d = _mm256_cvtps_pd(f2h);
+        __m256d x = _mm256_loadu_pd(xn + i0 + 4 * h);
+        __m256d thr = _mm256_add_pd(_mm256_mul_pd(vrel, _mm256_add_pd(x, vcmax)), tiny);
+        m |= _mm256_movemask_pd(_mm256_cmp_pd(_mm256_sub_pd(f2d, f1d), thr, _CMP_LE_OQ)) << (4 * h);
+        if (dmin)
+          _mm256_storeu_pd(dmin + i0 + 4 * h, _mm256_max_pd(_mm256_add_pd(x, f1d), zero));
+      }
+      /* lanes that are not close take the new assignment and count if it changed */
+      __m256i closev =
+          _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32(m), bits), _mm256_setzero_si256());
+      __m256i old = _mm256_loadu_si256((const __m256i *)(asg + i0));
+      __m256i neq = _mm256_andnot_si256(_mm256_cmpeq_epi32(old, a1), _mm256_set1_epi32(-1));
+      changed += __builtin_popcount(
+          (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_andnot_si256(closev, neq))));
+      _mm256_storeu_si256(
+          (__m256i *)(asg + i0),
+          _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(a1), _mm256_castsi256_ps(old),
+                                               _mm256_castsi256_ps(closev))));
+      while (m) {
+        int j = __builtin_ctz((unsigned)m);
+        closeidx[nc++] = i0 + j;
+        m &= m - 1;
+      }
+    } else {
+      float t1[8], t2[8];
+      int32_t ta[8];
+      _mm256_storeu_ps(t1, f1);
+      _mm256_storeu_ps(t2, f2);
+      _mm256_storeu_si256((__m256i *)ta, a1);
+      for (int j = 0; i0 + j < nb; j++) {
+        int i = i0 + j;
+        double b1 = xn[i] + (double)t1[j];
+        a1o[i] = ta[j];
+        if (dmin)
+          dmin[i] = b1 > 0 ? b1 : 0;
+        if ((double)t2[j] - (double)t1[j] <= rel * (xn[i] + cmax) + 1e-300) {
+          closeidx[nc++] = i;
+        } else {
+          changed += asg[i] != ta[j];
+          asg[i] = ta[j];
+        }
+      }
+    }
+  }
+  *nclose = nc;
+  return changed;
+}
+
+KM_AVX2 static void accumulate_avx2(const float *xc, int nb, int p, int k, const int32_t *a1,
+                                    double *part, int64_t *cnt) {
+  for (int i = 0; i < nb; i++) {
+    cnt[(i & 3) * k + a1[i]]++;
+    double *pa = part + ((size_t)(i & 3) * k + a1[i]) * p;
+    const float *x = xc + (size_t)i * p;
+    int l = 0;
+    for (; l + 4 <= p; l += 4)
+      _mm256_storeu_pd(
+          pa + l, _mm256_add_pd(_mm256_loadu_pd(pa + l), _mm256_cvtps_pd(_mm_loadu_ps(x + l))));
+    for (; l < p; l++)
+      pa[l] += x[l];
+  }
+}
+
+static int km_use_avx2(void) {
+  static int have = -1;
+  if (have < 0) {
+    __builtin_cpu_init();
+    /* SD_KMEANS_KERNEL=generic: the portable loop (the tests run both) */
+    const char *e = getenv("SD_KMEANS_KERNEL");
+    have = !(e && !strcmp(e, "generic")) && __builtin_cpu_supports("avx2") &&
+           __builtin_cpu_supports("fma");
+  }
+  return have;
+}
+#endif
+
+static int64_t best_two(const float *xc, int nb, int p, int k8, const float *cb, const float *cnb,
+                        float *xt, const double *xn, double rel, double cmax, int32_t *asg,
+                        int32_t *a1, double *dmin, int *closeidx, int *nclose, const float *xend) {
+#ifdef KM_HAVE_AVX2
+  if (km_use_avx2())
+    return best_two_avx2(xc, nb, p, k8, cb, cnb, xt, xn, rel, cmax, asg, a1, dmin, closeidx, nclose,
+                         xend);
+#endif
+  (void)xt;
+  (void)xend;
+  return best_two_generic(xc, nb, p, k8, cb, cnb, xn, rel, cmax, asg, a1, dmin, closeidx, nclose);
+}
+
+static void accumulate(const float *xc, int nb, int p, int k, const int32_t *a1, double *part,
+                       int64_t *cnt) {
+#ifdef KM_HAVE_AVX2
+  if (km_use_avx2()) {
+    accumulate_avx2(xc, nb, p, k, a1, part, cnt);
+    return;
+  }
+#endif
+  accumulate_generic(xc, nb, p, k, a1, part, cnt);
 }
 
 /* E-step with centroids cent [k, p] and accumulation of the next M-step: assign (m_local)
  * updated, dmin set; c->acc holds the global [sums | counts | changed] afterwards. */
-static sd_status estep(km_ctx *c, const double *cent, int32_t *assign, int first_pass) {
-  int p = c->p, k = c->k;
+static sd_status estep(km_ctx *c, const double *cent, int32_t *assign, int first_pass,
+                       int want_dmin) {
+  int p = c->p, k = c->k, k8 = c->k8;
   double cmax = 0;
-  for (int a = 0; a < k; a++) {
+  for (int a = 0; a < k8; a++) {
     double s = 0;
     for (int l = 0; l < p; l++) {
-      c->cf[a * p + l] = (float)cent[a * p + l];
-      s += cent[a * p + l] * cent[a * p + l];
+      float v = a < k ? (float)(-2.0 * cent[a * p + l]) : 0.0f;
+      for (int j = 0; j < KM_LANES; j++)
+        c->cb[((size_t)a * p + l) * KM_LANES + j] = v;
+      if (a < k)
+        s += cent[a * p + l] * cent[a * p + l];
     }
-    c->cn[a] = s;
-    c->cnf[a] = (float)s;
-    if (s > cmax)
-      cmax = s;
+    if (a < k) {
+      c->cn[a] = s;
+      c->cnb[a] = (float)s;
+      if (s > cmax)
+        cmax = s;
+    } else {
+      c->cnb[a] = INFINITY;
+    }
   }
-  /* a safe margin for the float GEMM distances: (p + 2) float roundings of |x|^2 + |c|^2,
-   * with a factor 16 to spare; closer calls are decided by the double loop */
+  /* a safe margin for the float distances: (p + 2) float roundings of |x|^2 + |c|^2, with a
+   * factor 16 to spare; closer calls are decided by the double loop */
   double rel = 16.0 * (p + 2) * FLT_EPSILON;
   memset(c->acc, 0, sizeof *c->acc * ((size_t)k * p + k + 1));
   int64_t changed = 0;
+  size_t np = (size_t)k * p;
   for (int64_t c0 = 0; c0 < c->m_local; c0 += SD_CLUSTER_CHUNK) {
     int nb = (int)(c->m_local - c0 < SD_CLUSTER_CHUNK ? c->m_local - c0 : SD_CLUSTER_CHUNK);
     const float *xc = c->x + c0 * p;
-    /* g (nb, k) = xc . cf^T, transposed to gt (k, nb) so the minimum over centroids runs
-     * across 4 rows at a time in SIMD (cheaper than letting sgemm pack xc transposed) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, k, p, 1.0f, xc, p, c->cf, p, 0.0f,
-                c->g, k);
-    for (int i = 0; i < nb; i++)
-      for (int a = 0; a < k; a++)
-        c->gt[(size_t)a * nb + i] = c->g[(size_t)i * k + a];
-    best_two(c->gt, nb, k, c->cnf, c->f1, c->f2, c->a1);
-    memset(c->part, 0, sizeof *c->part * (size_t)k * p);
-    for (int i = 0; i < nb; i++) {
+    int32_t *as = assign + c0;
+    int nclose = 0;
+    int64_t ch = best_two(xc, nb, p, k8, c->cb, c->cnb, c->xt, c->xn + c0, rel, cmax, as, c->a1,
+                          want_dmin ? c->dmin + c0 : NULL, c->closeidx, &nclose,
+                          c->x + (size_t)c->m_local * p);
+    for (int q = 0; q < nclose; q++) { /* close calls: decided in double */
+      int i = c->closeidx[q];
       int64_t r = c0 + i;
-      double xn = c->xn[r];
-      float f1 = c->f1[i], f2 = c->f2[i];
-      int a1 = c->a1[i];
-      double b1 = xn + (double)f1;
-      if ((double)f2 - (double)f1 <=
-          rel * (xn + cmax) + 1e-300) { /* close call: decide in double */
-        b1 = INFINITY;
-        for (int a = 0; a < k; a++) {
-          double d = dist2_exact(c->x + r * p, cent + (size_t)a * p, p);
-          if (d < b1) {
-            b1 = d;
-            a1 = a;
-          }
+      double b1 = INFINITY;
+      int a1 = 0;
+      for (int a = 0; a < k; a++) {
+        double d = dist2_exact(c->x + r * p, cent + (size_t)a * p, p);
+        if (d < b1) {
+          b1 = d;
+          a1 = a;
         }
       }
-      c->dmin[r] = b1 > 0 ? b1 : 0;
-      if (!first_pass && assign[r] != a1)
-        changed++;
-      assign[r] = a1;
+      if (want_dmin)
+        c->dmin[r] = b1 > 0 ? b1 : 0;
       c->a1[i] = a1;
-      c->acc[(size_t)k * p + a1]++;
+      ch += as[i] != a1;
+      as[i] = a1;
     }
-    /* per-cluster sums of the chunk: rows bucketed by cluster (stable), then added four at a
-     * time (a fixed order given the chunk, and no store-to-load chain between rows) */
-    int *start = c->bucket, *order = c->order;
-    for (int a = 0; a <= k; a++)
-      start[a] = 0;
-    for (int i = 0; i < nb; i++)
-      start[c->a1[i] + 1]++;
-    for (int a = 0; a < k; a++)
-      start[a + 1] += start[a];
-    for (int i = 0; i < nb; i++)
-      order[start[c->a1[i]]++] = i;
-    for (int a = k; a > 0; a--)
-      start[a] = start[a - 1];
-    start[0] = 0;
-    for (int a = 0; a < k; a++) {
-      double *pa = c->part + (size_t)a * p;
-      int j = start[a], e = start[a + 1];
-      for (; j + 4 <= e; j += 4) {
-        const float *x0 = xc + (size_t)order[j] * p, *x1 = xc + (size_t)order[j + 1] * p;
-        const float *x2 = xc + (size_t)order[j + 2] * p, *x3 = xc + (size_t)order[j + 3] * p;
-        for (int l = 0; l < p; l++)
-          pa[l] += ((double)x0[l] + (double)x1[l]) + ((double)x2[l] + (double)x3[l]);
-      }
-      for (; j < e; j++) {
-        const float *x0 = xc + (size_t)order[j] * p;
-        for (int l = 0; l < p; l++)
-          pa[l] += x0[l];
-      }
+    changed += ch;
+    /* per-cluster sums of the chunk in double (exact for float rows of one chunk, so the
+     * grouping into four copies does not matter), then fixed point */
+    memset(c->part, 0, sizeof *c->part * 4 * np);
+    memset(c->cnt, 0, sizeof *c->cnt * 4 * (size_t)k);
+    accumulate(xc, nb, p, k, c->a1, c->part, c->cnt);
+    for (size_t q = 0; q < np; q++) {
+      double v = (c->part[q] + c->part[np + q]) + (c->part[2 * np + q] + c->part[3 * np + q]);
+      c->acc[q] += sd_fix_from(v, c->fac[q % p]);
     }
     for (int a = 0; a < k; a++)
-      for (int l = 0; l < p; l++)
-        c->acc[(size_t)a * p + l] += sd_fix_from(c->part[(size_t)a * p + l], c->fac[l]);
+      c->acc[np + a] += c->cnt[a] + c->cnt[k + a] + c->cnt[2 * k + a] + c->cnt[3 * k + a];
   }
   c->acc[(size_t)k * p + k] = first_pass ? c->m_local : changed;
   return sd_par_allreduce_sum_i64(c->comm, c->acc, k * p + k + 1);
@@ -507,37 +693,33 @@ sd_status sd_km_fit(MPI_Comm comm, const float *x, int64_t m_local, int64_t m, i
   int restarts = prm->restarts > 0 ? prm->restarts : 1;
   c.xn = sd_malloc(ml, sizeof *c.xn, "row norms");
   c.dmin = sd_malloc(ml, sizeof *c.dmin, "row distances");
-  c.cf = sd_malloc((size_t)k * p, sizeof *c.cf, "centroids");
+  c.k8 = (k + KM_LANES - 1) / KM_LANES * KM_LANES;
+  c.cb = aligned_alloc(64, sizeof(float) * (size_t)c.k8 * p * KM_LANES); /* a multiple of 64 */
   c.cn = sd_malloc((size_t)k, sizeof *c.cn, "centroid norms");
-  c.cnf = sd_malloc((size_t)k, sizeof *c.cnf, "centroid norms");
-  c.dv = sd_malloc((size_t)k, sizeof *c.dv, "distances");
-  c.f1 = sd_malloc(SD_CLUSTER_CHUNK, sizeof *c.f1, "distances");
-  c.f2 = sd_malloc(SD_CLUSTER_CHUNK, sizeof *c.f2, "distances");
+  c.cnb = sd_malloc((size_t)c.k8, sizeof *c.cnb, "centroid norms");
+  c.xt = aligned_alloc(64, ((sizeof(float) * (size_t)p * KM_LANES + 63) / 64) * 64);
+  c.closeidx = sd_malloc(SD_CLUSTER_CHUNK, sizeof *c.closeidx, "close calls");
+  c.cnt = sd_malloc((size_t)4 * k, sizeof *c.cnt, "counts");
   c.a1 = sd_malloc(SD_CLUSTER_CHUNK, sizeof *c.a1, "nearest");
-  c.bucket = sd_malloc((size_t)k + 1, sizeof *c.bucket, "buckets");
-  c.order = sd_malloc(SD_CLUSTER_CHUNK, sizeof *c.order, "order");
-  c.g = sd_malloc((size_t)SD_CLUSTER_CHUNK * k, sizeof *c.g, "distance block");
-  c.gt = sd_malloc((size_t)SD_CLUSTER_CHUNK * k, sizeof *c.gt, "distance block");
-  c.part = sd_malloc((size_t)k * p, sizeof *c.part, "partial sums");
+  c.part = sd_malloc((size_t)4 * k * p, sizeof *c.part, "partial sums");
   c.acc = sd_malloc((size_t)k * p + k + 1, sizeof *c.acc, "sums");
   c.ex = sd_malloc((size_t)p, sizeof *c.ex, "exponents");
   c.fac = sd_malloc((size_t)p, sizeof *c.fac, "factors");
   c.rowbuf = sd_malloc((size_t)p + 1, sizeof *c.rowbuf, "row");
   double *cent = sd_malloc((size_t)k * p, sizeof *cent, "centroids");
   double *next = sd_malloc((size_t)k * p, sizeof *next, "centroids");
-  int32_t *asg = sd_malloc(ml, sizeof *asg, "assignments");
+  int32_t *asg = sd_calloc(ml, sizeof *asg, "assignments"); /* read (not used) in pass 1 */
   int64_t *w = sd_malloc(ml, sizeof *w, "weights");
   double *obj = sd_malloc((size_t)maxit + 2, sizeof *obj, "objective");
   res->centroids = sd_malloc((size_t)k * p, sizeof *res->centroids, "centroids");
   res->assign = sd_malloc(ml, sizeof *res->assign, "assignments");
   res->counts = sd_malloc((size_t)k, sizeof *res->counts, "counts");
   res->objective = sd_malloc((size_t)maxit + 2, sizeof *res->objective, "objective");
-  sd_status st =
-      (c.xn && c.dmin && c.cf && c.cn && c.cnf && c.dv && c.f1 && c.f2 && c.a1 && c.bucket &&
-       c.order && c.g && c.gt && c.part && c.acc && c.ex && c.fac && c.rowbuf && cent && next &&
-       asg && w && obj && res->centroids && res->assign && res->counts && res->objective)
-          ? SD_OK
-          : SD_ERR_NOMEM;
+  sd_status st = (c.xn && c.dmin && c.cb && c.cn && c.cnb && c.xt && c.closeidx && c.cnt && c.a1 &&
+                  c.part && c.acc && c.ex && c.fac && c.rowbuf && cent && next && asg && w && obj &&
+                  res->centroids && res->assign && res->counts && res->objective)
+                     ? SD_OK
+                     : SD_ERR_NOMEM;
   SD_CHECK_GOTO(st, sd_par_agree(comm, st), done);
 
   /* global constants: |x|^2 total, column bounds (fixed-point scales), mean variance */
@@ -611,7 +793,8 @@ sd_status sd_km_fit(MPI_Comm comm, const float *x, int64_t m_local, int64_t m, i
     int nobj = 0, it = 0;
     double t0 = sd_time_now();
     for (it = 0; it < maxit; it++) {
-      SD_CHECK_GOTO(st, estep(&c, cent, asg, it == 0), done);
+      /* dmin (for the empty-cluster repair) costs a pass of writes: only when a repair is due */
+      SD_CHECK_GOTO(st, estep(&c, cent, asg, it == 0, 0), done);
       obj[nobj++] = objective(&c, cent);
       int64_t changed = c.acc[(size_t)k * p + k];
       /* M-step: the exact means; empty clusters take the farthest rows */
@@ -621,6 +804,13 @@ sd_status sd_km_fit(MPI_Comm comm, const float *x, int64_t m_local, int64_t m, i
           next[a * p + l] =
               n > 0 ? sd_fix_to(c.acc[(size_t)a * p + l], c.ex[l]) / (double)n : cent[a * p + l];
       }
+      int nempty = 0;
+      for (int a = 0; a < k; a++)
+        nempty += c.acc[(size_t)k * p + a] == 0;
+      /* the counts are global, so every rank takes this branch; the repeated E-step gives the
+       * same assignment and sums, now with dmin */
+      if (nempty > 0)
+        SD_CHECK_GOTO(st, estep(&c, cent, asg, 1, 1), done);
       for (int a = 0; a < k; a++)
         if (c.acc[(size_t)k * p + a] == 0) {
           SD_CHECK_GOTO(st, farthest_row(&c, c.rowbuf), done);
@@ -637,7 +827,7 @@ sd_status sd_km_fit(MPI_Comm comm, const float *x, int64_t m_local, int64_t m, i
       }
     }
     /* final E-step: labels consistent with the returned centroids */
-    SD_CHECK_GOTO(st, estep(&c, cent, asg, 0), done);
+    SD_CHECK_GOTO(st, estep(&c, cent, asg, 0, 0), done);
     obj[nobj++] = objective(&c, cent);
     res->lloyd_seconds += sd_time_now() - t0;
     res->lloyd_iterations += it;

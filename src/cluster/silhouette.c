@@ -23,7 +23,7 @@
 
 typedef struct sil_work {
   int p, K;
-  float *g;   /* [CHUNK, CHUNK] */
+  float *g;   /* [CHUNK, SUBK] */
   float *s;   /* [CHUNK, K] */
   double *sd; /* [CHUNK, K] */
   double fac;
@@ -38,40 +38,76 @@ static void row_norms(const float *x, int64_t n, int p, float *xn) {
   }
 }
 
+/* g[j] <- sqrt(max(a + b[j] - 2 g[j], 0)): the same operations in every path (no fused
+ * multiply-add; the square root is correctly rounded), so the values do not depend on it. */
+static void dist_row_sse(float *g, int n, float a, const float *b) {
+  int j = 0;
+#if defined(__SSE2__)
+  __m128 va = _mm_set1_ps(a), vm2 = _mm_set1_ps(-2.0f), z = _mm_setzero_ps();
+  for (; j + 4 <= n; j += 4) {
+    __m128 v =
+        _mm_add_ps(_mm_add_ps(va, _mm_loadu_ps(b + j)), _mm_mul_ps(vm2, _mm_loadu_ps(g + j)));
+    _mm_storeu_ps(g + j, _mm_sqrt_ps(_mm_max_ps(v, z)));
+  }
+#endif
+  for (; j < n; j++) {
+    float v = a + b[j] - 2.0f * g[j];
+    g[j] = v > 0 ? sqrtf(v) : 0.0f;
+  }
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+__attribute__((target("avx2"))) static void dist_row_avx2(float *g, int n, float a,
+                                                          const float *b) {
+  int j = 0;
+  __m256 va = _mm256_set1_ps(a), vm2 = _mm256_set1_ps(-2.0f), z = _mm256_setzero_ps();
+  for (; j + 8 <= n; j += 8) {
+    __m256 v = _mm256_add_ps(_mm256_add_ps(va, _mm256_loadu_ps(b + j)),
+                             _mm256_mul_ps(vm2, _mm256_loadu_ps(g + j)));
+    _mm256_storeu_ps(g + j, _mm256_sqrt_ps(_mm256_max_ps(v, z)));
+  }
+  dist_row_sse(g + j, n - j, a, b + j);
+}
+#endif
+
+static void dist_row(float *g, int n, float a, const float *b) {
+#if defined(__GNUC__) && defined(__x86_64__)
+  static int avx2 = -1;
+  if (avx2 < 0) {
+    __builtin_cpu_init();
+    avx2 = __builtin_cpu_supports("avx2");
+  }
+  if (avx2) {
+    dist_row_avx2(g, n, a, b);
+    return;
+  }
+#endif
+  dist_row_sse(g, n, a, b);
+}
+
 /* acc[nA, K] += fixed(D(A, B) H(B)); rows of A with global index gidA[i] equal to
- * firstB + j get distance 0 to column j. */
+ * firstB + j get distance 0 to column j. The B rows go in column blocks of SD_CLUSTER_SUBK:
+ * D of a block (nA x SUBK floats) stays in cache between the two products, and S = D H has no
+ * inner dimension above SUBK, so OpenBLAS never splits it, whatever its thread count. The
+ * blocks' S are summed in double in a fixed order. */
 static void sil_tile(sil_work *w, int nA, const float *XA, const float *xnA, const int64_t *gidA,
                      int nB, const float *XB, const float *xnB, int64_t firstB, const float *HB,
                      int64_t *acc) {
   int p = w->p, K = w->K;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nA, nB, p, 1.0f, XA, p, XB, p, 0.0f, w->g,
-              nB);
-  for (int i = 0; i < nA; i++) {
-    float *gi = w->g + (size_t)i * nB;
-    float a = xnA[i];
-    int j = 0;
-#if defined(__SSE2__)
-    __m128 va = _mm_set1_ps(a), vm2 = _mm_set1_ps(-2.0f), z = _mm_setzero_ps();
-    for (; j + 4 <= nB; j += 4) {
-      __m128 v =
-          _mm_add_ps(_mm_add_ps(va, _mm_loadu_ps(xnB + j)), _mm_mul_ps(vm2, _mm_loadu_ps(gi + j)));
-      _mm_storeu_ps(gi + j, _mm_sqrt_ps(_mm_max_ps(v, z)));
-    }
-#endif
-    for (; j < nB; j++) {
-      float v = a + xnB[j] - 2.0f * gi[j];
-      gi[j] = v > 0 ? sqrtf(v) : 0.0f;
-    }
-    int64_t self = gidA[i] - firstB;
-    if (self >= 0 && self < nB)
-      gi[self] = 0.0f;
-  }
-  /* S = D H in column blocks of SD_CLUSTER_SUBK (no inner dimension above that, so OpenBLAS
-   * never splits it, whatever its thread count), summed in double in a fixed order */
   memset(w->sd, 0, sizeof *w->sd * (size_t)nA * K);
   for (int j0 = 0; j0 < nB; j0 += SD_CLUSTER_SUBK) {
     int jn = nB - j0 < SD_CLUSTER_SUBK ? nB - j0 : SD_CLUSTER_SUBK;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nA, K, jn, 1.0f, w->g + j0, nB,
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nA, jn, p, 1.0f, XA, p,
+                XB + (size_t)j0 * p, p, 0.0f, w->g, jn);
+    for (int i = 0; i < nA; i++) {
+      float *gi = w->g + (size_t)i * jn;
+      dist_row(gi, jn, xnA[i], xnB + j0);
+      int64_t self = gidA[i] - firstB - j0;
+      if (self >= 0 && self < jn)
+        gi[self] = 0.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nA, K, jn, 1.0f, w->g, jn,
                 HB + (size_t)j0 * K, K, 0.0f, w->s, K);
     for (size_t t = 0; t < (size_t)nA * K; t++)
       w->sd[t] += w->s[t];
@@ -141,7 +177,7 @@ static sd_status silhouette(MPI_Comm comm, const float *x, int64_t m_local, int6
   int32_t *laba = NULL, *lab_own = NULL;
   int64_t *gida = NULL, *acc = NULL, *counts = NULL, *sfix = NULL;
   size_t na = (size_t)(nA > 0 ? nA : 1);
-  w.g = sd_malloc((size_t)SD_CLUSTER_CHUNK * SD_CLUSTER_CHUNK, sizeof *w.g, "distance tile");
+  w.g = sd_malloc((size_t)SD_CLUSTER_CHUNK * SD_CLUSTER_SUBK, sizeof *w.g, "distance tile");
   w.s = sd_malloc((size_t)SD_CLUSTER_CHUNK * K, sizeof *w.s, "cluster sums");
   w.sd = sd_malloc((size_t)SD_CLUSTER_CHUNK * K, sizeof *w.sd, "cluster sums");
   acc = sd_calloc(na * K, sizeof *acc, "silhouette sums");
