@@ -44,6 +44,9 @@ typedef struct sd_pl_params {
                                  (a twinned or shifted region): it is replaced by the band along its
                                  boundary; >= 1 = off */
   int grain_band;             /* half width of that band (3x3 dilations of the boundary) */
+  double fallback_fraction;   /* weak supervision: an image of a defect class whose detection is
+                                 empty gets the top fraction of its local RMS deviation
+                                 (cleaned like a detection); 0 = off (sd_pl_fallback) */
   double baseline_sigma;      /* baseline: Gaussian blur sigma (px) */
   int baseline_box;           /* baseline: box side (px, odd) */
   double baseline_percentile; /* baseline: threshold percentile (0..100) */
@@ -67,6 +70,13 @@ const sd_deviation_ws *sd_pl_deviation_ws(const sd_pl *pl);
  * detection empty, and *lattice_ok = 0. */
 sd_status sd_pl_image(sd_pl *pl, const float *raw, const sd_lattice *reference, float *deviation,
                       uint8_t *detected, sd_lattice *lat_out, int *lattice_ok);
+
+/* Weak supervision for an image whose class says it holds a defect but whose detection from
+ * the last sd_pl_image came out empty (a defect that deviates only weakly from the lattice):
+ * detected becomes the pixels in the top fallback_fraction of that image's local RMS deviation,
+ * opened, closed and filtered by min_area like a detection. Nothing happens when the fraction
+ * is 0, the detection is not empty, or the image had no lattice. Returns 1 when it labelled. */
+int sd_pl_fallback(sd_pl *pl, uint8_t *detected);
 
 /* The notebook baseline on raw (h, w): detected (h, w) = 1 where |blur - box mean| exceeds
  * its percentile. */

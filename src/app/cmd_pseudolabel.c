@@ -65,6 +65,7 @@ static void params_from_config(const sd_config *cfg, sd_pl_params *p) {
   p->reference_tolerance = sd_config_float(cfg, "pseudolabel.reference_tolerance");
   p->grain_area = sd_config_float(cfg, "pseudolabel.grain_area");
   p->grain_band = (int)sd_config_int(cfg, "pseudolabel.grain_band");
+  p->fallback_fraction = sd_config_float(cfg, "pseudolabel.fallback_fraction");
   p->baseline_sigma = sd_config_float(cfg, "pseudolabel.baseline_sigma");
   p->baseline_box = (int)sd_config_int(cfg, "pseudolabel.baseline_box") | 1;
   p->baseline_percentile = sd_config_float(cfg, "pseudolabel.baseline_percentile");
@@ -239,7 +240,8 @@ static sd_status out_create(pl_out *o, const sd_app *app, const char *path, cons
   o->h = in->height;
   o->w = in->width;
   sd_status st = sd_h5_output_create(app->comm, path, &o->out);
-  if (st == SD_OK) st = sd_par_agree(app->comm, out_contents(o, in, bulk, unknown, method, app));
+  if (st == SD_OK)
+    st = sd_par_agree(app->comm, out_contents(o, in, bulk, unknown, method, app));
   if (st != SD_OK) {
     char msg[2048];
     snprintf(msg, sizeof msg, "cannot write pseudo-labels '%s': %s", path, sd_error_message());
@@ -544,7 +546,7 @@ static sd_status pseudolabel_run(sd_app *app) {
     s.det_px = counts + 5 * nc + 1;
     s.bdet_px = counts + 6 * nc + 2;
   }
-  int64_t rounds = (count + PL_BATCH - 1) / PL_BATCH, nolattice = 0;
+  int64_t rounds = (count + PL_BATCH - 1) / PL_BATCH, nolattice = 0, nfallback = 0;
   if (st == SD_OK)
     st = sd_par_agree(app->comm, sd_par_allreduce_max_i64(app->comm, &rounds, 1));
   sd_progress prog;
@@ -582,6 +584,8 @@ static sd_status pseudolabel_run(sd_app *app) {
       lv[1] = ok ? lat.a1[1] : NAN;
       lv[2] = ok ? lat.a2[0] : NAN;
       lv[3] = ok ? lat.a2[1] : NAN;
+      if (lab >= 0 && lab < nc && lab != bulk)
+        nfallback += sd_pl_fallback(pl, det + off);
       sd_pl_mask(det + off, npx, lab, bulk, msk + off);
       int64_t dcount = 0;
       for (size_t q = 0; q < npx; q++)
@@ -635,7 +639,13 @@ static sd_status pseudolabel_run(sd_app *app) {
     st = sd_par_agree(app->comm, sd_par_allreduce_sum_i64(app->comm, counts, 7 * nc + 3));
   if (st == SD_OK)
     st = sd_par_agree(app->comm, sd_par_allreduce_sum_i64(app->comm, &nolattice, 1));
+  if (st == SD_OK)
+    st = sd_par_agree(app->comm, sd_par_allreduce_sum_i64(app->comm, &nfallback, 1));
   if (st == SD_OK) {
+    if (nfallback > 0)
+      sd_log_info("pseudolabel: %lld defect image(s) with an empty detection labelled by the top "
+                  "%.0f%% of their deviation (pseudolabel.fallback_fraction)",
+                  (long long)nfallback, 100.0 * p.fallback_fraction);
     if (nolattice > 0)
       sd_log_warn("pseudolabel: no lattice found in %lld image(s): their deviation is the z-scored "
                   "image and their detection is empty (/lattice = NaN)",
@@ -684,6 +694,8 @@ static sd_status pseudolabel_run(sd_app *app) {
       for (int i = 0; i < k && pst == SD_OK; i++) {
         pst = sd_pl_image(pl, pimg + (size_t)i * npx, has_ref ? &ref : NULL, pdev + (size_t)i * npx,
                           det, NULL, NULL);
+        if (plab[i] >= 0 && plab[i] < nc && plab[i] != bulk)
+          sd_pl_fallback(pl, det);
         sd_pl_mask(det, npx, plab[i], bulk, pm + (size_t)i * npx);
       }
       if (pst == SD_OK)

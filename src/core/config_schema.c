@@ -233,6 +233,7 @@ const sd_config_key sd_config_schema[] = {
     {"pseudolabel.min_area", I, 0, 1000000, NULL, "smallest kept connected component (px)"},
     {"pseudolabel.grain_area", F, 0, 1, NULL, "a detected component larger than this fraction of the image is another grain (twinned or shifted region) and is replaced by the band along its boundary; 1 = off"},
     {"pseudolabel.grain_band", I, 0, 100, NULL, "half width of that boundary band (px, 3x3 dilations)"},
+    {"pseudolabel.fallback_fraction", F, 0, 1, NULL, "an image of a defect class whose detection is empty is labelled by this top fraction of its local RMS deviation (cleaned like a detection); 0 = off"},
     {"pseudolabel.baseline_sigma", F, 0.1, 50, NULL, "notebook baseline: Gaussian blur sigma (px)"},
     {"pseudolabel.baseline_box", I, 3, 99, NULL, "notebook baseline: side of the box mean (px, odd)"},
     {"pseudolabel.baseline_percentile", F, 50, 100, NULL, "notebook baseline: threshold at this percentile of |blur - box mean| per image"},

@@ -17,6 +17,7 @@ struct sd_pl {
   float *scratch; /* (h, w) */
   uint8_t *btmp;  /* (h, w) */
   int32_t *lab, *stk;
+  int have_energy; /* the last sd_pl_image found a lattice (energy holds its local RMS deviation) */
 };
 
 void sd_pl_params_default(sd_pl_params *p) {
@@ -32,6 +33,7 @@ void sd_pl_params_default(sd_pl_params *p) {
   p->reference_tolerance = 0.1;
   p->grain_area = 0.08;
   p->grain_band = 5;
+  p->fallback_fraction = 0.05;
   p->baseline_sigma = 1.0;
   p->baseline_box = 7;
   p->baseline_percentile = 98.0;
@@ -254,6 +256,7 @@ sd_status sd_pl_image(sd_pl *pl, const float *raw, const sd_lattice *reference, 
     else
       memset(lat_out, 0, sizeof *lat_out);
   }
+  pl->have_energy = ok;
   if (!ok) {
     memcpy(deviation, pl->norm, n * sizeof *deviation);
     memset(detected, 0, n);
@@ -293,6 +296,43 @@ sd_status sd_pl_image(sd_pl *pl, const float *raw, const sd_lattice *reference, 
     sd_pl_grain_boundaries(detected, h, w, (int)(p->grain_area * (double)n), p->grain_band, pl->lab,
                            pl->stk, pl->btmp);
   return SD_OK;
+}
+
+static void clean(sd_pl *pl, uint8_t *m) {
+  int h = pl->h, w = pl->w;
+  const sd_pl_params *p = &pl->p;
+  for (int k = 0; k < p->open_steps; k++)
+    sd_pl_erode(m, h, w, pl->btmp);
+  for (int k = 0; k < p->open_steps; k++)
+    sd_pl_dilate(m, h, w, pl->btmp);
+  for (int k = 0; k < p->close_steps; k++)
+    sd_pl_dilate(m, h, w, pl->btmp);
+  for (int k = 0; k < p->close_steps; k++)
+    sd_pl_erode(m, h, w, pl->btmp);
+  sd_pl_components_filter(m, h, w, p->min_area, pl->lab, pl->stk);
+}
+
+int sd_pl_fallback(sd_pl *pl, uint8_t *detected) {
+  size_t n = (size_t)pl->h * pl->w;
+  double f = pl->p.fallback_fraction;
+  if (!(f > 0) || !pl->have_energy)
+    return 0;
+  for (size_t i = 0; i < n; i++)
+    if (detected[i])
+      return 0;
+  /* the (1 - f) quantile of the local RMS deviation (order statistic) */
+  memcpy(pl->scratch, pl->energy, n * sizeof(float));
+  qsort(pl->scratch, n, sizeof(float), cmp_float);
+  size_t q = (size_t)((1.0 - (f < 1 ? f : 1)) * (double)(n - 1));
+  float thr = pl->scratch[q];
+  int any = 0;
+  for (size_t i = 0; i < n; i++) {
+    detected[i] = pl->energy[i] >= thr;
+  }
+  clean(pl, detected);
+  for (size_t i = 0; i < n && !any; i++)
+    any = detected[i];
+  return any;
 }
 
 void sd_pl_baseline(sd_pl *pl, const float *raw, uint8_t *detected) {

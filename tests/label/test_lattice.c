@@ -302,6 +302,52 @@ static void test_planted_defect(void) {
   free(mask);
 }
 
+/* Weak-supervision fallback: a detection forced empty (threshold floor far above the defect)
+ * is replaced by the top fraction of the local RMS deviation, which sits on the vacancy. */
+static void test_fallback(void) {
+  enum { S = 80 };
+  float *img = malloc(sizeof(float) * S * S), *dev = malloc(sizeof(float) * S * S);
+  uint8_t *det = malloc(S * S);
+  const double one[1][2] = {{0, 0}}, w1[1] = {1.0};
+  double a1[2] = {8.1, 1.3}, a2[2] = {-1.1, 8.6};
+  double vx = 3.3 + 5 * a1[0] + 4 * a2[0], vy = 2.1 + 5 * a1[1] + 4 * a2[1];
+  render_lattice(img, S, S, a1, a2, 1, one, w1, 1.3, 0.08, 9, (int)lround(vx), (int)lround(vy));
+  for (int pass = 0; pass < 3; pass++) {
+    sd_pl_params pp;
+    sd_pl_params_default(&pp);
+    pp.min_deviation = pass == 2 ? pp.min_deviation : 1000; /* pass 2: a normal detection */
+    pp.fallback_fraction = pass == 0 ? 0.0 : 0.02;
+    sd_pl *pl = NULL;
+    SD_EXPECT_OK(sd_pl_create(S, S, &pp, &pl));
+    int ok = 0;
+    SD_EXPECT_OK(sd_pl_image(pl, img, NULL, dev, det, NULL, &ok));
+    SD_EXPECT(ok);
+    int before = 0;
+    for (int i = 0; i < S * S; i++)
+      before += det[i];
+    int did = sd_pl_fallback(pl, det);
+    int n = 0, near = 0;
+    for (int y = 0; y < S; y++)
+      for (int x = 0; x < S; x++)
+        if (det[y * S + x]) {
+          n++;
+          near += hypot(x - vx, y - vy) < 6;
+        }
+    if (pass == 0)
+      SD_EXPECT_MSG(before == 0 && !did && n == 0, "fraction 0: %d -> %d pixels", before, n);
+    else if (pass == 1)
+      SD_EXPECT_MSG(before == 0 && did && n > 0 && near * 2 >= n && n <= S * S / 20,
+                    "fallback labelled %d pixels, %d near the vacancy", n, near);
+    else
+      SD_EXPECT_MSG(before > 0 && !did && n == before, "a non-empty detection must stay: %d -> %d",
+                    before, n);
+    sd_pl_destroy(&pl);
+  }
+  free(img);
+  free(dev);
+  free(det);
+}
+
 static void test_helpers(void) {
   enum { H = 10, W = 12 };
   uint8_t m[H * W], tmp[H * W];
@@ -381,6 +427,7 @@ int main(void) {
   test_lattice_recovery();
   test_motif_simulated();
   test_planted_defect();
+  test_fallback();
   test_helpers();
   return sd_test_finish("test_lattice");
 }
