@@ -372,6 +372,21 @@ sd_status sd_nn_loss_sigmoid_bce(sd_nn_tensor *logits, const float *target,
  * classes of (2 sum p g + s) / (sum p + sum g + s), sums over the whole batch. */
 sd_status sd_nn_loss_dice(sd_nn_tensor *logits, const int32_t *target, const sd_nn_loss_opts *opts,
                           double *loss);
+/* Whole-set losses from sums (validation over many batches and ranks): adds into
+ * sums[0 .. 4 + 3C), over the pixels of logits [n, C, h, w] whose target [n, h, w] is >= 0:
+ * [0] sum w_y (-log p_y) and [1] sum w_y (the weighted cross-entropy without label smoothing is
+ * sums[0] / sums[1]), [2] pixels whose arg-max class is the target, [3] pixels, then the Dice
+ * sums of sd_nn_dice_from_sums at sums + 4. class_weights [C] may be NULL (all 1). Sums of
+ * several batches, summed over ranks, give the losses of the whole set whatever its batching.
+ * Reads logits->data only (no gradient). */
+sd_status sd_nn_loss_sums(const sd_nn_tensor *logits, const int32_t *target,
+                          const float *class_weights, double *sums);
+/* The soft Dice loss of sd_nn_loss_dice from its sums over any set of pixels: I = sums[0..C)
+ * (sum p_c g_c), P = sums[C..2C) (sum p_c), G = sums[2C..3C) (sum g_c); 1 - weighted mean over
+ * classes c >= skip_background (0/1) of (2 I_c + s) / (P_c + G_c + s), s = smooth (0 = 1).
+ * NaN when the weights sum to zero. */
+double sd_nn_dice_from_sums(int C, const double *sums, const float *class_weights,
+                            int skip_background, float smooth);
 /* Channel softmax of x [n, c, hw] into y (may alias x). */
 void sd_nn_softmax(int n, int c, int hw, const float *x, float *y);
 

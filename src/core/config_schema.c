@@ -79,6 +79,7 @@ const sd_config_key sd_config_schema[] = {
     {"segmenter.weight_decay", F, 0, 1, NULL, "decoupled weight decay"},
     {"segmenter.warmup_epochs", F, 0, 1000, NULL, "linear warm-up, epochs"},
     {"segmenter.clip_norm", F, 0, 1e6, NULL, "clip the global gradient norm to this (0 = off)"},
+    {"segmenter.patience", I, 0, 100000, NULL, "early stopping after this many epochs without improvement of the validation loss (the training objective on the validation part), restoring the best weights (0 = off)"},
     {"segmenter.depth", I, 1, 6, NULL, "U-Net levels (2x2 poolings); image sides must be multiples of 2^depth"},
     {"segmenter.width", I, 1, 1024, NULL, "channels of the first level (doubling per level)"},
     {"segmenter.batchnorm", B, 0, 0, NULL, "batch normalisation after every convolution"},

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # U-Net end to end on a small simulated CdTe stack (32x32, bulk / vacancy / stacking fault).
-# Default (argument "fast"): a short training lowers the loss and beats a class-prior guess;
+# Default (argument "fast"): a short training lowers the loss (with a finite validation loss
+# every epoch) and beats a class-prior guess; early stopping restores the best epoch's weights;
 # evaluate's JSON matches an independent numpy computation from segment's heatmaps; heatmaps
 # are the same at 1, 2 and 4 ranks; resume is bitwise; SIGTERM checkpoints and exits 75; bad
 # inputs fail with one clear message and leave nothing behind.
@@ -27,6 +28,9 @@ $MPIRUN -n 2 "$SD" "${COMMON[@]}" --epochs $E --output "$WORK/u.h5" >"$WORK/trai
 first=$(grep -o "epoch 1/$E  loss [0-9.]*" "$WORK/train.log" | awk '{print $4}')
 last=$(grep -o "epoch $E/$E  loss [0-9.]*" "$WORK/train.log" | awk '{print $4}')
 awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < 0.9 * a) }' && ok || fail "loss did not fall enough: $first -> $last"
+# every epoch logs a finite validation loss (the training objective on the validation part)
+nv=$(grep -cE "epoch [0-9]+/$E  loss [0-9.]+  val_loss [0-9]+\.[0-9]+  val_acc [0-9]+\.[0-9]+" "$WORK/train.log")
+[ "$nv" = "$E" ] && ok || fail "$nv of $E epochs log a finite val_loss: $(grep -m2 -o 'val_loss [^ ]*' "$WORK/train.log" | tr '\n' ' ')"
 expect_ok "$SD" evaluate --model "$WORK/u.h5" --data "$WORK/d.h5" --output "$WORK/m.json" --quiet
 expect_ok "$SD" segment --model "$WORK/u.h5" --data "$WORK/d.h5" --output "$WORK/h1.h5" --quiet
 for np in 2 4; do
@@ -82,6 +86,57 @@ chance = np.mean([np.sum((G == c) & (T == c)) / np.sum((G == c) | (T == c)) for 
 print(f"U-Net mean IoU {m['mean_iou']:.3f} (independent {np.mean(ious):.3f}), chance {chance:.3f}, top-mass {top:.3f}, bulk FA {fa:.4f}")
 want = 4 * chance if float(min_iou) > 0 else 2 * chance
 assert m["mean_iou"] > float(min_iou) and m["mean_iou"] > want, (m["mean_iou"], chance)
+PY
+fi
+
+echo "[$SECONDS s] 1b. early stopping"
+# 1b. early stopping on the validation loss restores the best epoch's weights: the stop
+# follows the logged losses, and the saved model's validation loss recomputed from its
+# heatmaps (class-weighted CE + Dice, numpy) is the best logged one
+expect_ok $MPIRUN -n 2 "$SD" "${COMMON[@]}" --epochs 4 --set segmenter.patience=1 --output "$WORK/es.h5"
+cp "$WORK/last.err" "$WORK/es.log"
+expect_ok "$SD" segment --model "$WORK/es.h5" --data "$WORK/d.h5" --output "$WORK/hes.h5" --quiet
+if [ $have_py = 1 ]; then
+  $PY - "$WORK/es.h5" "$WORK/d.h5" "$WORK/hes.h5" "$WORK/es.log" 1 <<'PY' && ok || fail "early stopping / restored weights"
+import sys, re, h5py, numpy as np
+model, stack, heat, log, patience = sys.argv[1:]
+patience = int(patience)
+text = open(log).read()
+vl = [float(v) for v in re.findall(r"epoch \d+/\d+  loss \S+  val_loss (\S+)", text)]
+assert vl and all(np.isfinite(vl)), vl
+# the trainer's rule: stop once `patience` epochs passed without an improvement > 1e-4 (the
+# log rounds to 1e-4, so a near-tie leaves the stop epoch open)
+best, be, stop, tie = np.inf, 0, len(vl), False
+for e, v in enumerate(vl, 1):
+    tie |= abs(v - (best - 1e-4)) < 1.5e-4
+    if v < best - 1e-4:
+        best, be = v, e
+    elif e - be >= patience:
+        stop = e
+        break
+assert tie or len(vl) == stop, (vl, stop)
+tr = h5py.File(model, "r")["training"]
+be = int(tr.attrs["best_epoch"])
+assert 1 <= be <= len(vl) and abs(tr.attrs["best_val_loss"] - min(vl)) < 6e-5, (be, tr.attrs["best_val_loss"], vl)
+if be < len(vl):
+    assert f"restored the weights of epoch {be}" in text
+# the saved model's validation loss from its heatmaps
+split = tr["split"][...]
+T = h5py.File(stack, "r")["masks"][...].astype(int)
+P = h5py.File(heat, "r")["heatmaps"][...][split == 1].astype(np.float64)
+C = P.shape[1]
+cnt = np.bincount(T[split == 0].ravel(), minlength=C).astype(float)
+w = np.where(cnt > 0, np.sqrt(cnt.sum() / (C * np.maximum(cnt, 1))), 1.0)
+Y = T[split == 1]
+py = np.take_along_axis(P, Y[:, None], axis=1)[:, 0]
+ce = np.sum(w[Y] * -np.log(py)) / np.sum(w[Y])
+G = np.stack([Y == c for c in range(C)], axis=1)
+I, Ps, Gs = (P * G).sum(axis=(0, 2, 3)), P.sum(axis=(0, 2, 3)), G.sum(axis=(0, 2, 3))
+dice = 1 - np.sum(w[1:] * (2 * I[1:] + 1) / (Ps[1:] + Gs[1:] + 1)) / np.sum(w[1:])
+v = ce + dice
+print(f"val_loss per epoch {vl}: stopped after {len(vl)}, restored epoch {be}; "
+      f"the saved model's val loss from its heatmaps {v:.5f} (CE {ce:.4f} + Dice {dice:.4f})")
+assert abs(v - tr.attrs["best_val_loss"]) < 1e-3 * max(1.0, v), (v, tr.attrs["best_val_loss"])
 PY
 fi
 
