@@ -68,6 +68,7 @@ sd_status sd_h5_fixed_string_type(size_t len, hid_t *out);
  * attribute of the same name is replaced. */
 sd_status sd_h5_attr_write_string(hid_t loc, const char *name, const char *value);
 sd_status sd_h5_attr_write_int(hid_t loc, const char *name, int value);
+sd_status sd_h5_attr_write_i64(hid_t loc, const char *name, int64_t value);
 /* A fixed-length string array [n] (n may be 0) of the longest string's length + 1. */
 sd_status sd_h5_attr_write_strings(hid_t loc, const char *name, int n, const char *const *values);
 

@@ -128,7 +128,14 @@ typedef enum sd_nn_upsample_mode {
   SD_NN_UPSAMPLE_BILINEAR = 1 /* align_corners = false, as PyTorch's default */
 } sd_nn_upsample_mode;
 
-typedef enum sd_nn_mode { SD_NN_MODE_EVAL = 0, SD_NN_MODE_TRAIN = 1 } sd_nn_mode;
+/* EVAL: batch norm with running statistics, no dropout. TRAIN: batch statistics (running ones
+ * updated), dropout. EVAL_DROPOUT: batch norm as EVAL, dropout as TRAIN (Monte Carlo dropout:
+ * repeated stochastic passes of a trained model). */
+typedef enum sd_nn_mode {
+  SD_NN_MODE_EVAL = 0,
+  SD_NN_MODE_TRAIN = 1,
+  SD_NN_MODE_EVAL_DROPOUT = 2
+} sd_nn_mode;
 
 /* Convolution geometry (also used by transposed convolution, where c/h/w describe the
  * transposed layer's output and oc/oh/ow its input). */
@@ -221,6 +228,9 @@ typedef struct sd_nn_model {
   double *dwork;      /* [2 * max channels + 2] statistics handed to the reduce hook */
 
   sd_rng dropout_rng;     /* advanced by every training forward with dropout */
+  /* per-sample dropout mask keys [batch] and their seed (sd_nn_model_set_dropout_keys) */
+  const uint64_t *dropout_keys; /* NULL = masks from dropout_rng */
+  uint64_t dropout_key_seed;
   sd_nn_reduce_fn reduce; /* batch-norm statistics across ranks; NULL = local */
   void *reduce_ctx;
   sd_nn_grad_ready_fn grad_ready; /* optional, see sd_nn_grad_ready_fn */
@@ -284,6 +294,15 @@ sd_status sd_nn_model_compile(sd_nn_model *m, int batch, int c, int h, int w);
 sd_status sd_nn_model_init_params(sd_nn_model *m, uint64_t seed);
 /* Reseeds the dropout stream with (seed, a, SD_RNG_STREAM_DROPOUT) (a: e.g. rank or step). */
 void sd_nn_model_seed_dropout(sd_nn_model *m, uint64_t seed, uint64_t a);
+/* Per-sample dropout masks: while keys is not NULL, sample i of a forward that applies dropout
+ * draws its mask in layer L from sd_rng (seed, keys[i] ^ sd_rng_mix64(L), SD_RNG_STREAM_DROPOUT)
+ * instead of the model's one stream, so a sample's mask depends on its key alone, not on the
+ * other samples of its batch (nor on the rank that runs it). keys: at least the forward's batch
+ * entries, not copied (keep it alive and filled while set); NULL returns to the one stream. */
+void sd_nn_model_set_dropout_keys(sd_nn_model *m, uint64_t seed, const uint64_t *keys);
+/* Id of the first dropout layer with a rate > 0 that the output depends on, -1 if none (after
+ * compile). */
+int sd_nn_model_first_dropout(const sd_nn_model *m);
 /* Sets the hook that sums batch-norm statistics across ranks (NULL = local only). */
 void sd_nn_model_set_reduce(sd_nn_model *m, sd_nn_reduce_fn fn, void *ctx);
 /* Sets the hook told when parameter gradients become final during backward. */
@@ -293,8 +312,14 @@ void sd_nn_model_set_layer_hook(sd_nn_model *m, sd_nn_layer_hook_fn fn, void *ct
 
 /* Runs the network on x [n, c, h, w] (n <= compiled batch; x NULL = the caller already wrote
  * layers[0].out.data). TRAIN uses batch statistics (and updates running statistics) and
- * dropout; EVAL uses running statistics and no dropout. No allocation. */
+ * dropout; EVAL uses running statistics and no dropout; EVAL_DROPOUT running statistics and
+ * dropout. No allocation. */
 sd_status sd_nn_model_forward(sd_nn_model *m, const float *x, int n, sd_nn_mode mode);
+/* Reruns only layers first..output of the last forward (same input and batch), reusing the
+ * outputs of the layers before first, in mode (which must leave those layers' outputs as they
+ * were): e.g. further Monte Carlo dropout passes from sd_nn_model_first_dropout(m) on, without
+ * recomputing the deterministic layers below it. No allocation. */
+sd_status sd_nn_model_forward_from(sd_nn_model *m, int first, sd_nn_mode mode);
 /* Backpropagates from the output gradient (sd_nn_model_output(m)->grad, written by a loss or
  * by the caller) through the last forward; parameter gradients are ADDED to m->grads (call
  * sd_nn_model_zero_grad first). Activation gradients are recomputed from scratch. */
@@ -372,6 +397,21 @@ sd_status sd_nn_loss_sigmoid_bce(sd_nn_tensor *logits, const float *target,
  * classes of (2 sum p g + s) / (sum p + sum g + s), sums over the whole batch. */
 sd_status sd_nn_loss_dice(sd_nn_tensor *logits, const int32_t *target, const sd_nn_loss_opts *opts,
                           double *loss);
+/* Whole-set losses from sums (validation over many batches and ranks): adds into
+ * sums[0 .. 4 + 3C), over the pixels of logits [n, C, h, w] whose target [n, h, w] is >= 0:
+ * [0] sum w_y (-log p_y) and [1] sum w_y (the weighted cross-entropy without label smoothing is
+ * sums[0] / sums[1]), [2] pixels whose arg-max class is the target, [3] pixels, then the Dice
+ * sums of sd_nn_dice_from_sums at sums + 4. class_weights [C] may be NULL (all 1). Sums of
+ * several batches, summed over ranks, give the losses of the whole set whatever its batching.
+ * Reads logits->data only (no gradient). */
+sd_status sd_nn_loss_sums(const sd_nn_tensor *logits, const int32_t *target,
+                          const float *class_weights, double *sums);
+/* The soft Dice loss of sd_nn_loss_dice from its sums over any set of pixels: I = sums[0..C)
+ * (sum p_c g_c), P = sums[C..2C) (sum p_c), G = sums[2C..3C) (sum g_c); 1 - weighted mean over
+ * classes c >= skip_background (0/1) of (2 I_c + s) / (P_c + G_c + s), s = smooth (0 = 1).
+ * NaN when the weights sum to zero. */
+double sd_nn_dice_from_sums(int C, const double *sums, const float *class_weights,
+                            int skip_background, float smooth);
 /* Channel softmax of x [n, c, hw] into y (may alias x). */
 void sd_nn_softmax(int n, int c, int hw, const float *x, float *y);
 

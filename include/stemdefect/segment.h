@@ -12,7 +12,15 @@
  * tiles at a time: the caller hands in the input rows of tile row k and gets back the
  * output rows that no later tile row touches, so memory is O(C * th * W) for the
  * accumulator (plus the tile batch), independent of the frame height. Frames smaller than a
- * tile are reflect-padded. Not collective; no allocation after create.
+ * tile are reflect-padded. Not collective; no allocation after create (and set_mc).
+ *
+ * Monte Carlo dropout (sd_seg_tiler_set_mc): every tile runs S stochastic passes with dropout
+ * active and batch norm in eval mode (SD_NN_MODE_EVAL_DROPOUT); the tile's mean probability
+ * and its per-class variance over the passes (population variance, divided by S) are each
+ * blended with the same window as the deterministic probabilities. The masks of pass s of
+ * tile (row k, column j) of image i are keyed by sd_seg_mc_key(i, k * nx + j, s) and the seed
+ * (sd_nn_model_set_dropout_keys), so the results depend on neither the batching nor the rank
+ * that processes the image.
  */
 #ifndef STEMDEFECT_SEGMENT_H
 #define STEMDEFECT_SEGMENT_H
@@ -78,6 +86,13 @@ typedef struct sd_seg_tiler {
   int *tile_img, *tile_x; /* [batch] image and column tile of each batched tile */
   float *acc;  /* [max_images, C, th, W] weighted probability sums of the rows in flight */
   float *wacc; /* [th, W] summed weights (the same for every image) */
+  /* Monte Carlo dropout (mc_samples > 0 after sd_seg_tiler_set_mc) */
+  int mc_samples;    /* S stochastic passes per tile (0 = one deterministic pass) */
+  uint64_t mc_seed;  /* seed of the dropout masks */
+  uint64_t *mc_keys; /* [batch] mask keys of the batched tiles */
+  float *mc_mean;    /* [batch, C, th, tw] running mean over the passes */
+  float *mc_m2;      /* [batch, C, th, tw] running sum of squared deviations (Welford) */
+  float *acc_var;    /* [max_images, C, th, W] weighted variance sums of the rows in flight */
 } sd_seg_tiler;
 
 /* Sets up tiling of H x W frames for the compiled U-Net m (input [batch,1,th,tw], output
@@ -85,19 +100,29 @@ typedef struct sd_seg_tiler {
 sd_status sd_seg_tiler_create(sd_seg_tiler *t, sd_nn_model *m, int H, int W, int overlap,
                               int align);
 void sd_seg_tiler_destroy(sd_seg_tiler *t);
+/* Switches t to Monte Carlo dropout with `samples` >= 1 passes per tile and mask seed `seed`
+ * (allocates its buffers once). The model must have a dropout layer (SD_ERR_ARG otherwise). */
+sd_status sd_seg_tiler_set_mc(sd_seg_tiler *t, int samples, uint64_t seed);
+/* The dropout-mask key of pass `sample` of tile `tile` (k * nx + j) of stack image `image`. */
+uint64_t sd_seg_mc_key(int64_t image, int tile, int sample);
 
 /* Input rows of tile row k: [*r0, *r1) (clipped to the frame). */
 void sd_seg_tiler_rows_in(const sd_seg_tiler *t, int k, int *r0, int *r1);
 /* Output rows final after tile row k: [*f0, *f1). */
 void sd_seg_tiler_rows_out(const sd_seg_tiler *t, int k, int *f0, int *f1);
 
-/* Processes tile row k (called for k = 0..ny-1 in order) of nimg <= max_images frames.
+/* Processes tile row k (called for k = 0..ny-1 in order) of nimg <= max_images frames, the
+ * stack images first_image .. first_image + nimg - 1 (their index keys the MC-dropout masks).
  * rows [nimg, r1-r0, W]: the normalised input rows [r0, r1) of each frame (contiguous).
- * out [nimg, C, f1-f0, W]: the blended probabilities of the final rows [f0, f1). */
-sd_status sd_seg_tiler_row(sd_seg_tiler *t, const float *rows, int nimg, int k, float *out);
+ * out [nimg, C, f1-f0, W]: the blended probabilities of the final rows [f0, f1) (with MC
+ * dropout their mean over the passes); var [nimg, C, f1-f0, W] (MC dropout only, may be NULL):
+ * the blended per-class variance over the passes. */
+sd_status sd_seg_tiler_row(sd_seg_tiler *t, const float *rows, int nimg, int64_t first_image, int k,
+                           float *out, float *var);
 
-/* Whole frames in memory: img [nimg, H, W] normalised -> out [nimg, C, H, W], nimg <=
- * max_images. */
-sd_status sd_seg_tiler_frames(sd_seg_tiler *t, const float *img, int nimg, float *out);
+/* Whole frames in memory: img [nimg, H, W] normalised -> out (and with MC dropout var)
+ * [nimg, C, H, W], nimg <= max_images; images first_image.. as in sd_seg_tiler_row. */
+sd_status sd_seg_tiler_frames(sd_seg_tiler *t, const float *img, int nimg, int64_t first_image,
+                              float *out, float *var);
 
 #endif

@@ -104,6 +104,16 @@ int sd_train_stop_requested(void);
 sd_status sd_train_evaluate(MPI_Comm comm, sd_nn_model *m, const sd_train_data *d, float *out,
                             double *loss_sum, int64_t *correct);
 
+/* Collective. The segmentation objective of training on the whole part d (eval mode, batches
+ * of at most m->batch): class-weighted pixel cross-entropy sum w_y (-log p_y) / sum w_y plus
+ * dice_weight x the soft Dice loss over the defect classes (weights class_weights [C], may be
+ * NULL), every sum taken over all pixels of all images on all ranks, so the value depends on
+ * neither the batch size nor the rank count. *pixel_acc: fraction of pixels whose arg-max class
+ * is the mask class. d->masks must be set. */
+sd_status sd_train_evaluate_segment(MPI_Comm comm, sd_nn_model *m, const sd_train_data *d,
+                                    const float *class_weights, double dice_weight, double *loss,
+                                    double *pixel_acc);
+
 /* The classifier: a compact residual CNN for (1, H, W) input: stem conv3x3(width)-BN-ReLU, then
  * `stages` stages of `blocks` residual blocks (conv3x3-BN-ReLU-conv3x3-BN + identity or 1x1
  * projection, ReLU), channels doubling and resolution halving (stride 2) from stage 2 on,

@@ -32,6 +32,8 @@ static const sd_cli_option segment_options[] = {
     {"--batch", "segment.batch", "B", NULL, 0},
     {"--overlay", "segment.overlay", "DIR", NULL, 0},
     {"--overlay-images", "segment.overlay_images", "I,J,..", NULL, 0},
+    {"--mc-samples", "segment.mc_samples", "S", NULL, 0},
+    {"--mc-seed", "segment.mc_seed", "SEED", NULL, 0},
     {NULL, NULL, NULL, NULL, 0}};
 
 /* one unit of work: tile row k of images [img, img + nimg) */
@@ -74,11 +76,22 @@ static void class_colour(int c, double rgb[3]) {
   rgb[2] = p[2];
 }
 
+/* black -> red -> yellow -> white for t in [0, 1] */
+static void heat_colour(double t, double rgb[3]) {
+  t = t < 0 ? 0 : t > 1 ? 1 : t;
+  rgb[0] = t * 3 > 1 ? 1 : t * 3;
+  rgb[1] = t * 3 - 1 < 0 ? 0 : t * 3 - 1 > 1 ? 1 : t * 3 - 1;
+  rgb[2] = t * 3 - 2 < 0 ? 0 : t * 3 - 2;
+}
+
 /* Rank 0: PNG of image idx: grey image (robust-normalised, clipped at +-3), each defect
- * class's probability as its colour with alpha = p, legend. Frames larger than 1024 px are
- * read with a stride; small ones are enlarged to about 384 px. */
+ * class's probability as its colour with alpha = p, legend; with MC dropout (with_var) a second
+ * panel shows the pixel's total predictive variance (the sum over classes of /variance) on a
+ * heat scale from 0 to the image's largest value. Frames larger than 1024 px are read with a
+ * stride; small ones are enlarged to about 384 px. */
 static sd_status write_overlay(const char *dir, const char *stack_path, const char *heat_path,
-                               int64_t idx, int H, int W, int C, char names[][64], int32_t label) {
+                               int64_t idx, int H, int W, int C, char names[][64], int32_t label,
+                               int with_var) {
   int s = 1;
   while ((H + s - 1) / s > 1024 || (W + s - 1) / s > 1024)
     s++;
@@ -88,8 +101,9 @@ static sd_status write_overlay(const char *dir, const char *stack_path, const ch
     z++;
   float *img = sd_malloc((size_t)h * w, sizeof *img, "overlay image");
   float *hm = sd_malloc((size_t)C * h * w, sizeof *hm, "overlay heatmaps");
-  sd_status st = (img && hm) ? SD_OK : SD_ERR_NOMEM;
-  hid_t f1 = -1, f2 = -1, d1 = -1, d2 = -1, s1 = -1, s2 = -1, m1 = -1, m2 = -1;
+  float *var = with_var ? sd_malloc((size_t)C * h * w, sizeof *var, "overlay variance") : NULL;
+  sd_status st = (img && hm && (!with_var || var)) ? SD_OK : SD_ERR_NOMEM;
+  hid_t f1 = -1, f2 = -1, d1 = -1, d2 = -1, s1 = -1, s2 = -1, m1 = -1, m2 = -1, d3 = -1;
   if (st == SD_OK) {
     f1 = H5Fopen(stack_path, H5F_ACC_RDONLY, H5P_DEFAULT);
     f2 = H5Fopen(heat_path, H5F_ACC_RDONLY, H5P_DEFAULT);
@@ -109,14 +123,30 @@ static sd_status write_overlay(const char *dir, const char *stack_path, const ch
         H5Dread(d1, H5T_NATIVE_FLOAT, m1, s1, H5P_DEFAULT, img) < 0 ||
         H5Dread(d2, H5T_NATIVE_FLOAT, m2, s2, H5P_DEFAULT, hm) < 0)
       st = SD_H5_ERROR(SD_ERR_IO, "cannot read image %lld for its overlay", (long long)idx);
+    /* /variance has the shape of /heatmaps: the same selection */
+    d3 = st == SD_OK && with_var ? H5Dopen2(f2, "variance", H5P_DEFAULT) : -1;
+    if (st == SD_OK && with_var &&
+        (d3 < 0 || H5Dread(d3, H5T_NATIVE_FLOAT, m2, s2, H5P_DEFAULT, var) < 0))
+      st = SD_H5_ERROR(SD_ERR_IO, "cannot read %s:/variance of image %lld for its overlay",
+                       heat_path, (long long)idx);
   }
-  hid_t ids[] = {m1, m2, s1, s2, d1, d2, f1, f2};
-  for (int i = 0; i < 8; i++)
+  hid_t ids[] = {m1, m2, s1, s2, d3, d1, d2, f1, f2};
+  for (int i = 0; i < 9; i++)
     sd_h5_close(&ids[i]);
   if (st != SD_OK) {
     free(img);
     free(hm);
+    free(var);
     return st;
+  }
+  /* total predictive variance per pixel, into var[0 .. h*w) */
+  double umax = 0;
+  for (size_t p = 0; with_var && p < (size_t)h * w; p++) {
+    double u = 0;
+    for (int c = 0; c < C; c++)
+      u += var[(size_t)c * h * w + p];
+    var[p] = (float)u;
+    umax = u > umax ? u : umax;
   }
   float *tmp = sd_malloc((size_t)h * w, sizeof *tmp, "overlay");
   float med = 0, sc = 1;
@@ -126,7 +156,9 @@ static sd_status write_overlay(const char *dir, const char *stack_path, const ch
     free(tmp);
   }
   int legend = 170;
-  int PW = w * z + legend, PH = h * z + 40;
+  const int vx = w * z + 10;                    /* left edge of the variance panel */
+  const int lx = with_var ? vx + w * z : w * z; /* left edge of the legend */
+  int PW = lx + legend, PH = h * z + 40;
   if (PH < 40 + 22 * C)
     PH = 40 + 22 * C;
   cairo_surface_t *sf = cairo_image_surface_create(CAIRO_FORMAT_RGB24, PW, PH);
@@ -152,6 +184,12 @@ static sd_status write_overlay(const char *dir, const char *stack_path, const ch
       uint32_t *o = (uint32_t *)(px + (size_t)(y + 40) * stride) + x;
       *o = ((uint32_t)(rgb[0] * 255) << 16) | ((uint32_t)(rgb[1] * 255) << 8) |
            (uint32_t)(rgb[2] * 255);
+      if (!with_var)
+        continue;
+      heat_colour(umax > 0 ? var[p] / umax : 0, rgb);
+      o = (uint32_t *)(px + (size_t)(y + 40) * stride) + vx + x;
+      *o = ((uint32_t)(rgb[0] * 255) << 16) | ((uint32_t)(rgb[1] * 255) << 8) |
+           (uint32_t)(rgb[2] * 255);
     }
   cairo_surface_mark_dirty(sf);
   cairo_t *cr = cairo_create(sf);
@@ -165,15 +203,20 @@ static sd_status write_overlay(const char *dir, const char *stack_path, const ch
   cairo_show_text(cr, buf);
   cairo_move_to(cr, 6, 32);
   cairo_show_text(cr, "colour = class probability (alpha)");
+  if (with_var) {
+    snprintf(buf, sizeof buf, "MC-dropout variance (sum over classes), 0 .. %.3g", umax);
+    cairo_move_to(cr, vx, 32);
+    cairo_show_text(cr, buf);
+  }
   for (int c = 1; c < C; c++) {
     double col[3];
     class_colour(c, col);
     int ly = 40 + 22 * (c - 1);
     cairo_set_source_rgb(cr, col[0], col[1], col[2]);
-    cairo_rectangle(cr, w * z + 10, ly + 4, 14, 14);
+    cairo_rectangle(cr, lx + 10, ly + 4, 14, 14);
     cairo_fill(cr);
     cairo_set_source_rgb(cr, 0, 0, 0);
-    cairo_move_to(cr, w * z + 30, ly + 16);
+    cairo_move_to(cr, lx + 30, ly + 16);
     cairo_show_text(cr, names[c]);
   }
   cairo_destroy(cr);
@@ -184,6 +227,7 @@ static sd_status write_overlay(const char *dir, const char *stack_path, const ch
   cairo_surface_destroy(sf);
   free(img);
   free(hm);
+  free(var);
   if (cs != CAIRO_STATUS_SUCCESS || rename(tmpp, path) != 0) {
     unlink(tmpp);
     return SD_ERROR(SD_ERR_IO, "cannot write overlay %s", path);
@@ -203,6 +247,8 @@ static sd_status segment_run(sd_app *app) {
   int tile = (int)sd_config_int(cfg, "segment.tile");
   int overlap = (int)sd_config_int(cfg, "segment.overlap");
   int batch = (int)sd_config_int(cfg, "segment.batch");
+  const int mc_samples = (int)sd_config_int(cfg, "segment.mc_samples");
+  const uint64_t mc_seed = (uint64_t)sd_config_int(cfg, "segment.mc_seed");
   if (!*data)
     return SD_ERROR(SD_ERR_ARG, "no data: give --data STACK");
   if (!*output)
@@ -218,8 +264,9 @@ static sd_status segment_run(sd_app *app) {
   memset(&tl, 0, sizeof tl);
   int32_t *labels = NULL;
   seg_job *jobs = NULL;
-  float *rows = NULL, *outb = NULL, *sbuf = NULL, *fmed = NULL, *fsc = NULL;
+  float *rows = NULL, *outb = NULL, *varb = NULL, *sbuf = NULL, *fmed = NULL, *fsc = NULL;
   hid_t fin = -1, din = -1, sin = -1, fout = -1, dout = -1, sout = -1, dl = -1, sl = -1, dx = -1;
+  hid_t dvar = -1;
   char *tmp = NULL;
   int64_t nlocal = 0, n_images = 0;
   double in_bytes = 0;
@@ -272,8 +319,17 @@ static sd_status segment_run(sd_app *app) {
   const int th = H <= tile ? round_up(H, align) : tile, tw = W <= tile ? round_up(W, align) : tile;
   SD_CHECK_GOTO(st, sd_nn_model_compile(m, batch, 1, th, tw), done);
   SD_CHECK_GOTO(st, sd_ckpt_load_params(app->comm, model, m, 1, 0, NULL), done);
+  if (mc_samples > 0 && sd_nn_model_first_dropout(m) < 0) {
+    st = SD_ERROR(SD_ERR_CONFIG,
+                  "segment.mc_samples = %d needs a model with dropout, but %s has no dropout layer "
+                  "(train it with segmenter.dropout > 0, or set segment.mc_samples = 0)",
+                  mc_samples, model);
+    goto done;
+  }
   SD_CHECK_GOTO(st, sd_par_agree(app->comm, sd_seg_tiler_create(&tl, m, H, W, overlap, align)),
                 done);
+  if (mc_samples > 0)
+    SD_CHECK_GOTO(st, sd_par_agree(app->comm, sd_seg_tiler_set_mc(&tl, mc_samples, mc_seed)), done);
   const int normalize = !strcmp(state.normalization, "robust_zscore");
 
   /* this rank's images and its jobs */
@@ -284,15 +340,17 @@ static sd_status segment_run(sd_app *app) {
   jobs = sd_malloc((size_t)(njobs ? njobs : 1), sizeof *jobs, "jobs");
   int rmax = tl.max_images > 1 ? H : tl.th; /* input rows per job and frame */
   rows = sd_malloc((size_t)tl.max_images * rmax * W, sizeof *rows, "input rows");
-  outb = sd_malloc((size_t)tl.max_images * C * (tl.max_images > 1 ? H : tl.th) * W, sizeof *outb,
-                   "output rows");
+  const size_t out_rows = (size_t)tl.max_images * C * (tl.max_images > 1 ? H : tl.th) * W;
+  outb = sd_malloc(out_rows, sizeof *outb, "output rows");
+  varb = mc_samples > 0 ? sd_malloc(out_rows, sizeof *varb, "variance rows") : NULL;
   int ss = sd_seg_sample_stride(H, W, (int64_t)1 << 20);
   sbuf = sd_malloc((size_t)((H + ss - 1) / ss) * ((W + ss - 1) / ss) +
                        (size_t)H * W * (tl.max_images > 1),
                    sizeof *sbuf, "statistics sample");
   fmed = sd_malloc((size_t)tl.max_images, sizeof *fmed, "statistics");
   fsc = sd_malloc((size_t)tl.max_images, sizeof *fsc, "statistics");
-  st = (jobs && rows && outb && sbuf && fmed && fsc) ? SD_OK : SD_ERR_NOMEM;
+  st = (jobs && rows && outb && (mc_samples == 0 || varb) && sbuf && fmed && fsc) ? SD_OK
+                                                                                  : SD_ERR_NOMEM;
   for (int64_t j = 0, i = first; st == SD_OK && i < first + count;) {
     if (tl.max_images > 1) {
       int n = (int)(first + count - i < tl.max_images ? first + count - i : tl.max_images);
@@ -344,7 +402,10 @@ static sd_status segment_run(sd_app *app) {
   dl = sl >= 0
            ? H5Dcreate2(fout, "labels", H5T_STD_I32LE, sl, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)
            : -1;
-  st = (dout >= 0 && dl >= 0)
+  if (mc_samples > 0 && sout >= 0)
+    dvar =
+        H5Dcreate2(fout, "variance", H5T_IEEE_F32LE, sout, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  st = (dout >= 0 && dl >= 0 && (mc_samples == 0 || dvar >= 0))
            ? SD_OK
            : SD_H5_ERROR(SD_ERR_HDF5, "cannot create the datasets of %s", output);
   if (st == SD_OK)
@@ -359,8 +420,27 @@ static sd_status segment_run(sd_app *app) {
   if (st == SD_OK)
     st = sd_h5_attr_write_string(
         dout, "meaning",
-        "per-class probabilities (softmax of the U-Net), [image, channel, y, x]; channel 0 = "
-        "background (bulk), channel c = class c; channels sum to 1");
+        mc_samples > 0
+            ? "per-class probabilities (softmax of the U-Net), mean over mc_samples Monte "
+              "Carlo dropout passes, [image, channel, y, x]; channel 0 = background (bulk), "
+              "channel c = class c; channels sum to 1"
+            : "per-class probabilities (softmax of the U-Net), [image, channel, y, x]; "
+              "channel 0 = background (bulk), channel c = class c; channels sum to 1");
+  if (st == SD_OK)
+    st = sd_h5_attr_write_int(dout, "mc_samples", mc_samples);
+  if (st == SD_OK && mc_samples > 0)
+    st = sd_h5_attr_write_strings(dvar, "class_names", C, names);
+  if (st == SD_OK && mc_samples > 0)
+    st = sd_h5_attr_write_string(
+        dvar, "meaning",
+        "per-class variance of the softmax probabilities over mc_samples Monte Carlo dropout "
+        "passes (dropout active, batch norm in eval mode; divided by mc_samples), computed per "
+        "tile and blended like /heatmaps, [image, channel, y, x]; sum over channels = total "
+        "predictive variance of the pixel");
+  if (st == SD_OK && mc_samples > 0)
+    st = sd_h5_attr_write_int(dvar, "mc_samples", mc_samples);
+  if (st == SD_OK && mc_samples > 0)
+    st = sd_h5_attr_write_i64(dvar, "mc_seed", (int64_t)mc_seed);
   if (st == SD_OK)
     st = sd_h5_attr_write_string(dout, "model", model);
   if (st == SD_OK)
@@ -400,6 +480,10 @@ static sd_status segment_run(sd_app *app) {
   sd_log_info("segment: %lld image(s) of %dx%d, %d classes, tiles %dx%d (%d per frame, overlap >= "
               "%d), batch %d, %d rank(s)",
               (long long)N, W, H, C, tw, th, tl.ny * tl.nx, overlap, batch, app->size);
+  if (mc_samples > 0)
+    sd_log_info("segment: MC dropout, %d passes per tile (seed %llu): /heatmaps = their mean, "
+                "/variance = their per-class variance",
+                mc_samples, (unsigned long long)mc_seed);
 
   /* the rounds: every rank reads and writes collectively once per round (nothing when idle) */
   double t_io = 0, t_cmp = 0;
@@ -456,7 +540,7 @@ static sd_status segment_run(sd_app *app) {
         for (size_t q = 0; q < per; q++)
           p[q] = (p[q] - med) * inv;
       }
-      lst = sd_seg_tiler_row(&tl, rows, jb->nimg, jb->k, outb);
+      lst = sd_seg_tiler_row(&tl, rows, jb->nimg, jb->img, jb->k, outb, varb);
     }
     t_cmp += sd_time_now() - t;
     /* write the final rows [f0, f1) of every channel */
@@ -473,6 +557,8 @@ static sd_status segment_run(sd_app *app) {
     }
     if (H5Dwrite(dout, H5T_NATIVE_FLOAT, ms, sout, dx, outb) < 0 && lst == SD_OK)
       lst = SD_H5_ERROR(SD_ERR_IO, "cannot write rows of %s:/heatmaps", output);
+    if (mc_samples > 0 && H5Dwrite(dvar, H5T_NATIVE_FLOAT, ms, sout, dx, varb) < 0 && lst == SD_OK)
+      lst = SD_H5_ERROR(SD_ERR_IO, "cannot write rows of %s:/variance", output);
     sd_h5_close(&ms);
     t_io += sd_time_now() - t;
     sd_profile_add_bytes(SD_PHASE_IO, (int64_t)wn * 4);
@@ -485,8 +571,8 @@ static sd_status segment_run(sd_app *app) {
   sd_profile_phase_end(SD_PHASE_COMPUTE, sd_time_now() - t_cmp);
 
 done:;
-  hid_t ids[] = {dx, dl, sl, dout, sout, sin, din, fin};
-  for (int i = 0; i < 8; i++)
+  hid_t ids[] = {dx, dvar, dl, sl, dout, sout, sin, din, fin};
+  for (int i = 0; i < 9; i++)
     sd_h5_close(&ids[i]);
   if (fout >= 0 && H5Fclose(fout) < 0 && st == SD_OK)
     st = SD_H5_ERROR(SD_ERR_IO, "cannot close %s", output);
@@ -526,7 +612,7 @@ done:;
         const char *s = n < 0 ? "0" : sd_config_list_item(cfg, "segment.overlay_images", i);
         long long idx = strtoll(s, NULL, 10); /* checked at the start */
         ost = write_overlay(odir, data, output, idx, tl.H, tl.W, tl.C, state.class_names,
-                            labels ? labels[idx] : -1);
+                            labels ? labels[idx] : -1, mc_samples > 0);
       }
     }
     st = sd_par_agree(app->comm, ost);
@@ -535,6 +621,7 @@ done:;
   free(jobs);
   free(rows);
   free(outb);
+  free(varb);
   free(sbuf);
   free(fmed);
   free(fsc);
@@ -552,7 +639,7 @@ const sd_command sd_cmd_segment = {
     .summary =
         "per-class defect heatmaps of a stack with a trained U-Net (tiled, sharded over ranks)",
     .usage = "--model unet.h5 --data stack.h5 --output heatmaps.h5 [--tile PX] [--overlap PX] "
-             "[--overlay DIR --overlay-images 0,5,9]",
+             "[--overlay DIR --overlay-images 0,5,9] [--mc-samples S [--mc-seed SEED]]",
     .description =
         "Ranks split the stack; each reads its images with parallel HDF5, normalises each frame "
         "as\n"
@@ -562,7 +649,12 @@ const sd_command sd_cmd_segment = {
         "a\n"
         "tile run whole. Writes /heatmaps float32 [N,C,H,W] (channel 0 = background, c = class c,\n"
         "attribute class_names), /labels and /class_names into one file, collectively, under a\n"
-        "temporary name renamed when complete. --overlay DIR draws PNGs of the chosen images.",
+        "temporary name renamed when complete. --overlay DIR draws PNGs of the chosen images.\n"
+        "--mc-samples S (Monte Carlo dropout) runs S passes per tile with dropout active and "
+        "batch\n"
+        "norm in eval mode: /heatmaps holds their mean, /variance [N,C,H,W] their per-class\n"
+        "variance (blended like the heatmaps; masks keyed by image, tile, pass and --mc-seed, so\n"
+        "the same at any rank count); overlays gain a panel of the summed variance.",
     .sections = "segment,general",
     .positional_key = NULL,
     .options = segment_options,

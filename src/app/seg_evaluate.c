@@ -111,7 +111,7 @@ sd_status sd_segment_evaluate_run(sd_app *app) {
   double t0 = sd_time_now();
   for (int64_t i0 = 0; st == SD_OK && i0 < d.n; i0 += tl.max_images) {
     int n = (int)(d.n - i0 < tl.max_images ? d.n - i0 : tl.max_images);
-    st = sd_seg_tiler_frames(&tl, d.images + (size_t)i0 * npx, n, probs);
+    st = sd_seg_tiler_frames(&tl, d.images + (size_t)i0 * npx, n, 0, probs, NULL); /* no MC */
     for (int i = 0; st == SD_OK && i < n; i++) {
       const float *p = probs + (size_t)i * C * npx;
       const uint8_t *mk = has_masks ? d.masks + (size_t)(i0 + i) * npx : NULL;

@@ -246,6 +246,7 @@ sd_status sd_segment_train_run(sd_app *app) {
   opts.checkpoint = ckpt;
   opts.checkpoint_every = (int)sd_config_int(cfg, "segmenter.checkpoint_every");
   opts.max_steps = (int)sd_config_int(cfg, "segmenter.max_steps");
+  opts.patience = (int)sd_config_int(cfg, "segmenter.patience");
   opts.prov = &app->prov;
 
   if (resume) {

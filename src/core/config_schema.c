@@ -79,6 +79,7 @@ const sd_config_key sd_config_schema[] = {
     {"segmenter.weight_decay", F, 0, 1, NULL, "decoupled weight decay"},
     {"segmenter.warmup_epochs", F, 0, 1000, NULL, "linear warm-up, epochs"},
     {"segmenter.clip_norm", F, 0, 1e6, NULL, "clip the global gradient norm to this (0 = off)"},
+    {"segmenter.patience", I, 0, 100000, NULL, "early stopping after this many epochs without improvement of the validation loss (the training objective on the validation part), restoring the best weights (0 = off)"},
     {"segmenter.depth", I, 1, 6, NULL, "U-Net levels (2x2 poolings); image sides must be multiples of 2^depth"},
     {"segmenter.width", I, 1, 1024, NULL, "channels of the first level (doubling per level)"},
     {"segmenter.batchnorm", B, 0, 0, NULL, "batch normalisation after every convolution"},
@@ -102,6 +103,8 @@ const sd_config_key sd_config_schema[] = {
     {"segment.batch", I, 1, 4096, NULL, "tiles per forward pass"},
     {"segment.overlay", S, 0, 0, NULL, "folder for PNG overlays (image + coloured heatmaps + legend; \"\" = none)"},
     {"segment.overlay_images", L, 0, 0, NULL, "indices of the images to draw overlays for (--overlay-images 0,5,9)"},
+    {"segment.mc_samples", I, 0, 10000, NULL, "Monte Carlo dropout: this many stochastic passes per tile with dropout active and batch norm in eval mode; /heatmaps = their mean, /variance float32 [N,C,H,W] = their per-class variance (--mc-samples; 0 = off, one deterministic pass)"},
+    {"segment.mc_seed", I, 0, 9.007199254740992e15, NULL, "seed of the MC-dropout masks, drawn per image, tile and pass (results do not depend on the rank count) (--mc-seed)"},
 
     /* classifier: `train --task classify`, `evaluate`, `predict` */
     {"classifier.data", S, 0, 0, NULL, "image stack to train on (--data)"},

@@ -240,21 +240,31 @@ done:
   return st;
 }
 
-sd_status sd_h5_attr_write_int(hid_t loc, const char *name, int value) {
+/* A scalar integer attribute of file type ftype from *value of memory type mtype. */
+static sd_status attr_write_scalar(hid_t loc, const char *name, hid_t ftype, hid_t mtype,
+                                   const void *value) {
   sd_status st = SD_OK;
   char where[800];
   hid_t space = H5I_INVALID_HID, attr = H5I_INVALID_HID;
   space = H5Screate(H5S_SCALAR);
   if (space < 0)
     return SD_H5_ERROR(SD_ERR_HDF5, "cannot create a scalar dataspace");
-  SD_CHECK_GOTO(st, attr_create(loc, name, H5T_STD_I32LE, space, &attr), done);
-  if (H5Awrite(attr, H5T_NATIVE_INT, &value) < 0)
+  SD_CHECK_GOTO(st, attr_create(loc, name, ftype, space, &attr), done);
+  if (H5Awrite(attr, mtype, value) < 0)
     st = SD_H5_ERROR(SD_ERR_HDF5, "cannot write integer attribute %s on %s", name,
                      sd_h5_describe(loc, where, sizeof where));
 done:
   sd_h5_close(&attr);
   sd_h5_close(&space);
   return st;
+}
+
+sd_status sd_h5_attr_write_int(hid_t loc, const char *name, int value) {
+  return attr_write_scalar(loc, name, H5T_STD_I32LE, H5T_NATIVE_INT, &value);
+}
+
+sd_status sd_h5_attr_write_i64(hid_t loc, const char *name, int64_t value) {
+  return attr_write_scalar(loc, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &value);
 }
 
 /* Packs n strings into n*len bytes, NUL-terminated and padded; len = longest + 1. */

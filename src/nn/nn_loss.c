@@ -164,6 +164,51 @@ sd_status sd_nn_loss_sigmoid_bce(sd_nn_tensor *logits, const float *target,
   return SD_OK;
 }
 
+double sd_nn_dice_from_sums(int C, const double *sums, const float *class_weights,
+                            int skip_background, float smooth) {
+  const double s = smooth != 0.0f ? smooth : 1.0;
+  double wsum = 0.0, dsum = 0.0;
+  for (int c = skip_background ? 1 : 0; c < C; c++) {
+    const double w = class_weights ? class_weights[c] : 1.0;
+    wsum += w;
+    dsum += w * (2.0 * sums[c] + s) / (sums[C + c] + sums[2 * C + c] + s);
+  }
+  return wsum > 0.0 ? 1.0 - dsum / wsum : NAN;
+}
+
+sd_status sd_nn_loss_sums(const sd_nn_tensor *logits, const int32_t *target,
+                          const float *class_weights, double *sums) {
+  if (!logits || !logits->data || !target || !sums)
+    return SD_ERROR(SD_ERR_ARG, "loss sums: NULL logits, target or sums");
+  const int n = logits->n, C = logits->c;
+  const size_t HW = (size_t)logits->h * logits->w;
+  SD_CHECK(check_targets(target, (size_t)n * HW, C, "loss sums"));
+  double *dice = sums + 4;
+  for (int i = 0; i < n; i++)
+    for (size_t p = 0; p < HW; p++) {
+      const int32_t y = target[(size_t)i * HW + p];
+      if (y < 0)
+        continue;
+      const float *z = logits->data + (size_t)i * C * HW + p;
+      const float lse = logsumexp(z, C, HW);
+      const double wy = class_weights ? class_weights[y] : 1.0;
+      int best = 0;
+      for (int c = 0; c < C; c++) {
+        const float zc = z[(size_t)c * HW];
+        dice[C + c] += expf(zc - lse);
+        if (zc > z[(size_t)best * HW])
+          best = c;
+      }
+      sums[0] += wy * (lse - z[(size_t)y * HW]);
+      sums[1] += wy;
+      sums[2] += best == y;
+      sums[3] += 1.0;
+      dice[y] += expf(z[(size_t)y * HW] - lse);
+      dice[2 * C + y] += 1.0;
+    }
+  return SD_OK;
+}
+
 sd_status sd_nn_loss_dice(sd_nn_tensor *logits, const int32_t *target, const sd_nn_loss_opts *opts,
                           double *loss) {
   SD_CHECK(check_logits(logits, "Dice loss"));
@@ -197,7 +242,7 @@ sd_status sd_nn_loss_dice(sd_nn_tensor *logits, const int32_t *target, const sd_
     }
   if (opts && opts->reduce)
     SD_CHECK(opts->reduce(opts->reduce_ctx, sums, 3 * C));
-  double wsum = 0.0, dsum = 0.0;
+  double wsum = 0.0;
   float coef_g[256], coef_p[256]; /* dL/dp_c = coef_g[c] g_c + coef_p[c] */
   for (int c = 0; c < C; c++) {
     coef_g[c] = coef_p[c] = 0.0f;
@@ -211,11 +256,10 @@ sd_status sd_nn_loss_dice(sd_nn_tensor *logits, const int32_t *target, const sd_
   for (int c = c0; c < C; c++) {
     const double w = (cw ? cw[c] : 1.0) / wsum;
     const double num = 2.0 * sums[c] + smooth, den = sums[C + c] + sums[2 * C + c] + smooth;
-    dsum += w * num / den;
     coef_g[c] = (float)(-scale * w * 2.0 / den);
     coef_p[c] = (float)(scale * w * num / (den * den));
   }
-  *loss = scale * (1.0 - dsum);
+  *loss = scale * sd_nn_dice_from_sums(C, sums, cw, c0, (float)smooth);
   for (int i = 0; i < n; i++)
     for (size_t p = 0; p < HW; p++) {
       const int32_t y = target[(size_t)i * HW + p];

@@ -378,6 +378,19 @@ void sd_nn_model_seed_dropout(sd_nn_model *m, uint64_t seed, uint64_t a) {
   sd_rng_init(&m->dropout_rng, seed, a, SD_RNG_STREAM_DROPOUT);
 }
 
+void sd_nn_model_set_dropout_keys(sd_nn_model *m, uint64_t seed, const uint64_t *keys) {
+  m->dropout_keys = keys;
+  m->dropout_key_seed = seed;
+}
+
+int sd_nn_model_first_dropout(const sd_nn_model *m) {
+  for (int i = 1; m->compiled && i <= m->output; i++)
+    if (m->layers[i].on_path && m->layers[i].kind == SD_NN_LAYER_DROPOUT &&
+        m->layers[i].u.dropout.rate > 0.0f)
+      return i;
+  return -1;
+}
+
 /* ---- compile ------------------------------------------------------------------------------- */
 
 static sd_status register_tensor(sd_nn_param **info, int *num, int *cap, size_t *total,
@@ -791,12 +804,22 @@ static sd_status layer_forward(sd_nn_model *m, sd_nn_layer *L, sd_nn_mode mode) 
     sd_nn_global_avgpool_forward(n * o->c, a->h * a->w, a->data, o->data);
     break;
   case SD_NN_LAYER_DROPOUT:
-    if (mode == SD_NN_MODE_TRAIN && L->u.dropout.rate > 0.0f) {
+    if (mode != SD_NN_MODE_EVAL && L->u.dropout.rate > 0.0f) {
       const double keep = 1.0 - L->u.dropout.rate;
       const float scale = (float)(1.0 / keep);
       float *mask = L->u.dropout.mask;
-      for (size_t i = 0; i < len; i++)
-        mask[i] = sd_rng_uniform(&m->dropout_rng) < keep ? scale : 0.0f;
+      if (m->dropout_keys) {
+        const size_t per = len / (size_t)n;
+        const uint64_t lk = sd_rng_mix64((uint64_t)(L - m->layers));
+        for (int i = 0; i < n; i++) {
+          sd_rng r;
+          sd_rng_init(&r, m->dropout_key_seed, m->dropout_keys[i] ^ lk, SD_RNG_STREAM_DROPOUT);
+          for (size_t k = 0; k < per; k++)
+            mask[(size_t)i * per + k] = sd_rng_uniform(&r) < keep ? scale : 0.0f;
+        }
+      } else
+        for (size_t i = 0; i < len; i++)
+          mask[i] = sd_rng_uniform(&m->dropout_rng) < keep ? scale : 0.0f;
       sd_nn_mul_forward(len, a->data, mask, o->data);
     } else {
       fill(L->u.dropout.mask, len, 1.0f);
@@ -946,15 +969,25 @@ sd_status sd_nn_model_forward(sd_nn_model *m, const float *x, int n, sd_nn_mode 
   if (n < 1 || n > m->batch)
     return SD_ERROR(SD_ERR_ARG, "forward: batch %d is outside [1, %d] (the compiled batch)", n,
                     m->batch);
-  if (mode != SD_NN_MODE_TRAIN && mode != SD_NN_MODE_EVAL)
-    return SD_ERROR(SD_ERR_ARG, "forward: mode must be SD_NN_MODE_TRAIN or SD_NN_MODE_EVAL");
+  if (mode != SD_NN_MODE_TRAIN && mode != SD_NN_MODE_EVAL && mode != SD_NN_MODE_EVAL_DROPOUT)
+    return SD_ERROR(SD_ERR_ARG, "forward: mode must be SD_NN_MODE_TRAIN, _EVAL or _EVAL_DROPOUT");
   for (int i = 0; i < m->num_layers; i++)
     m->layers[i].out.n = n;
   sd_nn_tensor *in = &m->layers[0].out;
   if (x && x != in->data)
     memcpy(in->data, x, sizeof(float) * sd_nn_tensor_size(in));
+  m->forward_done = 0;
+  return sd_nn_model_forward_from(m, 1, mode);
+}
+
+sd_status sd_nn_model_forward_from(sd_nn_model *m, int first, sd_nn_mode mode) {
+  if (!m || !m->compiled)
+    return SD_ERROR(SD_ERR_ARG, "forward: the model is not compiled");
+  if (first < 1 || first > m->output || (first > 1 && !m->forward_done))
+    return SD_ERROR(SD_ERR_ARG, "forward from layer %d: needs 1..%d and, above 1, a forward first",
+                    first, m->output);
   m->mode = mode;
-  for (int i = 1; i <= m->output; i++) {
+  for (int i = first; i <= m->output; i++) {
     sd_nn_layer *L = &m->layers[i];
     if (!L->on_path)
       continue;

@@ -180,6 +180,43 @@ sd_status sd_train_evaluate(MPI_Comm comm, sd_nn_model *m, const sd_train_data *
   return SD_OK;
 }
 
+sd_status sd_train_evaluate_segment(MPI_Comm comm, sd_nn_model *m, const sd_train_data *d,
+                                    const float *class_weights, double dice_weight, double *loss,
+                                    double *pixel_acc) {
+  const int C = sd_nn_model_output(m)->c;
+  const size_t npx = (size_t)d->h * d->w;
+  const int64_t nb = d->n > 0 ? (d->n + m->batch - 1) / m->batch : 0;
+  /* sd_nn_loss_sums layout: CE numerator and denominator, correct, pixels, Dice I, P, G */
+  double *sums = sd_calloc(4 + 3 * (size_t)C, sizeof *sums, "validation sums");
+  int32_t *target = sd_malloc((size_t)m->batch * npx, sizeof *target, "validation targets");
+  sd_status st = sums && target ? SD_OK : SD_ERR_NOMEM;
+  if (st == SD_OK && d->n > 0 && !d->masks)
+    st = SD_ERROR(SD_ERR_INTERNAL, "segmentation validation without masks");
+  for (int64_t b = 0; b < nb && st == SD_OK; b++) {
+    int64_t first = b * m->batch;
+    int n = (int)(d->n - first < m->batch ? d->n - first : m->batch);
+    for (size_t p = 0; p < (size_t)n * npx; p++)
+      target[p] = d->masks[(size_t)first * npx + p];
+    st = sd_nn_model_forward(m, d->images + (size_t)first * npx, n, SD_NN_MODE_EVAL);
+    if (st == SD_OK)
+      st = sd_nn_loss_sums(sd_nn_model_output(m), target, class_weights, sums);
+  }
+  free(target);
+  st = sd_par_agree(comm, st);
+  if (st == SD_OK)
+    st = sd_par_allreduce_sum_double(comm, sums, 4 + 3 * C);
+  if (st == SD_OK) {
+    double ce = sums[1] > 0 ? sums[0] / sums[1] : NAN;
+    double dice = dice_weight > 0 ? sd_nn_dice_from_sums(C, sums + 4, class_weights, 1, 0) : 0;
+    if (loss)
+      *loss = ce + dice_weight * dice;
+    if (pixel_acc)
+      *pixel_acc = sums[3] > 0 ? sums[2] / sums[3] : NAN;
+  }
+  free(sums);
+  return st;
+}
+
 /* ---- training ---------------------------------------------------------------------------- */
 
 /* Segmentation: replaces sample (img, mask) of local image li by a 2x2 mosaic of it and three
@@ -421,14 +458,17 @@ sd_status sd_train_run(MPI_Comm comm, sd_nn_model *m, const sd_train_data *train
     /* validation */
     double vloss = NAN, vacc = NAN;
     if (epoch_done && val && val->n_global > 0) {
-      double ls = 0;
-      int64_t good = 0;
-      st = sd_train_evaluate(comm, m, val, NULL, &ls, &good);
-      if (st != SD_OK) break;
-      if (opts->task == SD_TRAIN_TASK_CLASSIFY) {
+      if (seg) {
+        st = sd_train_evaluate_segment(comm, m, val, weights, opts->dice_weight, &vloss, &vacc);
+      } else {
+        double ls = 0;
+        int64_t good = 0;
+        st = sd_train_evaluate(comm, m, val, NULL, &ls, &good);
         vloss = ls / (double)val->n_global;
         vacc = (double)good / (double)val->n_global;
       }
+      if (st != SD_OK)
+        break;
     }
     double secs = sd_time_now() - t_epoch;
     double ips = secs > 0 ? (double)loss_steps * per_shard * S / secs : 0;

@@ -1,6 +1,7 @@
 /* test_nn_loss.c - losses against hand-computed values (computed independently with Python's
  * math module from the PyTorch definitions) and their logit gradients against finite
- * differences; ignored targets, accumulate/scale options and the reduce hook. */
+ * differences; ignored targets, accumulate/scale options and the reduce hook; whole-set sums
+ * (sd_nn_loss_sums, sd_nn_dice_from_sums) against the batch losses. */
 #include "nn_test_util.h"
 
 typedef sd_status (*loss_fn)(sd_nn_tensor *t, const void *target, const sd_nn_loss_opts *o,
@@ -139,6 +140,32 @@ int main(void) {
     sd_nn_loss_opts od2 = {.dice_smooth = 0.5f};
     e = loss_fd(dice, &tt, yy, &od2);
     SD_EXPECT_MSG(e < 1e-2, "Dice gradient (smooth 0.5): %.3g", e);
+
+    /* whole-set sums from two batches (one image each) give the losses of the whole batch */
+    double sums[4 + 3 * C] = {0}, lce, ldice;
+    for (int i = 0; i < N; i++) {
+      sd_nn_tensor ti = {zz + i * C * H * W, NULL, 1, C, H, W};
+      SD_EXPECT_OK(sd_nn_loss_sums(&ti, yy + i * H * W, w, sums));
+    }
+    sd_nn_loss_opts ow = {.class_weights = w};
+    SD_EXPECT_OK(sd_nn_loss_softmax_ce(&tt, yy, &ow, &lce));
+    SD_EXPECT_OK(sd_nn_loss_dice(&tt, yy, &od, &ldice));
+    SD_EXPECT_NEAR(sums[0] / sums[1], lce, 1e-6);
+    SD_EXPECT_NEAR(sd_nn_dice_from_sums(C, sums + 4, w, 1, 0), ldice, 1e-9);
+    int valid = 0, correct = 0;
+    for (int i = 0; i < N; i++)
+      for (int p = 0; p < H * W; p++) {
+        const int32_t yt = yy[i * H * W + p];
+        if (yt < 0)
+          continue;
+        int best = 0;
+        for (int c = 1; c < C; c++)
+          if (zz[(i * C + c) * H * W + p] > zz[(i * C + best) * H * W + p])
+            best = c;
+        valid++;
+        correct += best == yt;
+      }
+    SD_EXPECT(sums[3] == valid && sums[2] == correct && valid > 0);
   }
   /* ---- Dice by hand: uniform softmax (p = 1/2), targets (0, 1) -> dice 2/3 per class ---- */
   {

@@ -1,5 +1,6 @@
 /* test_nn_ops.c - forward values of the non-GEMM layers against hand-computed results
- * (the gradient tests only prove backward matches forward; these pin forward itself). */
+ * (the gradient tests only prove backward matches forward; these pin forward itself), dropout
+ * in training and Monte Carlo (EVAL_DROPOUT, per-sample keyed masks) modes. */
 #include "nn_test_util.h"
 #include "stemdefect/nn_kernels.h"
 
@@ -139,6 +140,65 @@ int main(void) {
     SD_EXPECT_OK(sd_nn_model_forward(m, x, 4, SD_NN_MODE_EVAL));
     SD_EXPECT(max_abs(y, x, n) == 0.0);
     free(x), free(copy);
+    sd_nn_model_destroy(&m);
+  }
+  /* MC dropout (EVAL_DROPOUT): batch norm uses and keeps its running statistics, dropout is
+   * active; with per-sample keys a sample's mask depends on its key, not on its batch */
+  {
+    enum { B = 3, CH = 4, S = 8 };
+    const size_t per = (size_t)CH * S * S;
+    sd_nn_model *m = NULL;
+    SD_EXPECT_OK(sd_nn_model_create(&m));
+    int bn = sd_nn_add_batchnorm(m, 0);
+    sd_nn_add_dropout(m, bn, 0.5f);
+    SD_EXPECT_OK(sd_nn_model_compile(m, B, CH, S, S));
+    SD_EXPECT(sd_nn_model_first_dropout(m) == 2);
+    float *rm = m->layers[bn].u.bn.running_mean, *rv = m->layers[bn].u.bn.running_var;
+    for (int c = 0; c < CH; c++)
+      rm[c] = 0.5f * (float)c, rv[c] = 4.0f;
+    float *x = malloc(B * per * sizeof *x), *ref = malloc(B * per * sizeof *ref);
+    sd_rng r;
+    sd_rng_init(&r, 9, 0, 0);
+    nt_fill(&r, x, B * per, -2, 2);
+    SD_EXPECT_OK(sd_nn_model_forward(m, x, B, SD_NN_MODE_EVAL));
+    memcpy(ref, sd_nn_model_output(m)->data, B * per * sizeof *ref);
+    const uint64_t keys[B] = {11, 22, 33};
+    sd_nn_model_set_dropout_keys(m, 7, keys);
+    SD_EXPECT_OK(sd_nn_model_forward(m, x, B, SD_NN_MODE_EVAL_DROPOUT));
+    const float *y = sd_nn_model_output(m)->data;
+    size_t zeros = 0, kept = 0;
+    for (size_t i = 0; i < B * per; i++) {
+      zeros += y[i] == 0.0f;
+      kept += fabsf(y[i] - 2.0f * ref[i]) <= 1e-6f * (1 + fabsf(ref[i]));
+    }
+    SD_EXPECT_MSG(zeros + kept == B * per, "EVAL_DROPOUT = eval output x mask: %zu + %zu of %zu",
+                  zeros, kept, B * per);
+    SD_EXPECT_MSG(fabs((double)zeros / (B * per) - 0.5) < 0.08, "zeroed %.3f",
+                  (double)zeros / (B * per));
+    int stats_kept = 1;
+    for (int c = 0; c < CH; c++)
+      stats_kept &= rm[c] == 0.5f * (float)c && rv[c] == 4.0f;
+    SD_EXPECT_MSG(stats_kept, "EVAL_DROPOUT changed the running statistics");
+    /* sample 2 alone (batch of one, key 33) gets the mask it had in the batch */
+    float *in_batch = malloc(per * sizeof *in_batch);
+    memcpy(in_batch, y + 2 * per, per * sizeof *in_batch);
+    sd_nn_model_set_dropout_keys(m, 7, keys + 2);
+    SD_EXPECT_OK(sd_nn_model_forward(m, x + 2 * per, 1, SD_NN_MODE_EVAL_DROPOUT));
+    SD_EXPECT(memcmp(in_batch, y, per * sizeof *in_batch) == 0);
+    /* rerunning from the dropout layer reuses the batch-norm output (the input, now zeroed, is
+     * not read again): the same as the full pass */
+    memset(m->layers[0].out.data, 0, per * sizeof(float));
+    SD_EXPECT_OK(
+        sd_nn_model_forward_from(m, sd_nn_model_first_dropout(m), SD_NN_MODE_EVAL_DROPOUT));
+    SD_EXPECT(memcmp(in_batch, y, per * sizeof *in_batch) == 0);
+    /* another seed, another mask; no keys: the model's stream */
+    sd_nn_model_set_dropout_keys(m, 8, keys + 2);
+    SD_EXPECT_OK(sd_nn_model_forward(m, x + 2 * per, 1, SD_NN_MODE_EVAL_DROPOUT));
+    SD_EXPECT(memcmp(in_batch, y, per * sizeof *in_batch) != 0);
+    sd_nn_model_set_dropout_keys(m, 0, NULL);
+    SD_EXPECT_OK(sd_nn_model_forward(m, x, B, SD_NN_MODE_EVAL));
+    SD_EXPECT(max_abs(y, ref, B * per) == 0.0);
+    free(x), free(ref), free(in_batch);
     sd_nn_model_destroy(&m);
   }
   return sd_test_finish("test_nn_ops");

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # U-Net end to end on a small simulated CdTe stack (32x32, bulk / vacancy / stacking fault).
-# Default (argument "fast"): a short training lowers the loss and beats a class-prior guess;
+# Default (argument "fast"): a short training lowers the loss (with a finite validation loss
+# every epoch) and beats a class-prior guess; early stopping restores the best epoch's weights;
 # evaluate's JSON matches an independent numpy computation from segment's heatmaps; heatmaps
-# are the same at 1, 2 and 4 ranks; resume is bitwise; SIGTERM checkpoints and exits 75; bad
+# (and the MC-dropout mean and variance, whole frames and tiled) are the same at 1, 2 and 4
+# ranks; resume is bitwise; SIGTERM checkpoints and exits 75; bad
 # inputs fail with one clear message and leave nothing behind.
 # "slow" (label slow): a longer training reaches mean IoU > 0.3 (> 4x chance); --labels FILE
 # reads the same masks as the stack's own; tiled segmentation against whole frames; overlays.
@@ -27,12 +29,45 @@ $MPIRUN -n 2 "$SD" "${COMMON[@]}" --epochs $E --output "$WORK/u.h5" >"$WORK/trai
 first=$(grep -o "epoch 1/$E  loss [0-9.]*" "$WORK/train.log" | awk '{print $4}')
 last=$(grep -o "epoch $E/$E  loss [0-9.]*" "$WORK/train.log" | awk '{print $4}')
 awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < 0.9 * a) }' && ok || fail "loss did not fall enough: $first -> $last"
+# every epoch logs a finite validation loss (the training objective on the validation part)
+nv=$(grep -cE "epoch [0-9]+/$E  loss [0-9.]+  val_loss [0-9]+\.[0-9]+  val_acc [0-9]+\.[0-9]+" "$WORK/train.log")
+[ "$nv" = "$E" ] && ok || fail "$nv of $E epochs log a finite val_loss: $(grep -m2 -o 'val_loss [^ ]*' "$WORK/train.log" | tr '\n' ' ')"
 expect_ok "$SD" evaluate --model "$WORK/u.h5" --data "$WORK/d.h5" --output "$WORK/m.json" --quiet
 expect_ok "$SD" segment --model "$WORK/u.h5" --data "$WORK/d.h5" --output "$WORK/h1.h5" --quiet
 for np in 2 4; do
   expect_ok $MPIRUN -n $np "$SD" segment --model "$WORK/u.h5" --data "$WORK/d.h5" --output "$WORK/h$np.h5" --batch 8 --quiet
   h5diff -d 1e-5 "$WORK/h1.h5" "$WORK/h$np.h5" /heatmaps /heatmaps >/dev/null && ok || fail "heatmaps at $np ranks differ from 1 rank"
 done
+# MC dropout (the model has the default dropout 0.1): mean heatmaps and variance are the same at
+# 1, 2 and 4 ranks (masks keyed by image, tile and pass, not by rank)
+expect_ok "$SD" segment --model "$WORK/u.h5" --data "$WORK/d.h5" --output "$WORK/mc1.h5" --mc-samples 6 --quiet
+for np in 2 4; do
+  expect_ok $MPIRUN -n $np "$SD" segment --model "$WORK/u.h5" --data "$WORK/d.h5" --output "$WORK/mc$np.h5" --batch 8 --mc-samples 6 --quiet
+  h5diff -d 1e-5 "$WORK/mc1.h5" "$WORK/mc$np.h5" /heatmaps /heatmaps >/dev/null && ok || fail "MC heatmaps at $np ranks differ from 1 rank"
+  h5diff -d 1e-6 "$WORK/mc1.h5" "$WORK/mc$np.h5" /variance /variance >/dev/null && ok || fail "MC variance at $np ranks differs from 1 rank"
+done
+expect_ok "$SD" segment --model "$WORK/u.h5" --data "$WORK/d.h5" --output "$WORK/mcs.h5" --mc-samples 6 --mc-seed 2 --quiet
+if [ $have_py = 1 ]; then
+  $PY - "$WORK/mc1.h5" "$WORK/h1.h5" "$WORK/mcs.h5" <<'PY' && ok || fail "MC dropout heatmaps / variance"
+import sys, h5py, numpy as np
+f, d, o = (h5py.File(p, "r") for p in sys.argv[1:])
+M, V, D = f["heatmaps"][...], f["variance"][...], d["heatmaps"][...]
+assert M.shape == V.shape == D.shape, (M.shape, V.shape)
+assert f["heatmaps"].attrs["mc_samples"] == 6 and f["variance"].attrs["mc_samples"] == 6
+assert d["heatmaps"].attrs["mc_samples"] == 0 and "variance" not in d
+assert list(f["variance"].attrs["class_names"].astype(str)) == list(d["heatmaps"].attrs["class_names"].astype(str))
+assert np.allclose(M.sum(axis=1), 1, atol=1e-5)
+# a variance of values in [0, 1] with mean m is at most m (1 - m); dropout makes it > 0
+assert V.min() >= 0 and np.all(V <= M * (1 - M) + 1e-6), (V.min(), (V - M * (1 - M)).max())
+assert V.max() > 1e-5, V.max()
+# the mean of stochastic passes stays close to the deterministic pass, but is not it
+agree = np.mean(M.argmax(1) == D.argmax(1))
+assert agree > 0.9 and np.abs(M - D).max() > 1e-6, (agree, np.abs(M - D).max())
+# another seed, other masks
+assert np.abs(o["variance"][...] - V).max() > 1e-6
+print(f"MC dropout: max variance {V.max():.4f}, mean total variance {V.sum(1).mean():.2e}, arg-max agreement with the deterministic pass {agree:.3f}")
+PY
+fi
 if [ $have_py = 1 ]; then
   $PY - "$WORK/u.h5" "$WORK/d.h5" "$WORK/h1.h5" "$WORK/m.json" $MIN_IOU <<'PY' && ok || fail "evaluate JSON does not match the independent computation"
 import sys, json, h5py, numpy as np
@@ -85,6 +120,57 @@ assert m["mean_iou"] > float(min_iou) and m["mean_iou"] > want, (m["mean_iou"], 
 PY
 fi
 
+echo "[$SECONDS s] 1b. early stopping"
+# 1b. early stopping on the validation loss restores the best epoch's weights: the stop
+# follows the logged losses, and the saved model's validation loss recomputed from its
+# heatmaps (class-weighted CE + Dice, numpy) is the best logged one
+expect_ok $MPIRUN -n 2 "$SD" "${COMMON[@]}" --epochs 4 --set segmenter.patience=1 --output "$WORK/es.h5"
+cp "$WORK/last.err" "$WORK/es.log"
+expect_ok "$SD" segment --model "$WORK/es.h5" --data "$WORK/d.h5" --output "$WORK/hes.h5" --quiet
+if [ $have_py = 1 ]; then
+  $PY - "$WORK/es.h5" "$WORK/d.h5" "$WORK/hes.h5" "$WORK/es.log" 1 <<'PY' && ok || fail "early stopping / restored weights"
+import sys, re, h5py, numpy as np
+model, stack, heat, log, patience = sys.argv[1:]
+patience = int(patience)
+text = open(log).read()
+vl = [float(v) for v in re.findall(r"epoch \d+/\d+  loss \S+  val_loss (\S+)", text)]
+assert vl and all(np.isfinite(vl)), vl
+# the trainer's rule: stop once `patience` epochs passed without an improvement > 1e-4 (the
+# log rounds to 1e-4, so a near-tie leaves the stop epoch open)
+best, be, stop, tie = np.inf, 0, len(vl), False
+for e, v in enumerate(vl, 1):
+    tie |= abs(v - (best - 1e-4)) < 1.5e-4
+    if v < best - 1e-4:
+        best, be = v, e
+    elif e - be >= patience:
+        stop = e
+        break
+assert tie or len(vl) == stop, (vl, stop)
+tr = h5py.File(model, "r")["training"]
+be = int(tr.attrs["best_epoch"])
+assert 1 <= be <= len(vl) and abs(tr.attrs["best_val_loss"] - min(vl)) < 6e-5, (be, tr.attrs["best_val_loss"], vl)
+if be < len(vl):
+    assert f"restored the weights of epoch {be}" in text
+# the saved model's validation loss from its heatmaps
+split = tr["split"][...]
+T = h5py.File(stack, "r")["masks"][...].astype(int)
+P = h5py.File(heat, "r")["heatmaps"][...][split == 1].astype(np.float64)
+C = P.shape[1]
+cnt = np.bincount(T[split == 0].ravel(), minlength=C).astype(float)
+w = np.where(cnt > 0, np.sqrt(cnt.sum() / (C * np.maximum(cnt, 1))), 1.0)
+Y = T[split == 1]
+py = np.take_along_axis(P, Y[:, None], axis=1)[:, 0]
+ce = np.sum(w[Y] * -np.log(py)) / np.sum(w[Y])
+G = np.stack([Y == c for c in range(C)], axis=1)
+I, Ps, Gs = (P * G).sum(axis=(0, 2, 3)), P.sum(axis=(0, 2, 3)), G.sum(axis=(0, 2, 3))
+dice = 1 - np.sum(w[1:] * (2 * I[1:] + 1) / (Ps[1:] + Gs[1:] + 1)) / np.sum(w[1:])
+v = ce + dice
+print(f"val_loss per epoch {vl}: stopped after {len(vl)}, restored epoch {be}; "
+      f"the saved model's val loss from its heatmaps {v:.5f} (CE {ce:.4f} + Dice {dice:.4f})")
+assert abs(v - tr.attrs["best_val_loss"]) < 1e-3 * max(1.0, v), (v, tr.attrs["best_val_loss"])
+PY
+fi
+
 echo "[$SECONDS s] 2. --labels"
 # 2. --labels FILE: the stack's own file as labels gives the same model as the default
 if [ "$MODE" = slow ]; then
@@ -118,6 +204,22 @@ echo "[$SECONDS s] 5. tiles"
 # 5. tiles smaller than the frame, overlays
 expect_ok "$SD" simulate --material cdte --count 3 --size 64 --seed 9 --output "$WORK/big.h5" \
   --classes Bulk=bulk --classes Vac=vacancy --classes SF=stacking_fault --quiet
+# tiled MC dropout: identical at 1 and 2 ranks; the overlay gains the variance panel
+expect_ok "$SD" segment --model "$WORK/u.h5" --data "$WORK/big.h5" --output "$WORK/mt1.h5" --tile 32 --overlap 8 \
+  --mc-samples 3 --overlay "$WORK/ovm" --overlay-images 1 --quiet
+expect_ok "$SD" segment --model "$WORK/u.h5" --data "$WORK/big.h5" --output "$WORK/mtd.h5" --tile 32 --overlap 8 \
+  --overlay "$WORK/ovd" --overlay-images 1 --quiet
+expect_ok $MPIRUN -n 2 "$SD" segment --model "$WORK/u.h5" --data "$WORK/big.h5" --output "$WORK/mt2.h5" --tile 32 --overlap 8 \
+  --mc-samples 3 --batch 4 --quiet
+h5diff -d 1e-6 "$WORK/mt1.h5" "$WORK/mt2.h5" /variance /variance >/dev/null && ok || fail "tiled MC variance at 2 ranks differs"
+h5diff -d 1e-5 "$WORK/mt1.h5" "$WORK/mt2.h5" /heatmaps /heatmaps >/dev/null && ok || fail "tiled MC heatmaps at 2 ranks differ"
+if [ $have_py = 1 ]; then
+  $PY - "$WORK/ovm/overlay_00001.png" "$WORK/ovd/overlay_00001.png" <<'PY' && ok || fail "the MC overlay has no variance panel"
+import sys, struct
+w = [struct.unpack(">I", open(p, "rb").read()[16:20])[0] for p in sys.argv[1:]]
+assert w[0] > w[1] + 300, w  # image panel (384 px) + variance panel + legend vs image + legend
+PY
+fi
 if [ "$MODE" = slow ]; then
 expect_ok $MPIRUN -n 2 "$SD" segment --model "$WORK/u.h5" --data "$WORK/big.h5" --output "$WORK/ht.h5" --tile 32 --overlap 8 \
   --overlay "$WORK/ov" --overlay-images 0,2 --quiet
@@ -150,5 +252,7 @@ expect_fail 2 "classifier model, not a U-Net" $MPIRUN -n 2 "$SD" segment --model
 expect_fail 2 "multiple of 2^depth" "$SD" segment --model "$WORK/u.h5" --data "$WORK/d.h5" --output "$WORK/x.h5" --tile 30
 expect_fail 1 "nothere" "$SD" segment --model "$WORK/nothere.h5" --data "$WORK/d.h5" --output "$WORK/x.h5"
 expect_fail 2 "not an image index" "$SD" segment --model "$WORK/u.h5" --data "$WORK/big.h5" --output "$WORK/x.h5" --overlay "$WORK/ov2" --overlay-images 7
+expect_ok "$SD" "${COMMON[@]}" --epochs 1 --set segmenter.max_steps=1 --set segmenter.dropout=0 --output "$WORK/nod.h5" --quiet
+expect_fail 2 "has no dropout layer" $MPIRUN -n 2 "$SD" segment --model "$WORK/nod.h5" --data "$WORK/d.h5" --output "$WORK/x.h5" --mc-samples 4
 no_file "$WORK/x.h5"
 finish

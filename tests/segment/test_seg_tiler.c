@@ -1,7 +1,8 @@
 /* test_seg_tiler.c - U-Net builder shapes, tile geometry (coverage, alignment, blending
  * windows summing to 1), robust statistics equal to sd_normalize_robust, mosaics keep the
  * defect pixels, and tiled inference equal to whole-frame inference away from tile borders
- * (and close everywhere). */
+ * (and close everywhere); MC dropout (mean and variance against keyed passes, independent of the
+ * batch position, bounded variance, refused without dropout). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -171,8 +172,8 @@ static void test_tiled_equals_whole(void) {
   SD_EXPECT_OK(sd_seg_tiler_create(&tt, b, H, W, 32, 1 << depth));
   SD_EXPECT(tw.ny == 1 && tw.nx == 1 && tt.ny == 3 && tt.nx == 3);
   float *pw = malloc((size_t)C * H * W * sizeof *pw), *pt = malloc((size_t)C * H * W * sizeof *pt);
-  SD_EXPECT_OK(sd_seg_tiler_frames(&tw, img, 1, pw));
-  SD_EXPECT_OK(sd_seg_tiler_frames(&tt, img, 1, pt));
+  SD_EXPECT_OK(sd_seg_tiler_frames(&tw, img, 1, 0, pw, NULL));
+  SD_EXPECT_OK(sd_seg_tiler_frames(&tt, img, 1, 0, pt, NULL));
   /* the whole-frame result against a plain forward + softmax */
   SD_EXPECT_OK(sd_nn_model_forward(a, img, 1, SD_NN_MODE_EVAL));
   sd_nn_tensor *o = sd_nn_model_output(a);
@@ -226,7 +227,7 @@ static void test_tiled_equals_whole(void) {
         *im2 = malloc((size_t)2 * 100 * 90 * sizeof *im2);
   for (int i = 0; i < 2 * 100 * 90; i++)
     im2[i] = img[i % (H * W)];
-  SD_EXPECT_OK(sd_seg_tiler_frames(&ts, im2, 2, ps));
+  SD_EXPECT_OK(sd_seg_tiler_frames(&ts, im2, 2, 0, ps, NULL));
   int fin = 1;
   for (int i = 0; i < 2 * C * 100 * 90; i++)
     fin &= isfinite(ps[i]) && ps[i] >= 0 && ps[i] <= 1;
@@ -243,11 +244,100 @@ static void test_tiled_equals_whole(void) {
   sd_nn_model_destroy(&b);
 }
 
+/* MC dropout: the tiler's mean and variance against S plain keyed passes; the same image gets
+ * the same result in another batch position; tiled MC results are probabilities with a
+ * bounded variance; a model without dropout is refused */
+static void test_mc_dropout(void) {
+  const int H = 64, W = 64, depth = 2, C = 3, S = 5;
+  const size_t npx = (size_t)H * W, len = (size_t)C * npx;
+  const uint64_t seed = 3;
+  sd_nn_model *a = NULL, *b = NULL, *nod = NULL;
+  SD_EXPECT_OK(sd_unet_build(&a, depth, 4, 1, 0.3f, C));
+  SD_EXPECT_OK(sd_unet_build(&b, depth, 4, 1, 0.3f, C));
+  SD_EXPECT_OK(sd_unet_build(&nod, depth, 4, 1, 0.0f, C));
+  SD_EXPECT_OK(sd_nn_model_compile(a, 2, 1, H, W));
+  SD_EXPECT_OK(sd_nn_model_compile(b, 4, 1, 32, 32));
+  SD_EXPECT_OK(sd_nn_model_compile(nod, 1, 1, H, W));
+  SD_EXPECT_OK(sd_nn_model_init_params(a, 5));
+  SD_EXPECT_OK(sd_nn_model_init_params(b, 5));
+  float *img = malloc(2 * npx * sizeof *img);
+  sd_rng r;
+  sd_rng_init(&r, 8, 0, 1);
+  for (size_t i = 0; i < 2 * npx; i++)
+    img[i] = (float)sd_rng_normal(&r);
+  /* reference: S keyed passes of image 7 (whole frame = tile 0), in double */
+  double *rm = calloc(len, sizeof *rm), *rq = calloc(len, sizeof *rq);
+  for (int s = 0; s < S; s++) {
+    uint64_t key = sd_seg_mc_key(7, 0, s);
+    sd_nn_model_set_dropout_keys(a, seed, &key);
+    SD_EXPECT_OK(sd_nn_model_forward(a, img + npx, 1, SD_NN_MODE_EVAL_DROPOUT));
+    sd_nn_tensor *o = sd_nn_model_output(a);
+    sd_nn_softmax(1, C, (int)npx, o->data, o->data);
+    for (size_t i = 0; i < len; i++) {
+      rm[i] += o->data[i] / (double)S;
+      rq[i] += (double)o->data[i] * o->data[i] / S;
+    }
+  }
+  sd_nn_model_set_dropout_keys(a, 0, NULL);
+  sd_seg_tiler tw, tt, tn;
+  SD_EXPECT_OK(sd_seg_tiler_create(&tw, a, H, W, 16, 1 << depth));
+  SD_EXPECT_OK(sd_seg_tiler_set_mc(&tw, S, seed));
+  float *mean = malloc(2 * len * sizeof *mean), *var = malloc(2 * len * sizeof *var);
+  float *m1 = malloc(len * sizeof *m1), *v1 = malloc(len * sizeof *v1);
+  /* image 7 alone, then as the second of images 6, 7 */
+  SD_EXPECT_OK(sd_seg_tiler_frames(&tw, img + npx, 1, 7, m1, v1));
+  SD_EXPECT_OK(sd_seg_tiler_frames(&tw, img, 2, 6, mean, var));
+  double dm = 0, dv = 0, db = 0, vmax = 0;
+  for (size_t i = 0; i < len; i++) {
+    dm = fmax(dm, fabs(m1[i] - rm[i]));
+    dv = fmax(dv, fabs(v1[i] - (rq[i] - rm[i] * rm[i])));
+    db = fmax(db, fmax(fabs(m1[i] - mean[len + i]), fabs(v1[i] - var[len + i])));
+    vmax = fmax(vmax, v1[i]);
+  }
+  SD_EXPECT_MSG(dm < 1e-6 && dv < 1e-6, "MC tiler vs keyed passes: mean %g, variance %g", dm, dv);
+  SD_EXPECT_MSG(db < 1e-5, "the same image in another batch position: %g", db);
+  SD_EXPECT_MSG(vmax > 1e-4, "largest MC variance %g (dropout 0.3 should vary the output)", vmax);
+  /* tiled (32 px tiles, 3 x 3 per frame) MC: probabilities, 0 <= var <= m (1 - m) */
+  SD_EXPECT_OK(sd_seg_tiler_create(&tt, b, H, W, 16, 1 << depth));
+  SD_EXPECT(tt.ny == 3 && tt.nx == 3);
+  SD_EXPECT_OK(sd_seg_tiler_set_mc(&tt, S, seed));
+  SD_EXPECT_OK(sd_seg_tiler_frames(&tt, img, 2, 6, mean, var));
+  double sum1 = 0, bound = 0, tvmax = 0;
+  for (size_t p = 0; p < 2 * npx; p++) {
+    size_t i = p / npx, q = p % npx;
+    double su = 0;
+    for (int c = 0; c < C; c++) {
+      size_t k = (i * C + c) * npx + q;
+      su += mean[k];
+      bound = fmax(bound, fmax(-var[k], var[k] - mean[k] * (1 - mean[k])));
+      tvmax = fmax(tvmax, var[k]);
+    }
+    sum1 = fmax(sum1, fabs(su - 1));
+  }
+  SD_EXPECT_MSG(sum1 < 1e-5, "tiled MC means sum to 1 +- %g", sum1);
+  SD_EXPECT_MSG(bound < 1e-6 && tvmax > 1e-4, "tiled MC variance: bound violated by %g, max %g",
+                bound, tvmax);
+  printf("MC dropout: tiler vs keyed passes mean %.2g variance %.2g; batch position %.2g; largest "
+         "variance %.3g whole, %.3g tiled\n",
+         dm, dv, db, vmax, tvmax);
+  SD_EXPECT_OK(sd_seg_tiler_create(&tn, nod, H, W, 16, 1 << depth));
+  SD_EXPECT(sd_seg_tiler_set_mc(&tn, S, seed) == SD_ERR_ARG);
+  sd_error_clear();
+  sd_seg_tiler_destroy(&tn);
+  sd_seg_tiler_destroy(&tw);
+  sd_seg_tiler_destroy(&tt);
+  free(img), free(rm), free(rq), free(mean), free(var), free(m1), free(v1);
+  sd_nn_model_destroy(&a);
+  sd_nn_model_destroy(&b);
+  sd_nn_model_destroy(&nod);
+}
+
 int main(void) {
   test_builder();
   test_geometry();
   test_stats();
   test_mosaic();
   test_tiled_equals_whole();
+  test_mc_dropout();
   return sd_test_finish("test_seg_tiler");
 }
