@@ -132,6 +132,13 @@ sd_status sd_tsne_tree_build(sd_tsne_tree *t, int64_t n, const double *y);
  * successful build it cannot fail (SD_ERR_NOMEM otherwise). */
 sd_status sd_tsne_tree_repulsion(sd_tsne_tree *t, int64_t first, int64_t count, double theta,
                                  double *neg, double *z);
+/* The same forces split by groups instead of rows: part `part` of `parts` takes the groups
+ * whose first sorted slot lies in its equal share of [0, n), and for each of their points i
+ * writes (neg_x, neg_y, z) to out[i * stride + offset + 0..2] (other entries untouched).
+ * The values are bitwise those of sd_tsne_tree_repulsion; over all parts every point is
+ * written exactly once. Not collective; same scratch and failure as above. */
+sd_status sd_tsne_tree_repulsion_share(sd_tsne_tree *t, int part, int parts, double theta,
+                                       double *out, int stride, int offset);
 
 /* ---- gradient --------------------------------------------------------------------------- */
 

@@ -363,15 +363,17 @@ done:
 
 sd_status sd_tsne_optimize(MPI_Comm comm, const sd_tsne_params *p, const sd_tsne_affinity *a,
                            double *y_all, sd_tsne_result *res) {
-  /* One collective per iteration: each rank computes the forces and z of its own points,
-   * all-gathers them (5 doubles per point), and every rank then applies the same update to
-   * all points, so y_all stays identical everywhere without a second all-gather. */
+  /* One collective per iteration: each rank computes the repulsion and z of its share of the
+   * tree's groups and the attraction of its own rows, one sum over ranks gives everyone all
+   * of them (5 doubles per point), and every rank then applies the same update to all
+   * points, so y_all stays identical everywhere without a second collective. */
+  int rank = 0;
+  MPI_Comm_rank(comm, &rank);
   const int64_t n = a->n, count = a->count;
   const double lr = sd_tsne_resolve_learning_rate(p, n);
   grad_ws w;
   sd_tsne_tree *tree = NULL;
-  double *grad = NULL, *upd = NULL, *gains = NULL, *pown = NULL, *pall = NULL;
-  int *cnt5 = NULL, *dis5 = NULL;
+  double *grad = NULL, *upd = NULL, *gains = NULL, *pall = NULL;
   sd_status st = grad_ws_init(comm, n, count, &w);
   if (st == SD_OK)
     st = sd_tsne_tree_create(n, &tree);
@@ -379,21 +381,14 @@ sd_status sd_tsne_optimize(MPI_Comm comm, const sd_tsne_params *p, const sd_tsne
   grad = sd_malloc(c2, sizeof *grad, "gradient");
   upd = sd_calloc(2 * (size_t)n, sizeof *upd, "update");
   gains = sd_malloc(2 * (size_t)n, sizeof *gains, "gains");
-  pown = sd_malloc((size_t)(count > 0 ? count : 1) * 5, sizeof *pown, "own forces");
   pall = sd_malloc((size_t)n * 5, sizeof *pall, "gathered forces");
-  cnt5 = sd_malloc((size_t)(w.size > 0 ? w.size : 1), sizeof *cnt5, "gather counts");
-  dis5 = sd_malloc((size_t)(w.size > 0 ? w.size : 1), sizeof *dis5, "gather counts");
-  if (st == SD_OK && (!grad || !upd || !gains || !pown || !pall || !cnt5 || !dis5))
+  if (st == SD_OK && (!grad || !upd || !gains || !pall))
     st = SD_ERR_NOMEM;
   if (st == SD_OK && 5 * n > INT32_MAX)
     st = SD_ERROR(SD_ERR_ARG, "t-SNE: %lld points exceed one MPI message", (long long)n);
   st = sd_par_agree(comm, st);
   if (st != SD_OK)
     goto done;
-  for (int r = 0; r < w.size; r++) {
-    cnt5[r] = 5 * w.cnt1[r];
-    dis5[r] = 5 * w.dis1[r];
-  }
   double t0 = sd_time_now(), t_build = 0;
   for (int64_t e = 0; e < 2 * n; e++)
     gains[e] = 1.0;
@@ -418,26 +413,28 @@ sd_status sd_tsne_optimize(MPI_Comm comm, const sd_tsne_params *p, const sd_tsne
       SD_PAR_FATAL(comm);
     if (st != SD_OK)
       goto done;
+    /* repulsion by groups of the tree (each rank an equal share of the sorted points, so
+     * the interaction lists are built once, not once per rank owning a point of the group),
+     * attraction by own rows; each value is computed by exactly one rank and the others
+     * hold 0, so the sum over ranks gives every rank all of them, bit for bit */
     double t1 = sd_time_now();
-    if (sd_tsne_tree_repulsion(tree, a->first, count, p->theta, w.neg, w.zown) != SD_OK)
+    memset(pall, 0, (size_t)n * 5 * sizeof *pall);
+    if (sd_tsne_tree_repulsion_share(tree, rank, w.size, p->theta, pall, 5, 2) != SD_OK)
       SD_PAR_FATAL(comm);
     double t2 = sd_time_now();
     sd_tsne_attraction(a, y_all, exag, w.pos);
+    for (int64_t q = 0; q < count; q++) {
+      pall[5 * (a->first + q)] = w.pos[2 * q];
+      pall[5 * (a->first + q) + 1] = w.pos[2 * q + 1];
+    }
     double t3 = sd_time_now();
     w.t_rep += t2 - t1;
     w.t_att += t3 - t2;
-    for (int64_t q = 0; q < count; q++) {
-      pown[5 * q] = w.pos[2 * q];
-      pown[5 * q + 1] = w.pos[2 * q + 1];
-      pown[5 * q + 2] = w.neg[2 * q];
-      pown[5 * q + 3] = w.neg[2 * q + 1];
-      pown[5 * q + 4] = w.zown[q];
-    }
-    SD_CHECK_GOTO(st,
-                  sd_par_check(MPI_Allgatherv(pown, (int)(5 * count), MPI_DOUBLE, pall, cnt5, dis5,
-                                              MPI_DOUBLE, comm),
-                               "allgather(forces)"),
-                  done);
+    SD_CHECK_GOTO(
+        st,
+        sd_par_check(MPI_Allreduce(MPI_IN_PLACE, pall, (int)(5 * n), MPI_DOUBLE, MPI_SUM, comm),
+                     "allreduce(forces)"),
+        done);
     w.t_comm += sd_time_now() - t3;
     double Z = 0;
     for (int64_t i = 0; i < n; i++)
@@ -491,10 +488,7 @@ done:
   free(grad);
   free(upd);
   free(gains);
-  free(pown);
   free(pall);
-  free(cnt5);
-  free(dis5);
   return st;
 }
 

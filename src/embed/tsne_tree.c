@@ -380,10 +380,53 @@ static int64_t group_list(sd_tsne_tree *t, int64_t g, double theta2) {
   return len;
 }
 
+/* The force and z of the point in sorted slot s of group node gn, given the group's list. */
+static inline void point_force(const sd_tsne_tree *t, const tnode *gn, int32_t s, int64_t len,
+                               double out[3]) {
+  const double *ys = t->ys, *lx = t->lx, *ly = t->ly, *lc = t->lc;
+  double xi = ys[2 * s], yi = ys[2 * s + 1];
+  /* four interleaved partial sums (a fixed order: the same bits on every rank) */
+  double fx[4] = {0, 0, 0, 0}, fy[4] = {0, 0, 0, 0}, zs[4] = {0, 0, 0, 0};
+  int64_t e = 0;
+  for (; e + 4 <= len; e += 4) {
+    for (int u = 0; u < 4; u++) {
+      double dx = xi - lx[e + u], dy = yi - ly[e + u];
+      double w = 1.0 / (1.0 + dx * dx + dy * dy);
+      double cw = lc[e + u] * w;
+      zs[u] += cw;
+      cw *= w;
+      fx[u] += cw * dx;
+      fy[u] += cw * dy;
+    }
+  }
+  for (; e < len; e++) {
+    double dx = xi - lx[e], dy = yi - ly[e];
+    double w = 1.0 / (1.0 + dx * dx + dy * dy);
+    double cw = lc[e] * w;
+    zs[0] += cw;
+    cw *= w;
+    fx[0] += cw * dx;
+    fy[0] += cw * dy;
+  }
+  /* the other points of the group, exactly */
+  for (int32_t r = gn->lo; r < gn->lo + gn->count; r++) {
+    if (r == s)
+      continue;
+    double dx = xi - ys[2 * r], dy = yi - ys[2 * r + 1];
+    double w = 1.0 / (1.0 + dx * dx + dy * dy);
+    zs[1] += w;
+    w *= w;
+    fx[1] += w * dx;
+    fy[1] += w * dy;
+  }
+  out[0] = (fx[0] + fx[1]) + (fx[2] + fx[3]);
+  out[1] = (fy[0] + fy[1]) + (fy[2] + fy[3]);
+  out[2] = (zs[0] + zs[1]) + (zs[2] + zs[3]);
+}
+
 sd_status sd_tsne_tree_repulsion(sd_tsne_tree *t, int64_t first, int64_t count, double theta,
                                  double *neg, double *z) {
   const double theta2 = theta * theta;
-  const double *ys = t->ys;
   const int64_t last = first + count;
   for (int64_t g = 0; g < t->ngroups; g++) {
     const tnode *gn = &t->nodes[t->group[g]];
@@ -395,50 +438,38 @@ sd_status sd_tsne_tree_repulsion(sd_tsne_tree *t, int64_t first, int64_t count, 
     int64_t len = group_list(t, g, theta2);
     if (len < 0)
       return SD_ERR_NOMEM;
-    const double *lx = t->lx, *ly = t->ly, *lc = t->lc;
     for (int32_t s = gn->lo; s < gn->lo + gn->count; s++) {
       int64_t i = t->order[s];
       if (i < first || i >= last)
         continue;
-      double xi = ys[2 * s], yi = ys[2 * s + 1];
-      /* four interleaved partial sums (a fixed order: the same bits on every rank) */
-      double fx[4] = {0, 0, 0, 0}, fy[4] = {0, 0, 0, 0}, zs[4] = {0, 0, 0, 0};
-      int64_t e = 0;
-      for (; e + 4 <= len; e += 4) {
-        for (int u = 0; u < 4; u++) {
-          double dx = xi - lx[e + u], dy = yi - ly[e + u];
-          double w = 1.0 / (1.0 + dx * dx + dy * dy);
-          double cw = lc[e + u] * w;
-          zs[u] += cw;
-          cw *= w;
-          fx[u] += cw * dx;
-          fy[u] += cw * dy;
-        }
-      }
-      for (; e < len; e++) {
-        double dx = xi - lx[e], dy = yi - ly[e];
-        double w = 1.0 / (1.0 + dx * dx + dy * dy);
-        double cw = lc[e] * w;
-        zs[0] += cw;
-        cw *= w;
-        fx[0] += cw * dx;
-        fy[0] += cw * dy;
-      }
-      /* the other points of the group, exactly */
-      for (int32_t r = gn->lo; r < gn->lo + gn->count; r++) {
-        if (r == s)
-          continue;
-        double dx = xi - ys[2 * r], dy = yi - ys[2 * r + 1];
-        double w = 1.0 / (1.0 + dx * dx + dy * dy);
-        zs[1] += w;
-        w *= w;
-        fx[1] += w * dx;
-        fy[1] += w * dy;
-      }
+      double f[3];
+      point_force(t, gn, s, len, f);
       int64_t q = i - first;
-      neg[2 * q] = (fx[0] + fx[1]) + (fx[2] + fx[3]);
-      neg[2 * q + 1] = (fy[0] + fy[1]) + (fy[2] + fy[3]);
-      z[q] = (zs[0] + zs[1]) + (zs[2] + zs[3]);
+      neg[2 * q] = f[0];
+      neg[2 * q + 1] = f[1];
+      z[q] = f[2];
+    }
+  }
+  return SD_OK;
+}
+
+sd_status sd_tsne_tree_repulsion_share(sd_tsne_tree *t, int part, int parts, double theta,
+                                       double *out, int stride, int offset) {
+  const double theta2 = theta * theta;
+  const int64_t n = t->n;
+  for (int64_t g = 0; g < t->ngroups; g++) {
+    const tnode *gn = &t->nodes[t->group[g]];
+    /* groups are in tree order and hold consecutive sorted slots: the group whose first
+     * slot falls in part's share of [0, n) is part's */
+    int64_t lo = gn->lo;
+    if (lo < (int64_t)part * n / parts || lo >= (int64_t)(part + 1) * n / parts)
+      continue;
+    int64_t len = group_list(t, g, theta2);
+    if (len < 0)
+      return SD_ERR_NOMEM;
+    for (int32_t s = gn->lo; s < gn->lo + gn->count; s++) {
+      double *o = out + (size_t)t->order[s] * stride + offset;
+      point_force(t, gn, s, len, o);
     }
   }
   return SD_OK;
