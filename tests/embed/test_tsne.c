@@ -267,6 +267,41 @@ int main(int argc, char **argv) {
       free(y2);
       free(gg);
     }
+    /* the group-split repulsion (what the optimiser uses) gives the row version's values bit
+     * for bit, every point exactly once, for any number of parts */
+    {
+      double *neg = malloc((size_t)n * 2 * sizeof *neg), *z = malloc((size_t)n * sizeof *z);
+      double *out = malloc((size_t)n * 5 * sizeof *out);
+      int *hits = calloc((size_t)n, sizeof *hits);
+      SD_EXPECT_OK(sd_tsne_tree_repulsion(t, 0, n, 0.5, neg, z));
+      for (int parts = 1; parts <= 3; parts++) {
+        for (int64_t e = 0; e < 5 * n; e++)
+          out[e] = NAN;
+        memset(hits, 0, (size_t)n * sizeof *hits);
+        for (int part = 0; part < parts; part++) {
+          double *tmp = malloc((size_t)n * 5 * sizeof *tmp);
+          for (int64_t e = 0; e < 5 * n; e++)
+            tmp[e] = NAN;
+          SD_EXPECT_OK(sd_tsne_tree_repulsion_share(t, part, parts, 0.5, tmp, 5, 2));
+          for (int64_t i = 0; i < n; i++)
+            if (!isnan(tmp[5 * i + 4])) {
+              hits[i]++;
+              memcpy(out + 5 * i, tmp + 5 * i, 5 * sizeof *out);
+            }
+          free(tmp);
+        }
+        int bad = 0;
+        for (int64_t i = 0; i < n; i++)
+          bad += hits[i] != 1 || out[5 * i + 2] != neg[2 * i] || out[5 * i + 3] != neg[2 * i + 1] ||
+                 out[5 * i + 4] != z[i];
+        SD_EXPECT_MSG(bad == 0, "%d of %lld points differ or are not written once (%d parts)", bad,
+                      (long long)n, parts);
+      }
+      free(neg);
+      free(z);
+      free(out);
+      free(hits);
+    }
     sd_tsne_tree_destroy(&t);
     free(g);
     free(ge);
