@@ -219,6 +219,21 @@ static void normalise(const float *raw, size_t n, float *out, float *scratch) {
   }
 }
 
+/* openings, closings and the minimum component area of a detection */
+static void clean(sd_pl *pl, uint8_t *m) {
+  int h = pl->h, w = pl->w;
+  const sd_pl_params *p = &pl->p;
+  for (int k = 0; k < p->open_steps; k++)
+    sd_pl_erode(m, h, w, pl->btmp);
+  for (int k = 0; k < p->open_steps; k++)
+    sd_pl_dilate(m, h, w, pl->btmp);
+  for (int k = 0; k < p->close_steps; k++)
+    sd_pl_dilate(m, h, w, pl->btmp);
+  for (int k = 0; k < p->close_steps; k++)
+    sd_pl_erode(m, h, w, pl->btmp);
+  sd_pl_components_filter(m, h, w, p->min_area, pl->lab, pl->stk);
+}
+
 sd_status sd_pl_image(sd_pl *pl, const float *raw, const sd_lattice *reference, float *deviation,
                       uint8_t *detected, sd_lattice *lat_out, int *lattice_ok) {
   if (!pl || !raw || !deviation || !detected)
@@ -283,33 +298,11 @@ sd_status sd_pl_image(sd_pl *pl, const float *raw, const sd_lattice *reference, 
     thr = p->min_deviation;
   for (size_t i = 0; i < n; i++)
     detected[i] = pl->energy[i] > thr;
-  for (int k = 0; k < p->open_steps; k++)
-    sd_pl_erode(detected, h, w, pl->btmp);
-  for (int k = 0; k < p->open_steps; k++)
-    sd_pl_dilate(detected, h, w, pl->btmp);
-  for (int k = 0; k < p->close_steps; k++)
-    sd_pl_dilate(detected, h, w, pl->btmp);
-  for (int k = 0; k < p->close_steps; k++)
-    sd_pl_erode(detected, h, w, pl->btmp);
-  sd_pl_components_filter(detected, h, w, p->min_area, pl->lab, pl->stk);
+  clean(pl, detected);
   if (p->grain_area < 1.0)
     sd_pl_grain_boundaries(detected, h, w, (int)(p->grain_area * (double)n), p->grain_band, pl->lab,
                            pl->stk, pl->btmp);
   return SD_OK;
-}
-
-static void clean(sd_pl *pl, uint8_t *m) {
-  int h = pl->h, w = pl->w;
-  const sd_pl_params *p = &pl->p;
-  for (int k = 0; k < p->open_steps; k++)
-    sd_pl_erode(m, h, w, pl->btmp);
-  for (int k = 0; k < p->open_steps; k++)
-    sd_pl_dilate(m, h, w, pl->btmp);
-  for (int k = 0; k < p->close_steps; k++)
-    sd_pl_dilate(m, h, w, pl->btmp);
-  for (int k = 0; k < p->close_steps; k++)
-    sd_pl_erode(m, h, w, pl->btmp);
-  sd_pl_components_filter(m, h, w, p->min_area, pl->lab, pl->stk);
 }
 
 int sd_pl_fallback(sd_pl *pl, uint8_t *detected) {
@@ -325,14 +318,13 @@ int sd_pl_fallback(sd_pl *pl, uint8_t *detected) {
   qsort(pl->scratch, n, sizeof(float), cmp_float);
   size_t q = (size_t)((1.0 - (f < 1 ? f : 1)) * (double)(n - 1));
   float thr = pl->scratch[q];
-  int any = 0;
-  for (size_t i = 0; i < n; i++) {
+  for (size_t i = 0; i < n; i++)
     detected[i] = pl->energy[i] >= thr;
-  }
   clean(pl, detected);
-  for (size_t i = 0; i < n && !any; i++)
-    any = detected[i];
-  return any;
+  for (size_t i = 0; i < n; i++)
+    if (detected[i])
+      return 1;
+  return 0;
 }
 
 void sd_pl_baseline(sd_pl *pl, const float *raw, uint8_t *detected) {
