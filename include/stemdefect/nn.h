@@ -237,6 +237,17 @@ typedef struct sd_nn_model {
   void *grad_ready_ctx;
   sd_nn_layer_hook_fn layer_hook; /* optional, see sd_nn_layer_hook_fn */
   void *layer_hook_ctx;
+
+  /* threads (sd_nn_model_set_threads): the engine splits each layer itself and runs OpenBLAS
+   * on one thread during a pass; the per-thread arenas are sized at compile, by
+   * sd_nn_model_set_threads, or by the first pass with a new thread count */
+  int threads;       /* requested; 0 = OpenBLAS's thread count (OPENBLAS_NUM_THREADS) */
+  int par_threads;   /* threads the per-thread arenas below are sized for (0 = none) */
+  int pass_threads;  /* threads of the running pass (1 outside one) */
+  float *twork;      /* [par_threads * twork_per] per-thread convolution workspaces */
+  size_t twork_per;
+  float *tgrad;      /* [(par_threads - 1) * tgrad_per] per-thread weight and bias gradients */
+  size_t tgrad_per;
 } sd_nn_model;
 
 /* Creates an empty model holding only the input layer (id 0). Free with sd_nn_model_destroy. */
@@ -309,6 +320,16 @@ void sd_nn_model_set_reduce(sd_nn_model *m, sd_nn_reduce_fn fn, void *ctx);
 void sd_nn_model_set_grad_ready(sd_nn_model *m, sd_nn_grad_ready_fn fn, void *ctx);
 /* Sets the hook called around every layer's forward and backward (NULL = none). */
 void sd_nn_model_set_layer_hook(sd_nn_model *m, sd_nn_layer_hook_fn fn, void *ctx);
+/* Threads for the passes of this model: 0 (the default) follows OpenBLAS's thread count
+ * (OPENBLAS_NUM_THREADS, else the cores), 1 runs single-threaded. With T > 1 the convolutions
+ * are split by images (each thread one part of the batch, single-threaded GEMMs), batch norm
+ * by channels, the other layers by ranges; results equal the 1-thread ones except for the
+ * summation order of the weight gradients (the same T gives the same bits). The per-thread
+ * arenas are sized here (and at compile); a pass that finds another count (OpenBLAS's changed)
+ * sizes them then. */
+sd_status sd_nn_model_set_threads(sd_nn_model *m, int threads);
+/* The thread count the next pass will use. */
+int sd_nn_model_threads(const sd_nn_model *m);
 
 /* Runs the network on x [n, c, h, w] (n <= compiled batch; x NULL = the caller already wrote
  * layers[0].out.data). TRAIN uses batch statistics (and updates running statistics) and

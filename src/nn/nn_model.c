@@ -1,10 +1,13 @@
 /* nn_model.c - the model graph: builders, compile (shapes and arenas), initialisation, forward
  * and backward dispatch, parameter enumeration. */
+#include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "nn_par.h"
 #include "stemdefect/nn.h"
 #include "stemdefect/nn_kernels.h"
 
@@ -80,6 +83,8 @@ void sd_nn_model_destroy(sd_nn_model **model) {
   free(m->acts);
   free(m->work);
   free(m->dwork);
+  free(m->twork);
+  free(m->tgrad);
   free(m);
   *model = NULL;
 }
@@ -656,6 +661,8 @@ static void bind_pointers(sd_nn_model *m) {
   }
 }
 
+static sd_status ensure_threads(sd_nn_model *m, int T);
+
 sd_status sd_nn_model_compile(sd_nn_model *m, int batch, int c, int h, int w) {
   if (!m)
     return SD_ERROR(SD_ERR_ARG, "sd_nn_model_compile: model is NULL");
@@ -696,6 +703,7 @@ sd_status sd_nn_model_compile(sd_nn_model *m, int batch, int c, int h, int w) {
     return SD_ERR_NOMEM;
   }
   bind_pointers(m);
+  SD_CHECK(ensure_threads(m, sd_nn_model_threads(m)));
   m->compiled = 1;
   mark_path(m);
   SD_CHECK(sd_nn_model_init_params(m, 0));
@@ -759,6 +767,221 @@ sd_status sd_nn_model_init_params(sd_nn_model *m, uint64_t seed) {
 
 /* ---- forward and backward ------------------------------------------------------------------- */
 
+/* ---- the thread split (nn_par.h) -------------------------------------------------------- */
+
+int sd_nn_par_active = 1;
+
+sd_status sd_nn_model_set_threads(sd_nn_model *m, int threads) {
+  if (!m)
+    return SD_ERROR(SD_ERR_ARG, "set_threads: model is NULL");
+  m->threads = threads > 0 ? threads : 0;
+  return m->compiled ? ensure_threads(m, sd_nn_model_threads(m)) : SD_OK;
+}
+
+int sd_nn_model_threads(const sd_nn_model *m) {
+  int t = m && m->threads > 0 ? m->threads : openblas_get_num_threads();
+  return t > 0 ? t : 1;
+}
+
+/* Sizes the per-thread arenas for T threads: workspaces for a part of ceil(batch / T) images
+ * and (T - 1) copies of the largest convolution's weight and bias gradients. */
+static sd_status ensure_threads(sd_nn_model *m, int T) {
+  if (T <= 1 || m->par_threads == T)
+    return SD_OK;
+  const int part = (m->batch + T - 1) / T;
+  size_t ws = 0, gs = 0;
+  for (int i = 0; i < m->num_layers; i++) {
+    const sd_nn_layer *L = &m->layers[i];
+    if (L->kind != SD_NN_LAYER_CONV2D && L->kind != SD_NN_LAYER_CONV_TRANSPOSE2D)
+      continue;
+    const sd_nn_conv_geom *g = &L->u.conv.g;
+    size_t w = sd_nn_conv2d_workspace(g, part);
+    size_t gw = align_up((size_t)g->oc * g->c * g->kh * g->kw) + align_up((size_t)L->out.c);
+    if (w > ws)
+      ws = w;
+    if (gw > gs)
+      gs = gw;
+  }
+  free(m->twork);
+  free(m->tgrad);
+  m->twork = m->tgrad = NULL;
+  m->par_threads = 0;
+  m->twork_per = align_up(ws);
+  m->tgrad_per = gs;
+  m->twork = aligned_floats((size_t)T * m->twork_per, "nn per-thread workspaces");
+  m->tgrad = aligned_floats((size_t)(T - 1) * m->tgrad_per, "nn per-thread gradients");
+  if (!m->twork || !m->tgrad) {
+    free(m->twork);
+    free(m->tgrad);
+    m->twork = m->tgrad = NULL;
+    return SD_ERROR(SD_ERR_NOMEM, "cannot run the model on %d threads (see above)", T);
+  }
+  m->par_threads = T;
+  return SD_OK;
+}
+
+/* Starts a pass: its thread count, and OpenBLAS on one thread while the engine splits. */
+static sd_status pass_begin(sd_nn_model *m, int *blas_threads) {
+  const int T = sd_nn_model_threads(m);
+  *blas_threads = 0;
+  m->pass_threads = 1;
+  if (T > 1) {
+    SD_CHECK(ensure_threads(m, T));
+    *blas_threads = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+    m->pass_threads = T;
+  }
+  sd_nn_par_active = m->pass_threads;
+  return SD_OK;
+}
+
+static void pass_end(sd_nn_model *m, int blas_threads) {
+  if (blas_threads > 0)
+    openblas_set_num_threads(blas_threads);
+  m->pass_threads = 1;
+  sd_nn_par_active = 1;
+}
+
+/* Runs BODY with [lo, hi) the calling thread's part of [0, N) (boundaries on multiples of
+ * ALIGN) on T_ threads, or with [0, N) when T_ <= 1. */
+#define PAR_RANGE(T_, N_, ALIGN_, ...)                                                          \
+  do {                                                                                           \
+    const int par_t_ = (T_);                                                                     \
+    const size_t par_n_ = (N_);                                                                  \
+    if (par_t_ <= 1) {                                                                           \
+      const size_t lo = 0, hi = par_n_;                                                          \
+      __VA_ARGS__;                                                                                      \
+    } else {                                                                                     \
+      _Pragma("omp parallel num_threads(par_t_)") {                                              \
+        size_t lo, hi;                                                                           \
+        sd_nn_par_part(par_n_, omp_get_thread_num(), omp_get_num_threads(), (ALIGN_), &lo, &hi); \
+        if (hi > lo) {                                                                           \
+          __VA_ARGS__;                                                                                  \
+        }                                                                                        \
+      }                                                                                          \
+    }                                                                                            \
+  } while (0)
+
+/* Threads for a layer touching `floats` floats of n images (at most one image each). */
+static int layer_threads(const sd_nn_model *m, int n, size_t floats) {
+  int T = floats >= SD_NN_PAR_MIN_FLOATS ? m->pass_threads : 1;
+  return T < n ? T : n;
+}
+
+/* Floats of one image of a convolution's input and output (x and y of the forward). */
+static void conv_sizes(const sd_nn_layer *L, size_t *xs, size_t *ys) {
+  const sd_nn_conv_geom *g = &L->u.conv.g;
+  const size_t in = (size_t)g->c * g->h * g->w, out = (size_t)g->oc * g->oh * g->ow;
+  const int tr = L->kind == SD_NN_LAYER_CONV_TRANSPOSE2D;
+  *xs = tr ? out : in;
+  *ys = tr ? in : out;
+}
+
+static void conv_forward(sd_nn_model *m, const sd_nn_layer *L, int n, const float *x, float *y) {
+  const sd_nn_conv_geom *g = &L->u.conv.g;
+  size_t xs, ys;
+  conv_sizes(L, &xs, &ys);
+  const int tr = L->kind == SD_NN_LAYER_CONV_TRANSPOSE2D;
+  const int T = layer_threads(m, n, (size_t)n * (xs + ys));
+  if (T <= 1) {
+    if (tr)
+      sd_nn_conv_transpose2d_forward(g, n, x, L->u.conv.w, L->u.conv.b, y, m->work);
+    else
+      sd_nn_conv2d_forward(g, n, x, L->u.conv.w, L->u.conv.b, y, m->work);
+    return;
+  }
+#pragma omp parallel num_threads(T)
+  {
+    const int t = omp_get_thread_num();
+    size_t lo, hi;
+    sd_nn_par_part((size_t)n, t, omp_get_num_threads(), 1, &lo, &hi);
+    float *work = m->twork + (size_t)t * m->twork_per;
+    const int cnt = (int)(hi - lo);
+    if (cnt > 0) {
+      if (tr)
+        sd_nn_conv_transpose2d_forward(g, cnt, x + lo * xs, L->u.conv.w, L->u.conv.b, y + lo * ys,
+                                       work);
+      else
+        sd_nn_conv2d_forward(g, cnt, x + lo * xs, L->u.conv.w, L->u.conv.b, y + lo * ys, work);
+    }
+  }
+}
+
+/* One image range of a convolution's backward. */
+static void conv_backward_part(const sd_nn_layer *L, int cnt, const float *x, const float *dy,
+                               float *dx, float *dw, float *db, float *work, int set) {
+  const sd_nn_conv_geom *g = &L->u.conv.g;
+  if (L->kind == SD_NN_LAYER_CONV_TRANSPOSE2D)
+    sd_nn_conv_transpose2d_backward(g, cnt, x, L->u.conv.w, dy, dx, dw, db, work);
+  else if (set)
+    sd_nn_conv2d_backward_set(g, cnt, x, L->u.conv.w, dy, dx, dw, db, work);
+  else
+    sd_nn_conv2d_backward(g, cnt, x, L->u.conv.w, dy, dx, dw, db, work);
+}
+
+/* The backward split by images: thread 0 adds into the layer's gradients, thread t > 0 into its
+ * own zeroed copy, and the copies are added after the layer in thread order. */
+static void conv_backward(sd_nn_model *m, const sd_nn_layer *L, int n, const float *x,
+                          const float *dy, float *dx, int set) {
+  size_t xs, ys;
+  conv_sizes(L, &xs, &ys);
+  float *dw = L->u.conv.dw, *db = L->u.conv.db;
+  const int T = layer_threads(m, n, (size_t)n * (xs + ys));
+  if (T <= 1) {
+    conv_backward_part(L, n, x, dy, dx, dw, db, m->work, set);
+    return;
+  }
+  const sd_nn_conv_geom *g = &L->u.conv.g;
+  const size_t wn = (size_t)g->oc * g->c * g->kh * g->kw, bn = (size_t)L->out.c;
+  const size_t boff = align_up(wn);
+#pragma omp parallel num_threads(T)
+  {
+    const int t = omp_get_thread_num();
+    size_t lo, hi;
+    sd_nn_par_part((size_t)n, t, omp_get_num_threads(), 1, &lo, &hi);
+    float *tdw = dw, *tdb = db;
+    if (t > 0) {
+      float *p = m->tgrad + (size_t)(t - 1) * m->tgrad_per;
+      tdw = dw ? p : NULL;
+      tdb = db ? p + boff : NULL;
+      if (tdw)
+        memset(tdw, 0, sizeof(float) * wn);
+      if (tdb)
+        memset(tdb, 0, sizeof(float) * bn);
+    }
+    float *work = m->twork + (size_t)t * m->twork_per;
+    if (hi > lo)
+      conv_backward_part(L, (int)(hi - lo), x + lo * xs, dy + lo * ys, dx ? dx + lo * xs : NULL,
+                         tdw, tdb, work, set);
+  }
+  const float *parts = m->tgrad;
+  const size_t stride = m->tgrad_per;
+  PAR_RANGE(wn >= SD_NN_PAR_MIN_FLOATS ? T : 1, wn, 16, {
+    if (dw)
+      for (int t = 1; t < T; t++) {
+        const float *s = parts + (size_t)(t - 1) * stride;
+        for (size_t i = lo; i < hi; i++)
+          dw[i] += s[i];
+      }
+  });
+  if (db)
+    for (int t = 1; t < T; t++) {
+      const float *s = parts + (size_t)(t - 1) * stride + boff;
+      for (size_t i = 0; i < bn; i++)
+        db[i] += s[i];
+    }
+}
+
+/* Threads for an elementwise pass over `floats` floats. */
+static int flat_threads(const sd_nn_model *m, size_t floats) {
+  return floats >= SD_NN_PAR_MIN_FLOATS ? m->pass_threads : 1;
+}
+
+/* da = 0 over len floats, split like the layers. */
+static void par_zero(const sd_nn_model *m, float *da, size_t len) {
+  PAR_RANGE(flat_threads(m, len), len, 16, memset(da + lo, 0, sizeof(float) * (hi - lo)));
+}
+
 static sd_status layer_forward(sd_nn_model *m, sd_nn_layer *L, sd_nn_mode mode) {
   const int n = m->layers[0].out.n;
   const sd_nn_tensor *a = &m->layers[L->in[0]].out;
@@ -767,12 +990,7 @@ static sd_status layer_forward(sd_nn_model *m, sd_nn_layer *L, sd_nn_mode mode) 
   const size_t len = sd_nn_tensor_size(o);
   switch (L->kind) {
   case SD_NN_LAYER_CONV2D:
-    sd_nn_conv2d_forward(&L->u.conv.g, n, a->data, L->u.conv.w, L->u.conv.b, o->data, m->work);
-    break;
-  case SD_NN_LAYER_CONV_TRANSPOSE2D:
-    sd_nn_conv_transpose2d_forward(&L->u.conv.g, n, a->data, L->u.conv.w, L->u.conv.b, o->data,
-                                   m->work);
-    break;
+  case SD_NN_LAYER_CONV_TRANSPOSE2D: conv_forward(m, L, n, a->data, o->data); break;
   case SD_NN_LAYER_DENSE:
     sd_nn_dense_forward(n, L->u.dense.in, L->u.dense.out, a->data, L->u.dense.w, L->u.dense.b,
                         o->data);
@@ -788,18 +1006,24 @@ static sd_status layer_forward(sd_nn_model *m, sd_nn_layer *L, sd_nn_mode mode) 
                                    L->u.bn.running_mean, L->u.bn.running_var, L->u.bn.eps, o->data);
     }
     break;
-  case SD_NN_LAYER_RELU: sd_nn_leaky_relu_forward(len, 0.0f, a->data, o->data); break;
-  case SD_NN_LAYER_LEAKY_RELU:
-    sd_nn_leaky_relu_forward(len, L->u.leaky.slope, a->data, o->data);
+  case SD_NN_LAYER_RELU:
+  case SD_NN_LAYER_LEAKY_RELU: {
+    const float slope = L->kind == SD_NN_LAYER_RELU ? 0.0f : L->u.leaky.slope;
+    PAR_RANGE(flat_threads(m, len), len, 16,
+              sd_nn_leaky_relu_forward(hi - lo, slope, a->data + lo, o->data + lo));
     break;
+  }
   case SD_NN_LAYER_MAXPOOL:
-    sd_nn_maxpool_forward(n * o->c, a->h, a->w, L->u.pool.k, L->u.pool.stride, L->u.pool.pad, o->h,
-                          o->w, a->data, o->data);
+  case SD_NN_LAYER_AVGPOOL: {
+    const size_t ahw = (size_t)a->h * a->w, ohw = (size_t)o->h * o->w;
+    const int mx = L->kind == SD_NN_LAYER_MAXPOOL;
+    PAR_RANGE(flat_threads(m, len + sd_nn_tensor_size(a)), (size_t)n * o->c, 1, {
+      (mx ? sd_nn_maxpool_forward : sd_nn_avgpool_forward)(
+          (int)(hi - lo), a->h, a->w, L->u.pool.k, L->u.pool.stride, L->u.pool.pad, o->h, o->w,
+          a->data + lo * ahw, o->data + lo * ohw);
+    });
     break;
-  case SD_NN_LAYER_AVGPOOL:
-    sd_nn_avgpool_forward(n * o->c, a->h, a->w, L->u.pool.k, L->u.pool.stride, L->u.pool.pad, o->h,
-                          o->w, a->data, o->data);
-    break;
+  }
   case SD_NN_LAYER_GLOBAL_AVGPOOL:
     sd_nn_global_avgpool_forward(n * o->c, a->h * a->w, a->data, o->data);
     break;
@@ -820,22 +1044,33 @@ static sd_status layer_forward(sd_nn_model *m, sd_nn_layer *L, sd_nn_mode mode) 
       } else
         for (size_t i = 0; i < len; i++)
           mask[i] = sd_rng_uniform(&m->dropout_rng) < keep ? scale : 0.0f;
-      sd_nn_mul_forward(len, a->data, mask, o->data);
+      PAR_RANGE(flat_threads(m, len), len, 16,
+                sd_nn_mul_forward(hi - lo, a->data + lo, mask + lo, o->data + lo));
     } else {
       fill(L->u.dropout.mask, len, 1.0f);
       memcpy(o->data, a->data, sizeof(float) * len);
     }
     break;
-  case SD_NN_LAYER_CONCAT:
-    sd_nn_concat_forward(n, a->c, b->c, o->h * o->w, a->data, b->data, o->data);
+  case SD_NN_LAYER_CONCAT: {
+    const size_t hw = (size_t)o->h * o->w;
+    PAR_RANGE(layer_threads(m, n, 2 * len), (size_t)n, 1,
+              sd_nn_concat_forward((int)(hi - lo), a->c, b->c, (int)hw, a->data + lo * a->c * hw,
+                                   b->data + lo * b->c * hw, o->data + lo * o->c * hw));
     break;
+  }
   case SD_NN_LAYER_ADD:
-    for (size_t i = 0; i < len; i++)
-      o->data[i] = a->data[i] + b->data[i];
+    PAR_RANGE(flat_threads(m, len), len, 16, {
+      for (size_t i = lo; i < hi; i++)
+        o->data[i] = a->data[i] + b->data[i];
+    });
     break;
-  case SD_NN_LAYER_UPSAMPLE:
-    sd_nn_upsample_forward(n * o->c, a->h, a->w, L->u.up.factor, L->u.up.mode, a->data, o->data);
+  case SD_NN_LAYER_UPSAMPLE: {
+    const size_t ahw = (size_t)a->h * a->w, ohw = (size_t)o->h * o->w;
+    PAR_RANGE(flat_threads(m, len), (size_t)n * o->c, 1,
+              sd_nn_upsample_forward((int)(hi - lo), a->h, a->w, L->u.up.factor, L->u.up.mode,
+                                     a->data + lo * ahw, o->data + lo * ohw));
     break;
+  }
   default:
     return SD_ERROR(SD_ERR_INTERNAL, "layer %s: no forward for kind %d", L->name, (int)L->kind);
   }
@@ -877,25 +1112,15 @@ static sd_status layer_backward(sd_nn_model *m, sd_nn_layer *L) {
   case SD_NN_LAYER_ADD: break;
   default:
     if (set_a)
-      memset(da, 0, sizeof(float) * sd_nn_tensor_size(a));
+      par_zero(m, da, sd_nn_tensor_size(a));
     set_a = 0;
     break;
   }
   if (b && b->grad && grad_first(m, id, 1))
-    memset(b->grad, 0, sizeof(float) * sd_nn_tensor_size(b));
+    par_zero(m, b->grad, sd_nn_tensor_size(b));
   switch (L->kind) {
   case SD_NN_LAYER_CONV2D:
-    if (set_a)
-      sd_nn_conv2d_backward_set(&L->u.conv.g, n, a->data, L->u.conv.w, dy, da, L->u.conv.dw,
-                                L->u.conv.db, m->work);
-    else
-      sd_nn_conv2d_backward(&L->u.conv.g, n, a->data, L->u.conv.w, dy, da, L->u.conv.dw,
-                            L->u.conv.db, m->work);
-    break;
-  case SD_NN_LAYER_CONV_TRANSPOSE2D:
-    sd_nn_conv_transpose2d_backward(&L->u.conv.g, n, a->data, L->u.conv.w, dy, da, L->u.conv.dw,
-                                    L->u.conv.db, m->work);
-    break;
+  case SD_NN_LAYER_CONV_TRANSPOSE2D: conv_backward(m, L, n, a->data, dy, da, set_a); break;
   case SD_NN_LAYER_DENSE:
     sd_nn_dense_backward(n, L->u.dense.in, L->u.dense.out, a->data, L->u.dense.w, dy, da,
                          L->u.dense.dw, L->u.dense.db);
@@ -916,47 +1141,70 @@ static sd_status layer_backward(sd_nn_model *m, sd_nn_layer *L) {
   case SD_NN_LAYER_RELU:
   case SD_NN_LAYER_LEAKY_RELU: {
     const float slope = L->kind == SD_NN_LAYER_RELU ? 0.0f : L->u.leaky.slope;
-    if (set_a)
-      sd_nn_leaky_relu_backward_set(len, slope, a->data, dy, da);
-    else if (da)
-      sd_nn_leaky_relu_backward(len, slope, a->data, dy, da);
+    if (da)
+      PAR_RANGE(flat_threads(m, len), len, 16, {
+        if (set_a)
+          sd_nn_leaky_relu_backward_set(hi - lo, slope, a->data + lo, dy + lo, da + lo);
+        else
+          sd_nn_leaky_relu_backward(hi - lo, slope, a->data + lo, dy + lo, da + lo);
+      });
     break;
   }
   case SD_NN_LAYER_MAXPOOL:
-    if (da)
-      sd_nn_maxpool_backward(n * o->c, a->h, a->w, L->u.pool.k, L->u.pool.stride, L->u.pool.pad,
-                             o->h, o->w, a->data, dy, da);
+  case SD_NN_LAYER_AVGPOOL: {
+    if (!da)
+      break;
+    const size_t ahw = (size_t)a->h * a->w, ohw = (size_t)o->h * o->w;
+    const int mx = L->kind == SD_NN_LAYER_MAXPOOL;
+    PAR_RANGE(flat_threads(m, len + sd_nn_tensor_size(a)), (size_t)n * o->c, 1, {
+      const int np = (int)(hi - lo);
+      if (mx)
+        sd_nn_maxpool_backward(np, a->h, a->w, L->u.pool.k, L->u.pool.stride, L->u.pool.pad, o->h,
+                               o->w, a->data + lo * ahw, dy + lo * ohw, da + lo * ahw);
+      else
+        sd_nn_avgpool_backward(np, a->h, a->w, L->u.pool.k, L->u.pool.stride, L->u.pool.pad, o->h,
+                               o->w, dy + lo * ohw, da + lo * ahw);
+    });
     break;
-  case SD_NN_LAYER_AVGPOOL:
-    if (da)
-      sd_nn_avgpool_backward(n * o->c, a->h, a->w, L->u.pool.k, L->u.pool.stride, L->u.pool.pad,
-                             o->h, o->w, dy, da);
-    break;
+  }
   case SD_NN_LAYER_GLOBAL_AVGPOOL:
     if (da)
       sd_nn_global_avgpool_backward(n * o->c, a->h * a->w, dy, da);
     break;
   case SD_NN_LAYER_DROPOUT:
     if (da)
-      sd_nn_mul_backward(len, L->u.dropout.mask, dy, da);
+      PAR_RANGE(flat_threads(m, len), len, 16,
+                sd_nn_mul_backward(hi - lo, L->u.dropout.mask + lo, dy + lo, da + lo));
     break;
-  case SD_NN_LAYER_CONCAT:
-    sd_nn_concat_backward(n, a->c, b->c, o->h * o->w, dy, da, b->grad);
+  case SD_NN_LAYER_CONCAT: {
+    const size_t hw = (size_t)o->h * o->w;
+    PAR_RANGE(layer_threads(m, n, 2 * len), (size_t)n, 1,
+              sd_nn_concat_backward((int)(hi - lo), a->c, b->c, (int)hw, dy + lo * o->c * hw,
+                                    da ? da + lo * a->c * hw : NULL,
+                                    b->grad ? b->grad + lo * b->c * hw : NULL));
     break;
+  }
   case SD_NN_LAYER_ADD:
-    if (set_a)
-      memcpy(da, dy, sizeof(float) * len);
-    else if (da)
-      for (size_t i = 0; i < len; i++)
-        da[i] += dy[i];
-    if (b->grad)
-      for (size_t i = 0; i < len; i++)
-        b->grad[i] += dy[i];
+    PAR_RANGE(flat_threads(m, len), len, 16, {
+      if (set_a)
+        memcpy(da + lo, dy + lo, sizeof(float) * (hi - lo));
+      else if (da)
+        for (size_t i = lo; i < hi; i++)
+          da[i] += dy[i];
+      if (b->grad)
+        for (size_t i = lo; i < hi; i++)
+          b->grad[i] += dy[i];
+    });
     break;
-  case SD_NN_LAYER_UPSAMPLE:
-    if (da)
-      sd_nn_upsample_backward(n * o->c, a->h, a->w, L->u.up.factor, L->u.up.mode, dy, da);
+  case SD_NN_LAYER_UPSAMPLE: {
+    if (!da)
+      break;
+    const size_t ahw = (size_t)a->h * a->w, ohw = (size_t)o->h * o->w;
+    PAR_RANGE(flat_threads(m, len), (size_t)n * o->c, 1,
+              sd_nn_upsample_backward((int)(hi - lo), a->h, a->w, L->u.up.factor, L->u.up.mode,
+                                      dy + lo * ohw, da + lo * ahw));
     break;
+  }
   default:
     return SD_ERROR(SD_ERR_INTERNAL, "layer %s: no backward for kind %d", L->name, (int)L->kind);
   }
@@ -987,16 +1235,21 @@ sd_status sd_nn_model_forward_from(sd_nn_model *m, int first, sd_nn_mode mode) {
     return SD_ERROR(SD_ERR_ARG, "forward from layer %d: needs 1..%d and, above 1, a forward first",
                     first, m->output);
   m->mode = mode;
-  for (int i = first; i <= m->output; i++) {
+  int blas = 0;
+  SD_CHECK(pass_begin(m, &blas));
+  sd_status st = SD_OK;
+  for (int i = first; i <= m->output && st == SD_OK; i++) {
     sd_nn_layer *L = &m->layers[i];
     if (!L->on_path)
       continue;
     if (m->layer_hook)
       m->layer_hook(m->layer_hook_ctx, m, i, SD_NN_PASS_FORWARD, 0);
-    SD_CHECK(layer_forward(m, L, mode));
-    if (m->layer_hook)
+    st = layer_forward(m, L, mode);
+    if (st == SD_OK && m->layer_hook)
       m->layer_hook(m->layer_hook_ctx, m, i, SD_NN_PASS_FORWARD, 1);
   }
+  pass_end(m, blas);
+  SD_CHECK(st);
   m->forward_done = 1;
   return SD_OK;
 }
@@ -1008,18 +1261,25 @@ sd_status sd_nn_model_backward(sd_nn_model *m) {
     return SD_ERROR(SD_ERR_ARG, "backward: no forward pass to differentiate");
   /* no zeroing of activation gradients: each one's first contribution overwrites it (see
    * grad_first) */
-  for (int i = m->output; i > 0; i--) {
+  int blas = 0;
+  SD_CHECK(pass_begin(m, &blas));
+  sd_status st = SD_OK;
+  for (int i = m->output; i > 0 && st == SD_OK; i--) {
     sd_nn_layer *L = &m->layers[i];
     if (!L->on_path)
       continue;
     if (m->layer_hook)
       m->layer_hook(m->layer_hook_ctx, m, i, SD_NN_PASS_BACKWARD, 0);
-    SD_CHECK(layer_backward(m, L));
+    st = layer_backward(m, L);
+    if (st != SD_OK)
+      break;
     if (m->layer_hook)
       m->layer_hook(m->layer_hook_ctx, m, i, SD_NN_PASS_BACKWARD, 1);
     if (m->grad_ready && L->param_count > 0)
-      SD_CHECK(m->grad_ready(m->grad_ready_ctx, m->param_info[L->param_first].offset));
+      st = m->grad_ready(m->grad_ready_ctx, m->param_info[L->param_first].offset);
   }
+  pass_end(m, blas);
+  SD_CHECK(st);
   return SD_OK;
 }
 

@@ -8,8 +8,10 @@
 
 #include <float.h>
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
+#include "nn_par.h"
 #include "nn_simd.h"
 #include "stemdefect/nn_kernels.h"
 
@@ -37,13 +39,32 @@ static void sum2(size_t len, const float *a, const float *b, double *sa, double 
   *sab += rt;
 }
 
-SD_NN_CLONES sd_status sd_nn_batchnorm_forward_train(int n, int c, int hw, const float *x,
-                                                     const float *gamma, const float *beta,
-                                                     float momentum, float eps, float *running_mean,
-                                                     float *running_var, float *mean, float *invstd,
-                                                     double *count, float *y, double *stats,
-                                                     sd_nn_reduce_fn reduce, void *reduce_ctx) {
-  for (int ch = 0; ch < c; ch++) {
+/* Every batch-norm kernel is a loop over channels, and each channel's sums and outputs depend
+ * on that channel alone: the channels are split over the pass's threads (nn_par.h), with the
+ * same bits at any thread count. The range workers are the SIMD clones; the parallel regions
+ * around them are plain code (an outlined OpenMP body would not be cloned). */
+
+/* Runs BODY with channel range [c0, c1) on each thread (all of [0, c) without threads). */
+#define BN_PARALLEL(c, floats, ...)                                                             \
+  do {                                                                                           \
+    const int bn_t_ = sd_nn_par_threads_for(floats);                                             \
+    if (bn_t_ <= 1) {                                                                            \
+      const int c0 = 0, c1 = (c);                                                                \
+      __VA_ARGS__;                                                                                      \
+    } else {                                                                                     \
+      _Pragma("omp parallel num_threads(bn_t_)") {                                               \
+        size_t lo_, hi_;                                                                         \
+        sd_nn_par_part((size_t)(c), omp_get_thread_num(), omp_get_num_threads(), 1, &lo_, &hi_); \
+        const int c0 = (int)lo_, c1 = (int)hi_;                                                  \
+        __VA_ARGS__;                                                                                    \
+      }                                                                                          \
+    }                                                                                            \
+  } while (0)
+
+/* stats [ch], [c + ch] = sums of x and x^2 over (n, hw), channels [c0, c1). */
+SD_NN_CLONES static void bn_stats(int c0, int c1, int n, int c, int hw, const float *x,
+                                  double *stats) {
+  for (int ch = c0; ch < c1; ch++) {
     double s = 0.0, ss = 0.0;
     for (int i = 0; i < n; i++) {
       const float *p = x + ((size_t)i * c + ch) * hw;
@@ -52,14 +73,15 @@ SD_NN_CLONES sd_status sd_nn_batchnorm_forward_train(int n, int c, int hw, const
     stats[ch] = s;
     stats[c + ch] = ss;
   }
-  stats[2 * c] = (double)n * hw;
-  if (reduce)
-    SD_CHECK(reduce(reduce_ctx, stats, 2 * c + 1));
-  const double m = stats[2 * c];
-  if (!(m > 0.0))
-    return SD_ERROR(SD_ERR_ARG, "batch norm: no elements in the batch");
-  *count = m;
-  for (int ch = 0; ch < c; ch++) {
+}
+
+/* Mean, inverse std, running statistics and y of channels [c0, c1) from the reduced sums. */
+SD_NN_CLONES static void bn_normalize(int c0, int c1, int n, int c, int hw, const float *x,
+                                      const float *gamma, const float *beta, float momentum,
+                                      float eps, const double *stats, double m,
+                                      float *running_mean, float *running_var, float *mean,
+                                      float *invstd, float *y) {
+  for (int ch = c0; ch < c1; ch++) {
     double mu = stats[ch] / m;
     double var = stats[c + ch] / m - mu * mu;
     if (var < 0.0)
@@ -79,14 +101,33 @@ SD_NN_CLONES sd_status sd_nn_batchnorm_forward_train(int n, int c, int hw, const
         q[k] = p[k] * scale + shift;
     }
   }
+}
+
+sd_status sd_nn_batchnorm_forward_train(int n, int c, int hw, const float *x, const float *gamma,
+                                        const float *beta, float momentum, float eps,
+                                        float *running_mean, float *running_var, float *mean,
+                                        float *invstd, double *count, float *y, double *stats,
+                                        sd_nn_reduce_fn reduce, void *reduce_ctx) {
+  const size_t floats = (size_t)n * c * hw;
+  BN_PARALLEL(c, floats, bn_stats(c0, c1, n, c, hw, x, stats));
+  stats[2 * c] = (double)n * hw;
+  if (reduce)
+    SD_CHECK(reduce(reduce_ctx, stats, 2 * c + 1));
+  const double m = stats[2 * c];
+  if (!(m > 0.0))
+    return SD_ERROR(SD_ERR_ARG, "batch norm: no elements in the batch");
+  *count = m;
+  BN_PARALLEL(c, floats,
+              bn_normalize(c0, c1, n, c, hw, x, gamma, beta, momentum, eps, stats, m, running_mean,
+                           running_var, mean, invstd, y));
   return SD_OK;
 }
 
-SD_NN_CLONES void sd_nn_batchnorm_forward_eval(int n, int c, int hw, const float *x,
-                                               const float *gamma, const float *beta,
-                                               const float *running_mean, const float *running_var,
-                                               float eps, float *y) {
-  for (int ch = 0; ch < c; ch++) {
+SD_NN_CLONES static void bn_eval_range(int c0, int c1, int n, int c, int hw, const float *x,
+                                       const float *gamma, const float *beta,
+                                       const float *running_mean, const float *running_var,
+                                       float eps, float *y) {
+  for (int ch = c0; ch < c1; ch++) {
     double is = 1.0 / sqrt((double)running_var[ch] + eps);
     float scale = (float)(gamma[ch] * is);
     float shift = (float)(beta[ch] - running_mean[ch] * gamma[ch] * is);
@@ -100,14 +141,19 @@ SD_NN_CLONES void sd_nn_batchnorm_forward_eval(int n, int c, int hw, const float
   }
 }
 
-/* The training backward; overwrite stores dx instead of adding into it. */
-SD_NN_CLONES static sd_status bn_backward_train(int n, int c, int hw, const float *x,
-                                                const float *dy, const float *gamma,
-                                                const float *mean, const float *invstd,
-                                                double count, float *dx, float *dgamma,
-                                                float *dbeta, double *stats, sd_nn_reduce_fn reduce,
-                                                void *reduce_ctx, int overwrite) {
-  for (int ch = 0; ch < c; ch++) {
+void sd_nn_batchnorm_forward_eval(int n, int c, int hw, const float *x, const float *gamma,
+                                  const float *beta, const float *running_mean,
+                                  const float *running_var, float eps, float *y) {
+  BN_PARALLEL(c, (size_t)n * c * hw,
+              bn_eval_range(c0, c1, n, c, hw, x, gamma, beta, running_mean, running_var, eps, y));
+}
+
+/* Training backward, first half: sums of dy and dy xhat of channels [c0, c1) into stats and
+ * into dgamma, dbeta. */
+SD_NN_CLONES static void bn_backward_sums(int c0, int c1, int n, int c, int hw, const float *x,
+                                          const float *dy, const float *mean, const float *invstd,
+                                          float *dgamma, float *dbeta, double *stats) {
+  for (int ch = c0; ch < c1; ch++) {
     double sdy = 0.0, sdyx = 0.0;
     for (int i = 0; i < n; i++) {
       size_t off = ((size_t)i * c + ch) * hw;
@@ -122,29 +168,49 @@ SD_NN_CLONES static sd_status bn_backward_train(int n, int c, int hw, const floa
     stats[ch] = sdy;
     stats[c + ch] = sdxhat;
   }
-  if (!dx)
-    return SD_OK; /* no input gradient: the reduction is skipped on every rank alike */
-  if (reduce)
-    SD_CHECK(reduce(reduce_ctx, stats, 2 * c));
-  for (int ch = 0; ch < c; ch++) {
-    /* dx = k (dy - a - xhat b) with k = gamma invstd, a = mean(dy), b = mean(dy xhat) */
+}
+
+/* Second half: dx = k (dy - a - xhat b) with k = gamma invstd, a = mean(dy), b = mean(dy xhat);
+ * overwrite stores dx instead of adding into it. */
+SD_NN_CLONES static void bn_backward_dx(int c0, int c1, int n, int c, int hw, const float *x,
+                                        const float *dy, const float *gamma, const float *mean,
+                                        const float *invstd, double count, const double *stats,
+                                        float *dx, int overwrite) {
+  for (int ch = c0; ch < c1; ch++) {
     double k = (double)gamma[ch] * invstd[ch];
     double a = stats[ch] / count, b = stats[c + ch] / count;
     float cdy = (float)k;
     float cx = (float)(-k * b * invstd[ch]);
-    float c0 = (float)(k * b * invstd[ch] * mean[ch] - k * a);
+    float cc = (float)(k * b * invstd[ch] * mean[ch] - k * a);
     for (int i = 0; i < n; i++) {
       size_t off = ((size_t)i * c + ch) * hw;
       const float *p = x + off, *g = dy + off;
       float *q = dx + off;
       if (overwrite)
         for (int j = 0; j < hw; j++)
-          q[j] = cdy * g[j] + cx * p[j] + c0;
+          q[j] = cdy * g[j] + cx * p[j] + cc;
       else
         for (int j = 0; j < hw; j++)
-          q[j] += cdy * g[j] + cx * p[j] + c0;
+          q[j] += cdy * g[j] + cx * p[j] + cc;
     }
   }
+}
+
+static sd_status bn_backward_train(int n, int c, int hw, const float *x, const float *dy,
+                                   const float *gamma, const float *mean, const float *invstd,
+                                   double count, float *dx, float *dgamma, float *dbeta,
+                                   double *stats, sd_nn_reduce_fn reduce, void *reduce_ctx,
+                                   int overwrite) {
+  const size_t floats = (size_t)n * c * hw;
+  BN_PARALLEL(c, floats,
+              bn_backward_sums(c0, c1, n, c, hw, x, dy, mean, invstd, dgamma, dbeta, stats));
+  if (!dx)
+    return SD_OK; /* no input gradient: the reduction is skipped on every rank alike */
+  if (reduce)
+    SD_CHECK(reduce(reduce_ctx, stats, 2 * c));
+  BN_PARALLEL(c, floats,
+              bn_backward_dx(c0, c1, n, c, hw, x, dy, gamma, mean, invstd, count, stats, dx,
+                             overwrite));
   return SD_OK;
 }
 
@@ -165,11 +231,11 @@ sd_status sd_nn_batchnorm_backward_train_set(int n, int c, int hw, const float *
                            reduce, reduce_ctx, 1);
 }
 
-void sd_nn_batchnorm_backward_eval(int n, int c, int hw, const float *x, const float *dy,
-                                   const float *gamma, const float *running_mean,
-                                   const float *running_var, float eps, float *dx, float *dgamma,
-                                   float *dbeta) {
-  for (int ch = 0; ch < c; ch++) {
+SD_NN_CLONES static void bn_backward_eval_range(int c0, int c1, int n, int c, int hw,
+                                                const float *x, const float *dy, const float *gamma,
+                                                const float *running_mean, const float *running_var,
+                                                float eps, float *dx, float *dgamma, float *dbeta) {
+  for (int ch = c0; ch < c1; ch++) {
     double is = 1.0 / sqrt((double)running_var[ch] + eps);
     double sdy = 0.0, sdyx = 0.0;
     float k = (float)(gamma[ch] * is);
@@ -188,6 +254,15 @@ void sd_nn_batchnorm_backward_eval(int n, int c, int hw, const float *x, const f
     if (dgamma)
       dgamma[ch] += (float)(is * (sdyx - running_mean[ch] * sdy));
   }
+}
+
+void sd_nn_batchnorm_backward_eval(int n, int c, int hw, const float *x, const float *dy,
+                                   const float *gamma, const float *running_mean,
+                                   const float *running_var, float eps, float *dx, float *dgamma,
+                                   float *dbeta) {
+  BN_PARALLEL(c, (size_t)n * c * hw,
+              bn_backward_eval_range(c0, c1, n, c, hw, x, dy, gamma, running_mean, running_var, eps,
+                                     dx, dgamma, dbeta));
 }
 
 /* ---- elementwise ----------------------------------------------------------------------------- */
