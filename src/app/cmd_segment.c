@@ -42,6 +42,20 @@ typedef struct seg_job {
   int nimg, k;
 } seg_job;
 
+/* Bytes of input and output buffers a rank holds per I/O block of whole frames. */
+#define SD_SEGMENT_IO_BLOCK_BYTES ((size_t)32 << 20)
+
+/* Frames per I/O block: a multiple of the batch (max_images) within SD_SEGMENT_IO_BLOCK_BYTES,
+ * at least one batch. */
+static int io_block_images(int max_images, int H, int W, int C, int with_var) {
+  size_t per = (size_t)H * W * sizeof(float) * (1 + (size_t)C * (with_var ? 2 : 1));
+  size_t n = SD_SEGMENT_IO_BLOCK_BYTES / (per ? per : 1);
+  n = n / (size_t)max_images * (size_t)max_images;
+  if (n < (size_t)max_images)
+    n = (size_t)max_images;
+  return n > (1 << 20) ? (1 << 20) : (int)n;
+}
+
 static int round_up(int v, int a) {
   return (v + a - 1) / a * a;
 }
@@ -336,24 +350,28 @@ static sd_status segment_run(sd_app *app) {
   int64_t first, count;
   sd_shard_range(N, app->rank, app->size, &first, &count);
   nlocal = count;
-  int64_t njobs = tl.max_images > 1 ? (count + tl.max_images - 1) / tl.max_images : count * tl.ny;
+  /* frames that are one tile: a job is a block of whole frames, read and written with one
+   * collective call each and inferred batch by batch, so a run makes few collective rounds
+   * (each one waits for the slowest rank) */
+  const int blk = tl.max_images > 1 ? io_block_images(tl.max_images, H, W, C, mc_samples > 0) : 1;
+  int64_t njobs = tl.max_images > 1 ? (count + blk - 1) / blk : count * tl.ny;
   jobs = sd_malloc((size_t)(njobs ? njobs : 1), sizeof *jobs, "jobs");
   int rmax = tl.max_images > 1 ? H : tl.th; /* input rows per job and frame */
-  rows = sd_malloc((size_t)tl.max_images * rmax * W, sizeof *rows, "input rows");
-  const size_t out_rows = (size_t)tl.max_images * C * (tl.max_images > 1 ? H : tl.th) * W;
+  rows = sd_malloc((size_t)blk * rmax * W, sizeof *rows, "input rows");
+  const size_t out_rows = (size_t)blk * C * (tl.max_images > 1 ? H : tl.th) * W;
   outb = sd_malloc(out_rows, sizeof *outb, "output rows");
   varb = mc_samples > 0 ? sd_malloc(out_rows, sizeof *varb, "variance rows") : NULL;
   int ss = sd_seg_sample_stride(H, W, (int64_t)1 << 20);
   sbuf = sd_malloc((size_t)((H + ss - 1) / ss) * ((W + ss - 1) / ss) +
                        (size_t)H * W * (tl.max_images > 1),
                    sizeof *sbuf, "statistics sample");
-  fmed = sd_malloc((size_t)tl.max_images, sizeof *fmed, "statistics");
-  fsc = sd_malloc((size_t)tl.max_images, sizeof *fsc, "statistics");
+  fmed = sd_malloc((size_t)blk, sizeof *fmed, "statistics");
+  fsc = sd_malloc((size_t)blk, sizeof *fsc, "statistics");
   st = (jobs && rows && outb && (mc_samples == 0 || varb) && sbuf && fmed && fsc) ? SD_OK
                                                                                   : SD_ERR_NOMEM;
   for (int64_t j = 0, i = first; st == SD_OK && i < first + count;) {
     if (tl.max_images > 1) {
-      int n = (int)(first + count - i < tl.max_images ? first + count - i : tl.max_images);
+      int n = (int)(first + count - i < blk ? first + count - i : blk);
       jobs[j++] = (seg_job){i, n, 0};
       i += n;
     } else {
@@ -540,7 +558,16 @@ static sd_status segment_run(sd_app *app) {
         for (size_t q = 0; q < per; q++)
           p[q] = (p[q] - med) * inv;
       }
-      lst = sd_seg_tiler_row(&tl, rows, jb->nimg, jb->img, jb->k, outb, varb);
+      if (tl.max_images > 1) {
+        const size_t in_per = (size_t)H * W, out_per = (size_t)C * H * W;
+        for (int b0 = 0; b0 < jb->nimg && lst == SD_OK; b0 += tl.max_images) {
+          int nb = jb->nimg - b0 < tl.max_images ? jb->nimg - b0 : tl.max_images;
+          lst = sd_seg_tiler_row(&tl, rows + (size_t)b0 * in_per, nb, jb->img + b0, 0,
+                                 outb + (size_t)b0 * out_per, varb ? varb + (size_t)b0 * out_per : NULL);
+        }
+      } else {
+        lst = sd_seg_tiler_row(&tl, rows, jb->nimg, jb->img, jb->k, outb, varb);
+      }
     }
     t_cmp += sd_time_now() - t;
     /* write the final rows [f0, f1) of every channel */
