@@ -1,9 +1,11 @@
 /* cli.c - argument parsing, help, configuration layering and the error/exit policy shared by
  * every command. */
+#include <cblas.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "app.h"
 #include "stemdefect/log.h"
@@ -201,6 +203,26 @@ static char *join_argv(int argc, char **argv) {
   return s;
 }
 
+/* Threads per rank (OpenBLAS and the nn engine): OPENBLAS_NUM_THREADS, GOTO_NUM_THREADS or
+ * OMP_NUM_THREADS when one is set (as the Slurm jobs do); otherwise the node's online cores
+ * shared among the ranks on that node, so `mpirun -n 2` on 2 cores does not run 4 threads. */
+static int default_threads(MPI_Comm comm) {
+  if (getenv("OPENBLAS_NUM_THREADS") || getenv("GOTO_NUM_THREADS") || getenv("OMP_NUM_THREADS"))
+    return openblas_get_num_threads();
+  MPI_Comm node;
+  int local = 1;
+  if (MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) == MPI_SUCCESS) {
+    MPI_Comm_size(node, &local);
+    MPI_Comm_free(&node);
+  }
+  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  int t = cores > 0 ? (int)(cores / (local > 0 ? local : 1)) : 1;
+  if (t < 1)
+    t = 1;
+  openblas_set_num_threads(t);
+  return t;
+}
+
 int sd_app_main(MPI_Comm comm, int argc, char **argv) {
   sd_app app;
   memset(&app, 0, sizeof app);
@@ -209,6 +231,7 @@ int sd_app_main(MPI_Comm comm, int argc, char **argv) {
   MPI_Comm_size(comm, &app.size);
   sd_log_init(app.rank, app.size, SD_LOG_LEVEL_INFO);
   sd_profile_reset();
+  const int threads = default_threads(comm);
 
   if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
     if (app.rank == 0) print_main_help();
@@ -347,8 +370,8 @@ int sd_app_main(MPI_Comm comm, int argc, char **argv) {
     app.prov.command = app.cmd->name;
     app.prov.command_line = app.command_line;
     app.prov.config_yaml = app.config_yaml;
-    sd_log_debug("stemdefect %s (git %s), %d rank(s): %s", SD_VERSION, SD_GIT_COMMIT, app.size,
-                 app.command_line ? app.command_line : "");
+    sd_log_debug("stemdefect %s (git %s), %d rank(s) x %d thread(s): %s", SD_VERSION,
+                 SD_GIT_COMMIT, app.size, threads, app.command_line ? app.command_line : "");
     st = app.cmd->run(&app);
     /* every command returns a status agreed over ranks; agree once more in case one did not */
     st = sd_par_agree(comm, st);
