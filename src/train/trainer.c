@@ -321,12 +321,15 @@ sd_status sd_train_run(MPI_Comm comm, sd_nn_model *m, const sd_train_data *train
   /* buffers allocated once */
   int **perm = sd_calloc((size_t)train->num_local + 1, sizeof *perm, "shard orders");
   float *xb = sd_malloc((size_t)local_batch * npx, sizeof *xb, "batch images");
+  /* dropout masks keyed by (step, shard, position in the shard's part of the batch), so P ranks
+   * x batch B/P draw the masks of 1 rank x batch B */
+  uint64_t *dkeys = sd_malloc((size_t)local_batch, sizeof *dkeys, "dropout keys");
   int32_t *yb = sd_malloc((size_t)local_batch * (opts->task == SD_TRAIN_TASK_SEGMENT ? npx : 1),
                           sizeof *yb, "batch targets");
   float *scratch = sd_malloc(npx, sizeof *scratch, "augment scratch");
   uint8_t *mb = opts->task == SD_TRAIN_TASK_SEGMENT ? sd_malloc(npx, 1, "mask") : NULL;
   uint8_t *mscratch = opts->task == SD_TRAIN_TASK_SEGMENT ? sd_malloc(npx, 1, "mask scratch") : NULL;
-  sd_status st = (perm && xb && yb && scratch &&
+  sd_status st = (perm && xb && dkeys && yb && scratch &&
                   (opts->task != SD_TRAIN_TASK_SEGMENT || (mb && mscratch)))
                      ? SD_OK
                      : SD_ERR_NOMEM;
@@ -382,6 +385,8 @@ sd_status sd_train_run(MPI_Comm comm, sd_nn_model *m, const sd_train_data *train
                     SD_RNG_STREAM_MOSAIC);
         for (int q = 0; q < per_shard; q++, bi++) {
           int64_t li = train->shard_first[j] + perm[j][k * per_shard + q];
+          dkeys[bi] = sd_rng_mix64(((uint64_t)step << 24) ^ ((uint64_t)train->shard_id[j] << 12) ^
+                                   (uint64_t)q);
           float *dst = xb + (size_t)bi * npx;
           memcpy(dst, train->images + (size_t)li * npx, npx * sizeof *dst);
           if (opts->task == SD_TRAIN_TASK_SEGMENT) {
@@ -397,7 +402,7 @@ sd_status sd_train_run(MPI_Comm comm, sd_nn_model *m, const sd_train_data *train
           }
         }
       }
-      sd_nn_model_seed_dropout(m, state->seed, (uint64_t)step * 4096 + (uint64_t)rank);
+      sd_nn_model_set_dropout_keys(m, state->seed, dkeys);
       sd_nn_model_zero_grad(m);
       st = sd_nn_model_forward(m, xb, local_batch, SD_NN_MODE_TRAIN);
       double loss = 0;
@@ -520,6 +525,8 @@ sd_status sd_train_run(MPI_Comm comm, sd_nn_model *m, const sd_train_data *train
   sd_nn_early_stop_free(&es);
   for (int j = 0; perm && j < train->num_local; j++) free(perm[j]);
   free(perm);
+  sd_nn_model_set_dropout_keys(m, 0, NULL);
+  free(dkeys);
   free(xb);
   free(yb);
   free(scratch);
