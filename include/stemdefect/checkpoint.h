@@ -38,6 +38,11 @@ typedef struct sd_ckpt_state {
   int64_t step;           /* optimiser steps taken */
   double best_val_loss;
   int best_epoch;
+  int bad_epochs;         /* early stopping: epochs since the best one */
+  /* early stopping's copy of the best weights: saved as /training/best_params and
+   * /training/best_buffers (whole arenas) when non-NULL, so --resume keeps them; read back
+   * with sd_ckpt_load_best */
+  const float *best_params, *best_buffers;
   int finished;           /* 1: training ended normally (a model, not a mid-run checkpoint) */
   uint64_t seed;
   int num_rng;            /* data-shard RNG states saved */
@@ -51,6 +56,12 @@ typedef struct sd_ckpt_state {
   int8_t *split;          /* [split_n] 0 train, 1 validation, 2 test; owned by the caller on
                              save, allocated by load (free it) */
 } sd_ckpt_state;
+
+/* Collective on comm: reads /training/best_params and /training/best_buffers of path (written
+ * when the state's best_params was set) into params [m->num_params] and buffers
+ * [m->num_buffers]; *found = 0 (and nothing read) when the file has none. */
+sd_status sd_ckpt_load_best(MPI_Comm comm, const char *path, const sd_nn_model *m,
+                            float *params, float *buffers, int *found);
 
 /* Collective on comm: rank 0 writes the model (parameters, buffers, optimiser state) and the
  * state to path atomically; the status is the same on all ranks. */

@@ -216,6 +216,9 @@ static sd_status train_run(sd_app *app) {
     state.epoch = saved.epoch;
     state.step = saved.step;
     state.optim = saved.optim;
+    state.best_val_loss = saved.best_val_loss;
+    state.best_epoch = saved.best_epoch;
+    state.bad_epochs = saved.bad_epochs;
     sd_log_info("train: resuming from %s at epoch %d, step %lld", ckpt, state.epoch, (long long)state.step);
   } else {
     SD_CHECK_GOTO(st, build_fresh(app, in->num_classes, &m), done);

@@ -118,6 +118,17 @@ static sd_status save_rank0(const char *path, const sd_nn_model *m, const sd_ckp
   SD_CHECK_GOTO(s, attr_i64(gt, "step", st->step), done);
   SD_CHECK_GOTO(s, attr_double(gt, "best_val_loss", st->best_val_loss), done);
   SD_CHECK_GOTO(s, attr_i64(gt, "best_epoch", st->best_epoch), done);
+  SD_CHECK_GOTO(s, attr_i64(gt, "bad_epochs", st->bad_epochs), done);
+  if (st->best_params && st->best_buffers) {
+    sd_nn_param bp = {.ndim = 1, .shape = {(int)m->num_params}};
+    sd_nn_param bb = {.ndim = 1, .shape = {(int)(m->num_buffers ? m->num_buffers : 1)}};
+    static const float none = 0.0f;
+    SD_CHECK_GOTO(s, write_tensor(gt, "best_params", &bp, st->best_params, path), done);
+    SD_CHECK_GOTO(s,
+                  write_tensor(gt, "best_buffers", &bb, m->num_buffers ? st->best_buffers : &none,
+                               path),
+                  done);
+  }
   SD_CHECK_GOTO(s, attr_i64(gt, "finished", st->finished), done);
   SD_CHECK_GOTO(s, attr_i64(gt, "seed", (int64_t)st->seed), done);
   {
@@ -224,6 +235,7 @@ static sd_status read_state(hid_t f, const char *path, sd_ckpt_state *st) {
     if (sd_h5_attr_read_int(gt, "step", &v) == SD_OK) st->step = v;
     if (read_attr_double(gt, "best_val_loss", &d) == SD_OK) st->best_val_loss = d;
     if (sd_h5_attr_read_int(gt, "best_epoch", &v) == SD_OK) st->best_epoch = (int)v;
+    if (sd_h5_attr_read_int(gt, "bad_epochs", &v) == SD_OK) st->bad_epochs = (int)v;
     if (sd_h5_attr_read_int(gt, "finished", &v) == SD_OK) st->finished = (int)v;
     if (sd_h5_attr_read_int(gt, "seed", &v) == SD_OK) st->seed = (uint64_t)v;
     sd_error_clear();
@@ -367,6 +379,41 @@ static sd_status load_group(hid_t f, const char *path, const char *group, sd_nn_
   }
   H5Gclose(g);
   return s;
+}
+
+/* Reads the 1-D float dataset name of group g into dst [n]; its size must be n. */
+static sd_status read_arena(hid_t g, const char *path, const char *name, float *dst, size_t n) {
+  hid_t ds = H5Dopen2(g, name, H5P_DEFAULT);
+  hid_t sp = ds < 0 ? -1 : H5Dget_space(ds);
+  hssize_t npts = sp < 0 ? -1 : H5Sget_simple_extent_npoints(sp);
+  sd_status s = SD_OK;
+  if (npts != (hssize_t)(n ? n : 1))
+    s = SD_H5_ERROR(SD_ERR_FORMAT, "%s: /training/%s is missing or of another model (%lld values, "
+                    "expected %zu)", path, name, (long long)npts, n ? n : 1);
+  else if (n && H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, dst) < 0)
+    s = SD_H5_ERROR(SD_ERR_FORMAT, "%s: cannot read /training/%s", path, name);
+  if (sp >= 0) H5Sclose(sp);
+  if (ds >= 0) H5Dclose(ds);
+  return s;
+}
+
+sd_status sd_ckpt_load_best(MPI_Comm comm, const char *path, const sd_nn_model *m, float *params,
+                            float *buffers, int *found) {
+  hid_t f = -1;
+  *found = 0;
+  sd_status s = open_read(path, &f);
+  if (s == SD_OK && H5Lexists(f, "training", H5P_DEFAULT) > 0) {
+    hid_t gt = H5Gopen2(f, "training", H5P_DEFAULT);
+    if (gt >= 0 && H5Lexists(gt, "best_params", H5P_DEFAULT) > 0) {
+      s = read_arena(gt, path, "best_params", params, m->num_params);
+      if (s == SD_OK) s = read_arena(gt, path, "best_buffers", buffers, m->num_buffers);
+      if (s == SD_OK) *found = 1;
+    }
+    if (gt >= 0) H5Gclose(gt);
+  }
+  if (s == SD_OK) sd_error_clear(); /* H5Lexists on an absent link may leave an HDF5 record */
+  if (f >= 0) H5Fclose(f);
+  return sd_par_agree(comm, s);
 }
 
 sd_status sd_ckpt_load_params(MPI_Comm comm, const char *path, sd_nn_model *m, int strict,

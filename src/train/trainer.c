@@ -341,6 +341,20 @@ sd_status sd_train_run(MPI_Comm comm, sd_nn_model *m, const sd_train_data *train
   memset(&es, 0, sizeof es);
   if (st == SD_OK && opts->patience > 0) st = sd_nn_early_stop_init(&es, m, opts->patience, 1e-4);
   st = sd_par_agree(comm, st);
+  /* resuming: early stopping's best epoch, its count and its weights come from the checkpoint */
+  if (st == SD_OK && opts->patience > 0 && state->epoch > 0 && state->best_epoch > 0 &&
+      opts->checkpoint && *opts->checkpoint) {
+    int found = 0;
+    st = sd_ckpt_load_best(comm, opts->checkpoint, m, es.best_params, es.best_buffers, &found);
+    if (st == SD_OK && found) {
+      es.best = state->best_val_loss;
+      es.best_epoch = state->best_epoch;
+      es.bad_epochs = state->bad_epochs;
+    } else if (st == SD_OK) {
+      sd_log_warn("%s holds no best weights (an older checkpoint): early stopping restarts",
+                  opts->checkpoint);
+    }
+  }
 
   MPI_Comm comm_copy = comm;
   sd_nn_model_set_reduce(m, size > 1 ? sd_train_reduce_sum : NULL, &comm_copy);
@@ -499,6 +513,7 @@ sd_status sd_train_run(MPI_Comm comm, sd_nn_model *m, const sd_train_data *train
       stop_early = sd_nn_early_stop_update(&es, m, vloss, epoch + 1);
       state->best_val_loss = es.best;
       state->best_epoch = es.best_epoch;
+      state->bad_epochs = es.bad_epochs;
       if (stop_early)
         sd_log_info("early stopping: no validation improvement for %d epochs (best epoch %d)",
                     opts->patience, es.best_epoch);
@@ -508,7 +523,12 @@ sd_status sd_train_run(MPI_Comm comm, sd_nn_model *m, const sd_train_data *train
                                      state->epoch % opts->checkpoint_every == 0));
     if (want_ckpt) {
       double t = sd_profile_phase_begin();
+      if (opts->patience > 0 && es.best_epoch > 0) {
+        state->best_params = es.best_params;
+        state->best_buffers = es.best_buffers;
+      }
       st = sd_ckpt_save(comm, opts->checkpoint, m, state, opts->prov);
+      state->best_params = state->best_buffers = NULL;
       sd_profile_phase_end(SD_PHASE_IO, t);
       if (st != SD_OK) break;
       sd_log_debug("checkpoint written to %s (epoch %d, step %lld)", opts->checkpoint, state->epoch,

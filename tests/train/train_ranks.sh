@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Data-parallel training: the same data shards (S = 4) at 1, 2 and 4 ranks give the same
 # parameters to float tolerance; replicas agree; a run stopped after K steps and resumed
-# ends bitwise identical to an uninterrupted run; SIGTERM writes a checkpoint and exits 75.
+# ends bitwise identical to an uninterrupted run (also with early stopping); SIGTERM writes a checkpoint and exits 75.
 source "$(dirname "$0")/../e2e/lib.sh"
 expect_ok "$SD" simulate --material cdte --count 96 --size 32 --seed 3 --output "$WORK/d.h5" \
   --classes Bulk=bulk --classes Vac=vacancy --classes Int=interstitial --quiet
@@ -37,6 +37,13 @@ expect_ok $MPIRUN -n 2 "$SD" "${COMMON[@]}" --output "$WORK/r.h5" --set classifi
 expect_ok $MPIRUN -n 2 "$SD" "${COMMON[@]}" --output "$WORK/r.h5" --resume --checkpoint "$WORK/r.ckpt"
 h5diff "$WORK/m2.h5" "$WORK/r.h5" /params /params >/dev/null && ok || fail "resumed run differs from the uninterrupted one (params)"
 h5diff "$WORK/m2.h5" "$WORK/r.h5" /buffers /buffers >/dev/null && ok || fail "resumed run differs (batch-norm buffers)"
+# resume with early stopping: the best epoch (3 here), its count and its weights are in the
+# checkpoint, so a run stopped in epoch 5 and resumed stops and restores as the uninterrupted one
+ES=(--epochs 12 --set classifier.lr=0.05 --set classifier.patience=3)
+expect_ok $MPIRUN -n 2 "$SD" "${COMMON[@]}" "${ES[@]}" --output "$WORK/e.h5"
+expect_ok $MPIRUN -n 2 "$SD" "${COMMON[@]}" "${ES[@]}" --output "$WORK/er.h5" --set classifier.max_steps=18 --checkpoint "$WORK/e.ckpt"
+expect_ok $MPIRUN -n 2 "$SD" "${COMMON[@]}" "${ES[@]}" --output "$WORK/er.h5" --resume --checkpoint "$WORK/e.ckpt"
+h5diff "$WORK/e.h5" "$WORK/er.h5" /params /params >/dev/null && ok || fail "resumed run with early stopping differs from the uninterrupted one"
 # SIGTERM mid-training: checkpoint + exit 75
 $MPIRUN -n 2 "$SD" "${COMMON[@]}" --epochs 100000 --output "$WORK/s.h5" --checkpoint "$WORK/s.ckpt" >"$WORK/sig.log" 2>&1 &
 pid=$!
