@@ -207,6 +207,7 @@ typedef struct sd_nn_model {
   int batch;              /* compiled (maximum) batch size */
   int in_c, in_h, in_w;   /* input sample shape */
   int input_grad;         /* 1: backward also fills layers[0].out.grad */
+  int inference_only;     /* 1: no activation gradients (sd_nn_model_set_inference_only) */
   sd_nn_mode mode;        /* mode of the last forward */
   int forward_done;       /* 1 after a forward (backward needs one) */
 
@@ -292,6 +293,9 @@ sd_status sd_nn_model_set_output(sd_nn_model *m, int id);
 /* Keep the gradient with respect to the model input (off by default; for tests, saliency).
  * Before compile; ignored after. */
 void sd_nn_model_set_input_grad(sd_nn_model *m, int on);
+/* Before compile: on = 1 keeps no activation gradients (half the activation arena; forward
+ * only, backward is refused). For inference (segment, evaluate, predict). */
+void sd_nn_model_set_inference_only(sd_nn_model *m, int on);
 
 /* Resolves shapes for input [batch, c, h, w], allocates every arena once and initialises the
  * parameters with sd_nn_model_init_params(m, 0). Fails on a build error or a shape mismatch

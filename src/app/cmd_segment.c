@@ -331,6 +331,7 @@ static sd_status segment_run(sd_app *app) {
   if (st != SD_OK)
     goto done;
   const int th = H <= tile ? round_up(H, align) : tile, tw = W <= tile ? round_up(W, align) : tile;
+  sd_nn_model_set_inference_only(m, 1);
   SD_CHECK_GOTO(st, sd_nn_model_compile(m, batch, 1, th, tw), done);
   SD_CHECK_GOTO(st, sd_ckpt_load_params(app->comm, model, m, 1, 0, NULL), done);
   if (mc_samples > 0 && sd_nn_model_first_dropout(m) < 0) {

@@ -92,6 +92,7 @@ sd_status sd_segment_evaluate_run(sd_app *app) {
   tile -= tile % align;
   int th = H <= tile ? (H + align - 1) / align * align : tile;
   int tw = W <= tile ? (W + align - 1) / align * align : tile;
+  sd_nn_model_set_inference_only(m, 1);
   SD_CHECK_GOTO(st, sd_nn_model_compile(m, (int)sd_config_int(cfg, "segment.batch"), 1, th, tw),
                 done);
   SD_CHECK_GOTO(st, sd_ckpt_load_params(app->comm, model, m, 1, 0, NULL), done);
