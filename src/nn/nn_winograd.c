@@ -13,7 +13,9 @@
  *   dU_xi += dM_xi V_xi^T over all tiles, then dw += G^T dU G.
  * Tiles are processed in chunks of whole tile rows (over the flattened (image, tile row) index)
  * of about SD_NN_WINO_TILES tiles, so V, M and dV stay a few MB whatever the batch.
- * Layouts in the workspace: U, dU [16][oc][c]; V, dV [16][c][Tc]; M, dM [16][oc][Tc].
+ * Layouts in the workspace: U, dU [16][oc][c]; V, dV [16][c][Tc]; M, dM [16][oc][Tc] (the 16
+ * matrices pad_stride() apart). nn_winograd4.c is the F(4x4, 3x3) variant, which
+ * sd_nn_conv2d_forward/backward prefer for outputs of at least 8x8 (nn_conv.c).
  * Every transform coefficient is 0, +-1 or +-1/2, so the rounding error stays at the level of
  * the im2col path (tests/nn/test_nn_winograd.c compares both against a double-precision loop).
  */
@@ -37,12 +39,21 @@ int sd_nn_conv2d_winograd_applies(const sd_nn_conv_geom *g) {
 
 /* Tile grid and chunking. */
 typedef struct wino_plan {
-  int th, tw;     /* tiles per image: ceil(oh/2) x ceil(ow/2) */
-  int rows;       /* tile rows per chunk */
-  size_t tc;      /* tiles per full chunk: rows * tw */
-  int len;        /* row buffer length 2 tw + 2 */
-  size_t u, v, m; /* floats of U (and of dU), of V (and of dV), of M (and of dM) */
+  int th, tw;        /* tiles per image: ceil(oh/2) x ceil(ow/2) */
+  int rows;          /* tile rows per chunk */
+  size_t tc;         /* tiles per full chunk: rows * tw */
+  int len;           /* row buffer length 2 tw + 2 */
+  size_t su, sv, sm; /* floats from one of the 16 matrices of U (dU), V (dV), M (dM) to the next */
+  size_t u, v, m;    /* floats of U (and of dU), of V (and of dV), of M (and of dM) */
 } wino_plan;
+
+/* The distance between consecutive matrices of U, V, M: 16 floats past a multiple of 4 KB, so
+ * that the 16 streams a transform reads or writes at the same offset fall into different cache
+ * sets (at a multiple of 4 KB, which 16 c tc floats usually are, they all share one set of the
+ * 8- or 12-way L1 and loads alias stores 4 KB apart). */
+static size_t pad_stride(size_t floats) {
+  return (floats + 1023) / 1024 * 1024 + 16;
+}
 
 static wino_plan make_plan(const sd_nn_conv_geom *g, int n) {
   wino_plan p;
@@ -59,9 +70,12 @@ static wino_plan make_plan(const sd_nn_conv_geom *g, int n) {
   p.rows = (int)r;
   p.tc = (size_t)p.rows * (size_t)p.tw;
   p.len = 2 * p.tw + 2;
-  p.u = (size_t)16 * g->oc * g->c;
-  p.v = (size_t)16 * g->c * p.tc;
-  p.m = (size_t)16 * g->oc * p.tc;
+  p.su = pad_stride((size_t)g->oc * g->c);
+  p.sv = pad_stride((size_t)g->c * p.tc);
+  p.sm = pad_stride((size_t)g->oc * p.tc);
+  p.u = 16 * p.su;
+  p.v = 16 * p.sv;
+  p.m = 16 * p.sm;
   return p;
 }
 
@@ -74,8 +88,8 @@ size_t sd_nn_conv2d_winograd_workspace(const sd_nn_conv_geom *g, int n) {
 }
 
 /* U [16][oc][c] = G g G^T for every (o, c); w [oc, c, 3, 3]. */
-static void transform_weights(const sd_nn_conv_geom *g, const float *w, float *U) {
-  const size_t oc = (size_t)g->oc, c = (size_t)g->c, step = oc * c;
+static void transform_weights(const sd_nn_conv_geom *g, size_t step, const float *w, float *U) {
+  const size_t oc = (size_t)g->oc, c = (size_t)g->c;
   for (size_t o = 0; o < oc; o++)
     for (size_t ci = 0; ci < c; ci++) {
       const float *k = w + (o * c + ci) * 9;
@@ -97,8 +111,9 @@ static void transform_weights(const sd_nn_conv_geom *g, const float *w, float *U
 }
 
 /* dw [oc, c, 3, 3] += G^T dU G. */
-static void transform_weight_grad(const sd_nn_conv_geom *g, const float *dU, float *dw) {
-  const size_t oc = (size_t)g->oc, c = (size_t)g->c, step = oc * c;
+static void transform_weight_grad(const sd_nn_conv_geom *g, size_t step, const float *dU,
+                                  float *dw) {
+  const size_t oc = (size_t)g->oc, c = (size_t)g->c;
   for (size_t o = 0; o < oc; o++)
     for (size_t ci = 0; ci < c; ci++) {
       const float *d = dU + o * c + ci;
@@ -223,7 +238,7 @@ static void at_interleave(int tw, float bias, const float *restrict a0, const fl
 SD_NN_CLONES static void transform_input(const sd_nn_conv_geom *g, const wino_plan *p,
                                          const float *x, long q0, int nq, float *V, float *rbuf) {
   const size_t c = (size_t)g->c, hw = (size_t)g->h * g->w, tc = p->tc;
-  const size_t step = c * tc;
+  const size_t step = p->sv;
   const int tw = p->tw, len = p->len, h = g->h, w = g->w, pw = g->pw;
   float *t0 = rbuf, *t1 = t0 + len, *t2 = t1 + len, *t3 = t2 + len;
   float *zero = t3 + len; /* [w] zeros */
@@ -262,7 +277,7 @@ SD_NN_CLONES static void transform_output(const sd_nn_conv_geom *g, const wino_p
                                           const float *M, const float *b, long q0, int nq, float *y,
                                           float *rbuf) {
   const size_t oc = (size_t)g->oc, ohw = (size_t)g->oh * g->ow, tc = p->tc;
-  const size_t step = oc * tc;
+  const size_t step = p->sm;
   const int tw = p->tw, len = p->len;
   float *o0 = rbuf, *o1 = rbuf + len, *S = rbuf + 2 * (size_t)len; /* [8][tw] */
   for (size_t o = 0; o < oc; o++) {
@@ -294,7 +309,7 @@ SD_NN_CLONES static void transform_output_grad(const sd_nn_conv_geom *g, const w
                                                const float *dy, long q0, int nq, float *dM,
                                                float *rbuf) {
   const size_t oc = (size_t)g->oc, ohw = (size_t)g->oh * g->ow, tc = p->tc;
-  const size_t step = oc * tc;
+  const size_t step = p->sm;
   const int tw = p->tw, ow = g->ow, len = p->len;
   float *r0 = rbuf, *r1 = rbuf + len;
   float *ea = rbuf + 2 * (size_t)len, *eb = ea + tw, *ec = eb + tw, *ed = ec + tw;
@@ -335,7 +350,7 @@ SD_NN_CLONES static void transform_input_grad(const sd_nn_conv_geom *g, const wi
                                               const float *dV, long q0, int nq, float *dx,
                                               float *rbuf, int overwrite) {
   const size_t c = (size_t)g->c, hw = (size_t)g->h * g->w, tc = p->tc;
-  const size_t step = c * tc;
+  const size_t step = p->sv;
   const int tw = p->tw, len = p->len, h = g->h, w = g->w, pw = g->pw;
   float *acc = rbuf;                 /* [4][len] */
   float *P = rbuf + 4 * (size_t)len; /* [16][tw]: dV B^T */
@@ -386,16 +401,15 @@ void sd_nn_conv2d_winograd_forward(const sd_nn_conv_geom *g, int n, const float 
   const wino_plan p = make_plan(g, n);
   float *U = work, *V = U + 2 * p.u, *M = V + 2 * p.v, *rbuf = M + p.m;
   const int oc = g->oc, c = g->c;
-  transform_weights(g, w, U);
+  transform_weights(g, p.su, w, U);
   const long total = (long)n * p.th;
   for (long q0 = 0; q0 < total; q0 += p.rows) {
     const int nq = (int)(total - q0 < p.rows ? total - q0 : p.rows);
     const int T = nq * p.tw; /* columns in use; rows of V and M are p.tc apart */
     transform_input(g, &p, x, q0, nq, V, rbuf);
-    for (int xi = 0; xi < 16; xi++)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, oc, T, c, 1.0f,
-                  U + (size_t)xi * oc * c, c, V + (size_t)xi * c * p.tc, (int)p.tc, 0.0f,
-                  M + (size_t)xi * oc * p.tc, (int)p.tc);
+    for (size_t xi = 0; xi < 16; xi++)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, oc, T, c, 1.0f, U + xi * p.su, c,
+                  V + xi * p.sv, (int)p.tc, 0.0f, M + xi * p.sm, (int)p.tc);
     transform_output(g, &p, M, b, q0, nq, y, rbuf);
   }
 }
@@ -419,7 +433,7 @@ static void winograd_backward(const sd_nn_conv_geom *g, int n, const float *x, c
   if (!dx && !dw)
     return;
   if (dx)
-    transform_weights(g, w, U);
+    transform_weights(g, p.su, w, U);
   if (dw)
     memset(dU, 0, sizeof(float) * p.u);
   const long total = (long)n * p.th;
@@ -430,21 +444,19 @@ static void winograd_backward(const sd_nn_conv_geom *g, int n, const float *x, c
     transform_output_grad(g, &p, dy, q0, nq, dM, rbuf);
     if (dw) {
       transform_input(g, &p, x, q0, nq, V, rbuf);
-      for (int xi = 0; xi < 16; xi++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, oc, c, T, 1.0f,
-                    dM + (size_t)xi * oc * p.tc, ld, V + (size_t)xi * c * p.tc, ld, 1.0f,
-                    dU + (size_t)xi * oc * c, c);
+      for (size_t xi = 0; xi < 16; xi++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, oc, c, T, 1.0f, dM + xi * p.sm, ld,
+                    V + xi * p.sv, ld, 1.0f, dU + xi * p.su, c);
     }
     if (dx) {
-      for (int xi = 0; xi < 16; xi++)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, c, T, oc, 1.0f,
-                    U + (size_t)xi * oc * c, c, dM + (size_t)xi * oc * p.tc, ld, 0.0f,
-                    dV + (size_t)xi * c * p.tc, ld);
+      for (size_t xi = 0; xi < 16; xi++)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, c, T, oc, 1.0f, U + xi * p.su, c,
+                    dM + xi * p.sm, ld, 0.0f, dV + xi * p.sv, ld);
       transform_input_grad(g, &p, dV, q0, nq, dx, rbuf, overwrite);
     }
   }
   if (dw)
-    transform_weight_grad(g, dU, dw);
+    transform_weight_grad(g, p.su, dU, dw);
 }
 
 void sd_nn_conv2d_winograd_backward(const sd_nn_conv_geom *g, int n, const float *x, const float *w,
