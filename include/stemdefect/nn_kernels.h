@@ -63,8 +63,8 @@ void sd_nn_conv2d_im2col_backward(const sd_nn_conv_geom *g, int n, const float *
                                   int overwrite);
 /* 1 when g is a 3x3, stride-1 convolution with padding 0..2 (Winograd can compute it). */
 int sd_nn_conv2d_winograd_applies(const sd_nn_conv_geom *g);
-/* 1 when sd_nn_conv2d_forward/backward use Winograd for g (it applies and the layer has
- * enough channels for the transforms to pay off). */
+/* 1 when sd_nn_conv2d_forward/backward use Winograd (F(2x2) or F(4x4)) for g (it applies and
+ * the layer has enough channels for the transforms to pay off). */
 int sd_nn_conv2d_prefers_winograd(const sd_nn_conv_geom *g);
 /* Floats of workspace for the Winograd kernels on n images (0 when it does not apply). */
 size_t sd_nn_conv2d_winograd_workspace(const sd_nn_conv_geom *g, int n);
@@ -78,6 +78,26 @@ void sd_nn_conv2d_winograd_backward(const sd_nn_conv_geom *g, int n, const float
 void sd_nn_conv2d_winograd_backward_set(const sd_nn_conv_geom *g, int n, const float *x,
                                         const float *w, const float *dy, float *dx, float *dw,
                                         float *db, float *work);
+
+/* ---- Winograd F(4x4, 3x3) convolution ------------------------------------------------------
+ * The same convolutions with 6x6 tiles (nn_winograd4.c): 4x fewer GEMM flops than im2col, but
+ * transform coefficients up to 8, so float32 errors about 6x (rms) and 10-20x (worst case)
+ * F(2x2)'s, a few 1e-6 relative (see nn_winograd4.c). Same shapes, conventions and
+ * applicability as the F(2x2) functions above; sd_nn_conv2d_forward/backward dispatch here
+ * when sd_nn_conv2d_winograd_tile(g) == 4. */
+int sd_nn_conv2d_winograd4_applies(const sd_nn_conv_geom *g);
+size_t sd_nn_conv2d_winograd4_workspace(const sd_nn_conv_geom *g, int n);
+void sd_nn_conv2d_winograd4_forward(const sd_nn_conv_geom *g, int n, const float *x, const float *w,
+                                    const float *b, float *y, float *work);
+void sd_nn_conv2d_winograd4_backward(const sd_nn_conv_geom *g, int n, const float *x,
+                                     const float *w, const float *dy, float *dx, float *dw,
+                                     float *db, float *work);
+void sd_nn_conv2d_winograd4_backward_set(const sd_nn_conv_geom *g, int n, const float *x,
+                                         const float *w, const float *dy, float *dx, float *dw,
+                                         float *db, float *work);
+/* The algorithm sd_nn_conv2d_forward/backward use for g: 0 im2col, 2 Winograd F(2x2, 3x3),
+ * 4 Winograd F(4x4, 3x3). Depends on g only (not on the image count). */
+int sd_nn_conv2d_winograd_tile(const sd_nn_conv_geom *g);
 
 /* ---- dense ---------------------------------------------------------------------------- */
 

@@ -31,6 +31,14 @@
 /* 3x3 stride-1 convolutions with at least this many input and output channels run on
  * Winograd F(2x2, 3x3) (nn_winograd.c); below, the transforms cost more than the GEMM saves. */
 #define SD_NN_WINO_MIN_CH 16
+/* Those with at least SD_NN_WINO4_MIN_CH input and output channels and an output at least
+ * SD_NN_WINO4_MIN_HW high and wide run on F(4x4, 3x3) (nn_winograd4.c) instead. Measured at 1
+ * thread, 16 images (tests/nn/bench_wino: paired, process CPU time), forward / backward, F(4x4)
+ * over F(2x2): 1.24-1.57x / 1.39-1.70x on the U-Net and classifier layers (16..192 channels,
+ * 16x16..64x64), 0.98x / 1.09x at 8x8 and 0.91x / 0.92x at 4x4 (128 channels); on 8 channels,
+ * 64x64, 1.9x / 2.1x over im2col. */
+#define SD_NN_WINO4_MIN_CH 8
+#define SD_NN_WINO4_MIN_HW 8
 
 int sd_nn_conv_out_size(int in, int k, int stride, int pad) {
   if (in < 1 || k < 1 || stride < 1 || pad < 0)
@@ -167,16 +175,29 @@ static int chunk_images(const sd_nn_conv_geom *g, int n) {
   return gi > (size_t)n ? n : (int)gi;
 }
 
+int sd_nn_conv2d_winograd_tile(const sd_nn_conv_geom *g) {
+  if (!sd_nn_conv2d_winograd_applies(g))
+    return 0;
+  if (g->c >= SD_NN_WINO4_MIN_CH && g->oc >= SD_NN_WINO4_MIN_CH && g->oh >= SD_NN_WINO4_MIN_HW &&
+      g->ow >= SD_NN_WINO4_MIN_HW)
+    return 4;
+  if (g->c >= SD_NN_WINO_MIN_CH && g->oc >= SD_NN_WINO_MIN_CH)
+    return 2;
+  return 0;
+}
+
 int sd_nn_conv2d_prefers_winograd(const sd_nn_conv_geom *g) {
-  return sd_nn_conv2d_winograd_applies(g) && g->c >= SD_NN_WINO_MIN_CH &&
-         g->oc >= SD_NN_WINO_MIN_CH;
+  return sd_nn_conv2d_winograd_tile(g) != 0;
 }
 
 size_t sd_nn_conv2d_workspace(const sd_nn_conv_geom *g, int n) {
   size_t P = (size_t)g->oh * g->ow;
   size_t K = (size_t)g->c * g->kh * g->kw;
   size_t im2col = (K + (size_t)g->oc) * (size_t)chunk_images(g, n) * P;
-  size_t wino = sd_nn_conv2d_winograd_workspace(g, n);
+  const int tile = sd_nn_conv2d_winograd_tile(g);
+  size_t wino = tile == 4   ? sd_nn_conv2d_winograd4_workspace(g, n)
+                : tile == 2 ? sd_nn_conv2d_winograd_workspace(g, n)
+                            : 0;
   return im2col > wino ? im2col : wino;
 }
 
@@ -222,7 +243,10 @@ static void scatter_cols_add(const sd_nn_conv_geom *g, int cnt, const float *col
 
 void sd_nn_conv2d_forward(const sd_nn_conv_geom *g, int n, const float *x, const float *w,
                           const float *b, float *y, float *work) {
-  if (sd_nn_conv2d_prefers_winograd(g))
+  const int tile = sd_nn_conv2d_winograd_tile(g);
+  if (tile == 4)
+    sd_nn_conv2d_winograd4_forward(g, n, x, w, b, y, work);
+  else if (tile == 2)
     sd_nn_conv2d_winograd_forward(g, n, x, w, b, y, work);
   else
     sd_nn_conv2d_im2col_forward(g, n, x, w, b, y, work);
@@ -368,7 +392,10 @@ void sd_nn_conv2d_im2col_backward(const sd_nn_conv_geom *g, int n, const float *
 
 void sd_nn_conv2d_backward(const sd_nn_conv_geom *g, int n, const float *x, const float *w,
                            const float *dy, float *dx, float *dw, float *db, float *work) {
-  if (sd_nn_conv2d_prefers_winograd(g))
+  const int tile = sd_nn_conv2d_winograd_tile(g);
+  if (tile == 4)
+    sd_nn_conv2d_winograd4_backward(g, n, x, w, dy, dx, dw, db, work);
+  else if (tile == 2)
     sd_nn_conv2d_winograd_backward(g, n, x, w, dy, dx, dw, db, work);
   else
     conv2d_backward(g, n, x, w, dy, dx, dw, db, work, 0);
@@ -376,7 +403,10 @@ void sd_nn_conv2d_backward(const sd_nn_conv_geom *g, int n, const float *x, cons
 
 void sd_nn_conv2d_backward_set(const sd_nn_conv_geom *g, int n, const float *x, const float *w,
                                const float *dy, float *dx, float *dw, float *db, float *work) {
-  if (sd_nn_conv2d_prefers_winograd(g))
+  const int tile = sd_nn_conv2d_winograd_tile(g);
+  if (tile == 4)
+    sd_nn_conv2d_winograd4_backward_set(g, n, x, w, dy, dx, dw, db, work);
+  else if (tile == 2)
     sd_nn_conv2d_winograd_backward_set(g, n, x, w, dy, dx, dw, db, work);
   else
     conv2d_backward(g, n, x, w, dy, dx, dw, db, work, 1);

@@ -14,7 +14,8 @@
  * Tiles are processed in chunks of whole tile rows (over the flattened (image, tile row) index)
  * of about SD_NN_WINO_TILES tiles, so V, M and dV stay a few MB whatever the batch.
  * Layouts in the workspace: U, dU [16][oc][c]; V, dV [16][c][Tc]; M, dM [16][oc][Tc] (the 16
- * matrices pad_stride() apart).
+ * matrices pad_stride() apart). nn_winograd4.c is the F(4x4, 3x3) variant, which
+ * sd_nn_conv2d_forward/backward prefer for outputs of at least 8x8 (nn_conv.c).
  * Every transform coefficient is 0, +-1 or +-1/2, so the rounding error stays at the level of
  * the im2col path (tests/nn/test_nn_winograd.c compares both against a double-precision loop).
  */

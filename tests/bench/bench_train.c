@@ -14,10 +14,11 @@
  *   SGEMM    <threads> <median GFLOP/s>
  *   CONV     <threads> <GFLOP/s> <conv s/step> <step s> <GFLOP/step>   (U-Net conv layers)
  *            GFLOP are those of direct convolution (2 per multiply-add of the textbook loop),
- *            whatever the algorithm: Winograd layers execute 2.25x fewer GEMM flops, so their
- *            "effective" GFLOP/s can exceed the sgemm ceiling
+ *            whatever the algorithm: Winograd layers execute 2.25x (F(2x2)) or 4x (F(4x4))
+ *            fewer GEMM flops, so their "effective" GFLOP/s can exceed the sgemm ceiling
  *   LAYER    <model> <kind> <fwd ms/step> <bwd ms/step> <percent of step>  (--layers)
- *   CONVL    <model> <layer> <geometry> fwd <ms> <GFLOP/s> bwd <ms> <GFLOP/s>   (--layers)
+ *   CONVL    <model> <layer> <geometry> <algorithm> fwd <ms> <GFLOP/s> bwd <ms> <GFLOP/s>
+ *            (--layers; algorithm im2col, wino2x2 or wino4x4)
  *   KERNEL   <name> <elements> <engine ms> <prototype ms> <speedup> <max |difference|>
  *            (--kernels: faster prototypes of slow engine kernels, see bench_kernels)
  *
@@ -294,8 +295,10 @@ static sd_status profile_layers(bench_model *b, int threads, int steps, int prin
           "CONVL %s %-8s %3dx%2dx%2d->%3dx%2dx%2d k%d s%d %-8s fwd %7.2f ms %5.1f GF/s  bwd %7.2f "
           "ms %5.1f GF/s\n",
           b->name, L->name, g->c, g->h, g->w, g->oc, g->oh, g->ow, g->kh, g->sh,
-          sd_nn_conv2d_prefers_winograd(g) ? "winograd" : "im2col", 1e3 * tf, f / tf * 1e-9,
-          1e3 * tb, fb / tb * 1e-9);
+          sd_nn_conv2d_winograd_tile(g) == 4   ? "wino4x4"
+          : sd_nn_conv2d_winograd_tile(g) == 2 ? "wino2x2"
+                                               : "im2col",
+          1e3 * tf, f / tf * 1e-9, 1e3 * tb, fb / tb * 1e-9);
     }
   }
   free(t.fwd_layer), free(t.bwd_layer);

@@ -1,7 +1,8 @@
 /* test_nn_grad.c - every layer's backward (input and parameter gradients) against central
- * finite differences, one small model per layer, plus a residual block and a U-Net-shaped net
- * (conv, pool, upsample, concat). Entries at a kink (ReLU, max pooling) where two step sizes
- * disagree are skipped and counted; the test fails if more than a few are. */
+ * finite differences, one small model per layer, plus a residual block and U-Net-shaped nets
+ * (conv, pool, upsample, concat; one of them with every 3x3 conv on Winograd F(4x4)). Entries at a
+ * kink (ReLU, max pooling) where two step sizes disagree are skipped and counted; the test fails if
+ * more than a few are. */
 #include "nn_test_util.h"
 
 typedef int (*build_fn)(sd_nn_model *m, int x);
@@ -111,6 +112,28 @@ static int b_unet(sd_nn_model *m, int x) {
   return sd_nn_add_conv2d(m, c3, 3, 1, 1, 0);
 }
 
+/* 3x3 convolutions the dispatch runs on Winograd: F(4x4) (>= 8 channels, output >= 8x8) and
+ * F(2x2) (>= 16 channels, smaller outputs) */
+static int b_conv8(sd_nn_model *m, int x) {
+  return sd_nn_add_conv2d(m, x, 8, 3, 1, 1);
+}
+static int b_conv16(sd_nn_model *m, int x) {
+  return sd_nn_add_conv2d(m, x, 16, 3, 1, 1);
+}
+/* the U-Net shape with every 3x3 convolution on Winograd F(4x4) (16x16 and 8x8 outputs),
+ * linear up to the loss (average pooling, no activations), so that a large step is accurate:
+ * at these widths, F(4x4)'s rounding (about 1e-6 relative) makes differences with small steps
+ * noisy, and ReLU and max pooling would put many entries at a kink */
+static int b_unet_wino(sd_nn_model *m, int x) {
+  int c1 = sd_nn_add_conv2d(m, x, 8, 3, 1, 1);
+  int p = sd_nn_add_avgpool(m, c1, 2, 2);
+  int c2 = sd_nn_add_conv2d(m, p, 16, 3, 1, 1);
+  int u = sd_nn_add_upsample(m, c2, 2, SD_NN_UPSAMPLE_NEAREST);
+  int cat = sd_nn_add_concat(m, u, c1);
+  int c3 = sd_nn_add_conv2d(m, cat, 8, 3, 1, 1);
+  return sd_nn_add_conv2d(m, c3, 3, 1, 1, 0);
+}
+
 typedef struct {
   const char *name;
   build_fn build;
@@ -203,6 +226,9 @@ int main(void) {
       {"residual block", b_residual, 4, 3, 5, 4, T, 0, 1e-3},
       {"unet-shaped", b_unet, 2, 1, 8, 6, T, 0, 1e-3},
       {"unet-shaped", b_unet, 2, 1, 8, 6, E, 2, 1e-3},
+      {"conv3x3 winograd 4x4", b_conv8, 2, 8, 10, 9, T, 0, 0},
+      {"conv3x3 winograd 2x2", b_conv16, 2, 16, 6, 7, T, 0, 0},
+      {"unet-shaped winograd", b_unet_wino, 3, 8, 16, 16, T, 0, 3e-2},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
     run_case(&cases[i]);
