@@ -146,7 +146,9 @@ void sd_km_result_free(sd_km_result *res);
 
 /* Collective. Silhouette of nk clusterings of the same rows at once (the distances are
  * computed once): assign[j] (m_local) labels in [0, ks[j]). Exact: ranks pass their row
- * blocks around a ring; distances by sgemm per pair of chunks. Sampled (sample > 0 and
+ * blocks half way around a ring (floor(P/2) steps, the sums found for a block go back to its
+ * owner), and every pair of chunks is computed once, its distances added to both sides'
+ * sums. If a rank fails during the exchange, every rank returns its error. Sampled (sample > 0 and
  * sample < m): the silhouettes of `sample` rows drawn without replacement (seeded, rank
  * independent) against all rows. Outputs: mean[nk]; stderr_out[nk] (standard error of the
  * mean: 0 when exact); per_cluster[j] (ks[j] entries each; mean over the cluster's

@@ -52,5 +52,9 @@ sd_status sd_par_exscan_i64(MPI_Comm comm, int64_t local, int64_t *offset, int64
  * rank it copies to itself. Messages are limited to 2 GiB. */
 sd_status sd_par_ring_shift(MPI_Comm comm, const void *send, int64_t send_bytes, void *recv,
                             int64_t recv_cap, int64_t *recv_bytes);
+/* Collective (cluster module): the same with rank + shift as the destination and rank - shift
+ * as the source (cyclically; shift may be negative). */
+sd_status sd_par_ring_shift_by(MPI_Comm comm, int shift, const void *send, int64_t send_bytes,
+                               void *recv, int64_t recv_cap, int64_t *recv_bytes);
 
 #endif

@@ -1,33 +1,117 @@
-/* silhouette.c - silhouette (exact over a ring of row blocks, or sampled), Calinski-Harabasz,
+/* silhouette.c - silhouette (exact over a half ring of row blocks, or sampled), Calinski-Harabasz,
  * Davies-Bouldin, and the external indices against true labels.
  *
- * The per-row, per-cluster distance sums are a matrix product: for a tile of rows A (one
- * chunk) against rows B (one chunk), D = sqrt(|a|^2 + |b|^2 - 2 A B^T) (sgemm), then
- * S = D H with H the one-hot labels of B for all nk clusterings side by side (sgemm again).
- * Each tile's S is added to int64 fixed-point totals, so the order in which blocks arrive
- * (which depends on the rank count) does not change a bit. Distances are single precision
- * (relative error ~1e-6, like any float32 GEMM distance). */
+ * The exact silhouette needs, for every row and every cluster, the sum of the row's distances
+ * to the cluster's rows. Rows come in chunks of SD_CLUSTER_CHUNK global rows, and every
+ * unordered pair of chunks (a <= b) is one tile, computed once, with the lower chunk as A:
+ * D = sqrt(max(|a|^2 + |b|^2 - 2 A B^T, 0)) and from the same D both sides' sums: per row of A,
+ * over the columns of each cluster of B (the A side), and per row of B, over the rows of each
+ * cluster of A (the B side). A diagonal tile (a == b) gives its A side only, over the whole
+ * square. With AVX2+FMA (chosen at run time) A B^T is formed in registers, 6 x 16 at a time,
+ * and the sums run over 8x8 blocks of D: a row's 8 distances are one register for the B side,
+ * transposed in registers (one register per column) for the A side. The portable path takes
+ * A B^T from sgemm and adds in the same order. Float partial sums run over at most
+ * SD_CLUSTER_SUBK terms in a fixed order, are added in double per tile and then into int64
+ * fixed point (fixed.h), so the totals do not depend on which rank computed a tile or when: the
+ * results are bitwise the same at any rank count. Distances are single precision (relative
+ * error ~1e-6, like any float32 GEMM distance).
+ *
+ * Half ring: each rank first does the pairs inside its own block, then the blocks travel one
+ * rank on for floor(P/2) steps; at step s a rank pairs its own chunks with those of the block of
+ * rank - s. The visiting block carries the fixed-point B-side sums of its rows, which go back to
+ * the owner at the end (one more message) and are added. At even P both ranks of the last step
+ * hold the same two blocks; they cut the list of its chunk pairs at the same place, where their
+ * work evens out (the result does not depend on who computes a tile). Every
+ * message starts with a status: a rank that failed sends only the header, the ranks that get it
+ * stop computing and pass it on, nobody leaves the exchange early, and sd_par_agree at the end
+ * hands every rank the error. */
 #include <cblas.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__SSE2__)
-#include <emmintrin.h>
+#if defined(__linux__)
+#include <sys/mman.h>
 #endif
 
+#include "cluster_internal.h"
 #include "fixed.h"
 #include "stemdefect/cluster.h"
 #include "stemdefect/log.h"
 #include "stemdefect/par.h"
 #include "stemdefect/rng.h"
 
+/* One side of a tile: up to SD_CLUSTER_CHUNK rows. */
+typedef struct sil_rows {
+  int n;
+  const float *x;     /* [n, p] */
+  const float *xn;    /* [n] squared norms */
+  const int32_t *hot; /* [n, nk] cluster of each clustering as an index into the K sums */
+} sil_rows;
+
+/* The float sums: the A side of a row over at most SD_CLUSTER_SUBK columns, the B side of a
+ * column over at most SIL_GROUP rows; then double. The AVX2 kernel computes G for 6 rows x 16
+ * columns at a time (12 independent accumulator chains) into a strip of SIL_STRIP rows, which
+ * it then sums in 8x8 blocks. */
+#define SIL_GROUP 96
+#define SIL_STRIP 24
+#define SIL_ROWS (SD_CLUSTER_CHUNK + SIL_STRIP) /* rows of a side with its padding */
+
+/* Scratch of the tile kernel (one allocation). Slot K of the sums takes the padding rows and
+ * columns (the AVX2 kernel works on whole blocks). */
 typedef struct sil_work {
-  int p, K;
-  float *g;   /* [CHUNK, SUBK] */
-  float *s;   /* [CHUNK, K] */
-  double *sd; /* [CHUNK, K] */
-  double fac;
+  int p, nk, K, avx2;
+  double fac;     /* fixed-point factor of the distance sums */
+  float *g;       /* [CHUNK, SUBK] portable: G of one column block; AVX2: D of one strip */
+  float *xpa;     /* [SIL_ROWS, p] rows of A, zero-padded (AVX2) */
+  float *bt;      /* [p, SIL_ROWS] rows of B transposed, zero-padded (AVX2) */
+  float *xna;     /* [SIL_ROWS] norms of A, zero-padded */
+  float *xnb;     /* [SIL_ROWS] norms of B, zero-padded */
+  int32_t *hota;  /* [SIL_ROWS, nk] cluster indices of A, padded with K */
+  int32_t *hotb;  /* [SIL_ROWS, nk] the same for B */
+  int32_t *self;  /* [CHUNK] the column of B that is row i of A itself, or -1 */
+  int32_t *ident; /* [CHUNK] 0, 1, 2 ...: the self columns of a diagonal tile */
+  float *sa;      /* [K + 1, 8] A-side float sums of 8 rows over one column block */
+  float *sb;      /* [K + 1, SUBK] B-side float sums of a column block over a row group */
+  double *da;     /* [CHUNK, K + 1] A-side sums of the tile */
+  double *db;     /* [CHUNK, K + 1] B-side sums of the tile */
+  void *arena;
 } sil_work;
+
+static sd_status sil_work_create(sil_work *w, int p, int nk, int K, int avx2) {
+  size_t C = SD_CLUSTER_CHUNK, S = SD_CLUSTER_SUBK, R = SIL_ROWS, K1 = (size_t)K + 1;
+  /* doubles first, then the 4-byte arrays */
+  size_t nd = 2 * C * K1, nf = C * S + 2 * R * p + 2 * R + 8 * K1 + K1 * S, ni = 2 * R * nk + 2 * C;
+  memset(w, 0, sizeof *w);
+  w->arena = sd_calloc(nd * sizeof(double) + (nf + ni) * 4, 1, "silhouette tile scratch");
+  if (!w->arena)
+    return SD_ERR_NOMEM;
+  w->p = p;
+  w->nk = nk;
+  w->K = K;
+  w->avx2 = avx2;
+  w->da = w->arena;
+  w->db = w->da + C * K1;
+  w->g = (float *)(w->db + C * K1);
+  w->xpa = w->g + C * S;
+  w->bt = w->xpa + R * p;
+  w->xna = w->bt + R * p;
+  w->xnb = w->xna + R;
+  w->sa = w->xnb + R;
+  w->sb = w->sa + 8 * K1;
+  w->hota = (int32_t *)(w->sb + K1 * S);
+  w->hotb = w->hota + R * nk;
+  w->self = w->hotb + R * nk;
+  w->ident = w->self + C;
+  for (size_t i = 0; i < C; i++)
+    w->ident[i] = (int32_t)i;
+  return SD_OK;
+}
+
+static void sil_work_destroy(sil_work *w) {
+  free(w->arena);
+  w->arena = NULL;
+}
 
 static void row_norms(const float *x, int64_t n, int p, float *xn) {
   for (int64_t i = 0; i < n; i++) {
@@ -38,91 +122,493 @@ static void row_norms(const float *x, int64_t n, int p, float *xn) {
   }
 }
 
-/* g[j] <- sqrt(max(a + b[j] - 2 g[j], 0)): the same operations in every path (no fused
- * multiply-add; the square root is correctly rounded), so the values do not depend on it. */
-static void dist_row_sse(float *g, int n, float a, const float *b) {
-  int j = 0;
-#if defined(__SSE2__)
-  __m128 va = _mm_set1_ps(a), vm2 = _mm_set1_ps(-2.0f), z = _mm_setzero_ps();
-  for (; j + 4 <= n; j += 4) {
-    __m128 v =
-        _mm_add_ps(_mm_add_ps(va, _mm_loadu_ps(b + j)), _mm_mul_ps(vm2, _mm_loadu_ps(g + j)));
-    _mm_storeu_ps(g + j, _mm_sqrt_ps(_mm_max_ps(v, z)));
+/* Rows [i0, i0 + in) of A against the column block [j0, j0 + jn) of B, whose G is in w->g
+ * (row stride ld). A side: w->da[i] += the float sums over the block's columns; B side (both):
+ * w->db[j] += the float sums over the rows. Every float sum adds its terms in increasing
+ * index, the distance is sqrt(max((|a|^2 + |b|^2) + (-2 g), 0)) with a correctly rounded
+ * square root, and a self distance is +0: the AVX2 kernel below adds in the same order. */
+static void sil_group_generic(sil_work *w, int i0, int in, int j0, int jn, int ld,
+                              const int32_t *self, int both) {
+  int nk = w->nk, K = w->K, K1 = K + 1;
+  float *sa = w->sa, *sb = w->sb;
+  if (both)
+    memset(sb, 0, sizeof *sb * (size_t)K1 * ld);
+  for (int i = i0; i < i0 + in; i++) {
+    const float *g = w->g + (size_t)i * ld;
+    const int32_t *ha = w->hota + (size_t)i * nk;
+    float a = w->xna[i];
+    int si = self && self[i] >= 0 ? self[i] - j0 : -1;
+    memset(sa, 0, sizeof *sa * (size_t)K1);
+    for (int j = 0; j < jn; j++) {
+      float v = (a + w->xnb[j0 + j]) - 2.0f * g[j];
+      float d = v > 0 ? sqrtf(v) : 0.0f;
+      if (j == si)
+        d = 0.0f;
+      const int32_t *hb = w->hotb + (size_t)(j0 + j) * nk;
+      for (int q = 0; q < nk; q++)
+        sa[hb[q]] += d;
+      if (both)
+        for (int q = 0; q < nk; q++)
+          sb[(size_t)ha[q] * ld + j] += d;
+    }
+    double *da = w->da + (size_t)i * K1;
+    for (int c = 0; c < K; c++)
+      da[c] += sa[c];
   }
-#endif
-  for (; j < n; j++) {
-    float v = a + b[j] - 2.0f * g[j];
-    g[j] = v > 0 ? sqrtf(v) : 0.0f;
-  }
+  if (both)
+    for (int j = 0; j < jn; j++) {
+      double *db = w->db + (size_t)(j0 + j) * K1;
+      for (int c = 0; c < K; c++)
+        db[c] += sb[(size_t)c * ld + j];
+    }
 }
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #include <immintrin.h>
-__attribute__((target("avx2"))) static void dist_row_avx2(float *g, int n, float a,
-                                                          const float *b) {
-  int j = 0;
-  __m256 va = _mm256_set1_ps(a), vm2 = _mm256_set1_ps(-2.0f), z = _mm256_setzero_ps();
-  for (; j + 8 <= n; j += 8) {
-    __m256 v = _mm256_add_ps(_mm256_add_ps(va, _mm256_loadu_ps(b + j)),
-                             _mm256_mul_ps(vm2, _mm256_loadu_ps(g + j)));
-    _mm256_storeu_ps(g + j, _mm256_sqrt_ps(_mm256_max_ps(v, z)));
-  }
-  dist_row_sse(g + j, n - j, a, b + j);
-}
-#endif
+#define SIL_HAVE_AVX2 1
+#define SIL_AVX2 __attribute__((target("avx2,fma")))
 
-static void dist_row(float *g, int n, float a, const float *b) {
-#if defined(__GNUC__) && defined(__x86_64__)
-  static int avx2 = -1;
-  if (avx2 < 0) {
-    __builtin_cpu_init();
-    avx2 = __builtin_cpu_supports("avx2");
-  }
-  if (avx2) {
-    dist_row_avx2(g, n, a, b);
-    return;
-  }
-#endif
-  dist_row_sse(g, n, a, b);
+/* r[k] (row k, 8 columns) -> r[l] (column l, 8 rows) */
+SIL_AVX2 static inline void sil_transpose8(__m256 r[8]) {
+  __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
 }
 
-/* acc[nA, K] += fixed(D(A, B) H(B)); rows of A with global index gidA[i] equal to
- * firstB + j get distance 0 to column j. The B rows go in column blocks of SD_CLUSTER_SUBK:
- * D of a block (nA x SUBK floats) stays in cache between the two products, and S = D H has no
- * inner dimension above SUBK, so OpenBLAS never splits it, whatever its thread count. The
- * blocks' S are summed in double in a fixed order. */
-static void sil_tile(sil_work *w, int nA, const float *XA, const float *xnA, const int64_t *gidA,
-                     int nB, const float *XB, const float *xnB, int64_t firstB, const float *HB,
-                     int64_t *acc) {
-  int p = w->p, K = w->K;
-  memset(w->sd, 0, sizeof *w->sd * (size_t)nA * K);
-  for (int j0 = 0; j0 < nB; j0 += SD_CLUSTER_SUBK) {
-    int jn = nB - j0 < SD_CLUSTER_SUBK ? nB - j0 : SD_CLUSTER_SUBK;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nA, jn, p, 1.0f, XA, p,
-                XB + (size_t)j0 * p, p, 0.0f, w->g, jn);
-    for (int i = 0; i < nA; i++) {
-      float *gi = w->g + (size_t)i * jn;
-      dist_row(gi, jn, xnA[i], xnB + j0);
-      int64_t self = gidA[i] - firstB - j0;
-      if (self >= 0 && self < jn)
-        gi[self] = 0.0f;
+/* D of the strip rows [r0, r0 + SIL_STRIP) of A (w->xpa) against the columns [j0, j0 + ld)
+ * of B (w->bt, row stride bs) into w->g [SIL_STRIP, ld] (ld a multiple of 16). G is a fused
+ * multiply-add chain over the p dimensions in order, from zero, as the sgemm kernels form it
+ * (but that is up to the BLAS: the portable path may differ in the last bit of a distance;
+ * each path is rank-count independent). t - 2 g is fused too: 2 g is exact, so it rounds as
+ * t + (-2 g). */
+SIL_AVX2 static void sil_strip_dist(sil_work *w, int r0, int j0, int ld, int bs) {
+  int p = w->p;
+  const __m256 two = _mm256_set1_ps(2.0f), z = _mm256_setzero_ps();
+  for (int r = r0; r < r0 + SIL_STRIP; r += 6) {
+    const float *xr = w->xpa + (size_t)r * p;
+    for (int jb = 0; jb < ld; jb += 16) {
+      const float *b = w->bt + j0 + jb;
+      __m256 g[6][2];
+#pragma GCC unroll 6
+      for (int k = 0; k < 6; k++)
+        g[k][0] = g[k][1] = z;
+      for (int l = 0; l < p; l++) {
+        __m256 b0 = _mm256_loadu_ps(b + (size_t)l * bs),
+               b1 = _mm256_loadu_ps(b + (size_t)l * bs + 8);
+#pragma GCC unroll 6
+        for (int k = 0; k < 6; k++) {
+          __m256 a = _mm256_broadcast_ss(xr + k * p + l);
+          g[k][0] = _mm256_fmadd_ps(a, b0, g[k][0]);
+          g[k][1] = _mm256_fmadd_ps(a, b1, g[k][1]);
+        }
+      }
+      __m256 xb0 = _mm256_loadu_ps(w->xnb + j0 + jb), xb1 = _mm256_loadu_ps(w->xnb + j0 + jb + 8);
+      float *d = w->g + (size_t)(r - r0) * ld + jb;
+#pragma GCC unroll 6
+      for (int k = 0; k < 6; k++) {
+        __m256 xa = _mm256_broadcast_ss(w->xna + r + k);
+        __m256 v0 = _mm256_fnmadd_ps(two, g[k][0], _mm256_add_ps(xa, xb0));
+        __m256 v1 = _mm256_fnmadd_ps(two, g[k][1], _mm256_add_ps(xa, xb1));
+        _mm256_storeu_ps(d + (size_t)k * ld, _mm256_sqrt_ps(_mm256_max_ps(v0, z)));
+        _mm256_storeu_ps(d + (size_t)k * ld + 8, _mm256_sqrt_ps(_mm256_max_ps(v1, z)));
+      }
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nA, K, jn, 1.0f, w->g, jn,
-                HB + (size_t)j0 * K, K, 0.0f, w->s, K);
-    for (size_t t = 0; t < (size_t)nA * K; t++)
-      w->sd[t] += w->s[t];
   }
-  for (size_t t = 0; t < (size_t)nA * K; t++)
-    acc[t] += sd_fix_from(w->sd[t], w->fac);
 }
 
-/* One-hot labels of n rows for all clusterings: h[n, K]. */
-static void one_hot(int64_t n, int nk, const int *koff, const int32_t *lab /* [n, nk] */, int K,
-                    float *h) {
-  memset(h, 0, sizeof *h * (size_t)n * K);
-  for (int64_t i = 0; i < n; i++)
+/* The sums of the strip's D (w->g) over 8x8 blocks: the 8 distances of a row are one
+ * register, added as it is into the B-side sums of the row's clusters; after an 8x8 transpose
+ * (a register per column) into the A-side sums of the column's clusters, 8 rows per register.
+ * Padding rows and columns go to slot K. nk and both are constants in each instance. */
+SIL_AVX2 static inline __attribute__((always_inline)) void
+sil_strip_sums_body(sil_work *w, int an, int r0, int j0, int ld, const int32_t *self,
+                    const int both, const int nk) {
+  static const int32_t keep[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, -1, -1, -1, -1, -1, -1, -1};
+  int K = w->K, K1 = K + 1;
+  float *sa = w->sa, *sb = w->sb;
+  for (int ib = r0; ib < r0 + SIL_STRIP && ib < an; ib += 8) {
+    memset(sa, 0, sizeof *sa * (size_t)K1 * 8);
+    /* the self columns of these rows (relative to j0), if any */
+    int slo = INT_MAX, shi = INT_MIN;
+    if (self)
+      for (int k = 0; k < 8 && ib + k < an; k++)
+        if (self[ib + k] >= 0) {
+          int c = self[ib + k] - j0;
+          slo = c < slo ? c : slo;
+          shi = c > shi ? c : shi;
+        }
+    float *pb[8 * 64]; /* B-side sums of each row's clusters, [8, nk] */
+    if (both)
+      for (int k = 0; k < 8; k++)
+        for (int q = 0; q < nk; q++)
+          pb[k * nk + q] = sb + (size_t)w->hota[(size_t)(ib + k) * nk + q] * ld;
+    const float *dr = w->g + (size_t)(ib - r0) * ld;
+    const int32_t *hb = w->hotb + (size_t)j0 * nk;
+    for (int jb = 0; jb < ld; jb += 8) {
+      __m256 d[8];
+#pragma GCC unroll 8
+      for (int k = 0; k < 8; k++)
+        d[k] = _mm256_loadu_ps(dr + (size_t)k * ld + jb);
+      if (jb + 8 > slo && jb <= shi)
+        for (int k = 0; k < 8 && ib + k < an; k++) {
+          int c = self[ib + k] >= 0 ? self[ib + k] - j0 - jb : -1;
+          if (c >= 0 && c < 8)
+            d[k] = _mm256_and_ps(
+                d[k], _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)(keep + 8 - c))));
+        }
+      if (both) {
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; k++)
+          for (int q = 0; q < nk; q++) {
+            float *s = pb[k * nk + q] + jb;
+            _mm256_storeu_ps(s, _mm256_add_ps(_mm256_loadu_ps(s), d[k]));
+          }
+      }
+      sil_transpose8(d);
+#pragma GCC unroll 8
+      for (int l = 0; l < 8; l++)
+        for (int q = 0; q < nk; q++) {
+          float *s = sa + ((size_t)hb[(size_t)(jb + l) * nk + q] << 3);
+          _mm256_storeu_ps(s, _mm256_add_ps(_mm256_loadu_ps(s), d[l]));
+        }
+    }
+    for (int k = 0; k < 8 && ib + k < an; k++) {
+      double *da = w->da + (size_t)(ib + k) * K1;
+      for (int c = 0; c < K; c++)
+        da[c] += sa[c * 8 + k];
+    }
+  }
+}
+
+/* sil_group_generic for the AVX2 kernels, G from w->xpa and w->bt (row stride bs). */
+SIL_AVX2 static void sil_group_avx2(sil_work *w, int an, int i0, int in, int j0, int jn, int ld,
+                                    int bs, const int32_t *self, int both) {
+  int nk = w->nk, K = w->K, K1 = K + 1;
+  if (both)
+    memset(w->sb, 0, sizeof *w->sb * (size_t)K1 * ld);
+  for (int r0 = i0; r0 < i0 + in; r0 += SIL_STRIP) {
+    sil_strip_dist(w, r0, j0, ld, bs);
+    if (nk == 1 && both)
+      sil_strip_sums_body(w, an, r0, j0, ld, self, 1, 1);
+    else if (nk == 1)
+      sil_strip_sums_body(w, an, r0, j0, ld, self, 0, 1);
+    else if (both)
+      sil_strip_sums_body(w, an, r0, j0, ld, self, 1, nk);
+    else
+      sil_strip_sums_body(w, an, r0, j0, ld, self, 0, nk);
+  }
+  if (both)
+    for (int j = 0; j < jn; j++) {
+      double *db = w->db + (size_t)(j0 + j) * K1;
+      for (int c = 0; c < K; c++)
+        db[c] += w->sb[(size_t)c * ld + j];
+    }
+}
+
+static int sil_cpu_avx2(void) {
+  static int have = -1;
+  if (have < 0) {
+    __builtin_cpu_init();
+    have = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }
+  return have;
+}
+#endif
+
+/* One tile: acc_a[A.n, K] += fixed(A-side sums); acc_b[B.n, K] += fixed(B-side sums) unless
+ * acc_b is NULL (A side only). self[i] (NULL: none) is the column of B that is row i of A
+ * itself (its distance is taken as 0), or -1. */
+static void sil_tile(sil_work *w, const sil_rows *A, const sil_rows *B, const int32_t *self,
+                     int64_t *acc_a, int64_t *acc_b) {
+  int p = w->p, nk = w->nk, K = w->K, K1 = K + 1;
+  /* padding: whole strips of A, whole 16-column blocks of B */
+  int an_pad = (A->n + SIL_STRIP - 1) / SIL_STRIP * SIL_STRIP, bn_pad = (B->n + 15) & ~15;
+  for (int i = 0; i < an_pad; i++) {
+    w->xna[i] = i < A->n ? A->xn[i] : 0.0f;
     for (int q = 0; q < nk; q++)
-      h[i * K + koff[q] + lab[i * nk + q]] = 1.0f;
+      w->hota[i * nk + q] = i < A->n ? A->hot[i * nk + q] : K;
+  }
+  for (int j = 0; j < bn_pad; j++) {
+    w->xnb[j] = j < B->n ? B->xn[j] : 0.0f;
+    for (int q = 0; q < nk; q++)
+      w->hotb[j * nk + q] = j < B->n ? B->hot[j * nk + q] : K;
+  }
+  memset(w->da, 0, sizeof *w->da * (size_t)A->n * K1);
+  if (acc_b)
+    memset(w->db, 0, sizeof *w->db * (size_t)B->n * K1);
+#ifdef SIL_HAVE_AVX2
+  if (w->avx2) {
+    /* rows of A as they are and B transposed, both zero-padded */
+    memcpy(w->xpa, A->x, sizeof *w->xpa * (size_t)A->n * p);
+    memset(w->xpa + (size_t)A->n * p, 0, sizeof *w->xpa * (size_t)(an_pad - A->n) * p);
+    for (int j = 0; j < bn_pad; j++)
+      for (int l = 0; l < p; l++)
+        w->bt[(size_t)l * bn_pad + j] = j < B->n ? B->x[(size_t)j * p + l] : 0.0f;
+  }
+#endif
+  for (int j0 = 0; j0 < B->n; j0 += SD_CLUSTER_SUBK) {
+    int jn = B->n - j0 < SD_CLUSTER_SUBK ? B->n - j0 : SD_CLUSTER_SUBK;
+#ifdef SIL_HAVE_AVX2
+    if (w->avx2) {
+      for (int i0 = 0; i0 < A->n; i0 += SIL_GROUP) {
+        int in = A->n - i0 < SIL_GROUP ? A->n - i0 : SIL_GROUP;
+        sil_group_avx2(w, A->n, i0, in, j0, jn, (jn + 15) & ~15, bn_pad, self, acc_b != NULL);
+      }
+      continue;
+    }
+#endif
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, A->n, jn, p, 1.0f, A->x, p,
+                B->x + (size_t)j0 * p, p, 0.0f, w->g, jn);
+    for (int i0 = 0; i0 < A->n; i0 += SIL_GROUP) {
+      int in = A->n - i0 < SIL_GROUP ? A->n - i0 : SIL_GROUP;
+      sil_group_generic(w, i0, in, j0, jn, jn, self, acc_b != NULL);
+    }
+  }
+  for (int i = 0; i < A->n; i++)
+    for (int c = 0; c < K; c++)
+      acc_a[(size_t)i * K + c] += sd_fix_from(w->da[(size_t)i * K1 + c], w->fac);
+  if (acc_b)
+    for (int j = 0; j < B->n; j++)
+      for (int c = 0; c < K; c++)
+        acc_b[(size_t)j * K + c] += sd_fix_from(w->db[(size_t)j * K1 + c], w->fac);
+}
+
+/* A large zeroed scratch buffer (free() releases it). On Linux it is 2 MB aligned and marked
+ * for transparent huge pages: the first touch of a fresh 4 KB page can cost ~10 us on a
+ * virtual machine (12 us measured on the 2-core VM), a few percent of an exact silhouette of
+ * 2e4 rows, and a huge page takes one fault for 512 of them. */
+static void *sil_big_calloc(size_t bytes, const char *what) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  size_t huge = (size_t)2 << 20;
+  if (bytes >= huge / 2) {
+    size_t n = (bytes + huge - 1) / huge * huge;
+    void *q = aligned_alloc(huge, n);
+    if (!q) {
+      SD_ERROR(SD_ERR_NOMEM, "out of memory: %s (%zu bytes)", what, n);
+      return NULL;
+    }
+    (void)madvise(q, n, MADV_HUGEPAGE); /* a hint: without it the buffer still works */
+    memset(q, 0, bytes);
+    return q;
+  }
+#endif
+  return sd_calloc(bytes, 1, what);
+}
+
+/* ---- exact: the half ring ---------------------------------------------------------------- */
+
+/* A ring message: [header | acc (rows, K) int64 | x (rows, p) | xn (rows) | hot (rows, nk)
+ * int32]. acc holds the B-side sums that the ranks visited so far found for the block's rows;
+ * the owner's block goes out with zeros there. A failed rank sends the header alone. */
+enum { SIL_HDR_STATUS, SIL_HDR_FIRST, SIL_HDR_ROWS, SIL_HDR_LEN };
+
+typedef struct sil_block {
+  int64_t first, rows; /* global index of the first row; row count */
+  int64_t *acc;        /* [rows, K] */
+  float *x;            /* [rows, p] */
+  float *xn;           /* [rows] */
+  int32_t *hot;        /* [rows, nk] */
+} sil_block;
+
+static size_t sil_block_bytes(int64_t rows, int p, int nk, int K) {
+  return sizeof(int64_t) * (SIL_HDR_LEN + (size_t)rows * K) +
+         sizeof(float) * (size_t)rows * (p + 1) + sizeof(int32_t) * (size_t)rows * nk;
+}
+
+static void sil_block_view(char *buf, int p, int K, sil_block *b) {
+  int64_t *h = (int64_t *)buf;
+  b->first = h[SIL_HDR_FIRST];
+  b->rows = h[SIL_HDR_ROWS];
+  b->acc = h + SIL_HDR_LEN;
+  b->x = (float *)(b->acc + (size_t)b->rows * K);
+  b->xn = b->x + (size_t)b->rows * p;
+  b->hot = (int32_t *)(b->xn + b->rows);
+}
+
+static sil_rows sil_chunk(const sil_block *b, int64_t r0, int p, int nk) {
+  int64_t n = b->rows - r0 < SD_CLUSTER_CHUNK ? b->rows - r0 : SD_CLUSTER_CHUNK;
+  sil_rows r = {(int)n, b->x + (size_t)r0 * p, b->xn + r0, b->hot + (size_t)r0 * nk};
+  return r;
+}
+
+/* The chunk pairs inside block o (a <= b); sums into acc[o->rows, K]. */
+static void sil_pairs_own(sil_work *w, const sil_block *o, int64_t *acc) {
+  int K = w->K;
+  for (int64_t a0 = 0; a0 < o->rows; a0 += SD_CLUSTER_CHUNK) {
+    sil_rows A = sil_chunk(o, a0, w->p, w->nk);
+    sil_tile(w, &A, &A, w->ident, acc + (size_t)a0 * K, NULL);
+    for (int64_t b0 = a0 + SD_CLUSTER_CHUNK; b0 < o->rows; b0 += SD_CLUSTER_CHUNK) {
+      sil_rows B = sil_chunk(o, b0, w->p, w->nk);
+      sil_tile(w, &A, &B, NULL, acc + (size_t)a0 * K, acc + (size_t)b0 * K);
+    }
+  }
+}
+
+/* Work of the pairs inside a block, in distances (a diagonal tile is a whole square). */
+static int64_t sil_own_area(const sil_block *b) {
+  int64_t w = 0;
+  for (int64_t a0 = 0; a0 < b->rows; a0 += SD_CLUSTER_CHUNK) {
+    int64_t na = b->rows - a0 < SD_CLUSTER_CHUNK ? b->rows - a0 : SD_CLUSTER_CHUNK;
+    w += na * (b->rows - a0); /* its diagonal tile and the chunks after it */
+  }
+  return w;
+}
+
+/* The chunk pairs between own block o (sums into acc_o) and visiting block v (sums into
+ * v->acc), the block with the lower rows as A. split: both ranks hold this pair of blocks (the
+ * last step at even P). Both go through the pairs in the same order and cut the list at the
+ * same place, so that each rank's work (its own block's pairs and its part of these) is as
+ * even as whole tiles allow: the rank with the lower block takes the pairs before the cut. */
+static void sil_pairs_cross(sil_work *w, const sil_block *o, int64_t *acc_o, const sil_block *v,
+                            int split) {
+  int K = w->K, olow = o->first < v->first;
+  const sil_block *lo = olow ? o : v, *hi = olow ? v : o;
+  int64_t *acc_lo = olow ? acc_o : v->acc, *acc_hi = olow ? v->acc : acc_o;
+  int64_t cut = 0, done = 0; /* lo takes a pair if the midpoint of its work is <= cut */
+  if (split) {
+    int64_t c = lo->rows * hi->rows;
+    cut = (sil_own_area(hi) - sil_own_area(lo) + c) / 2;
+    cut = cut < 0 ? 0 : cut > c ? c : cut;
+  }
+  for (int64_t a0 = 0; a0 < lo->rows; a0 += SD_CLUSTER_CHUNK) {
+    sil_rows A = sil_chunk(lo, a0, w->p, w->nk);
+    for (int64_t b0 = 0; b0 < hi->rows; b0 += SD_CLUSTER_CHUNK) {
+      sil_rows B = sil_chunk(hi, b0, w->p, w->nk);
+      int64_t area = (int64_t)A.n * B.n;
+      int lo_takes = 2 * done + area <= 2 * cut;
+      done += area;
+      if (split && lo_takes != olow)
+        continue;
+      sil_tile(w, &A, &B, NULL, acc_lo + (size_t)a0 * K, acc_hi + (size_t)b0 * K);
+    }
+  }
+}
+
+/* Sends block buffer cur on (shift ranks, header only when failed != SD_OK) and receives the
+ * next one into nxt (cap bytes); a received failure lands in *failed. A local error is
+ * returned (the caller carries on with the exchange). */
+static sd_status sil_pass(MPI_Comm comm, int shift, char *cur, size_t bytes, sd_status *failed,
+                          char *nxt, size_t cap, size_t (*expect)(const int64_t *, const void *),
+                          const void *ctx) {
+  int64_t *h = (int64_t *)cur, got = 0;
+  h[SIL_HDR_STATUS] = *failed;
+  if (*failed != SD_OK)
+    bytes = sizeof(int64_t) * SIL_HDR_LEN;
+  sd_status st = sd_par_ring_shift_by(comm, shift, cur, (int64_t)bytes, nxt, (int64_t)cap, &got);
+  if (st != SD_OK)
+    return st;
+  const int64_t *hn = (const int64_t *)nxt;
+  if (got < (int64_t)(sizeof(int64_t) * SIL_HDR_LEN))
+    return SD_ERROR(SD_ERR_INTERNAL, "silhouette ring: a message of %lld bytes (no header)",
+                    (long long)got);
+  if (hn[SIL_HDR_STATUS] != SD_OK) {
+    if (*failed == SD_OK)
+      *failed = (sd_status)hn[SIL_HDR_STATUS];
+    return SD_OK;
+  }
+  size_t want = expect(hn, ctx);
+  if ((size_t)got != want)
+    return SD_ERROR(SD_ERR_INTERNAL,
+                    "silhouette ring: a block of %lld rows came as %lld bytes (expected %zu)",
+                    (long long)hn[SIL_HDR_ROWS], (long long)got, want);
+  return SD_OK;
+}
+
+typedef struct sil_shape {
+  int p, nk, K;
+} sil_shape;
+
+static size_t sil_expect_block(const int64_t *h, const void *ctx) {
+  const sil_shape *s = ctx;
+  return sil_block_bytes(h[SIL_HDR_ROWS], s->p, s->nk, s->K);
+}
+
+static size_t sil_expect_sums(const int64_t *h, const void *ctx) {
+  const sil_shape *s = ctx;
+  return sizeof(int64_t) * (SIL_HDR_LEN + (size_t)h[SIL_HDR_ROWS] * s->K);
+}
+
+/* Collective. The exact per-row, per-cluster distance sums of the own block (packed in mine,
+ * its acc zero) into acc[rows, K]; ring[2] are two buffers of cap bytes. fail_step >= 0 makes
+ * this rank fail at that step (tests): 0 its own pairs, 1..P/2 the ring steps, P/2 + 1 the
+ * return of the sums. */
+static sd_status sil_exact(MPI_Comm comm, sil_work *w, char *mine, char *ring[2], size_t cap,
+                           int64_t *acc, int fail_step) {
+  int rank, size;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  int steps = size / 2, K = w->K;
+  sil_shape shape = {w->p, w->nk, K};
+  sd_status st = SD_OK, failed = SD_OK; /* this rank's error; any rank's, as far as known */
+  sil_block own, vis;
+  sil_block_view(mine, w->p, K, &own);
+  sd_progress prog;
+  sd_progress_begin(&prog, "silhouette (ring steps)", steps + 1);
+  if (fail_step == 0)
+    st = SD_ERROR(SD_ERR_NOMEM, "silhouette: injected failure in the own block (test)");
+  if (st == SD_OK)
+    sil_pairs_own(w, &own, acc);
+  sd_progress_update(&prog, 1);
+  char *cur = mine;
+  for (int s = 1; s <= steps; s++) {
+    if (fail_step == s && st == SD_OK)
+      st = SD_ERROR(SD_ERR_NOMEM, "silhouette: injected failure at ring step %d (test)", s);
+    if (failed == SD_OK)
+      failed = st;
+    char *nxt = ring[s & 1];
+    const int64_t *h = (const int64_t *)cur;
+    sd_status t = sil_pass(comm, 1, cur, sil_block_bytes(h[SIL_HDR_ROWS], w->p, w->nk, K), &failed,
+                           nxt, cap, sil_expect_block, &shape);
+    if (t != SD_OK && st == SD_OK)
+      st = t;
+    if (failed == SD_OK)
+      failed = st;
+    cur = nxt;
+    if (failed == SD_OK) {
+      sil_block_view(cur, w->p, K, &vis);
+      sil_pairs_cross(w, &own, acc, &vis, 2 * s == size);
+    }
+    sd_progress_update(&prog, s + 1);
+  }
+  if (steps > 0) {
+    /* the sums found for the visiting block go back to its owner, rank - steps */
+    if (fail_step == steps + 1 && st == SD_OK)
+      st = SD_ERROR(SD_ERR_NOMEM, "silhouette: injected failure returning the sums (test)");
+    if (failed == SD_OK)
+      failed = st;
+    char *back = ring[(steps + 1) & 1];
+    const int64_t *h = (const int64_t *)cur;
+    sd_status t = sil_pass(comm, -steps, cur, sil_expect_sums(h, &shape), &failed, back, cap,
+                           sil_expect_sums, &shape);
+    if (t != SD_OK && st == SD_OK)
+      st = t;
+    const int64_t *hb = (const int64_t *)back;
+    if (st == SD_OK && failed == SD_OK &&
+        (hb[SIL_HDR_FIRST] != own.first || hb[SIL_HDR_ROWS] != own.rows))
+      st = SD_ERROR(SD_ERR_INTERNAL,
+                    "silhouette ring: the sums of rows %lld+%lld came back for rows %lld+%lld",
+                    (long long)hb[SIL_HDR_FIRST], (long long)hb[SIL_HDR_ROWS], (long long)own.first,
+                    (long long)own.rows);
+    if (st == SD_OK && failed == SD_OK)
+      for (size_t t2 = 0; t2 < (size_t)own.rows * K; t2++)
+        acc[t2] += hb[SIL_HDR_LEN + t2];
+  }
+  if (st == SD_OK && failed == SD_OK)
+    sd_progress_end(&prog);
+  return sd_par_agree(comm, st);
 }
 
 /* s(i) from the per-cluster distance sums of one clustering. */
@@ -145,7 +631,7 @@ static double sil_value(const int64_t *acc, int e, int own, int k, const int64_t
 static sd_status silhouette(MPI_Comm comm, const float *x, int64_t m_local, int64_t m, int p,
                             int nk, const int *ks, const int32_t *const *assign, int64_t sample,
                             uint64_t seed, double *mean, double *stderr_out,
-                            double *const *per_cluster) {
+                            double *const *per_cluster, const sd_sil_debug *dbg) {
   int rank, size;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
@@ -167,42 +653,55 @@ static sd_status silhouette(MPI_Comm comm, const float *x, int64_t m_local, int6
                     "sampled silhouette of %lld rows for %d clusters in all: more than 2^31 sums "
                     "(lower cluster.sample or the k range)",
                     (long long)nA, K);
-  size_t blk_floats = (size_t)(maxrows > 0 ? maxrows : 1) * (p + 1);
-  size_t blk_bytes = 2 * sizeof(int64_t) + blk_floats * sizeof(float) +
-                     (size_t)(maxrows > 0 ? maxrows : 1) * nk * sizeof(int32_t);
-  sil_work w = {p, K, NULL, NULL, NULL, 0};
-  sd_status st = SD_OK;
-  char *send = NULL, *recv = NULL;
-  float *xa = NULL, *xna = NULL, *h = NULL, *own = NULL;
-  int32_t *laba = NULL, *lab_own = NULL;
+  size_t blk_bytes = sil_block_bytes(maxrows, p, nk, K);
+  if (!sampled && blk_bytes > INT32_MAX)
+    return SD_ERROR(SD_ERR_ARG,
+                    "exact silhouette: blocks of %lld rows take %zu bytes, more than a 2 GiB "
+                    "message (use more ranks or the sampled silhouette)",
+                    (long long)maxrows, blk_bytes);
+  int avx2 = 0;
+#ifdef SIL_HAVE_AVX2
+  avx2 = sil_cpu_avx2();
+#endif
+  {
+    /* SD_SILHOUETTE_KERNEL=generic: the portable loop (the tests run both) */
+    const char *ev = getenv("SD_SILHOUETTE_KERNEL");
+    if ((ev && !strcmp(ev, "generic")) || (dbg && dbg->generic))
+      avx2 = 0;
+  }
+  int fail_step = dbg && dbg->fail_rank == rank ? dbg->fail_step : -1;
+  sil_work w;
+  sd_status st = sil_work_create(&w, p, nk, K, avx2);
+  char *mine = NULL, *ring[2] = {NULL, NULL};
+  float *xa = NULL, *xna = NULL, *xn_own = NULL;
+  int32_t *laba = NULL, *lab_own = NULL, *hota = NULL, *hot_own = NULL;
   int64_t *gida = NULL, *acc = NULL, *counts = NULL, *sfix = NULL;
-  size_t na = (size_t)(nA > 0 ? nA : 1);
-  w.g = sd_malloc((size_t)SD_CLUSTER_CHUNK * SD_CLUSTER_SUBK, sizeof *w.g, "distance tile");
-  w.s = sd_malloc((size_t)SD_CLUSTER_CHUNK * K, sizeof *w.s, "cluster sums");
-  w.sd = sd_malloc((size_t)SD_CLUSTER_CHUNK * K, sizeof *w.sd, "cluster sums");
-  acc = sd_calloc(na * K, sizeof *acc, "silhouette sums");
-  gida = sd_malloc(na, sizeof *gida, "row index");
+  size_t na = (size_t)(nA > 0 ? nA : 1), ml = (size_t)(m_local > 0 ? m_local : 1);
+  acc = sil_big_calloc(na * K * sizeof *acc, "silhouette sums");
   counts = sd_calloc((size_t)K, sizeof *counts, "cluster sizes");
   sfix = sd_calloc((size_t)K + nk, sizeof *sfix, "silhouette totals");
-  if (!w.g || !w.s || !w.sd || !acc || !gida || !counts || !sfix)
+  lab_own = sd_malloc(ml * nk, sizeof *lab_own, "labels");
+  if (!acc || !counts || !sfix || !lab_own)
     st = SD_ERR_NOMEM;
   if (st == SD_OK && !sampled) {
-    send = sd_malloc(blk_bytes, 1, "ring block");
-    recv = sd_malloc(blk_bytes, 1, "ring block");
-    if (!send || !recv)
+    mine = sil_big_calloc(blk_bytes, "ring block");
+    if (size > 1) { /* the blocks of the others */
+      ring[0] = sil_big_calloc(blk_bytes, "ring block");
+      ring[1] = sil_big_calloc(blk_bytes, "ring block");
+    }
+    if (!mine || (size > 1 && (!ring[0] || !ring[1])))
       st = SD_ERR_NOMEM;
   } else if (st == SD_OK) {
-    xa = sd_calloc(na * (p + 1), sizeof *xa, "sample rows");
+    gida = sd_malloc(na, sizeof *gida, "sample rows");
+    xa = sd_calloc(na * p, sizeof *xa, "sample rows");
     laba = sd_calloc(na * nk, sizeof *laba, "sample labels");
     xna = sd_malloc(na, sizeof *xna, "sample norms");
-    h = sd_malloc((size_t)(m_local > 0 ? m_local : 1) * K, sizeof *h, "one-hot labels");
-    own = sd_malloc((size_t)(m_local > 0 ? m_local : 1), sizeof *own, "row norms");
-    if (!xa || !laba || !xna || !h || !own)
+    hota = sd_malloc(na * nk, sizeof *hota, "sample clusters");
+    xn_own = sd_malloc(ml, sizeof *xn_own, "row norms");
+    hot_own = sd_malloc(ml * nk, sizeof *hot_own, "row clusters");
+    if (!gida || !xa || !laba || !xna || !hota || !xn_own || !hot_own)
       st = SD_ERR_NOMEM;
   }
-  lab_own = sd_malloc((size_t)(m_local > 0 ? m_local : 1) * nk, sizeof *lab_own, "labels");
-  if (!lab_own)
-    st = SD_ERR_NOMEM;
   SD_CHECK_GOTO(st, sd_par_agree(comm, st), done);
 
   /* labels interleaved [m_local, nk], global cluster sizes, distance bound */
@@ -234,63 +733,19 @@ static sd_status silhouette(MPI_Comm comm, const float *x, int64_t m_local, int6
   w.fac = sd_fix_factor(e);
 
   if (!sampled) {
-    /* exact: ring of blocks [first, rows | x (rows, p) | |x|^2 (rows) | labels (rows, nk)] */
+    /* our block: header, zero sums, rows, norms, cluster indices */
+    int64_t *hd = (int64_t *)mine;
+    hd[SIL_HDR_STATUS] = SD_OK;
+    hd[SIL_HDR_FIRST] = first;
+    hd[SIL_HDR_ROWS] = m_local;
+    sil_block own;
+    sil_block_view(mine, p, K, &own);
+    memcpy(own.x, x, sizeof *x * (size_t)m_local * p);
+    row_norms(x, m_local, p, own.xn);
     for (int64_t i = 0; i < m_local; i++)
-      gida[i] = first + i;
-    int64_t *hd = (int64_t *)send;
-    hd[0] = first;
-    hd[1] = m_local;
-    float *bx = (float *)(hd + 2);
-    memcpy(bx, x, sizeof *x * (size_t)m_local * p);
-    row_norms(x, m_local, p, bx + (size_t)m_local * p);
-    memcpy(bx + (size_t)m_local * (p + 1), lab_own, sizeof *lab_own * (size_t)m_local * nk);
-    const float *xn_own = bx + (size_t)m_local * p;
-    float *own_norms = sd_malloc((size_t)(m_local > 0 ? m_local : 1), sizeof *own_norms, "norms");
-    h = sd_malloc((size_t)(maxrows > 0 ? maxrows : 1) * K, sizeof *h, "one-hot labels");
-    st = sd_par_agree(comm, (own_norms && h) ? SD_OK : SD_ERR_NOMEM);
-    if (st != SD_OK) {
-      free(own_norms);
-      goto done;
-    }
-    memcpy(own_norms, xn_own, sizeof *own_norms * (size_t)m_local);
-    sd_progress prog;
-    sd_progress_begin(&prog, "silhouette (ring steps)", size);
-    for (int step = 0; step < size; step++) {
-      const char *blk = step == 0 ? send : recv;
-      const int64_t *bh = (const int64_t *)blk;
-      int64_t bfirst = bh[0], brows = bh[1];
-      const float *bxx = (const float *)(bh + 2);
-      const float *bxn = bxx + (size_t)brows * p;
-      const int32_t *blab = (const int32_t *)(bxn + brows);
-      one_hot(brows, nk, koff, blab, K, h);
-      for (int64_t a0 = 0; a0 < m_local; a0 += SD_CLUSTER_CHUNK) {
-        int an = (int)(m_local - a0 < SD_CLUSTER_CHUNK ? m_local - a0 : SD_CLUSTER_CHUNK);
-        for (int64_t b0 = 0; b0 < brows; b0 += SD_CLUSTER_CHUNK) {
-          int bn = (int)(brows - b0 < SD_CLUSTER_CHUNK ? brows - b0 : SD_CLUSTER_CHUNK);
-          sil_tile(&w, an, x + a0 * p, own_norms + a0, gida + a0, bn, bxx + b0 * p, bxn + b0,
-                   bfirst + b0, h + b0 * K, acc + (size_t)a0 * K);
-        }
-      }
-      if (step + 1 < size) {
-        /* pass on what we just used: our own block first, then the one received */
-        int64_t got = 0;
-        const char *src = step == 0 ? send : recv;
-        int64_t sb = 2 * (int64_t)sizeof(int64_t) +
-                     bh[1] * (int64_t)((p + 1) * sizeof(float) + nk * sizeof(int32_t));
-        if (src == recv) {
-          memcpy(send, recv, (size_t)sb);
-        }
-        st = sd_par_ring_shift(comm, send, sb, recv, (int64_t)blk_bytes, &got);
-        if (st != SD_OK)
-          break;
-      }
-      sd_progress_update(&prog, step + 1);
-    }
-    if (st == SD_OK)
-      sd_progress_end(&prog);
-    free(own_norms);
-    if (st != SD_OK)
-      goto done;
+      for (int q = 0; q < nk; q++)
+        own.hot[i * nk + q] = koff[q] + lab_own[i * nk + q];
+    SD_CHECK_GOTO(st, sil_exact(comm, &w, mine, ring, blk_bytes, acc, fail_step), done);
   } else {
     /* sampled: `sample` distinct rows by selection sampling (Knuth's algorithm S) with a
      * stream every rank draws the same way; their rows reach every rank (owners add, the
@@ -332,14 +787,24 @@ static sd_status silhouette(MPI_Comm comm, const float *x, int64_t m_local, int6
     if (st != SD_OK)
       goto done;
     row_norms(xa, nA, p, xna);
-    row_norms(x, m_local, p, own);
-    one_hot(m_local, nk, koff, lab_own, K, h);
+    row_norms(x, m_local, p, xn_own);
+    for (int64_t i = 0; i < nA; i++)
+      for (int q = 0; q < nk; q++)
+        hota[i * nk + q] = koff[q] + laba[i * nk + q];
+    for (int64_t i = 0; i < m_local; i++)
+      for (int q = 0; q < nk; q++)
+        hot_own[i * nk + q] = koff[q] + lab_own[i * nk + q];
     for (int64_t a0 = 0; a0 < nA; a0 += SD_CLUSTER_CHUNK) {
       int an = (int)(nA - a0 < SD_CLUSTER_CHUNK ? nA - a0 : SD_CLUSTER_CHUNK);
+      sil_rows A = {an, xa + a0 * p, xna + a0, hota + a0 * nk};
       for (int64_t b0 = 0; b0 < m_local; b0 += SD_CLUSTER_CHUNK) {
         int bn = (int)(m_local - b0 < SD_CLUSTER_CHUNK ? m_local - b0 : SD_CLUSTER_CHUNK);
-        sil_tile(&w, an, xa + a0 * p, xna + a0, gida + a0, bn, x + b0 * p, own + b0, first + b0,
-                 h + b0 * K, acc + (size_t)a0 * K);
+        sil_rows B = {bn, x + b0 * p, xn_own + b0, hot_own + b0 * nk};
+        for (int i = 0; i < an; i++) {
+          int64_t c = gida[a0 + i] - (first + b0);
+          w.self[i] = c >= 0 && c < bn ? (int32_t)c : -1;
+        }
+        sil_tile(&w, &A, &B, w.self, acc + (size_t)a0 * K, NULL);
       }
     }
     SD_CHECK_GOTO(st, sd_par_allreduce_sum_i64(comm, acc, (int)(nA * K)), done);
@@ -401,17 +866,17 @@ static sd_status silhouette(MPI_Comm comm, const float *x, int64_t m_local, int6
     free(ccount);
   }
 done:
-  free(w.g);
-  free(w.s);
-  free(w.sd);
-  free(send);
-  free(recv);
+  sil_work_destroy(&w);
+  free(mine);
+  free(ring[0]);
+  free(ring[1]);
   free(xa);
   free(xna);
-  free(h);
-  free(own);
+  free(xn_own);
   free(laba);
   free(lab_own);
+  free(hota);
+  free(hot_own);
   free(gida);
   free(acc);
   free(counts);
@@ -423,9 +888,17 @@ sd_status sd_km_silhouette(MPI_Comm comm, const float *x, int64_t m_local, int64
                            const int *ks, const int32_t *const *assign, int64_t sample,
                            uint64_t seed, double *mean, double *stderr_out,
                            double *const *per_cluster) {
+  return sd_km_silhouette_debug(comm, x, m_local, m, p, nk, ks, assign, sample, seed, mean,
+                                stderr_out, per_cluster, NULL);
+}
+
+sd_status sd_km_silhouette_debug(MPI_Comm comm, const float *x, int64_t m_local, int64_t m, int p,
+                                 int nk, const int *ks, const int32_t *const *assign,
+                                 int64_t sample, uint64_t seed, double *mean, double *stderr_out,
+                                 double *const *per_cluster, const sd_sil_debug *dbg) {
   int nt = sd_blas_single_begin();
   sd_status st = silhouette(comm, x, m_local, m, p, nk, ks, assign, sample, seed, mean, stderr_out,
-                            per_cluster);
+                            per_cluster, dbg);
   sd_blas_single_end(nt);
   return st;
 }

@@ -134,15 +134,16 @@ sd_status sd_par_exscan_i64(MPI_Comm comm, int64_t local, int64_t *offset, int64
 }
 
 /* ---- cluster module: ring exchange of row blocks (exact silhouette) ---- */
-sd_status sd_par_ring_shift(MPI_Comm comm, const void *send, int64_t send_bytes, void *recv,
-                            int64_t recv_cap, int64_t *recv_bytes) {
+sd_status sd_par_ring_shift_by(MPI_Comm comm, int shift, const void *send, int64_t send_bytes,
+                               void *recv, int64_t recv_cap, int64_t *recv_bytes) {
   int rank, size;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
   if (send_bytes > INT32_MAX || recv_cap > INT32_MAX)
     return SD_ERROR(SD_ERR_ARG, "ring shift of %lld bytes: more than 2 GiB per message",
                     (long long)(send_bytes > recv_cap ? send_bytes : recv_cap));
-  int to = (rank + 1) % size, from = (rank + size - 1) % size;
+  int s = ((shift % size) + size) % size;
+  int to = (rank + s) % size, from = (rank + size - s) % size;
   MPI_Status status;
   SD_CHECK(sd_par_check(MPI_Sendrecv(send, (int)send_bytes, MPI_BYTE, to, 717, recv, (int)recv_cap,
                                      MPI_BYTE, from, 717, comm, &status),
@@ -151,4 +152,9 @@ sd_status sd_par_ring_shift(MPI_Comm comm, const void *send, int64_t send_bytes,
   SD_CHECK(sd_par_check(MPI_Get_count(&status, MPI_BYTE, &got), "ring shift (count)"));
   *recv_bytes = got;
   return SD_OK;
+}
+
+sd_status sd_par_ring_shift(MPI_Comm comm, const void *send, int64_t send_bytes, void *recv,
+                            int64_t recv_cap, int64_t *recv_bytes) {
+  return sd_par_ring_shift_by(comm, 1, send, send_bytes, recv, recv_cap, recv_bytes);
 }

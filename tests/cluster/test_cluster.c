@@ -1,12 +1,15 @@
-/* test_cluster.c - the cluster module at 1, 2, 4 ranks: moments and PCA against naive loops
+/* test_cluster.c - the cluster module at 1, 2, 3, 4 ranks: moments and PCA against naive loops
  * and LAPACK, k-means against a naive serial Lloyd, silhouette / CH / DB against O(N^2)
  * loops, external indices against hand-computed and stored scikit-learn values, and the
  * distributed results against the same computation on one process (MPI_COMM_SELF on rank
- * 0), bitwise. */
+ * 0), bitwise. The exact silhouette also: several chunks per rank and several clusterings at
+ * once, its two kernels against each other, and a rank failing at each step of the ring
+ * (every rank must return the error, and the next call must be unaffected). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster/cluster_internal.h"
 #include "sd_test.h"
 #include "stemdefect/cluster.h"
 #include "stemdefect/rng.h"
@@ -449,6 +452,115 @@ static void test_silhouette(MPI_Comm comm) {
   free(lab4);
 }
 
+/* Several 512-row chunks per rank (a partial one at the end), four clusterings at once (one
+ * with an empty cluster, one with long runs of equal labels, one with 200 small clusters, where
+ * a row's distance to itself would show) and one alone: against the naive loop, bitwise
+ * against one process, and the portable kernel against the default one. */
+static void test_silhouette_chunks(MPI_Comm comm) {
+  int64_t m = 5 * 512 + 77;
+  int p = 5, ks[4] = {4, 6, 2, 200};
+  int32_t *lab[4];
+  float *x = blobs(m, p, 4, 31, NULL);
+  sd_rng r;
+  sd_rng_init(&r, 5, 0, 98);
+  for (int q = 0; q < 4; q++)
+    lab[q] = malloc(sizeof **lab * m);
+  for (int64_t i = 0; i < m; i++) {
+    lab[0][i] = (int32_t)(i % 4);                    /* the blobs */
+    lab[1][i] = (int32_t)sd_rng_below(&r, 5);        /* random; cluster 5 stays empty */
+    lab[2][i] = (int32_t)((i / 300 + (i == 7)) % 2); /* runs of 300 rows */
+    lab[3][i] = (int32_t)sd_rng_below(&r, 200);
+  }
+  int64_t first, count;
+  sd_cluster_rows(m, rank_, size_, &first, &count);
+  const int32_t *as[4] = {lab[0] + first, lab[1] + first, lab[2] + first, lab[3] + first};
+  double mean[4], se[4], pc0[4], pc1[6], pc2[2], pc3[200], *pcs[4] = {pc0, pc1, pc2, pc3};
+  SD_EXPECT_OK(sd_km_silhouette(comm, x + first * p, count, m, p, 4, ks, as, 0, 1, mean, se, pcs));
+  for (int q = 0; q < 4; q++) {
+    double ref[200];
+    double rm = naive_silhouette(x, m, p, lab[q], ks[q], ref);
+    SD_EXPECT_MSG(fabs(mean[q] - rm) < 1e-5, "clustering %d: mean %.9g vs naive %.9g", q, mean[q],
+                  rm);
+    SD_EXPECT(se[q] == 0);
+    for (int c = 0; c < ks[q]; c++) {
+      if (isnan(ref[c]))
+        SD_EXPECT_MSG(isnan(pcs[q][c]), "clustering %d cluster %d: %g for an empty cluster", q, c,
+                      pcs[q][c]);
+      else /* float distances: a mean over ~13 rows keeps more of their error */
+        SD_EXPECT_MSG(fabs(pcs[q][c] - ref[c]) < (ks[q] > 100 ? 1e-4 : 1e-5),
+                      "clustering %d cluster %d: %.9g vs %.9g", q, c, pcs[q][c], ref[c]);
+    }
+  }
+  /* one clustering alone (its own kernel instance): the same as within the three */
+  double m1, pc1b[6], *pcs1[1] = {pc1b};
+  SD_EXPECT_OK(
+      sd_km_silhouette(comm, x + first * p, count, m, p, 1, ks + 1, as + 1, 0, 1, &m1, NULL, pcs1));
+  SD_EXPECT_MSG(m1 == mean[1] && !memcmp(pc1b, pc1, sizeof pc1b),
+                "one clustering alone: %.17g vs %.17g within three", m1, mean[1]);
+  /* the portable kernel: the same up to the last bits of G (the BLAS forms it there) */
+  sd_sil_debug gen = {1, -1, -1};
+  double mg[4], g0[4], g1[6], g2[2], g3[200], *pg[4] = {g0, g1, g2, g3};
+  SD_EXPECT_OK(sd_km_silhouette_debug(comm, x + first * p, count, m, p, 4, ks, as, 0, 1, mg, NULL,
+                                      pg, &gen));
+  for (int q = 0; q < 4; q++) {
+    SD_EXPECT_MSG(fabs(mg[q] - mean[q]) < 1e-7, "portable kernel: %.17g vs %.17g", mg[q], mean[q]);
+    for (int c = 0; c < ks[q]; c++)
+      SD_EXPECT(isnan(pcs[q][c]) ? isnan(pg[q][c]) : fabs(pg[q][c] - pcs[q][c]) < 1e-7);
+  }
+  if (rank_ == 0 && memcmp(mg, mean, sizeof mg))
+    fprintf(stderr,
+            "test_cluster: note: the portable silhouette kernel differs in the last bits "
+            "(%.17g vs %.17g)\n",
+            mg[0], mean[0]);
+  /* bitwise the same as one process */
+  if (rank_ == 0) {
+    const int32_t *as1[4] = {lab[0], lab[1], lab[2], lab[3]};
+    double o[4], o0[4], o1[6], o2[2], o3[200], *po[4] = {o0, o1, o2, o3};
+    SD_EXPECT_OK(sd_km_silhouette(MPI_COMM_SELF, x, m, m, p, 4, ks, as1, 0, 1, o, NULL, po));
+    SD_EXPECT_MSG(!memcmp(o, mean, sizeof o) && !memcmp(o0, pc0, sizeof o0) &&
+                      !memcmp(o1, pc1, sizeof o1) && !memcmp(o2, pc2, sizeof o2) &&
+                      !memcmp(o3, pc3, sizeof o3),
+                  "exact silhouette of 4 clusterings differs at %d ranks: %.17g vs %.17g", size_,
+                  o[0], mean[0]);
+  }
+  for (int q = 0; q < 4; q++)
+    free(lab[q]);
+  free(x);
+}
+
+/* A rank that fails at any step of the exact ring: every rank returns its error (nobody hangs),
+ * and the next call gives the same result as before. */
+static void test_silhouette_failure(MPI_Comm comm) {
+  int64_t m = 4 * 512 + 100;
+  int p = 3, k = 3;
+  int32_t *truth = malloc(sizeof *truth * m);
+  float *x = blobs(m, p, k, 41, truth);
+  int64_t first, count;
+  sd_cluster_rows(m, rank_, size_, &first, &count);
+  const int32_t *as[1] = {truth + first};
+  double ref, after;
+  SD_EXPECT_OK(
+      sd_km_silhouette(comm, x + first * p, count, m, p, 1, &k, as, 0, 1, &ref, NULL, NULL));
+  int last = size_ / 2 > 0 ? size_ / 2 + 1 : 0;
+  for (int fr = 0; fr < size_; fr++)
+    for (int step = 0; step <= last; step++) {
+      sd_sil_debug dbg = {0, fr, step};
+      double mu = -2;
+      sd_status st = sd_km_silhouette_debug(comm, x + first * p, count, m, p, 1, &k, as, 0, 1, &mu,
+                                            NULL, NULL, &dbg);
+      SD_EXPECT_MSG(st == SD_ERR_NOMEM && strstr(sd_error_message(), "injected"),
+                    "rank %d failing at step %d: rank %d got status %d (%s)", fr, step, rank_,
+                    (int)st, sd_error_message());
+      sd_error_clear();
+      SD_EXPECT_OK(
+          sd_km_silhouette(comm, x + first * p, count, m, p, 1, &k, as, 0, 1, &after, NULL, NULL));
+      SD_EXPECT_MSG(after == ref, "after a failure (rank %d, step %d): %.17g vs %.17g", fr, step,
+                    after, ref);
+    }
+  free(x);
+  free(truth);
+}
+
 int main(int argc, char **argv) {
   MPI_Init(&argc, &argv);
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
@@ -459,6 +571,8 @@ int main(int argc, char **argv) {
   test_kmeans(MPI_COMM_WORLD, SD_KM_INIT_PLUSPLUS);
   test_kmeans(MPI_COMM_WORLD, SD_KM_INIT_PARALLEL);
   test_silhouette(MPI_COMM_WORLD);
+  test_silhouette_chunks(MPI_COMM_WORLD);
+  test_silhouette_failure(MPI_COMM_WORLD);
   int f = sd_test_failures, total = 0;
   MPI_Allreduce(&f, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
   int rc = sd_test_finish("test_cluster");
