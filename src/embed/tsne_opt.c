@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "embed_internal.h"
 #include "stemdefect/log.h"
@@ -19,6 +20,15 @@ extern void dsyev_(const char *jobz, const char *uplo, const int *n, double *a, 
                    size_t luplo);
 
 #define SD_TSNE_TINY 1e-300
+
+/* CPU seconds of the calling thread: what the load balancer measures (preemption by other
+ * processes and busy waiting inside MPI are not work) */
+static double cpu_now(void) {
+  struct timespec ts;
+  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
+    return sd_time_now();
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 /* Scratch of the distributed gradient, allocated once per optimisation. */
 typedef struct grad_ws {
@@ -470,6 +480,8 @@ sd_status sd_tsne_optimize(MPI_Comm comm, const sd_tsne_params *p, const sd_tsne
     bnd[r] = (double)((int64_t)r * n / size);
   int every = p->report_every > 0 ? p->report_every : 50;
   uint64_t jit = 0x9e3779b97f4a7c15ULL;
+  double cpu_after = 0; /* CPU seconds of the previous iteration's update */
+  double busy_max = 0, busy_mean = 0; /* per iteration over ranks, summed: the imbalance */
   for (int it = 0; it < p->iterations; it++) {
     int early = it < p->exaggeration_iters;
     if (it == p->exaggeration_iters && it > 0) {
@@ -481,7 +493,7 @@ sd_status sd_tsne_optimize(MPI_Comm comm, const sd_tsne_params *p, const sd_tsne
     double exag = early ? p->early_exaggeration : 1.0;
     double mom = early ? p->momentum_early : p->momentum_late;
     int report = (it + 1) % every == 0;
-    double kl = 0, tb = sd_time_now();
+    double kl = 0, tb = sd_time_now(), c0 = cpu_now();
     /* y_all is the same on every rank, so is the outcome of the build (a non-finite
      * embedding fails everywhere); only running out of memory is local: abort then */
     st = sd_tsne_tree_build(tree, n, y_all);
@@ -512,13 +524,13 @@ sd_status sd_tsne_optimize(MPI_Comm comm, const sd_tsne_params *p, const sd_tsne
       rcnt[r] = (int)(3 * (cut[r + 1] - cut[r]));
       rdis[r] = (int)(3 * cut[r]);
     }
-    double t1 = sd_time_now();
+    double t1 = sd_time_now(), c1 = cpu_now();
     if (sd_tsne_tree_repulsion_slots(tree, cut[rank], cut[rank + 1], p->theta, rep + 3 * cut[rank]) !=
         SD_OK)
       SD_PAR_FATAL(comm);
-    double t2 = sd_time_now();
+    double t2 = sd_time_now(), cr = cpu_now();
     sd_tsne_attraction(a, y_all, exag, att);
-    double t3 = sd_time_now();
+    double t3 = sd_time_now(), c3 = cpu_now();
     w.t_rep += t2 - t1;
     w.t_att += t3 - t2;
     if (size > 1) {
@@ -527,17 +539,28 @@ sd_status sd_tsne_optimize(MPI_Comm comm, const sd_tsne_params *p, const sd_tsne
                                                 rdis, MPI_DOUBLE, comm),
                                  "allgather(repulsion)"),
                     done);
-      double mine[2] = {t2 - t1, t3 - t2};
+      /* the repulsion, and all other work of this rank since its last wait */
+      double mine[2] = {cr - c1, (c1 - c0) + (c3 - cr) + cpu_after};
       SD_CHECK_GOTO(
           st,
           sd_par_check(MPI_Allgather(mine, 2, MPI_DOUBLE, times, 2, MPI_DOUBLE, comm),
                        "allgather(times)"),
           done);
     }
-    double t4 = sd_time_now();
+    double t4 = sd_time_now(), c4 = cpu_now();
     w.t_comm += t4 - t3;
-    if (size > 1 && !sd_tsne_balance_jitter)
-      sd_tsne_balance(size, n, cut, times, bnd);
+    if (size > 1) {
+      double mx = 0, sum = 0;
+      for (int r = 0; r < size; r++) {
+        double b = times[2 * r] + times[2 * r + 1];
+        mx = b > mx ? b : mx;
+        sum += b;
+      }
+      busy_max += mx;
+      busy_mean += sum / size;
+      if (!sd_tsne_balance_jitter)
+        sd_tsne_balance(size, n, cut, times, bnd);
+    }
     /* Z in point order, as the gathered per-point values were summed before */
     const int32_t *slot = sd_tsne_tree_slots(tree);
     double Z = 0;
@@ -552,22 +575,31 @@ sd_status sd_tsne_optimize(MPI_Comm comm, const sd_tsne_params *p, const sd_tsne
       SD_CHECK_GOTO(st, gather_sum(comm, &w, w.zown, count, n, &kl), done);
     }
     double t6 = sd_time_now();
-    for (int64_t q = 0; q < count; q++) {
-      const int64_t i = a->first + q;
-      const double *ri = rep + 3 * (int64_t)slot[i];
-      for (int c = 0; c < 2; c++) {
-        int64_t e = 2 * q + c;
-        double g = 4.0 * (att[e] - ri[c] * iz), u = upd[e];
-        double gn = (u * g < 0.0) ? gains[e] + 0.2 : gains[e] * 0.8;
-        if (gn < p->min_gain)
-          gn = p->min_gain;
-        gains[e] = gn;
-        u = mom * u - lr * (g * gn);
-        upd[e] = u;
-        y_all[2 * i + c] += u;
+    {
+      /* the repulsion of the own rows is scattered over the slots: prefetch it a few rows
+       * ahead, and select the gains without branches (both keep the reference's values) */
+      const int32_t *sl = slot + a->first;
+      const double mg = p->min_gain;
+      for (int64_t q = 0; q < count; q++) {
+        if (q + 8 < count)
+          __builtin_prefetch(rep + 3 * (int64_t)sl[q + 8]);
+        const double *ri = rep + 3 * (int64_t)sl[q];
+        double *yi = y_all + 2 * (a->first + q);
+        for (int c = 0; c < 2; c++) {
+          int64_t e = 2 * q + c;
+          double g = 4.0 * (att[e] - ri[c] * iz), u = upd[e], gv = gains[e];
+          double up = gv + 0.2, down = gv * 0.8;
+          double gn = (u * g < 0.0) ? up : down;
+          gn = gn < mg ? mg : gn;
+          gains[e] = gn;
+          u = mom * u - lr * (g * gn);
+          upd[e] = u;
+          yi[c] += u;
+        }
       }
     }
     double t7 = sd_time_now();
+    cpu_after = cpu_now() - c4;
     if (size > 1)
       SD_CHECK_GOTO(st,
                     sd_par_check(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, y_all, w.cnt2,
@@ -596,11 +628,12 @@ sd_status sd_tsne_optimize(MPI_Comm comm, const sd_tsne_params *p, const sd_tsne
     sd_log_info("embed: optimisation %.2f s on rank 0: tree builds %.2f s (sort %.2f, cells "
                 "%.2f, groups %.2f; %lld of %lld sorts from the previous order), repulsion %.2f "
                 "s (slots %lld-%lld of %lld at the end), attraction %.2f s, communication and "
-                "waiting %.2f s, update %.2f s, KL reports %.2f s",
+                "waiting %.2f s, update %.2f s, KL reports %.2f s; CPU per iteration summed: "
+                "slowest rank %.2f s, mean %.2f s",
                 sd_time_now() - t0, t_build, ti.seconds_sort, ti.seconds_nodes, ti.seconds_groups,
                 (long long)ti.sorts_insertion, (long long)(ti.sorts_insertion + ti.sorts_radix),
                 w.t_rep, (long long)cut[rank], (long long)cut[rank + 1], (long long)n, w.t_att,
-                w.t_comm, t_upd, t_kl);
+                w.t_comm, t_upd, t_kl, busy_max, busy_mean);
     if (res) {
       res->kl_divergence = kl;
       res->iterations = p->iterations;
