@@ -140,6 +140,33 @@ sd_status sd_tsne_tree_repulsion(sd_tsne_tree *t, int64_t first, int64_t count, 
 sd_status sd_tsne_tree_repulsion_share(sd_tsne_tree *t, int part, int parts, double theta,
                                        double *out, int stride, int offset);
 
+/* Split by sorted slots (what the optimiser uses): sd_tsne_tree_cut(t, x) is the first slot
+ * >= x (clamped to [0, n]) at which a group starts, so cuts c_0 = 0 <= c_1 <= ... <= c_P = n
+ * of any x_r split the groups between parts; sd_tsne_tree_repulsion_slots computes the
+ * groups starting in [s0, s1) (both cuts) and writes (neg_x, neg_y, z) of the point in slot
+ * s to out[3 (s - s0) + 0..2], bitwise the values of sd_tsne_tree_repulsion whatever the
+ * cuts. sd_tsne_tree_order(t)[s] is the point in slot s, sd_tsne_tree_slots(t)[i] the slot
+ * of point i (both [n], valid until the next build). Not collective; same scratch and
+ * failure as sd_tsne_tree_repulsion. */
+int64_t sd_tsne_tree_cut(const sd_tsne_tree *t, int64_t x);
+sd_status sd_tsne_tree_repulsion_slots(sd_tsne_tree *t, int64_t s0, int64_t s1, double theta,
+                                       double *out);
+const int32_t *sd_tsne_tree_order(const sd_tsne_tree *t);
+const int32_t *sd_tsne_tree_slots(const sd_tsne_tree *t);
+
+/* For tests and profiles: sd_tsne_tree_build_reference builds the same tree as
+ * sd_tsne_tree_build by the original recursive method (sort from the index order, one
+ * recursive call per cell, binary searches for the quadrants); sd_tsne_tree_same is 1 when
+ * two built trees are bitwise identical (nodes, sorted order, positions, groups, boxes). */
+sd_status sd_tsne_tree_build_reference(sd_tsne_tree *t, int64_t n, const double *y);
+int sd_tsne_tree_same(const sd_tsne_tree *a, const sd_tsne_tree *b);
+typedef struct sd_tsne_tree_info {
+  int64_t nodes, groups;              /* of the last build */
+  int64_t sorts_insertion, sorts_radix; /* builds sorted from the previous order / by radix */
+  double seconds_sort, seconds_nodes, seconds_groups; /* summed over the builds */
+} sd_tsne_tree_info;
+void sd_tsne_tree_stats(const sd_tsne_tree *t, sd_tsne_tree_info *info);
+
 /* ---- gradient --------------------------------------------------------------------------- */
 
 /* Not collective. Attractive forces on the own rows: pos [count, 2] =

@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "embed_internal.h"
 #include "stemdefect/log.h"
@@ -19,6 +20,15 @@ extern void dsyev_(const char *jobz, const char *uplo, const int *n, double *a, 
                    size_t luplo);
 
 #define SD_TSNE_TINY 1e-300
+
+/* CPU seconds of the calling thread: what the load balancer measures (preemption by other
+ * processes and busy waiting inside MPI are not work) */
+static double cpu_now(void) {
+  struct timespec ts;
+  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
+    return sd_time_now();
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 /* Scratch of the distributed gradient, allocated once per optimisation. */
 typedef struct grad_ws {
@@ -361,50 +371,129 @@ done:
 
 /* ---- optimisation ----------------------------------------------------------------------- */
 
+int sd_tsne_balance_jitter = 0;
+
+void sd_tsne_balance(int size, int64_t n, const int64_t *cut, const double *times,
+                     double *bnd) {
+  /* rank r's repulsion costs t_rep(r) spread evenly over its slots [cut[r], cut[r+1]); its
+   * attraction t_att(r) stays with it. New cut points equalise rep + att under that cost
+   * profile; the boundaries move half way there (measured times are noisy). */
+#define t_rep(r) times[2 * (r)]
+#define t_att(r) times[2 * (r) + 1]
+  double trep = 0, ttot = 0;
+  for (int r = 0; r < size; r++) {
+    trep += t_rep(r) > 0 ? t_rep(r) : 0;
+    ttot += (t_rep(r) > 0 ? t_rep(r) : 0) + (t_att(r) > 0 ? t_att(r) : 0);
+  }
+  if (!(trep > 0) || n <= 0 || size < 2)
+    return;
+  const double avg = trep / (double)n; /* seconds per slot, for ranks without slots */
+  double want_sum = 0;
+  for (int r = 0; r < size; r++) {
+    double w = ttot / size - (t_att(r) > 0 ? t_att(r) : 0);
+    want_sum += w > 0 ? w : 0;
+  }
+  if (!(want_sum > 0))
+    return;
+  double target = 0; /* cumulative repulsion time wanted before rank r's share */
+  int q = 0;
+  double fq = 0; /* cumulative cost at cut[q] */
+  for (int r = 1; r < size; r++) {
+    double w = ttot / size - (t_att(r - 1) > 0 ? t_att(r - 1) : 0);
+    target += (w > 0 ? w : 0) * (trep / want_sum);
+    /* invert the piecewise-linear cumulative cost */
+    double x = (double)n;
+    while (q < size) {
+      int64_t len = cut[q + 1] - cut[q];
+      double c = len > 0 ? (t_rep(q) > 0 ? t_rep(q) : 0) : 0;
+      double dens = len > 0 ? c / (double)len : avg;
+      if (len > 0 && fq + c >= target) {
+        x = (double)cut[q] + (dens > 0 ? (target - fq) / dens : 0.0);
+        break;
+      }
+      fq += c;
+      q++;
+    }
+    if (x > (double)n)
+      x = (double)n;
+    double b = bnd[r] + 0.5 * (x - bnd[r]);
+    if (b < bnd[r - 1])
+      b = bnd[r - 1];
+    bnd[r] = b;
+  }
+#undef t_rep
+#undef t_att
+  bnd[0] = 0;
+  bnd[size] = (double)n;
+  for (int r = size - 1; r > 0; r--)
+    if (bnd[r] > bnd[r + 1])
+      bnd[r] = bnd[r + 1];
+}
+
 sd_status sd_tsne_optimize(MPI_Comm comm, const sd_tsne_params *p, const sd_tsne_affinity *a,
                            double *y_all, sd_tsne_result *res) {
-  /* One collective per iteration: each rank computes the repulsion and z of its share of the
-   * tree's groups and the attraction of its own rows, one sum over ranks gives everyone all
-   * of them (5 doubles per point), and every rank then applies the same update to all
-   * points, so y_all stays identical everywhere without a second collective. */
-  int rank = 0;
+  /* Per iteration, every rank builds the same tree from the same y_all; rank r computes the
+   * repulsion (3 doubles per point) of the tree groups in its range of sorted slots and the
+   * attraction of its own rows; an allgather gives every rank all the repulsion (Z is summed
+   * over it in point order), each rank updates its own rows, and a second allgather gives
+   * everyone the new y_all. Each value is computed by exactly one rank by the same code
+   * whatever the split, so the split of the slots may follow the measured times (one more
+   * small allgather): the embedding is the same bits at any rank count and under any
+   * split. */
+  int rank = 0, size = 1;
   MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
   const int64_t n = a->n, count = a->count;
   const double lr = sd_tsne_resolve_learning_rate(p, n);
   grad_ws w;
   sd_tsne_tree *tree = NULL;
-  double *grad = NULL, *upd = NULL, *gains = NULL, *pall = NULL;
+  double *grad = NULL, *upd = NULL, *gains = NULL, *rep = NULL, *att = NULL, *bnd = NULL;
+  double *times = NULL;
+  int64_t *cut = NULL;
+  int *rcnt = NULL, *rdis = NULL;
   sd_status st = grad_ws_init(comm, n, count, &w);
   if (st == SD_OK)
     st = sd_tsne_tree_create(n, &tree);
   size_t c2 = (size_t)(count > 0 ? 2 * count : 1);
   grad = sd_malloc(c2, sizeof *grad, "gradient");
-  upd = sd_calloc(2 * (size_t)n, sizeof *upd, "update");
-  gains = sd_malloc(2 * (size_t)n, sizeof *gains, "gains");
-  pall = sd_malloc((size_t)n * 5, sizeof *pall, "gathered forces");
-  if (st == SD_OK && (!grad || !upd || !gains || !pall))
+  upd = sd_calloc(c2, sizeof *upd, "update");
+  gains = sd_malloc(c2, sizeof *gains, "gains");
+  rep = sd_malloc(3 * (size_t)n, sizeof *rep, "gathered repulsion");
+  att = sd_malloc(c2, sizeof *att, "attraction");
+  bnd = sd_malloc((size_t)size + 1, sizeof *bnd, "split of the slots");
+  times = sd_malloc(2 * (size_t)size, sizeof *times, "per-rank times");
+  cut = sd_malloc((size_t)size + 1, sizeof *cut, "split of the slots");
+  rcnt = sd_malloc((size_t)size, sizeof *rcnt, "gather counts");
+  rdis = sd_malloc((size_t)size, sizeof *rdis, "gather counts");
+  if (st == SD_OK &&
+      (!grad || !upd || !gains || !rep || !att || !bnd || !times || !cut || !rcnt || !rdis))
     st = SD_ERR_NOMEM;
-  if (st == SD_OK && 5 * n > INT32_MAX)
+  if (st == SD_OK && 3 * n > INT32_MAX)
     st = SD_ERROR(SD_ERR_ARG, "t-SNE: %lld points exceed one MPI message", (long long)n);
   st = sd_par_agree(comm, st);
   if (st != SD_OK)
     goto done;
-  double t0 = sd_time_now(), t_build = 0;
-  for (int64_t e = 0; e < 2 * n; e++)
+  double t0 = sd_time_now(), t_build = 0, t_upd = 0, t_kl = 0;
+  for (int64_t e = 0; e < 2 * count; e++)
     gains[e] = 1.0;
+  for (int r = 0; r <= size; r++)
+    bnd[r] = (double)((int64_t)r * n / size);
   int every = p->report_every > 0 ? p->report_every : 50;
+  uint64_t jit = 0x9e3779b97f4a7c15ULL;
+  double cpu_after = 0; /* CPU seconds of the previous iteration's update */
+  double busy_max = 0, busy_mean = 0; /* per iteration over ranks, summed: the imbalance */
   for (int it = 0; it < p->iterations; it++) {
     int early = it < p->exaggeration_iters;
     if (it == p->exaggeration_iters && it > 0) {
       /* the second stage starts afresh, as in the reference implementation */
-      memset(upd, 0, 2 * (size_t)n * sizeof *upd);
-      for (int64_t e = 0; e < 2 * n; e++)
+      memset(upd, 0, c2 * sizeof *upd);
+      for (int64_t e = 0; e < 2 * count; e++)
         gains[e] = 1.0;
     }
     double exag = early ? p->early_exaggeration : 1.0;
     double mom = early ? p->momentum_early : p->momentum_late;
     int report = (it + 1) % every == 0;
-    double kl = 0, tb = sd_time_now();
+    double kl = 0, tb = sd_time_now(), c0 = cpu_now();
     /* y_all is the same on every rank, so is the outcome of the build (a non-finite
      * embedding fails everywhere); only running out of memory is local: abort then */
     st = sd_tsne_tree_build(tree, n, y_all);
@@ -413,52 +502,114 @@ sd_status sd_tsne_optimize(MPI_Comm comm, const sd_tsne_params *p, const sd_tsne
       SD_PAR_FATAL(comm);
     if (st != SD_OK)
       goto done;
-    /* repulsion by groups of the tree (each rank an equal share of the sorted points, so
-     * the interaction lists are built once, not once per rank owning a point of the group),
-     * attraction by own rows; each value is computed by exactly one rank and the others
-     * hold 0, so the sum over ranks gives every rank all of them, bit for bit */
-    double t1 = sd_time_now();
-    memset(pall, 0, (size_t)n * 5 * sizeof *pall);
-    if (sd_tsne_tree_repulsion_share(tree, rank, w.size, p->theta, pall, 5, 2) != SD_OK)
-      SD_PAR_FATAL(comm);
-    double t2 = sd_time_now();
-    sd_tsne_attraction(a, y_all, exag, w.pos);
-    for (int64_t q = 0; q < count; q++) {
-      pall[5 * (a->first + q)] = w.pos[2 * q];
-      pall[5 * (a->first + q) + 1] = w.pos[2 * q + 1];
+    if (sd_tsne_balance_jitter) {
+      /* tests: an arbitrary split (the same on every rank) must not change a bit */
+      for (int r = 1; r < size; r++) {
+        jit = jit * 6364136223846793005ULL + 1442695040888963407ULL;
+        bnd[r] = (double)((jit >> 33) % (uint64_t)(n + 1));
+      }
+      for (int r = 1; r < size; r++)
+        for (int q = r + 1; q < size; q++)
+          if (bnd[q] < bnd[r]) {
+            double x = bnd[q];
+            bnd[q] = bnd[r];
+            bnd[r] = x;
+          }
     }
-    double t3 = sd_time_now();
+    cut[0] = 0;
+    for (int r = 1; r < size; r++)
+      cut[r] = sd_tsne_tree_cut(tree, (int64_t)bnd[r]);
+    cut[size] = n;
+    for (int r = 0; r < size; r++) {
+      rcnt[r] = (int)(3 * (cut[r + 1] - cut[r]));
+      rdis[r] = (int)(3 * cut[r]);
+    }
+    double t1 = sd_time_now(), c1 = cpu_now();
+    if (sd_tsne_tree_repulsion_slots(tree, cut[rank], cut[rank + 1], p->theta, rep + 3 * cut[rank]) !=
+        SD_OK)
+      SD_PAR_FATAL(comm);
+    double t2 = sd_time_now(), cr = cpu_now();
+    sd_tsne_attraction(a, y_all, exag, att);
+    double t3 = sd_time_now(), c3 = cpu_now();
     w.t_rep += t2 - t1;
     w.t_att += t3 - t2;
-    SD_CHECK_GOTO(
-        st,
-        sd_par_check(MPI_Allreduce(MPI_IN_PLACE, pall, (int)(5 * n), MPI_DOUBLE, MPI_SUM, comm),
-                     "allreduce(forces)"),
-        done);
-    w.t_comm += sd_time_now() - t3;
+    if (size > 1) {
+      SD_CHECK_GOTO(st,
+                    sd_par_check(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, rep, rcnt,
+                                                rdis, MPI_DOUBLE, comm),
+                                 "allgather(repulsion)"),
+                    done);
+      /* the repulsion, and all other work of this rank since its last wait */
+      double mine[2] = {cr - c1, (c1 - c0) + (c3 - cr) + cpu_after};
+      SD_CHECK_GOTO(
+          st,
+          sd_par_check(MPI_Allgather(mine, 2, MPI_DOUBLE, times, 2, MPI_DOUBLE, comm),
+                       "allgather(times)"),
+          done);
+    }
+    double t4 = sd_time_now(), c4 = cpu_now();
+    w.t_comm += t4 - t3;
+    if (size > 1) {
+      double mx = 0, sum = 0;
+      for (int r = 0; r < size; r++) {
+        double b = times[2 * r] + times[2 * r + 1];
+        mx = b > mx ? b : mx;
+        sum += b;
+      }
+      busy_max += mx;
+      busy_mean += sum / size;
+      if (!sd_tsne_balance_jitter)
+        sd_tsne_balance(size, n, cut, times, bnd);
+    }
+    /* Z in point order, as the gathered per-point values were summed before */
+    const int32_t *slot = sd_tsne_tree_slots(tree);
     double Z = 0;
     for (int64_t i = 0; i < n; i++)
-      Z += pall[5 * i + 4];
+      Z += rep[3 * (int64_t)slot[i] + 2];
     if (!(Z > 0))
       Z = SD_TSNE_TINY;
     const double iz = 1.0 / Z;
+    double t5 = sd_time_now();
     if (report) {
       kl_terms(a, y_all, iz, w.zown);
       SD_CHECK_GOTO(st, gather_sum(comm, &w, w.zown, count, n, &kl), done);
     }
-    for (int64_t i = 0; i < n; i++) {
-      for (int c = 0; c < 2; c++) {
-        int64_t e = 2 * i + c;
-        double g = 4.0 * (pall[5 * i + c] - pall[5 * i + 2 + c] * iz), u = upd[e];
-        double gn = (u * g < 0.0) ? gains[e] + 0.2 : gains[e] * 0.8;
-        if (gn < p->min_gain)
-          gn = p->min_gain;
-        gains[e] = gn;
-        u = mom * u - lr * (g * gn);
-        upd[e] = u;
-        y_all[e] += u;
+    double t6 = sd_time_now();
+    {
+      /* the repulsion of the own rows is scattered over the slots: prefetch it a few rows
+       * ahead, and select the gains without branches (both keep the reference's values) */
+      const int32_t *sl = slot + a->first;
+      const double mg = p->min_gain;
+      for (int64_t q = 0; q < count; q++) {
+        if (q + 8 < count)
+          __builtin_prefetch(rep + 3 * (int64_t)sl[q + 8]);
+        const double *ri = rep + 3 * (int64_t)sl[q];
+        double *yi = y_all + 2 * (a->first + q);
+        for (int c = 0; c < 2; c++) {
+          int64_t e = 2 * q + c;
+          double g = 4.0 * (att[e] - ri[c] * iz), u = upd[e], gv = gains[e];
+          double up = gv + 0.2, down = gv * 0.8;
+          double gn = (u * g < 0.0) ? up : down;
+          gn = gn < mg ? mg : gn;
+          gains[e] = gn;
+          u = mom * u - lr * (g * gn);
+          upd[e] = u;
+          yi[c] += u;
+        }
       }
     }
+    double t7 = sd_time_now();
+    cpu_after = cpu_now() - c4;
+    if (size > 1)
+      SD_CHECK_GOTO(st,
+                    sd_par_check(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, y_all, w.cnt2,
+                                                w.dis2, MPI_DOUBLE, comm),
+                                 "allgather(embedding)"),
+                    done);
+    double t8 = sd_time_now();
+    w.t_comm += t8 - t7;
+    t_upd += (t5 - t4) + (t7 - t6);
+    t_kl += t6 - t5;
     if (report)
       sd_log_info("embed: iteration %d/%d: KL divergence %.6f%s (%.1f s)", it + 1, p->iterations,
                   kl, early ? " (early exaggeration)" : "", sd_time_now() - t0);
@@ -472,9 +623,17 @@ sd_status sd_tsne_optimize(MPI_Comm comm, const sd_tsne_params *p, const sd_tsne
     if (st != SD_OK)
       goto done;
     SD_CHECK_GOTO(st, grad_core(comm, a, tree, y_all, p->theta, 1.0, &w, grad, &kl), done);
-    sd_log_info("embed: optimisation %.2f s on rank 0: tree builds %.2f s, repulsion %.2f s, "
-                "attraction %.2f s, communication and waiting %.2f s",
-                sd_time_now() - t0, t_build, w.t_rep, w.t_att, w.t_comm);
+    sd_tsne_tree_info ti;
+    sd_tsne_tree_stats(tree, &ti);
+    sd_log_info("embed: optimisation %.2f s on rank 0: tree builds %.2f s (sort %.2f, cells "
+                "%.2f, groups %.2f; %lld of %lld sorts from the previous order), repulsion %.2f "
+                "s (slots %lld-%lld of %lld at the end), attraction %.2f s, communication and "
+                "waiting %.2f s, update %.2f s, KL reports %.2f s; CPU per iteration summed: "
+                "slowest rank %.2f s, mean %.2f s",
+                sd_time_now() - t0, t_build, ti.seconds_sort, ti.seconds_nodes, ti.seconds_groups,
+                (long long)ti.sorts_insertion, (long long)(ti.sorts_insertion + ti.sorts_radix),
+                w.t_rep, (long long)cut[rank], (long long)cut[rank + 1], (long long)n, w.t_att,
+                w.t_comm, t_upd, t_kl, busy_max, busy_mean);
     if (res) {
       res->kl_divergence = kl;
       res->iterations = p->iterations;
@@ -488,7 +647,13 @@ done:
   free(grad);
   free(upd);
   free(gains);
-  free(pall);
+  free(rep);
+  free(att);
+  free(bnd);
+  free(times);
+  free(cut);
+  free(rcnt);
+  free(rdis);
   return st;
 }
 

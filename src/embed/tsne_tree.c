@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "stemdefect/log.h"
 #include "stemdefect/tsne.h"
 
 typedef struct tnode {
@@ -32,6 +33,10 @@ struct sd_tsne_tree {
   int32_t *pos;            /* [cap] point -> sorted position */
   double *ys;              /* [cap, 2] positions in sorted order */
   double root_w;
+  int64_t sorted_n; /* n of the last build: order holds its sorted permutation (0: none) */
+  int sort_skip, sort_backoff; /* builds to sort by radix directly, after a failed attempt */
+  int64_t sorts_insertion, sorts_radix; /* how the builds sorted (statistics) */
+  double t_sort, t_nodes, t_groups;     /* seconds in the parts of the builds */
   /* groups: maximal subtrees of <= SD_TSNE_GROUP points; forces are computed per group
    * from one interaction list built against the group's bounding box */
   int64_t ngroups, group_cap;
@@ -118,6 +123,43 @@ static inline uint64_t spread_bits(uint64_t v) {
   return v;
 }
 
+/* the same by table: the 8 bits of an index spread to the even bits of 16 */
+#define SP8(v)                                                                                     \
+  (((v)&1) | (((v)&2) << 1) | (((v)&4) << 2) | (((v)&8) << 3) | (((v)&16) << 4) |                 \
+   (((v)&32) << 5) | (((v)&64) << 6) | (((v)&128) << 7))
+#define SP8_4(b) SP8(b), SP8(b + 1), SP8(b + 2), SP8(b + 3)
+#define SP8_16(b) SP8_4(b), SP8_4(b + 4), SP8_4(b + 8), SP8_4(b + 12)
+#define SP8_64(b) SP8_16(b), SP8_16(b + 16), SP8_16(b + 32), SP8_16(b + 48)
+static const uint16_t spread8[256] = {SP8_64(0), SP8_64(64), SP8_64(128), SP8_64(192)};
+#undef SP8_64
+#undef SP8_16
+#undef SP8_4
+#undef SP8
+
+static inline uint64_t spread_table(uint32_t v) {
+  return (uint64_t)spread8[v & 255] | (uint64_t)spread8[(v >> 8) & 255] << 16 |
+         (uint64_t)spread8[(v >> 16) & 255] << 32 | (uint64_t)spread8[v >> 24] << 48;
+}
+
+/* the 32-bit grid coordinate of a position (the reference arithmetic, shared by both builds) */
+static inline uint32_t grid_coord(double v, double vmin, double scale) {
+  double f = floor((v - vmin) * scale);
+  return f >= 4294967295.0 ? 4294967295U : (f <= 0 ? 0U : (uint32_t)f);
+}
+
+/* The same value without floor (a library call on baseline x86-64): v >= vmin, so the
+ * scaled offset is >= 0 (or NaN, excluded by the finite bounding box) and truncation is
+ * floor. */
+static inline uint32_t grid_coord_fast(double v, double vmin, double scale) {
+  double f = (v - vmin) * scale;
+  return f >= 4294967295.0 ? 4294967295U : (f > 0 ? (uint32_t)f : 0U);
+}
+
+static inline uint64_t morton_code(const double *p, double xmin, double ymin, double scale) {
+  return (spread_table(grid_coord_fast(p[0], xmin, scale)) << 1) |
+         spread_table(grid_coord_fast(p[1], ymin, scale));
+}
+
 /* stable LSD radix sort of (code, order) by code, 8 passes of 8 bits */
 static void radix_sort(sd_tsne_tree *t, int64_t n) {
   uint64_t *a = t->code, *b = t->code2;
@@ -153,6 +195,65 @@ static void radix_sort(sd_tsne_tree *t, int64_t n) {
   }
 }
 
+/* Sorts the points by (code, index) into t->code / t->order. The previous build's order is
+ * the starting permutation: between iterations the points move little, so an insertion sort
+ * finishes in about n steps; when it needs more than 4n moves (early on, the embedding still
+ * changes fast, and the Morton order is not stable under the moving bounding box) the rest
+ * is left to the radix sort from the index order, and the next attempts are spaced out. Either way the
+ * result is the unique (code, index) order, that of the radix sort alone. */
+static void sort_points(sd_tsne_tree *t, int64_t n, const double *y, double xmin, double ymin,
+                        double scale) {
+  uint64_t *code = t->code;
+  int32_t *order = t->order;
+  int insertion = t->sorted_n == n;
+  if (insertion && t->sort_skip > 0) {
+    t->sort_skip--;
+    insertion = 0;
+  }
+  if (insertion) {
+    for (int64_t s = 0; s < n; s++)
+      code[s] = morton_code(y + 2 * (int64_t)order[s], xmin, ymin, scale);
+    const int64_t budget = 4 * n;
+    int64_t moves = 0;
+    int64_t s = 1;
+    for (; s < n; s++) {
+      uint64_t c = code[s];
+      int32_t o = order[s];
+      int64_t r = s;
+      while (r > 0 && (code[r - 1] > c || (code[r - 1] == c && order[r - 1] > o))) {
+        code[r] = code[r - 1];
+        order[r] = order[r - 1];
+        r--;
+      }
+      code[r] = c;
+      order[r] = o;
+      moves += s - r;
+      if (moves > budget)
+        break;
+    }
+    if (s >= n) {
+      t->sorts_insertion++;
+      t->sort_backoff = 0;
+      return;
+    }
+    /* the order changed a lot: skip the attempt for the next 1, 3, 7, .. 31 builds */
+    t->sort_backoff = t->sort_backoff < 31 ? 2 * t->sort_backoff + 1 : 31;
+    t->sort_skip = t->sort_backoff;
+    /* back to the index order (the pairs are still a permutation), then the radix sort */
+    for (int64_t q = 0; q < n; q++)
+      t->code2[order[q]] = code[q];
+    memcpy(code, t->code2, (size_t)n * sizeof *code);
+  } else {
+    for (int64_t i = 0; i < n; i++)
+      code[i] = morton_code(y + 2 * i, xmin, ymin, scale);
+  }
+  for (int64_t i = 0; i < n; i++)
+    order[i] = (int32_t)i;
+  radix_sort(t, n);
+  t->sorts_radix++;
+  t->sorted_n = n;
+}
+
 /* first position in [lo, hi) whose quadrant digit at level is >= q (codes sorted) */
 static int64_t lower_quadrant(const uint64_t *code, int64_t lo, int64_t hi, int shift, uint64_t q) {
   while (lo < hi) {
@@ -165,17 +266,27 @@ static int64_t lower_quadrant(const uint64_t *code, int64_t lo, int64_t hi, int 
   return lo;
 }
 
-/* Emits the subtree of sorted range [lo, hi) at level in depth-first order; returns its
- * node index, or -1 when the node array cannot grow (SD_ERR_NOMEM raised). */
+static int nodes_reserve(sd_tsne_tree *t, int64_t need) {
+  if (need <= t->node_cap)
+    return 1;
+  int64_t want = 2 * t->node_cap + 64;
+  if (want < need)
+    want = need;
+  if (want > INT32_MAX)
+    return 0;
+  void *p = sd_realloc(t->nodes, (size_t)want, sizeof *t->nodes, "t-SNE tree nodes");
+  if (!p)
+    return 0;
+  t->nodes = p;
+  t->node_cap = want;
+  return 1;
+}
+
+/* The reference layout, recursively: emits the subtree of sorted range [lo, hi) at level in
+ * depth-first order; returns its node index, or -1 when the node array cannot grow. */
 static int32_t build_node(sd_tsne_tree *t, int64_t lo, int64_t hi, int level, double w) {
-  if (t->nnodes == t->node_cap) {
-    int64_t want = 2 * t->node_cap + 64;
-    void *p = sd_realloc(t->nodes, (size_t)want, sizeof *t->nodes, "t-SNE tree nodes");
-    if (!p || want > INT32_MAX)
-      return -1;
-    t->nodes = p;
-    t->node_cap = want;
-  }
+  if (!nodes_reserve(t, t->nnodes + 1))
+    return -1;
   int32_t id = (int32_t)t->nnodes++;
   tnode *nd = &t->nodes[id];
   nd->w2 = w * w;
@@ -218,7 +329,98 @@ static int32_t build_node(sd_tsne_tree *t, int64_t lo, int64_t hi, int level, do
   return id;
 }
 
-sd_status sd_tsne_tree_build(sd_tsne_tree *t, int64_t n, const double *y) {
+/* The level below which sorted codes a != b part: their first differing quadrant digit. */
+static inline int split_level(uint64_t a, uint64_t b) { return __builtin_clzll(a ^ b) >> 1; }
+
+/* The same tree as build_node (the same nodes in the same order with the same bits), in one
+ * pass over the sorted codes with a stack of the open cells. The cells containing the run of
+ * equal codes [lo, hi) are those of levels 0 .. leaf, leaf = 1 + the larger of the levels at
+ * which the run parts from its neighbours; the ones of levels above the split from the left
+ * neighbour open at lo (pre-order), and after the leaf the ones deeper than the split to the
+ * right neighbour close. A closing cell sums its children's count-weighted centres in child
+ * order, as build_node does (walking the children by their next links, so the divisions of
+ * the children are long done and do not form one dependency chain). */
+static int build_stack(sd_tsne_tree *t, int64_t n) {
+  double w2l[34];
+  {
+    double w = t->root_w;
+    for (int l = 0; l < 34; l++) {
+      w2l[l] = w * w;
+      w *= 0.5;
+    }
+  }
+  const uint64_t *code = t->code;
+  const double *ys = t->ys;
+  int32_t sid[34];
+  int slv[34];
+  int top = 0, prev = -1;
+  int64_t nn = 0;
+  for (int64_t lo = 0; lo < n;) {
+    int64_t hi = lo + 1;
+    while (hi < n && code[hi] == code[lo])
+      hi++;
+    const int right = hi < n ? split_level(code[hi - 1], code[hi]) : -1;
+    const int leafl = (prev > right ? prev : right) + 1;
+    if (nn + 36 > t->node_cap && !nodes_reserve(t, nn + 36))
+      return 0;
+    tnode *nodes = t->nodes;
+    for (int l = prev + 1; l < leafl; l++) {
+      tnode *nd = &nodes[nn];
+      nd->w2 = w2l[l];
+      nd->lo = (int32_t)lo;
+      nd->leaf = 0;
+      sid[top] = (int32_t)nn;
+      slv[top] = l;
+      top++;
+      nn++;
+    }
+    {
+      tnode *nd = &nodes[nn];
+      nd->w2 = w2l[leafl];
+      nd->lo = (int32_t)lo;
+      nd->count = (int32_t)(hi - lo);
+      nd->leaf = 1;
+      if (hi - lo == 1) { /* (0 + y) / 1 = 0 + y exactly */
+        nd->cx = 0.0 + ys[2 * lo];
+        nd->cy = 0.0 + ys[2 * lo + 1];
+      } else {
+        double sx = 0, sy = 0;
+        for (int64_t s = lo; s < hi; s++) {
+          sx += ys[2 * s];
+          sy += ys[2 * s + 1];
+        }
+        nd->cx = sx / (double)(hi - lo);
+        nd->cy = sy / (double)(hi - lo);
+      }
+      nn++;
+      nd->next = (int32_t)nn;
+    }
+    while (top > 0 && slv[top - 1] > right) {
+      top--;
+      const int32_t id = sid[top];
+      tnode *nd = &nodes[id];
+      double sx = 0, sy = 0;
+      for (int64_t ch = id + 1; ch < nn; ch = nodes[ch].next) {
+        const double c = (double)nodes[ch].count;
+        sx += nodes[ch].cx * c;
+        sy += nodes[ch].cy * c;
+      }
+      const double c = (double)(hi - nd->lo);
+      nd->count = (int32_t)(hi - nd->lo);
+      nd->cx = sx / c;
+      nd->cy = sy / c;
+      nd->next = (int32_t)nn;
+    }
+    prev = right;
+    lo = hi;
+  }
+  t->nnodes = nn;
+  return 1;
+}
+
+/* Reserves the storage of a build and finds the square bounding box: *w = 0 for n = 0. */
+static sd_status build_begin(sd_tsne_tree *t, int64_t n, const double *y, double *xmin,
+                             double *ymin, double *w) {
   SD_CHECK(tree_reserve(t, n));
   if (t->node_cap < 2 * n + 16 || !t->nodes) {
     /* n leaves and < n branching nodes, plus chains of one-child nodes (grown on demand) */
@@ -235,46 +437,49 @@ sd_status sd_tsne_tree_build(sd_tsne_tree *t, int64_t n, const double *y) {
     return SD_ERR_NOMEM;
   t->n = n;
   t->nnodes = 0;
+  t->ngroups = 0;
+  *w = 0;
   if (n == 0)
     return SD_OK;
-  double xmin = y[0], xmax = y[0], ymin = y[1], ymax = y[1];
-  for (int64_t i = 1; i < n; i++) {
+  double x0 = y[0], x1 = y[0], y0 = y[1], y1 = y[1];
+  int nonfinite = 0; /* a NaN passes every comparison below: test each value */
+  for (int64_t i = 0; i < n; i++) {
     double a = y[2 * i], b = y[2 * i + 1];
-    if (a < xmin)
-      xmin = a;
-    if (a > xmax)
-      xmax = a;
-    if (b < ymin)
-      ymin = b;
-    if (b > ymax)
-      ymax = b;
+    nonfinite |= !isfinite(a) | !isfinite(b);
+    if (a < x0)
+      x0 = a;
+    if (a > x1)
+      x1 = a;
+    if (b < y0)
+      y0 = b;
+    if (b > y1)
+      y1 = b;
   }
-  if (!isfinite(xmin) || !isfinite(xmax) || !isfinite(ymin) || !isfinite(ymax))
+  if (nonfinite || !isfinite(x0) || !isfinite(x1) || !isfinite(y0) || !isfinite(y1))
     return SD_ERROR(SD_ERR_INTERNAL, "t-SNE: the embedding holds non-finite values (diverged; try "
                                      "a smaller learning rate)");
-  double w = xmax - xmin > ymax - ymin ? xmax - xmin : ymax - ymin;
-  if (!(w > 0))
-    w = 1.0;
-  w *= 1.0 + 1e-9;
-  double scale = 4294967296.0 / w;
-  for (int64_t i = 0; i < n; i++) {
-    double fx = floor((y[2 * i] - xmin) * scale), fy = floor((y[2 * i + 1] - ymin) * scale);
-    uint64_t qx = fx >= 4294967295.0 ? 4294967295ULL : (fx <= 0 ? 0 : (uint64_t)fx);
-    uint64_t qy = fy >= 4294967295.0 ? 4294967295ULL : (fy <= 0 ? 0 : (uint64_t)fy);
-    t->code[i] = (spread_bits(qx) << 1) | spread_bits(qy);
-    t->order[i] = (int32_t)i;
-  }
-  radix_sort(t, n);
+  double ww = x1 - x0 > y1 - y0 ? x1 - x0 : y1 - y0;
+  if (!(ww > 0))
+    ww = 1.0;
+  ww *= 1.0 + 1e-9;
+  *xmin = x0;
+  *ymin = y0;
+  *w = ww;
+  return SD_OK;
+}
+
+/* Sorted positions, then (after the nodes) the groups in depth-first order with the
+ * bounding boxes of their points. */
+static void build_scatter(sd_tsne_tree *t, int64_t n, const double *y) {
   for (int64_t s = 0; s < n; s++) {
     int32_t i = t->order[s];
     t->pos[i] = (int32_t)s;
     t->ys[2 * s] = y[2 * i];
     t->ys[2 * s + 1] = y[2 * i + 1];
   }
-  t->root_w = w;
-  if (build_node(t, 0, n, 0, w) < 0)
-    return SD_ERR_NOMEM;
-  /* groups in depth-first order, with the bounding boxes of their points */
+}
+
+static sd_status build_groups(sd_tsne_tree *t) {
   t->ngroups = 0;
   for (int32_t nd = 0; nd < (int32_t)t->nnodes;) {
     const tnode *c = &t->nodes[nd];
@@ -295,23 +500,92 @@ sd_status sd_tsne_tree_build(sd_tsne_tree *t, int64_t n, const double *y) {
       t->group_cap = want;
     }
     double *b = t->gbox + 4 * t->ngroups;
-    b[0] = b[1] = t->ys[2 * c->lo];
-    b[2] = b[3] = t->ys[2 * c->lo + 1];
-    for (int32_t s = c->lo + 1; s < c->lo + c->count; s++) {
-      double a = t->ys[2 * s], e = t->ys[2 * s + 1];
-      if (a < b[0])
-        b[0] = a;
-      if (a > b[1])
-        b[1] = a;
-      if (e < b[2])
-        b[2] = e;
-      if (e > b[3])
-        b[3] = e;
+    const double *p = t->ys + 2 * (int64_t)c->lo;
+    double x0 = p[0], x1 = p[0], y0 = p[1], y1 = p[1];
+    for (int32_t s = 1; s < c->count; s++) {
+      double a = p[2 * s], e = p[2 * s + 1];
+      x0 = a < x0 ? a : x0;
+      x1 = a > x1 ? a : x1;
+      y0 = e < y0 ? e : y0;
+      y1 = e > y1 ? e : y1;
     }
+    b[0] = x0;
+    b[1] = x1;
+    b[2] = y0;
+    b[3] = y1;
     t->group[t->ngroups++] = nd;
     nd = c->next;
   }
   return SD_OK;
+}
+
+sd_status sd_tsne_tree_build(sd_tsne_tree *t, int64_t n, const double *y) {
+  double xmin = 0, ymin = 0, w = 0;
+  SD_CHECK(build_begin(t, n, y, &xmin, &ymin, &w));
+  if (n == 0)
+    return SD_OK;
+  double ta = sd_time_now();
+  sort_points(t, n, y, xmin, ymin, 4294967296.0 / w);
+  double tb = sd_time_now();
+  build_scatter(t, n, y);
+  t->root_w = w;
+  if (!build_stack(t, n))
+    return SD_ERR_NOMEM;
+  double tc = sd_time_now();
+  sd_status st = build_groups(t);
+  double td = sd_time_now();
+  t->t_sort += tb - ta;
+  t->t_nodes += tc - tb;
+  t->t_groups += td - tc;
+  return st;
+}
+
+sd_status sd_tsne_tree_build_reference(sd_tsne_tree *t, int64_t n, const double *y) {
+  double xmin = 0, ymin = 0, w = 0;
+  SD_CHECK(build_begin(t, n, y, &xmin, &ymin, &w));
+  if (n == 0)
+    return SD_OK;
+  const double scale = 4294967296.0 / w;
+  for (int64_t i = 0; i < n; i++) {
+    t->code[i] = (spread_bits(grid_coord(y[2 * i], xmin, scale)) << 1) |
+                 spread_bits(grid_coord(y[2 * i + 1], ymin, scale));
+    t->order[i] = (int32_t)i;
+  }
+  radix_sort(t, n);
+  t->sorted_n = 0; /* the next sd_tsne_tree_build starts from the index order */
+  build_scatter(t, n, y);
+  t->root_w = w;
+  if (build_node(t, 0, n, 0, w) < 0)
+    return SD_ERR_NOMEM;
+  return build_groups(t);
+}
+
+int sd_tsne_tree_same(const sd_tsne_tree *a, const sd_tsne_tree *b) {
+  if (a->n != b->n || a->nnodes != b->nnodes || a->ngroups != b->ngroups)
+    return 0;
+  if (memcmp(&a->root_w, &b->root_w, sizeof a->root_w) != 0)
+    return 0;
+  size_t n = (size_t)a->n;
+  if (n == 0)
+    return 1;
+  return memcmp(a->nodes, b->nodes, (size_t)a->nnodes * sizeof *a->nodes) == 0 &&
+         memcmp(a->code, b->code, n * sizeof *a->code) == 0 &&
+         memcmp(a->order, b->order, n * sizeof *a->order) == 0 &&
+         memcmp(a->pos, b->pos, n * sizeof *a->pos) == 0 &&
+         memcmp(a->ys, b->ys, 2 * n * sizeof *a->ys) == 0 &&
+         memcmp(a->group, b->group, (size_t)a->ngroups * sizeof *a->group) == 0 &&
+         memcmp(a->gbox, b->gbox, 4 * (size_t)a->ngroups * sizeof *a->gbox) == 0;
+}
+
+void sd_tsne_tree_stats(const sd_tsne_tree *t, sd_tsne_tree_info *info) {
+  memset(info, 0, sizeof *info);
+  info->nodes = t->nnodes;
+  info->groups = t->ngroups;
+  info->sorts_insertion = t->sorts_insertion;
+  info->sorts_radix = t->sorts_radix;
+  info->seconds_sort = t->t_sort;
+  info->seconds_nodes = t->t_nodes;
+  info->seconds_groups = t->t_groups;
 }
 
 static int list_grow(sd_tsne_tree *t, int64_t need) {
@@ -471,6 +745,52 @@ sd_status sd_tsne_tree_repulsion_share(sd_tsne_tree *t, int part, int parts, dou
       double *o = out + (size_t)t->order[s] * stride + offset;
       point_force(t, gn, s, len, o);
     }
+  }
+  return SD_OK;
+}
+
+const int32_t *sd_tsne_tree_order(const sd_tsne_tree *t) { return t->order; }
+
+const int32_t *sd_tsne_tree_slots(const sd_tsne_tree *t) { return t->pos; }
+
+int64_t sd_tsne_tree_cut(const sd_tsne_tree *t, int64_t x) {
+  if (x <= 0)
+    return 0;
+  if (x >= t->n)
+    return t->n;
+  /* the first group starting at or after x: groups are in slot order and tile [0, n) */
+  int64_t lo = 0, hi = t->ngroups;
+  while (lo < hi) {
+    int64_t mid = lo + (hi - lo) / 2;
+    if (t->nodes[t->group[mid]].lo < x)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo < t->ngroups ? t->nodes[t->group[lo]].lo : t->n;
+}
+
+sd_status sd_tsne_tree_repulsion_slots(sd_tsne_tree *t, int64_t s0, int64_t s1, double theta,
+                                       double *out) {
+  const double theta2 = theta * theta;
+  /* the first group starting at s0 (s0 is a cut) */
+  int64_t lo = 0, hi = t->ngroups;
+  while (lo < hi) {
+    int64_t mid = lo + (hi - lo) / 2;
+    if (t->nodes[t->group[mid]].lo < s0)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  for (int64_t g = lo; g < t->ngroups; g++) {
+    const tnode *gn = &t->nodes[t->group[g]];
+    if (gn->lo >= s1)
+      break;
+    int64_t len = group_list(t, g, theta2);
+    if (len < 0)
+      return SD_ERR_NOMEM;
+    for (int32_t s = gn->lo; s < gn->lo + gn->count; s++)
+      point_force(t, gn, s, len, out + 3 * (s - s0));
   }
   return SD_OK;
 }

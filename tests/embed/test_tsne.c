@@ -7,15 +7,20 @@
  *   - symmetrisation: the gathered sparse P equals (P_cond + P_cond^T) / 2N built densely;
  *   - gradient: Barnes-Hut with theta = 0 equals the exact O(N^2) gradient to rounding,
  *     theta = 0.5 is close, and the KL divergences agree;
+ *   - the quadtree: the one-pass build (sorted from the previous order) equals the recursive
+ *     reference bit for bit on drifting, clustered, coincident and degenerate layouts; the
+ *     slot-split repulsion equals the row version for arbitrary cuts; the load balancer
+ *     keeps its boundaries ordered and moves them toward equal times;
  *   - the whole method on 5 well-separated blobs in 20-D: high kNN recall, blobs separated;
  *     the embedding is bitwise identical on 1 rank (MPI_COMM_SELF), on 2 ranks and on the
- *     world communicator. */
+ *     world communicator, and under arbitrary splits of the repulsion between ranks. */
 #include <math.h>
 #include <mpi.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "embed/embed_internal.h"
 #include "sd_test.h"
 #include "stemdefect/par.h"
 #include "stemdefect/rng.h"
@@ -93,12 +98,134 @@ static double run_embedding(MPI_Comm comm, const sd_tsne_params *p, const double
   return res.kl_divergence;
 }
 
+
+/* the one-pass build (reusing tree b across calls, as the optimiser does) against the
+ * recursive reference on y [n, 2]; returns 1 when identical */
+static int tree_matches(sd_tsne_tree *b, int64_t n, const double *y) {
+  sd_tsne_tree *a = NULL;
+  if (sd_tsne_tree_create(n, &a) != SD_OK)
+    return 0;
+  int ok = sd_tsne_tree_build_reference(a, n, y) == SD_OK && sd_tsne_tree_build(b, n, y) == SD_OK &&
+           sd_tsne_tree_same(a, b);
+  sd_tsne_tree_destroy(&a);
+  return ok;
+}
+
+static void test_tree_builds(void) {
+  const int64_t n = 3000;
+  double *y = malloc((size_t)n * 2 * sizeof *y);
+  sd_rng r;
+  sd_rng_init(&r, 17, 0, 5);
+  sd_tsne_tree *t = NULL;
+  SD_EXPECT_OK(sd_tsne_tree_create(16, &t)); /* grows on demand */
+  /* 10 clusters drifting slowly (insertion sorts), then fast (radix fallbacks), then
+   * rescaled (the bounding box moves: Morton order changes wholesale) */
+  for (int64_t i = 0; i < n; i++) {
+    int b = (int)(i % 10);
+    y[2 * i] = 30 * cos(b) + 3 * sd_rng_normal(&r);
+    y[2 * i + 1] = 30 * sin(b) + 3 * sd_rng_normal(&r);
+  }
+  int bad = 0;
+  for (int step = 0; step < 60; step++) {
+    double drift = step < 20 ? 1e-3 : (step < 40 ? 2.0 : 0.0);
+    double scale = step >= 40 ? 1.05 : 1.0;
+    for (int64_t e = 0; e < 2 * n; e++)
+      y[e] = scale * y[e] + drift * sd_rng_normal(&r);
+    bad += !tree_matches(t, n, y);
+  }
+  SD_EXPECT_MSG(bad == 0, "%d of 60 drifting layouts: the one-pass tree differs", bad);
+  sd_tsne_tree_info ti;
+  sd_tsne_tree_stats(t, &ti);
+  SD_EXPECT_MSG(ti.sorts_insertion >= 15 && ti.sorts_radix >= 5,
+                "sorts: %lld from the previous order, %lld by radix", (long long)ti.sorts_insertion,
+                (long long)ti.sorts_radix);
+  /* coincident points (runs of equal codes, leaves of many points), a dense core with far
+   * outliers (long one-child chains), all on one vertical line, all equal */
+  for (int64_t i = 0; i < n; i++) {
+    y[2 * i] = (double)(i % 7 == 0 ? 0 : i % 13);
+    y[2 * i + 1] = (double)(i % 5 == 0 ? 1 : i % 3);
+  }
+  SD_EXPECT_MSG(tree_matches(t, n, y), "coincident points: the one-pass tree differs");
+  for (int64_t i = 0; i < n; i++) {
+    y[2 * i] = 1e-9 * sd_rng_normal(&r) + (i == 0 ? 1e3 : 0) - (i == 1 ? 1e3 : 0);
+    y[2 * i + 1] = 1e-9 * sd_rng_normal(&r) + (i == 2 ? 5e2 : 0);
+  }
+  SD_EXPECT_MSG(tree_matches(t, n, y), "dense core with outliers: the one-pass tree differs");
+  for (int64_t i = 0; i < n; i++) {
+    y[2 * i] = 2.5;
+    y[2 * i + 1] = sd_rng_normal(&r);
+  }
+  SD_EXPECT_MSG(tree_matches(t, n, y), "points on a line: the one-pass tree differs");
+  for (int64_t i = 0; i < 2 * n; i++)
+    y[i] = -4.0;
+  SD_EXPECT_MSG(tree_matches(t, n, y), "all points equal: the one-pass tree differs");
+  for (int64_t m = 1; m <= 5; m++) {
+    for (int64_t i = 0; i < 2 * m; i++)
+      y[i] = sd_rng_normal(&r);
+    SD_EXPECT_MSG(tree_matches(t, m, y), "%lld points: the one-pass tree differs", (long long)m);
+  }
+  /* the previous order of another n is not reused by mistake: back to n after m */
+  for (int64_t i = 0; i < 2 * n; i++)
+    y[i] = sd_rng_normal(&r);
+  SD_EXPECT_MSG(tree_matches(t, n, y), "after a smaller build: the one-pass tree differs");
+  SD_EXPECT(sd_tsne_tree_build(t, n, y) == SD_OK);
+  y[7] = NAN;
+  SD_EXPECT(sd_tsne_tree_build(t, n, y) == SD_ERR_INTERNAL);
+  sd_tsne_tree_destroy(&t);
+  free(y);
+}
+
+/* the balancer: boundaries stay ordered in [0, n]; equal times leave them in place; a slow
+ * share shrinks; iterated on a fixed cost profile it converges to equal times */
+static void test_balance(void) {
+  const int64_t n = 1000;
+  int64_t cut[5] = {0, 250, 500, 750, 1000};
+  double bnd[5] = {0, 250, 500, 750, 1000};
+  double tm[8] = {1, 0.5, 1, 0.5, 1, 0.5, 1, 0.5};
+  sd_tsne_balance(4, n, cut, tm, bnd);
+  for (int r = 0; r <= 4; r++)
+    SD_EXPECT_NEAR(bnd[r], (double)cut[r], 1e-9);
+  tm[0] = 3; /* rank 0's repulsion is 3x slower per slot */
+  sd_tsne_balance(4, n, cut, tm, bnd);
+  SD_EXPECT_MSG(bnd[1] < 250 && bnd[1] > 0, "boundary 1 at %g", bnd[1]);
+  for (int r = 0; r < 4; r++)
+    SD_EXPECT(bnd[r] <= bnd[r + 1]);
+  SD_EXPECT(bnd[0] == 0 && bnd[4] == 1000);
+  /* cost density: slot s costs 1 + 3 s / n; attraction 0.2 on rank 1 */
+  double b2[3] = {0, 500, 1000};
+  for (int it = 0; it < 40; it++) {
+    int64_t c2[3] = {0, (int64_t)b2[1], 1000};
+    double tt[4];
+    for (int r = 0; r < 2; r++) {
+      double lo = (double)c2[r] / n, hi = (double)c2[r + 1] / n;
+      tt[2 * r] = n * ((hi - lo) + 1.5 * (hi * hi - lo * lo)) * 1e-3;
+      tt[2 * r + 1] = r == 1 ? 0.2 : 0.0;
+    }
+    sd_tsne_balance(2, n, c2, tt, b2);
+  }
+  /* equal: F(b) = (T + 0.2) / 2 with T = 2.5 in these units -> b/n + 1.5 (b/n)^2 = 1.35 */
+  double x = (-1 + sqrt(1 + 6 * 1.35)) / 3;
+  SD_EXPECT_MSG(fabs(b2[1] - x * n) < 3, "balanced boundary %g, expected %g", b2[1], x * n);
+  /* a rank with no slots and no time gets work back; zero times change nothing */
+  int64_t c3[3] = {0, 1000, 1000};
+  double b3[3] = {0, 1000, 1000}, t3[4] = {1, 0, 0, 0};
+  sd_tsne_balance(2, n, c3, t3, b3);
+  SD_EXPECT_MSG(b3[1] < 1000 && b3[1] >= 500, "boundary %g", b3[1]);
+  double t4[4] = {0, 0, 0, 0}, b4[3] = {0, 300, 1000};
+  int64_t c4[3] = {0, 300, 1000};
+  sd_tsne_balance(2, n, c4, t4, b4);
+  SD_EXPECT(b4[1] == 300);
+}
+
 int main(int argc, char **argv) {
   MPI_Init(&argc, &argv);
   int rank, size;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   MPI_Comm world = MPI_COMM_WORLD;
+
+  test_tree_builds();
+  test_balance();
 
   /* ---- fixed-point column sums ---- */
   {
@@ -297,6 +424,42 @@ int main(int argc, char **argv) {
         SD_EXPECT_MSG(bad == 0, "%d of %lld points differ or are not written once (%d parts)", bad,
                       (long long)n, parts);
       }
+      /* slot ranges between cuts: bitwise the row values, every slot written once */
+      {
+        const int32_t *order = sd_tsne_tree_order(t), *slot = sd_tsne_tree_slots(t);
+        double *so = malloc((size_t)n * 3 * sizeof *so);
+        sd_rng rr;
+        sd_rng_init(&rr, 9, 0, 1);
+        int bad = 0;
+        for (int trial = 0; trial < 8; trial++) {
+          for (int64_t e = 0; e < 3 * n; e++)
+            so[e] = NAN;
+          int64_t xs[5] = {0, 0, 0, 0, n};
+          for (int q = 1; q < 4; q++)
+            xs[q] = trial == 0 ? 0 : (int64_t)(sd_rng_uniform(&rr) * (double)(n + 1));
+          for (int q = 1; q < 4; q++) /* sort the inner points */
+            for (int u = q + 1; u < 4; u++)
+              if (xs[u] < xs[q]) {
+                int64_t v = xs[u];
+                xs[u] = xs[q];
+                xs[q] = v;
+              }
+          int64_t c[5];
+          for (int q = 0; q < 5; q++)
+            c[q] = sd_tsne_tree_cut(t, xs[q]);
+          SD_EXPECT(c[0] == 0 && c[4] == n);
+          for (int q = 0; q < 4; q++) {
+            SD_EXPECT(c[q] <= c[q + 1] && c[q] >= xs[q]);
+            SD_EXPECT_OK(sd_tsne_tree_repulsion_slots(t, c[q], c[q + 1], 0.5, so + 3 * c[q]));
+          }
+          for (int64_t i = 0; i < n; i++) {
+            const double *v = so + 3 * (int64_t)slot[i];
+            bad += order[slot[i]] != i || v[0] != neg[2 * i] || v[1] != neg[2 * i + 1] || v[2] != z[i];
+          }
+        }
+        SD_EXPECT_MSG(bad == 0, "slot-split repulsion: %d point values differ", bad);
+        free(so);
+      }
       free(neg);
       free(z);
       free(out);
@@ -397,6 +560,17 @@ int main(int argc, char **argv) {
     SD_EXPECT_MSG(memcmp(yw, ys, (size_t)nn * 2 * sizeof *yw) == 0,
                   "embedding on %d ranks differs from 1 rank", size);
     SD_EXPECT(klw == kls);
+    /* the split of the repulsion between ranks is free: random cuts, the same bits */
+    {
+      double *yj = malloc((size_t)nn * 2 * sizeof *yj);
+      sd_tsne_balance_jitter = 1;
+      double klj = run_embedding(world, &p, xb, nn, dd2, yj);
+      sd_tsne_balance_jitter = 0;
+      SD_EXPECT_MSG(memcmp(yw, yj, (size_t)nn * 2 * sizeof *yw) == 0,
+                    "embedding under random splits differs (%d ranks)", size);
+      SD_EXPECT(klw == klj);
+      free(yj);
+    }
     if (size == 4) {
       MPI_Comm pair;
       MPI_Comm_split(world, rank / 2, rank, &pair);
