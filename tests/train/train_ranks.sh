@@ -6,7 +6,7 @@ source "$(dirname "$0")/../e2e/lib.sh"
 expect_ok "$SD" simulate --material cdte --count 96 --size 32 --seed 3 --output "$WORK/d.h5" \
   --classes Bulk=bulk --classes Vac=vacancy --classes Int=interstitial --quiet
 COMMON=(train --task classify --data "$WORK/d.h5" --epochs 2 --batch 16 --set classifier.data_shards=4
-  --set classifier.width=4 --set classifier.stages=2 --set classifier.dropout=0.2 --set classifier.lr=0.01
+  --set classifier.width=4 --set classifier.stages=2 --set classifier.dropout=0 --set classifier.lr=0.01
   --set classifier.val_fraction=0.2 --set classifier.test_fraction=0.1 --quiet)
 for np in 1 2 4; do
   expect_ok $MPIRUN -n $np "$SD" "${COMMON[@]}" --output "$WORK/m$np.h5"
