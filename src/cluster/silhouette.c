@@ -78,12 +78,34 @@ typedef struct sil_work {
   void *arena;
 } sil_work;
 
+/* A large zeroed scratch buffer (free() releases it). On Linux, from 128 KB, it is 2 MB
+ * aligned and marked for transparent huge pages: the first touch of a fresh 4 KB page can cost
+ * ~10 us on a virtual machine (12 us measured on the 2-core VM), several percent of an exact
+ * silhouette of 2e4 rows, and a huge page takes one fault for 512 of them. */
+static void *sil_big_calloc(size_t bytes, const char *what) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  size_t huge = (size_t)2 << 20;
+  if (bytes >= huge / 16) {
+    size_t n = (bytes + huge - 1) / huge * huge;
+    void *q = aligned_alloc(huge, n);
+    if (!q) {
+      SD_ERROR(SD_ERR_NOMEM, "out of memory: %s (%zu bytes)", what, n);
+      return NULL;
+    }
+    (void)madvise(q, n, MADV_HUGEPAGE); /* a hint: without it the buffer still works */
+    memset(q, 0, bytes);
+    return q;
+  }
+#endif
+  return sd_calloc(bytes, 1, what);
+}
+
 static sd_status sil_work_create(sil_work *w, int p, int nk, int K, int avx2) {
   size_t C = SD_CLUSTER_CHUNK, S = SD_CLUSTER_SUBK, R = SIL_ROWS, K1 = (size_t)K + 1;
   /* doubles first, then the 4-byte arrays */
   size_t nd = 2 * C * K1, nf = C * S + 2 * R * p + 2 * R + 8 * K1 + K1 * S, ni = 2 * R * nk + 2 * C;
   memset(w, 0, sizeof *w);
-  w->arena = sd_calloc(nd * sizeof(double) + (nf + ni) * 4, 1, "silhouette tile scratch");
+  w->arena = sil_big_calloc(nd * sizeof(double) + (nf + ni) * 4, "silhouette tile scratch");
   if (!w->arena)
     return SD_ERR_NOMEM;
   w->p = p;
@@ -384,28 +406,6 @@ static void sil_tile(sil_work *w, const sil_rows *A, const sil_rows *B, const in
     for (int j = 0; j < B->n; j++)
       for (int c = 0; c < K; c++)
         acc_b[(size_t)j * K + c] += sd_fix_from(w->db[(size_t)j * K1 + c], w->fac);
-}
-
-/* A large zeroed scratch buffer (free() releases it). On Linux it is 2 MB aligned and marked
- * for transparent huge pages: the first touch of a fresh 4 KB page can cost ~10 us on a
- * virtual machine (12 us measured on the 2-core VM), a few percent of an exact silhouette of
- * 2e4 rows, and a huge page takes one fault for 512 of them. */
-static void *sil_big_calloc(size_t bytes, const char *what) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  size_t huge = (size_t)2 << 20;
-  if (bytes >= huge / 2) {
-    size_t n = (bytes + huge - 1) / huge * huge;
-    void *q = aligned_alloc(huge, n);
-    if (!q) {
-      SD_ERROR(SD_ERR_NOMEM, "out of memory: %s (%zu bytes)", what, n);
-      return NULL;
-    }
-    (void)madvise(q, n, MADV_HUGEPAGE); /* a hint: without it the buffer still works */
-    memset(q, 0, bytes);
-    return q;
-  }
-#endif
-  return sd_calloc(bytes, 1, what);
 }
 
 /* ---- exact: the half ring ---------------------------------------------------------------- */
