@@ -90,7 +90,7 @@ static void *sil_big_calloc(size_t bytes, const char *what) {
     size_t n = (bytes + huge - 1) / huge * huge;
     void *q = aligned_alloc(huge, n);
     if (!q) {
-      SD_ERROR(SD_ERR_NOMEM, "out of memory: %s (%zu bytes)", what, n);
+      SD_ERROR(SD_ERR_NOMEM, "out of memory allocating %zu bytes for %s", n, what);
       return NULL;
     }
     (void)madvise(q, n, MADV_HUGEPAGE); /* a hint: without it the buffer still works */
