@@ -57,4 +57,27 @@ sd_status sd_par_ring_shift(MPI_Comm comm, const void *send, int64_t send_bytes,
 sd_status sd_par_ring_shift_by(MPI_Comm comm, int shift, const void *send, int64_t send_bytes,
                                void *recv, int64_t recv_cap, int64_t *recv_bytes);
 
+/* The same in two halves, so that work can run while the message travels: begin posts the
+ * send and the receive, end waits for both (send and recv must stay untouched in between).
+ * Every rank that begins must end. test, called now and then in between, lets MPI move the
+ * message on (without it a large message may only move once both ranks are in end). */
+typedef struct sd_par_shift {
+  MPI_Request req[2];
+  int done;    /* both completed (by test) */
+  int64_t got; /* bytes received, once done */
+} sd_par_shift;
+sd_status sd_par_ring_shift_begin(MPI_Comm comm, int shift, const void *send, int64_t send_bytes,
+                                  void *recv, int64_t recv_cap, sd_par_shift *sh);
+sd_status sd_par_ring_shift_test(sd_par_shift *sh);
+sd_status sd_par_ring_shift_end(sd_par_shift *sh, int64_t *recv_bytes);
+
+/* Shared counters for dynamic work sharing (cluster module): one int64 per rank in an MPI
+ * window, all starting at 0. create and destroy are collective; destroy is NULL-safe and sets
+ * *ctr to NULL. next is not collective: it atomically reads the counter of rank owner and adds
+ * 1 to it, so every value is handed out once. */
+typedef struct sd_par_counter sd_par_counter;
+sd_status sd_par_counter_create(MPI_Comm comm, sd_par_counter **ctr);
+sd_status sd_par_counter_next(sd_par_counter *ctr, int owner, int64_t *value);
+void sd_par_counter_destroy(sd_par_counter **ctr);
+
 #endif

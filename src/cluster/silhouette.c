@@ -20,8 +20,9 @@
  * rank on for floor(P/2) steps; at step s a rank pairs its own chunks with those of the block of
  * rank - s. The visiting block carries the fixed-point B-side sums of its rows, which go back to
  * the owner at the end (one more message) and are added. At even P both ranks of the last step
- * hold the same two blocks; they cut the list of its chunk pairs at the same place, where their
- * work evens out (the result does not depend on who computes a tile). Every
+ * hold the same two blocks; they take its chunk pairs one at a time from a shared counter (MPI
+ * one-sided), so the rank that is ahead does more (the sums do not depend on who computes a
+ * tile). The first step's message travels while the ranks do their own pairs. Every
  * message starts with a status: a rank that failed sends only the header, the ranks that get it
  * stop computing and pass it on, nobody leaves the exchange early, and sd_par_agree at the end
  * hands every rank the error. */
@@ -78,12 +79,34 @@ typedef struct sil_work {
   void *arena;
 } sil_work;
 
+/* A large zeroed scratch buffer (free() releases it). On Linux, from 128 KB, it is 2 MB
+ * aligned and marked for transparent huge pages: the first touch of a fresh 4 KB page can cost
+ * ~10 us on a virtual machine (12 us measured on the 2-core VM), several percent of an exact
+ * silhouette of 2e4 rows, and a huge page takes one fault for 512 of them. */
+static void *sil_big_calloc(size_t bytes, const char *what) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  size_t huge = (size_t)2 << 20;
+  if (bytes >= huge / 16) {
+    size_t n = (bytes + huge - 1) / huge * huge;
+    void *q = aligned_alloc(huge, n);
+    if (!q) {
+      SD_ERROR(SD_ERR_NOMEM, "out of memory allocating %zu bytes for %s", n, what);
+      return NULL;
+    }
+    (void)madvise(q, n, MADV_HUGEPAGE); /* a hint: without it the buffer still works */
+    memset(q, 0, bytes);
+    return q;
+  }
+#endif
+  return sd_calloc(bytes, 1, what);
+}
+
 static sd_status sil_work_create(sil_work *w, int p, int nk, int K, int avx2) {
   size_t C = SD_CLUSTER_CHUNK, S = SD_CLUSTER_SUBK, R = SIL_ROWS, K1 = (size_t)K + 1;
   /* doubles first, then the 4-byte arrays */
   size_t nd = 2 * C * K1, nf = C * S + 2 * R * p + 2 * R + 8 * K1 + K1 * S, ni = 2 * R * nk + 2 * C;
   memset(w, 0, sizeof *w);
-  w->arena = sd_calloc(nd * sizeof(double) + (nf + ni) * 4, 1, "silhouette tile scratch");
+  w->arena = sil_big_calloc(nd * sizeof(double) + (nf + ni) * 4, "silhouette tile scratch");
   if (!w->arena)
     return SD_ERR_NOMEM;
   w->p = p;
@@ -386,28 +409,6 @@ static void sil_tile(sil_work *w, const sil_rows *A, const sil_rows *B, const in
         acc_b[(size_t)j * K + c] += sd_fix_from(w->db[(size_t)j * K1 + c], w->fac);
 }
 
-/* A large zeroed scratch buffer (free() releases it). On Linux it is 2 MB aligned and marked
- * for transparent huge pages: the first touch of a fresh 4 KB page can cost ~10 us on a
- * virtual machine (12 us measured on the 2-core VM), a few percent of an exact silhouette of
- * 2e4 rows, and a huge page takes one fault for 512 of them. */
-static void *sil_big_calloc(size_t bytes, const char *what) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  size_t huge = (size_t)2 << 20;
-  if (bytes >= huge / 2) {
-    size_t n = (bytes + huge - 1) / huge * huge;
-    void *q = aligned_alloc(huge, n);
-    if (!q) {
-      SD_ERROR(SD_ERR_NOMEM, "out of memory: %s (%zu bytes)", what, n);
-      return NULL;
-    }
-    (void)madvise(q, n, MADV_HUGEPAGE); /* a hint: without it the buffer still works */
-    memset(q, 0, bytes);
-    return q;
-  }
-#endif
-  return sd_calloc(bytes, 1, what);
-}
-
 /* ---- exact: the half ring ---------------------------------------------------------------- */
 
 /* A ring message: [header | acc (rows, K) int64 | x (rows, p) | xn (rows) | hot (rows, nk)
@@ -444,72 +445,70 @@ static sil_rows sil_chunk(const sil_block *b, int64_t r0, int p, int nk) {
   return r;
 }
 
-/* The chunk pairs inside block o (a <= b); sums into acc[o->rows, K]. */
-static void sil_pairs_own(sil_work *w, const sil_block *o, int64_t *acc) {
+/* The chunk pairs inside block o (a <= b); sums into acc[o->rows, K]. progress (NULL: none):
+ * a message in flight, tested after every tile; returns the error of a test, if any. */
+static sd_status sil_pairs_own(sil_work *w, const sil_block *o, int64_t *acc,
+                               sd_par_shift *progress) {
   int K = w->K;
+  sd_status st = SD_OK;
   for (int64_t a0 = 0; a0 < o->rows; a0 += SD_CLUSTER_CHUNK) {
     sil_rows A = sil_chunk(o, a0, w->p, w->nk);
-    sil_tile(w, &A, &A, w->ident, acc + (size_t)a0 * K, NULL);
-    for (int64_t b0 = a0 + SD_CLUSTER_CHUNK; b0 < o->rows; b0 += SD_CLUSTER_CHUNK) {
-      sil_rows B = sil_chunk(o, b0, w->p, w->nk);
-      sil_tile(w, &A, &B, NULL, acc + (size_t)a0 * K, acc + (size_t)b0 * K);
+    for (int64_t b0 = a0; b0 < o->rows; b0 += SD_CLUSTER_CHUNK) {
+      if (b0 == a0) {
+        sil_tile(w, &A, &A, w->ident, acc + (size_t)a0 * K, NULL);
+      } else {
+        sil_rows B = sil_chunk(o, b0, w->p, w->nk);
+        sil_tile(w, &A, &B, NULL, acc + (size_t)a0 * K, acc + (size_t)b0 * K);
+      }
+      if (progress && st == SD_OK)
+        st = sd_par_ring_shift_test(progress);
     }
   }
-}
-
-/* Work of the pairs inside a block, in distances (a diagonal tile is a whole square). */
-static int64_t sil_own_area(const sil_block *b) {
-  int64_t w = 0;
-  for (int64_t a0 = 0; a0 < b->rows; a0 += SD_CLUSTER_CHUNK) {
-    int64_t na = b->rows - a0 < SD_CLUSTER_CHUNK ? b->rows - a0 : SD_CLUSTER_CHUNK;
-    w += na * (b->rows - a0); /* its diagonal tile and the chunks after it */
-  }
-  return w;
+  return st;
 }
 
 /* The chunk pairs between own block o (sums into acc_o) and visiting block v (sums into
- * v->acc), the block with the lower rows as A. split: both ranks hold this pair of blocks (the
- * last step at even P). Both go through the pairs in the same order and cut the list at the
- * same place, so that each rank's work (its own block's pairs and its part of these) is as
- * even as whole tiles allow: the rank with the lower block takes the pairs before the cut. */
-static void sil_pairs_cross(sil_work *w, const sil_block *o, int64_t *acc_o, const sil_block *v,
-                            int split) {
+ * v->acc), the block with the lower rows as A, in order (a over the lower block, b over the
+ * other). shared (the last step at even P, where both ranks hold this pair of blocks): the two
+ * ranks take the pairs one at a time from the counter on rank owner, so the one that is ahead
+ * (less work of its own, a quieter core) does more of them; the sums do not depend on who
+ * computes a tile. */
+static sd_status sil_pairs_cross(sil_work *w, const sil_block *o, int64_t *acc_o,
+                                 const sil_block *v, sd_par_counter *shared, int owner) {
   int K = w->K, olow = o->first < v->first;
   const sil_block *lo = olow ? o : v, *hi = olow ? v : o;
   int64_t *acc_lo = olow ? acc_o : v->acc, *acc_hi = olow ? v->acc : acc_o;
-  int64_t cut = 0, done = 0; /* lo takes a pair if the midpoint of its work is <= cut */
-  if (split) {
-    int64_t c = lo->rows * hi->rows;
-    cut = (sil_own_area(hi) - sil_own_area(lo) + c) / 2;
-    cut = cut < 0 ? 0 : cut > c ? c : cut;
-  }
-  for (int64_t a0 = 0; a0 < lo->rows; a0 += SD_CLUSTER_CHUNK) {
-    sil_rows A = sil_chunk(lo, a0, w->p, w->nk);
-    for (int64_t b0 = 0; b0 < hi->rows; b0 += SD_CLUSTER_CHUNK) {
-      sil_rows B = sil_chunk(hi, b0, w->p, w->nk);
-      int64_t area = (int64_t)A.n * B.n;
-      int lo_takes = 2 * done + area <= 2 * cut;
-      done += area;
-      if (split && lo_takes != olow)
-        continue;
-      sil_tile(w, &A, &B, NULL, acc_lo + (size_t)a0 * K, acc_hi + (size_t)b0 * K);
-    }
+  int64_t na = (lo->rows + SD_CLUSTER_CHUNK - 1) / SD_CLUSTER_CHUNK,
+          nb = (hi->rows + SD_CLUSTER_CHUNK - 1) / SD_CLUSTER_CHUNK;
+  for (int64_t t = 0;; t++) {
+    int64_t c = t;
+    if (shared)
+      SD_CHECK(sd_par_counter_next(shared, owner, &c));
+    if (c >= na * nb)
+      return SD_OK;
+    int64_t a0 = c / nb * SD_CLUSTER_CHUNK, b0 = c % nb * SD_CLUSTER_CHUNK;
+    sil_rows A = sil_chunk(lo, a0, w->p, w->nk), B = sil_chunk(hi, b0, w->p, w->nk);
+    sil_tile(w, &A, &B, NULL, acc_lo + (size_t)a0 * K, acc_hi + (size_t)b0 * K);
   }
 }
 
-/* Sends block buffer cur on (shift ranks, header only when failed != SD_OK) and receives the
- * next one into nxt (cap bytes); a received failure lands in *failed. A local error is
- * returned (the caller carries on with the exchange). */
-static sd_status sil_pass(MPI_Comm comm, int shift, char *cur, size_t bytes, sd_status *failed,
-                          char *nxt, size_t cap, size_t (*expect)(const int64_t *, const void *),
-                          const void *ctx) {
-  int64_t *h = (int64_t *)cur, got = 0;
-  h[SIL_HDR_STATUS] = *failed;
-  if (*failed != SD_OK)
+/* Posts block buffer cur to rank + shift (the header alone when failed != SD_OK; the status
+ * goes into the header) and the receive of the next one into nxt (cap bytes). */
+static sd_status sil_pass_begin(MPI_Comm comm, int shift, char *cur, size_t bytes, sd_status failed,
+                                char *nxt, size_t cap, sd_par_shift *sh) {
+  int64_t *h = (int64_t *)cur;
+  h[SIL_HDR_STATUS] = failed;
+  if (failed != SD_OK)
     bytes = sizeof(int64_t) * SIL_HDR_LEN;
-  sd_status st = sd_par_ring_shift_by(comm, shift, cur, (int64_t)bytes, nxt, (int64_t)cap, &got);
-  if (st != SD_OK)
-    return st;
+  return sd_par_ring_shift_begin(comm, shift, cur, (int64_t)bytes, nxt, (int64_t)cap, sh);
+}
+
+/* Waits for sil_pass_begin; a received failure lands in *failed. Returns a local error (the
+ * caller carries on with the exchange). */
+static sd_status sil_pass_end(sd_par_shift *sh, const char *nxt, sd_status *failed,
+                              size_t (*expect)(const int64_t *, const void *), const void *ctx) {
+  int64_t got = 0;
+  SD_CHECK(sd_par_ring_shift_end(sh, &got));
   const int64_t *hn = (const int64_t *)nxt;
   if (got < (int64_t)(sizeof(int64_t) * SIL_HDR_LEN))
     return SD_ERROR(SD_ERR_INTERNAL, "silhouette ring: a message of %lld bytes (no header)",
@@ -555,23 +554,43 @@ static sd_status sil_exact(MPI_Comm comm, sil_work *w, char *mine, char *ring[2]
   sd_status st = SD_OK, failed = SD_OK; /* this rank's error; any rank's, as far as known */
   sil_block own, vis;
   sil_block_view(mine, w->p, K, &own);
+  sd_par_counter *shared = NULL; /* even P: the last step's pairs are shared out */
+  if (size % 2 == 0)
+    st = sd_par_counter_create(comm, &shared);
   sd_progress prog;
   sd_progress_begin(&prog, "silhouette (ring steps)", steps + 1);
-  if (fail_step == 0)
+  if (fail_step == 0 && st == SD_OK)
     st = SD_ERROR(SD_ERR_NOMEM, "silhouette: injected failure in the own block (test)");
-  if (st == SD_OK)
-    sil_pairs_own(w, &own, acc);
-  sd_progress_update(&prog, 1);
   char *cur = mine;
-  for (int s = 1; s <= steps; s++) {
-    if (fail_step == s && st == SD_OK)
-      st = SD_ERROR(SD_ERR_NOMEM, "silhouette: injected failure at ring step %d (test)", s);
-    if (failed == SD_OK)
-      failed = st;
-    char *nxt = ring[s & 1];
+  sd_par_shift sh;
+  if (steps > 0) {
+    /* our block travels to rank + 1 while we do its own pairs (its sums there are zeros) */
+    if (fail_step == 1 && st == SD_OK)
+      st = SD_ERROR(SD_ERR_NOMEM, "silhouette: injected failure at ring step 1 (test)");
+    failed = st;
     const int64_t *h = (const int64_t *)cur;
-    sd_status t = sil_pass(comm, 1, cur, sil_block_bytes(h[SIL_HDR_ROWS], w->p, w->nk, K), &failed,
-                           nxt, cap, sil_expect_block, &shape);
+    sd_status t = sil_pass_begin(comm, 1, cur, sil_block_bytes(h[SIL_HDR_ROWS], w->p, w->nk, K),
+                                 failed, ring[1], cap, &sh);
+    if (t != SD_OK && st == SD_OK)
+      st = t;
+  }
+  if (st == SD_OK)
+    st = sil_pairs_own(w, &own, acc, steps > 0 ? &sh : NULL);
+  sd_progress_update(&prog, 1);
+  for (int s = 1; s <= steps; s++) {
+    char *nxt = ring[s & 1];
+    if (s > 1) {
+      if (fail_step == s && st == SD_OK)
+        st = SD_ERROR(SD_ERR_NOMEM, "silhouette: injected failure at ring step %d (test)", s);
+      if (failed == SD_OK)
+        failed = st;
+      const int64_t *h = (const int64_t *)cur;
+      sd_status t = sil_pass_begin(comm, 1, cur, sil_block_bytes(h[SIL_HDR_ROWS], w->p, w->nk, K),
+                                   failed, nxt, cap, &sh);
+      if (t != SD_OK && st == SD_OK)
+        st = t;
+    }
+    sd_status t = sil_pass_end(&sh, nxt, &failed, sil_expect_block, &shape);
     if (t != SD_OK && st == SD_OK)
       st = t;
     if (failed == SD_OK)
@@ -579,7 +598,11 @@ static sd_status sil_exact(MPI_Comm comm, sil_work *w, char *mine, char *ring[2]
     cur = nxt;
     if (failed == SD_OK) {
       sil_block_view(cur, w->p, K, &vis);
-      sil_pairs_cross(w, &own, acc, &vis, 2 * s == size);
+      int last_even = 2 * s == size, partner = (rank + s) % size;
+      int owner = own.first < vis.first ? rank : partner;
+      t = sil_pairs_cross(w, &own, acc, &vis, last_even ? shared : NULL, owner);
+      if (t != SD_OK && st == SD_OK)
+        st = t;
     }
     sd_progress_update(&prog, s + 1);
   }
@@ -591,8 +614,11 @@ static sd_status sil_exact(MPI_Comm comm, sil_work *w, char *mine, char *ring[2]
       failed = st;
     char *back = ring[(steps + 1) & 1];
     const int64_t *h = (const int64_t *)cur;
-    sd_status t = sil_pass(comm, -steps, cur, sil_expect_sums(h, &shape), &failed, back, cap,
-                           sil_expect_sums, &shape);
+    sd_status t =
+        sil_pass_begin(comm, -steps, cur, sil_expect_sums(h, &shape), failed, back, cap, &sh);
+    if (t != SD_OK && st == SD_OK)
+      st = t;
+    t = sil_pass_end(&sh, back, &failed, sil_expect_sums, &shape);
     if (t != SD_OK && st == SD_OK)
       st = t;
     const int64_t *hb = (const int64_t *)back;
@@ -608,6 +634,7 @@ static sd_status sil_exact(MPI_Comm comm, sil_work *w, char *mine, char *ring[2]
   }
   if (st == SD_OK && failed == SD_OK)
     sd_progress_end(&prog);
+  sd_par_counter_destroy(&shared);
   return sd_par_agree(comm, st);
 }
 

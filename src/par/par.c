@@ -134,27 +134,106 @@ sd_status sd_par_exscan_i64(MPI_Comm comm, int64_t local, int64_t *offset, int64
 }
 
 /* ---- cluster module: ring exchange of row blocks (exact silhouette) ---- */
-sd_status sd_par_ring_shift_by(MPI_Comm comm, int shift, const void *send, int64_t send_bytes,
-                               void *recv, int64_t recv_cap, int64_t *recv_bytes) {
+sd_status sd_par_ring_shift_begin(MPI_Comm comm, int shift, const void *send, int64_t send_bytes,
+                                  void *recv, int64_t recv_cap, sd_par_shift *sh) {
   int rank, size;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
+  sh->req[0] = sh->req[1] = MPI_REQUEST_NULL;
+  sh->done = 0;
+  sh->got = 0;
   if (send_bytes > INT32_MAX || recv_cap > INT32_MAX)
     return SD_ERROR(SD_ERR_ARG, "ring shift of %lld bytes: more than 2 GiB per message",
                     (long long)(send_bytes > recv_cap ? send_bytes : recv_cap));
   int s = ((shift % size) + size) % size;
   int to = (rank + s) % size, from = (rank + size - s) % size;
-  MPI_Status status;
-  SD_CHECK(sd_par_check(MPI_Sendrecv(send, (int)send_bytes, MPI_BYTE, to, 717, recv, (int)recv_cap,
-                                     MPI_BYTE, from, 717, comm, &status),
-                        "ring shift (sendrecv)"));
-  int got = 0;
-  SD_CHECK(sd_par_check(MPI_Get_count(&status, MPI_BYTE, &got), "ring shift (count)"));
-  *recv_bytes = got;
+  SD_CHECK(sd_par_check(MPI_Irecv(recv, (int)recv_cap, MPI_BYTE, from, 717, comm, &sh->req[1]),
+                        "ring shift (irecv)"));
+  SD_CHECK(sd_par_check(MPI_Isend(send, (int)send_bytes, MPI_BYTE, to, 717, comm, &sh->req[0]),
+                        "ring shift (isend)"));
   return SD_OK;
+}
+
+/* Completes both requests (wait) or checks them (test); the received count is kept. */
+static sd_status shift_complete(sd_par_shift *sh, int wait) {
+  if (sh->done)
+    return SD_OK;
+  MPI_Status status[2];
+  int had_recv = sh->req[1] != MPI_REQUEST_NULL, flag = 1;
+  if (wait)
+    SD_CHECK(sd_par_check(MPI_Waitall(2, sh->req, status), "ring shift (wait)"));
+  else
+    SD_CHECK(sd_par_check(MPI_Testall(2, sh->req, &flag, status), "ring shift (test)"));
+  if (!flag)
+    return SD_OK;
+  int got = 0;
+  if (had_recv)
+    SD_CHECK(sd_par_check(MPI_Get_count(&status[1], MPI_BYTE, &got), "ring shift (count)"));
+  sh->got = got;
+  sh->done = 1;
+  return SD_OK;
+}
+
+sd_status sd_par_ring_shift_test(sd_par_shift *sh) {
+  return shift_complete(sh, 0);
+}
+
+sd_status sd_par_ring_shift_end(sd_par_shift *sh, int64_t *recv_bytes) {
+  sd_status st = shift_complete(sh, 1);
+  *recv_bytes = sh->got;
+  return st;
+}
+
+sd_status sd_par_ring_shift_by(MPI_Comm comm, int shift, const void *send, int64_t send_bytes,
+                               void *recv, int64_t recv_cap, int64_t *recv_bytes) {
+  sd_par_shift sh;
+  sd_status st = sd_par_ring_shift_begin(comm, shift, send, send_bytes, recv, recv_cap, &sh);
+  sd_status st2 = sd_par_ring_shift_end(&sh, recv_bytes);
+  return st != SD_OK ? st : st2;
 }
 
 sd_status sd_par_ring_shift(MPI_Comm comm, const void *send, int64_t send_bytes, void *recv,
                             int64_t recv_cap, int64_t *recv_bytes) {
   return sd_par_ring_shift_by(comm, 1, send, send_bytes, recv, recv_cap, recv_bytes);
+}
+
+struct sd_par_counter {
+  MPI_Win win;
+  int64_t *mem;
+};
+
+sd_status sd_par_counter_create(MPI_Comm comm, sd_par_counter **ctr) {
+  *ctr = NULL;
+  sd_par_counter *c = sd_calloc(1, sizeof *c, "shared counter");
+  if (!c)
+    SD_PAR_FATAL(comm); /* the others are in the collective below */
+  sd_status st = sd_par_check(MPI_Win_allocate((MPI_Aint)sizeof(int64_t), (int)sizeof(int64_t),
+                                               MPI_INFO_NULL, comm, &c->mem, &c->win),
+                              "shared counter (window)");
+  if (st != SD_OK) {
+    free(c);
+    return st;
+  }
+  *c->mem = 0;
+  SD_CHECK(sd_par_check(MPI_Win_lock_all(MPI_MODE_NOCHECK, c->win), "shared counter (lock)"));
+  SD_CHECK(sd_par_check(MPI_Win_sync(c->win), "shared counter (sync)"));
+  SD_CHECK(sd_par_check(MPI_Barrier(comm), "shared counter (barrier)"));
+  *ctr = c;
+  return SD_OK;
+}
+
+sd_status sd_par_counter_next(sd_par_counter *ctr, int owner, int64_t *value) {
+  const int64_t one = 1;
+  SD_CHECK(sd_par_check(MPI_Fetch_and_op(&one, value, MPI_INT64_T, owner, 0, MPI_SUM, ctr->win),
+                        "shared counter (fetch and add)"));
+  return sd_par_check(MPI_Win_flush(owner, ctr->win), "shared counter (flush)");
+}
+
+void sd_par_counter_destroy(sd_par_counter **ctr) {
+  if (!ctr || !*ctr)
+    return;
+  MPI_Win_unlock_all((*ctr)->win);
+  MPI_Win_free(&(*ctr)->win);
+  free(*ctr);
+  *ctr = NULL;
 }
