@@ -376,28 +376,10 @@ static void accumulate_generic(const float *xc, int nb, int p, int k, const int3
 }
 
 #if defined(__GNUC__) && defined(__x86_64__)
-#include <immintrin.h>
-#define KM_HAVE_AVX2 1
-#define KM_AVX2 __attribute__((target("avx2,fma")))
+#include "simd_x86.h"
+#define KM_HAVE_AVX2 SD_CL_HAVE_AVX2
+#define KM_AVX2 SD_CL_AVX2
 
-KM_AVX2 static inline void transpose8(__m256 r[8]) {
-  __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-  __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-  __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-  __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-  __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-  __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-  __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-  __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
-  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
-  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
-  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
-  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
-  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
-  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
-  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
-}
 
 /* xt [p][8] (64-byte aligned) from rows i0 .. i0+7 of xc (rows past nb read as zero) */
 KM_AVX2 static void load_block(const float *xc, int nb, int i0, int p, float *xt) {
@@ -408,7 +390,7 @@ KM_AVX2 static void load_block(const float *xc, int nb, int i0, int p, float *xt
 #pragma GCC unroll 8
       for (int j = 0; j < 8; j++)
         r[j] = _mm256_loadu_ps(xc + (size_t)(i0 + j) * p + l);
-      transpose8(r);
+      sd_cl_transpose8(r);
 #pragma GCC unroll 8
       for (int j = 0; j < 8; j++)
         _mm256_store_ps(xt + (size_t)(l + j) * KM_LANES, r[j]);

@@ -187,29 +187,10 @@ static void sil_group_generic(sil_work *w, int i0, int in, int j0, int jn, int l
 }
 
 #if defined(__GNUC__) && defined(__x86_64__)
-#include <immintrin.h>
-#define SIL_HAVE_AVX2 1
-#define SIL_AVX2 __attribute__((target("avx2,fma")))
+#include "simd_x86.h"
+#define SIL_HAVE_AVX2 SD_CL_HAVE_AVX2
+#define SIL_AVX2 SD_CL_AVX2
 
-/* r[k] (row k, 8 columns) -> r[l] (column l, 8 rows) */
-SIL_AVX2 static inline void sil_transpose8(__m256 r[8]) {
-  __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-  __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-  __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-  __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-  __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-  __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-  __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-  __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
-  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
-  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
-  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
-  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
-  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
-  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
-  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
-}
 
 /* D of the strip rows [r0, r0 + SIL_STRIP) of A (w->xpa) against the columns [j0, j0 + ld)
  * of B (w->bt, row stride bs) into w->g [SIL_STRIP, ld] (ld a multiple of 16). G is a fused
@@ -300,7 +281,7 @@ sil_strip_sums_body(sil_work *w, int an, int r0, int j0, int ld, const int32_t *
             _mm256_storeu_ps(s, _mm256_add_ps(_mm256_loadu_ps(s), d[k]));
           }
       }
-      sil_transpose8(d);
+      sd_cl_transpose8(d);
 #pragma GCC unroll 8
       for (int l = 0; l < 8; l++)
         for (int q = 0; q < nk; q++) {
