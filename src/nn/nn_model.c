@@ -870,25 +870,6 @@ static void pass_end(sd_nn_model *m, int blas_threads) {
   sd_nn_par_active = 1;
 }
 
-/* Runs BODY with [lo, hi) the calling thread's part of [0, N) (boundaries on multiples of
- * ALIGN) on T_ threads, or with [0, N) when T_ <= 1. */
-#define PAR_RANGE(T_, N_, ALIGN_, ...)                                                          \
-  do {                                                                                           \
-    const int par_t_ = (T_);                                                                     \
-    const size_t par_n_ = (N_);                                                                  \
-    if (par_t_ <= 1) {                                                                           \
-      const size_t lo = 0, hi = par_n_;                                                          \
-      __VA_ARGS__;                                                                                      \
-    } else {                                                                                     \
-      _Pragma("omp parallel num_threads(par_t_)") {                                              \
-        size_t lo, hi;                                                                           \
-        sd_nn_par_part(par_n_, omp_get_thread_num(), omp_get_num_threads(), (ALIGN_), &lo, &hi); \
-        if (hi > lo) {                                                                           \
-          __VA_ARGS__;                                                                                  \
-        }                                                                                        \
-      }                                                                                          \
-    }                                                                                            \
-  } while (0)
 
 /* Threads for a layer touching `floats` floats of n images (at most one image each). */
 static int layer_threads(const sd_nn_model *m, int n, size_t floats) {
@@ -984,7 +965,7 @@ static void conv_backward(sd_nn_model *m, const sd_nn_layer *L, int n, const flo
   }
   const float *parts = m->tgrad;
   const size_t stride = m->tgrad_per;
-  PAR_RANGE(wn >= SD_NN_PAR_MIN_FLOATS ? T : 1, wn, 16, {
+  SD_NN_PAR_RANGE(wn >= SD_NN_PAR_MIN_FLOATS ? T : 1, wn, 16, {
     if (dw)
       for (int t = 1; t < T; t++) {
         const float *s = parts + (size_t)(t - 1) * stride;
@@ -1007,7 +988,7 @@ static int flat_threads(const sd_nn_model *m, size_t floats) {
 
 /* da = 0 over len floats, split like the layers. */
 static void par_zero(const sd_nn_model *m, float *da, size_t len) {
-  PAR_RANGE(flat_threads(m, len), len, 16, memset(da + lo, 0, sizeof(float) * (hi - lo)));
+  SD_NN_PAR_RANGE(flat_threads(m, len), len, 16, memset(da + lo, 0, sizeof(float) * (hi - lo)));
 }
 
 static sd_status layer_forward(sd_nn_model *m, sd_nn_layer *L, sd_nn_mode mode) {
@@ -1037,7 +1018,7 @@ static sd_status layer_forward(sd_nn_model *m, sd_nn_layer *L, sd_nn_mode mode) 
   case SD_NN_LAYER_RELU:
   case SD_NN_LAYER_LEAKY_RELU: {
     const float slope = L->kind == SD_NN_LAYER_RELU ? 0.0f : L->u.leaky.slope;
-    PAR_RANGE(flat_threads(m, len), len, 16,
+    SD_NN_PAR_RANGE(flat_threads(m, len), len, 16,
               sd_nn_leaky_relu_forward(hi - lo, slope, a->data + lo, o->data + lo));
     break;
   }
@@ -1045,7 +1026,7 @@ static sd_status layer_forward(sd_nn_model *m, sd_nn_layer *L, sd_nn_mode mode) 
   case SD_NN_LAYER_AVGPOOL: {
     const size_t ahw = (size_t)a->h * a->w, ohw = (size_t)o->h * o->w;
     const int mx = L->kind == SD_NN_LAYER_MAXPOOL;
-    PAR_RANGE(flat_threads(m, len + sd_nn_tensor_size(a)), (size_t)n * o->c, 1, {
+    SD_NN_PAR_RANGE(flat_threads(m, len + sd_nn_tensor_size(a)), (size_t)n * o->c, 1, {
       (mx ? sd_nn_maxpool_forward : sd_nn_avgpool_forward)(
           (int)(hi - lo), a->h, a->w, L->u.pool.k, L->u.pool.stride, L->u.pool.pad, o->h, o->w,
           a->data + lo * ahw, o->data + lo * ohw);
@@ -1072,7 +1053,7 @@ static sd_status layer_forward(sd_nn_model *m, sd_nn_layer *L, sd_nn_mode mode) 
       } else
         for (size_t i = 0; i < len; i++)
           mask[i] = sd_rng_uniform(&m->dropout_rng) < keep ? scale : 0.0f;
-      PAR_RANGE(flat_threads(m, len), len, 16,
+      SD_NN_PAR_RANGE(flat_threads(m, len), len, 16,
                 sd_nn_mul_forward(hi - lo, a->data + lo, mask + lo, o->data + lo));
     } else {
       fill(L->u.dropout.mask, len, 1.0f);
@@ -1081,20 +1062,20 @@ static sd_status layer_forward(sd_nn_model *m, sd_nn_layer *L, sd_nn_mode mode) 
     break;
   case SD_NN_LAYER_CONCAT: {
     const size_t hw = (size_t)o->h * o->w;
-    PAR_RANGE(layer_threads(m, n, 2 * len), (size_t)n, 1,
+    SD_NN_PAR_RANGE(layer_threads(m, n, 2 * len), (size_t)n, 1,
               sd_nn_concat_forward((int)(hi - lo), a->c, b->c, (int)hw, a->data + lo * a->c * hw,
                                    b->data + lo * b->c * hw, o->data + lo * o->c * hw));
     break;
   }
   case SD_NN_LAYER_ADD:
-    PAR_RANGE(flat_threads(m, len), len, 16, {
+    SD_NN_PAR_RANGE(flat_threads(m, len), len, 16, {
       for (size_t i = lo; i < hi; i++)
         o->data[i] = a->data[i] + b->data[i];
     });
     break;
   case SD_NN_LAYER_UPSAMPLE: {
     const size_t ahw = (size_t)a->h * a->w, ohw = (size_t)o->h * o->w;
-    PAR_RANGE(flat_threads(m, len), (size_t)n * o->c, 1,
+    SD_NN_PAR_RANGE(flat_threads(m, len), (size_t)n * o->c, 1,
               sd_nn_upsample_forward((int)(hi - lo), a->h, a->w, L->u.up.factor, L->u.up.mode,
                                      a->data + lo * ahw, o->data + lo * ohw));
     break;
@@ -1170,7 +1151,7 @@ static sd_status layer_backward(sd_nn_model *m, sd_nn_layer *L) {
   case SD_NN_LAYER_LEAKY_RELU: {
     const float slope = L->kind == SD_NN_LAYER_RELU ? 0.0f : L->u.leaky.slope;
     if (da)
-      PAR_RANGE(flat_threads(m, len), len, 16, {
+      SD_NN_PAR_RANGE(flat_threads(m, len), len, 16, {
         if (set_a)
           sd_nn_leaky_relu_backward_set(hi - lo, slope, a->data + lo, dy + lo, da + lo);
         else
@@ -1184,7 +1165,7 @@ static sd_status layer_backward(sd_nn_model *m, sd_nn_layer *L) {
       break;
     const size_t ahw = (size_t)a->h * a->w, ohw = (size_t)o->h * o->w;
     const int mx = L->kind == SD_NN_LAYER_MAXPOOL;
-    PAR_RANGE(flat_threads(m, len + sd_nn_tensor_size(a)), (size_t)n * o->c, 1, {
+    SD_NN_PAR_RANGE(flat_threads(m, len + sd_nn_tensor_size(a)), (size_t)n * o->c, 1, {
       const int np = (int)(hi - lo);
       if (mx)
         sd_nn_maxpool_backward(np, a->h, a->w, L->u.pool.k, L->u.pool.stride, L->u.pool.pad, o->h,
@@ -1201,19 +1182,19 @@ static sd_status layer_backward(sd_nn_model *m, sd_nn_layer *L) {
     break;
   case SD_NN_LAYER_DROPOUT:
     if (da)
-      PAR_RANGE(flat_threads(m, len), len, 16,
+      SD_NN_PAR_RANGE(flat_threads(m, len), len, 16,
                 sd_nn_mul_backward(hi - lo, L->u.dropout.mask + lo, dy + lo, da + lo));
     break;
   case SD_NN_LAYER_CONCAT: {
     const size_t hw = (size_t)o->h * o->w;
-    PAR_RANGE(layer_threads(m, n, 2 * len), (size_t)n, 1,
+    SD_NN_PAR_RANGE(layer_threads(m, n, 2 * len), (size_t)n, 1,
               sd_nn_concat_backward((int)(hi - lo), a->c, b->c, (int)hw, dy + lo * o->c * hw,
                                     da ? da + lo * a->c * hw : NULL,
                                     b->grad ? b->grad + lo * b->c * hw : NULL));
     break;
   }
   case SD_NN_LAYER_ADD:
-    PAR_RANGE(flat_threads(m, len), len, 16, {
+    SD_NN_PAR_RANGE(flat_threads(m, len), len, 16, {
       if (set_a)
         memcpy(da + lo, dy + lo, sizeof(float) * (hi - lo));
       else if (da)
@@ -1228,7 +1209,7 @@ static sd_status layer_backward(sd_nn_model *m, sd_nn_layer *L) {
     if (!da)
       break;
     const size_t ahw = (size_t)a->h * a->w, ohw = (size_t)o->h * o->w;
-    PAR_RANGE(flat_threads(m, len), (size_t)n * o->c, 1,
+    SD_NN_PAR_RANGE(flat_threads(m, len), (size_t)n * o->c, 1,
               sd_nn_upsample_backward((int)(hi - lo), a->h, a->w, L->u.up.factor, L->u.up.mode,
                                       dy + lo * ohw, da + lo * ahw));
     break;

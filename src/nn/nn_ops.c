@@ -44,22 +44,12 @@ static void sum2(size_t len, const float *a, const float *b, double *sa, double 
  * same bits at any thread count. The range workers are the SIMD clones; the parallel regions
  * around them are plain code (an outlined OpenMP body would not be cloned). */
 
-/* Runs BODY with channel range [c0, c1) on each thread (all of [0, c) without threads). */
-#define BN_PARALLEL(c, floats, ...)                                                             \
-  do {                                                                                           \
-    const int bn_t_ = sd_nn_par_threads_for(floats);                                             \
-    if (bn_t_ <= 1) {                                                                            \
-      const int c0 = 0, c1 = (c);                                                                \
-      __VA_ARGS__;                                                                                      \
-    } else {                                                                                     \
-      _Pragma("omp parallel num_threads(bn_t_)") {                                               \
-        size_t lo_, hi_;                                                                         \
-        sd_nn_par_part((size_t)(c), omp_get_thread_num(), omp_get_num_threads(), 1, &lo_, &hi_); \
-        const int c0 = (int)lo_, c1 = (int)hi_;                                                  \
-        __VA_ARGS__;                                                                                    \
-      }                                                                                          \
-    }                                                                                            \
-  } while (0)
+/* Runs the body with channel range [c0, c1) on each thread (all of [0, c) without threads). */
+#define BN_PARALLEL(c, floats, ...)                                                              \
+  SD_NN_PAR_RANGE(sd_nn_par_threads_for(floats), (size_t)(c), 1, {                                 \
+    const int c0 = (int)lo, c1 = (int)hi;                                                        \
+    __VA_ARGS__;                                                                                 \
+  })
 
 /* stats [ch], [c + ch] = sums of x and x^2 over (n, hw), channels [c0, c1). */
 SD_NN_CLONES static void bn_stats(int c0, int c1, int n, int c, int hw, const float *x,

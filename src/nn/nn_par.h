@@ -11,6 +11,7 @@
 #ifndef STEMDEFECT_NN_PAR_H
 #define STEMDEFECT_NN_PAR_H
 
+#include <omp.h>
 #include <stddef.h>
 
 /* Threads of the running model pass; 1 outside a pass. */
@@ -31,5 +32,25 @@ static inline void sd_nn_par_part(size_t n, int t, int T, size_t align, size_t *
   *lo = a * align < n ? a * align : n;
   *hi = b * align < n ? b * align : n;
 }
+
+/* Runs the body (the variadic part) with [lo, hi) the calling thread's part of [0, N) (boundaries
+ * on multiples of ALIGN) on T_ threads, or with [0, N) when T_ <= 1. */
+#define SD_NN_PAR_RANGE(T_, N_, ALIGN_, ...)                                                       \
+  do {                                                                                             \
+    const int par_t_ = (T_);                                                                       \
+    const size_t par_n_ = (N_);                                                                    \
+    if (par_t_ <= 1) {                                                                             \
+      const size_t lo = 0, hi = par_n_;                                                            \
+      __VA_ARGS__;                                                                                 \
+    } else {                                                                                       \
+      _Pragma("omp parallel num_threads(par_t_)") {                                                \
+        size_t lo, hi;                                                                             \
+        sd_nn_par_part(par_n_, omp_get_thread_num(), omp_get_num_threads(), (ALIGN_), &lo, &hi);   \
+        if (hi > lo) {                                                                             \
+          __VA_ARGS__;                                                                             \
+        }                                                                                          \
+      }                                                                                            \
+    }                                                                                              \
+  } while (0)
 
 #endif
