@@ -146,11 +146,14 @@ sd_status sd_tsne_tree_repulsion_share(sd_tsne_tree *t, int part, int parts, dou
  * groups starting in [s0, s1) (both cuts) and writes (neg_x, neg_y, z) of the point in slot
  * s to out[3 (s - s0) + 0..2], bitwise the values of sd_tsne_tree_repulsion whatever the
  * cuts. sd_tsne_tree_order(t)[s] is the point in slot s, sd_tsne_tree_slots(t)[i] the slot
- * of point i (both [n], valid until the next build). Not collective; same scratch and
- * failure as sd_tsne_tree_repulsion. */
+ * of point i (both [n], valid until the next build). When work != NULL, a count of the
+ * operations of each group (deterministic: interaction-list entries and point pairs) is
+ * added to work[b], b the bin of nbins equal parts of [s0, s1) holding the group's first
+ * slot (the load balancer's cost profile). Not collective; same scratch and failure as
+ * sd_tsne_tree_repulsion. */
 int64_t sd_tsne_tree_cut(const sd_tsne_tree *t, int64_t x);
 sd_status sd_tsne_tree_repulsion_slots(sd_tsne_tree *t, int64_t s0, int64_t s1, double theta,
-                                       double *out);
+                                       double *out, double *work, int nbins);
 const int32_t *sd_tsne_tree_order(const sd_tsne_tree *t);
 const int32_t *sd_tsne_tree_slots(const sd_tsne_tree *t);
 

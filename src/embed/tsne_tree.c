@@ -771,7 +771,7 @@ int64_t sd_tsne_tree_cut(const sd_tsne_tree *t, int64_t x) {
 }
 
 sd_status sd_tsne_tree_repulsion_slots(sd_tsne_tree *t, int64_t s0, int64_t s1, double theta,
-                                       double *out) {
+                                       double *out, double *work, int nbins) {
   const double theta2 = theta * theta;
   /* the first group starting at s0 (s0 is a cut) */
   int64_t lo = 0, hi = t->ngroups;
@@ -791,6 +791,9 @@ sd_status sd_tsne_tree_repulsion_slots(sd_tsne_tree *t, int64_t s0, int64_t s1, 
       return SD_ERR_NOMEM;
     for (int32_t s = gn->lo; s < gn->lo + gn->count; s++)
       point_force(t, gn, s, len, out + 3 * (s - s0));
+    if (work) /* the list walk and, per point, the list and the group's own points */
+      work[(gn->lo - s0) * nbins / (s1 - s0)] +=
+          (double)(2 * len) + (double)gn->count * (double)(len + gn->count);
   }
   return SD_OK;
 }
