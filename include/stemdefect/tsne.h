@@ -11,9 +11,12 @@
  *      (the transposed entries are sent to the ranks owning their rows);
  *   4. sd_tsne_optimize: gradient descent with early exaggeration, momentum and
  *      delta-bar-delta gains (van der Maaten's reference method, as scikit-learn does).
- *      Every iteration all-gathers the 2-D embedding Y [N,2], every rank builds the same
- *      quadtree over all points (sd_tsne_tree_build) and computes attractive forces from its
- *      rows of P and Barnes-Hut repulsive forces for its own points.
+ *      Every iteration every rank builds the same quadtree over the gathered 2-D embedding
+ *      Y [N,2] (sd_tsne_tree_build, one pass over the Morton-sorted points, sorted from the
+ *      previous iteration's order), computes the Barnes-Hut repulsion of the tree groups in
+ *      its range of sorted slots (ranges balanced on measured cost) and the attraction of
+ *      its rows of P; the repulsion is all-gathered, each rank updates its own rows, and
+ *      the new rows are all-gathered.
  *
  * Rank-count independence: every sum whose order would depend on the partition (column
  * moments, the PCA covariance, the normalisation Z, the KL divergence) is either an exact
@@ -46,7 +49,8 @@ typedef struct sd_tsne_params {
   int neighbors; /* k of the kNN graph; <= 0: auto = min(n - 1, floor(3 perplexity) + 1) */
   uint64_t seed; /* random init */
   sd_tsne_init init;
-  int report_every;      /* log and record the KL divergence every this many iterations */
+  int report_every;      /* log the KL divergence every this many iterations (computed
+                          * only when info messages are shown) */
   double momentum_early; /* 0.5 */
   double momentum_late;  /* 0.8 */
   double min_gain;       /* 0.01 */

@@ -485,6 +485,7 @@ sd_status sd_tsne_optimize(MPI_Comm comm, const sd_tsne_params *p, const sd_tsne
   for (int r = 0; r <= size; r++)
     bnd[r] = (double)((int64_t)r * n / size);
   int every = p->report_every > 0 ? p->report_every : 50;
+  const int log_info = sd_log_get_level() >= SD_LOG_LEVEL_INFO;
   uint64_t jit = 0x9e3779b97f4a7c15ULL;
   double cpu_after = 0; /* CPU seconds of the previous iteration's update */
   double busy_max = 0, busy_mean = 0; /* per iteration over ranks, summed: the imbalance */
@@ -498,7 +499,9 @@ sd_status sd_tsne_optimize(MPI_Comm comm, const sd_tsne_params *p, const sd_tsne
     }
     double exag = early ? p->early_exaggeration : 1.0;
     double mom = early ? p->momentum_early : p->momentum_late;
-    int report = (it + 1) % every == 0;
+    /* the intermediate KL divergences are only logged: not computed when info lines are
+     * not shown (--quiet; the level comes from the command line, the same on every rank) */
+    int report = (it + 1) % every == 0 && log_info;
     double kl = 0, tb = sd_time_now(), c0 = cpu_now();
     /* y_all is the same on every rank, so is the outcome of the build (a non-finite
      * embedding fails everywhere); only running out of memory is local: abort then */

@@ -2,8 +2,10 @@
  *
  * Built every iteration over all points (each rank builds the same tree from the same
  * gathered embedding): points get 64-bit Morton codes of their position in the square
- * bounding box (32 bits per axis), are radix-sorted by (code, index), and the tree is laid
- * out in depth-first order from the sorted ranges. Each node knows its centre of mass, its
+ * bounding box (32 bits per axis), are sorted by (code, index) (an insertion sort from the
+ * previous build's order, or a radix sort), and the tree is laid out in depth-first order in
+ * one pass over the sorted codes (build_stack; the recursive build_node is the reference it
+ * is tested against). Each node knows its centre of mass, its
  * squared side, its point count, its first sorted position and the index of the node after
  * its subtree, so the force traversal is a loop without a stack: accept a cell (jump past
  * its subtree) or descend (go to the next node). Points whose codes coincide (closer than
