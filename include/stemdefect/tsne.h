@@ -168,7 +168,7 @@ const int32_t *sd_tsne_tree_slots(const sd_tsne_tree *t);
 sd_status sd_tsne_tree_build_reference(sd_tsne_tree *t, int64_t n, const double *y);
 int sd_tsne_tree_same(const sd_tsne_tree *a, const sd_tsne_tree *b);
 typedef struct sd_tsne_tree_info {
-  int64_t nodes, groups;              /* of the last build */
+  int64_t nodes, groups;                /* of the last build */
   int64_t sorts_insertion, sorts_radix; /* builds sorted from the previous order / by radix */
   double seconds_sort, seconds_nodes, seconds_groups; /* summed over the builds */
 } sd_tsne_tree_info;

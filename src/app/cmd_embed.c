@@ -181,8 +181,8 @@ static sd_status read_input(sd_app *app, const char *file, embed_input *in) {
      * read itself); the values are the same (widening is exact) */
     const size_t nval = (size_t)(in->count > 0 ? in->count : 0) * (size_t)in->d;
     const int as_float = cls == H5T_FLOAT && H5Tget_size(ty) == sizeof(float);
-    float *xf = as_float ? sd_malloc(nval > 0 ? nval : 1, sizeof *xf, "input rows (float32)")
-                         : NULL;
+    float *xf =
+        as_float ? sd_malloc(nval > 0 ? nval : 1, sizeof *xf, "input rows (float32)") : NULL;
     /* the read is collective: every rank must take the same branch */
     st = sd_par_agree(app->comm, as_float && !xf ? SD_ERR_NOMEM : SD_OK);
     if (st == SD_OK) {

@@ -470,9 +470,8 @@ sd_status sd_tsne_optimize(MPI_Comm comm, const sd_tsne_params *p, const sd_tsne
   cut = sd_malloc((size_t)size + 1, sizeof *cut, "split of the slots");
   rcnt = sd_malloc((size_t)size, sizeof *rcnt, "gather counts");
   rdis = sd_malloc((size_t)size, sizeof *rdis, "gather counts");
-  if (st == SD_OK &&
-      (!grad || !upd || !gains || !rep || !att || !bnd || !times || !oth || !wk || !spw || !cut || !rcnt ||
-       !rdis))
+  if (st == SD_OK && (!grad || !upd || !gains || !rep || !att || !bnd || !times || !oth || !wk ||
+                      !spw || !cut || !rcnt || !rdis))
     st = SD_ERR_NOMEM;
   if (st == SD_OK && 3 * n > INT32_MAX)
     st = SD_ERROR(SD_ERR_ARG, "t-SNE: %lld points exceed one MPI message", (long long)n);
@@ -487,7 +486,7 @@ sd_status sd_tsne_optimize(MPI_Comm comm, const sd_tsne_params *p, const sd_tsne
   int every = p->report_every > 0 ? p->report_every : 50;
   const int log_info = sd_log_get_level() >= SD_LOG_LEVEL_INFO;
   uint64_t jit = 0x9e3779b97f4a7c15ULL;
-  double cpu_after = 0; /* CPU seconds of the previous iteration's update */
+  double cpu_after = 0;               /* CPU seconds of the previous iteration's update */
   double busy_max = 0, busy_mean = 0; /* per iteration over ranks, summed: the imbalance */
   for (int it = 0; it < p->iterations; it++) {
     int early = it < p->exaggeration_iters;
@@ -546,8 +545,8 @@ sd_status sd_tsne_optimize(MPI_Comm comm, const sd_tsne_params *p, const sd_tsne
     w.t_att += t3 - t2;
     if (size > 1) {
       SD_CHECK_GOTO(st,
-                    sd_par_check(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, rep, rcnt,
-                                                rdis, MPI_DOUBLE, comm),
+                    sd_par_check(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, rep, rcnt, rdis,
+                                                MPI_DOUBLE, comm),
                                  "allgather(repulsion)"),
                     done);
       /* the repulsion's operation counts by bin, its CPU seconds, and those of all other

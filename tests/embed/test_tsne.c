@@ -98,7 +98,6 @@ static double run_embedding(MPI_Comm comm, const sd_tsne_params *p, const double
   return res.kl_divergence;
 }
 
-
 /* the one-pass build (reusing tree b across calls, as the optimiser does) against the
  * recursive reference on y [n, 2]; returns 1 when identical */
 static int tree_matches(sd_tsne_tree *b, int64_t n, const double *y) {
@@ -212,7 +211,8 @@ static void test_balance(void) {
     double acc = 0, x = 0;
     for (int e = 0; e < 2 * B2; e++) {
       /* bin e holds the slots s with (s - c) B2 / 500 == e % B2: [ceil(62.5 e), ..) */
-      double lo = 500.0 * (e / B2) + ceil(62.5 * (e % B2)), hi = 500.0 * (e / B2) + ceil(62.5 * (e % B2 + 1));
+      double lo = 500.0 * (e / B2) + ceil(62.5 * (e % B2)),
+             hi = 500.0 * (e / B2) + ceil(62.5 * (e % B2 + 1));
       if (acc + w2[e] >= want) {
         x = lo + (hi - lo) * (want - acc) / w2[e];
         break;
@@ -481,11 +481,13 @@ int main(int argc, char **argv) {
           SD_EXPECT(c[0] == 0 && c[4] == n);
           for (int q = 0; q < 4; q++) {
             SD_EXPECT(c[q] <= c[q + 1] && c[q] >= xs[q]);
-            SD_EXPECT_OK(sd_tsne_tree_repulsion_slots(t, c[q], c[q + 1], 0.5, so + 3 * c[q], NULL, 0));
+            SD_EXPECT_OK(
+                sd_tsne_tree_repulsion_slots(t, c[q], c[q + 1], 0.5, so + 3 * c[q], NULL, 0));
           }
           for (int64_t i = 0; i < n; i++) {
             const double *v = so + 3 * (int64_t)slot[i];
-            bad += order[slot[i]] != i || v[0] != neg[2 * i] || v[1] != neg[2 * i + 1] || v[2] != z[i];
+            bad +=
+                order[slot[i]] != i || v[0] != neg[2 * i] || v[1] != neg[2 * i + 1] || v[2] != z[i];
           }
         }
         SD_EXPECT_MSG(bad == 0, "slot-split repulsion: %d point values differ", bad);
