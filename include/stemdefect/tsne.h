@@ -11,9 +11,12 @@
  *      (the transposed entries are sent to the ranks owning their rows);
  *   4. sd_tsne_optimize: gradient descent with early exaggeration, momentum and
  *      delta-bar-delta gains (van der Maaten's reference method, as scikit-learn does).
- *      Every iteration all-gathers the 2-D embedding Y [N,2], every rank builds the same
- *      quadtree over all points (sd_tsne_tree_build) and computes attractive forces from its
- *      rows of P and Barnes-Hut repulsive forces for its own points.
+ *      Every iteration every rank builds the same quadtree over the gathered 2-D embedding
+ *      Y [N,2] (sd_tsne_tree_build, one pass over the Morton-sorted points, sorted from the
+ *      previous iteration's order), computes the Barnes-Hut repulsion of the tree groups in
+ *      its range of sorted slots (ranges balanced on measured cost) and the attraction of
+ *      its rows of P; the repulsion is all-gathered, each rank updates its own rows, and
+ *      the new rows are all-gathered.
  *
  * Rank-count independence: every sum whose order would depend on the partition (column
  * moments, the PCA covariance, the normalisation Z, the KL divergence) is either an exact
@@ -46,7 +49,8 @@ typedef struct sd_tsne_params {
   int neighbors; /* k of the kNN graph; <= 0: auto = min(n - 1, floor(3 perplexity) + 1) */
   uint64_t seed; /* random init */
   sd_tsne_init init;
-  int report_every;      /* log and record the KL divergence every this many iterations */
+  int report_every;      /* log the KL divergence every this many iterations (computed
+                          * only when info messages are shown) */
   double momentum_early; /* 0.5 */
   double momentum_late;  /* 0.8 */
   double min_gain;       /* 0.01 */
@@ -146,11 +150,14 @@ sd_status sd_tsne_tree_repulsion_share(sd_tsne_tree *t, int part, int parts, dou
  * groups starting in [s0, s1) (both cuts) and writes (neg_x, neg_y, z) of the point in slot
  * s to out[3 (s - s0) + 0..2], bitwise the values of sd_tsne_tree_repulsion whatever the
  * cuts. sd_tsne_tree_order(t)[s] is the point in slot s, sd_tsne_tree_slots(t)[i] the slot
- * of point i (both [n], valid until the next build). Not collective; same scratch and
- * failure as sd_tsne_tree_repulsion. */
+ * of point i (both [n], valid until the next build). When work != NULL, a count of the
+ * operations of each group (deterministic: interaction-list entries and point pairs) is
+ * added to work[b], b the bin of nbins equal parts of [s0, s1) holding the group's first
+ * slot (the load balancer's cost profile). Not collective; same scratch and failure as
+ * sd_tsne_tree_repulsion. */
 int64_t sd_tsne_tree_cut(const sd_tsne_tree *t, int64_t x);
 sd_status sd_tsne_tree_repulsion_slots(sd_tsne_tree *t, int64_t s0, int64_t s1, double theta,
-                                       double *out);
+                                       double *out, double *work, int nbins);
 const int32_t *sd_tsne_tree_order(const sd_tsne_tree *t);
 const int32_t *sd_tsne_tree_slots(const sd_tsne_tree *t);
 
@@ -161,7 +168,7 @@ const int32_t *sd_tsne_tree_slots(const sd_tsne_tree *t);
 sd_status sd_tsne_tree_build_reference(sd_tsne_tree *t, int64_t n, const double *y);
 int sd_tsne_tree_same(const sd_tsne_tree *a, const sd_tsne_tree *b);
 typedef struct sd_tsne_tree_info {
-  int64_t nodes, groups;              /* of the last build */
+  int64_t nodes, groups;                /* of the last build */
   int64_t sorts_insertion, sorts_radix; /* builds sorted from the previous order / by radix */
   double seconds_sort, seconds_nodes, seconds_groups; /* summed over the builds */
 } sd_tsne_tree_info;

@@ -176,9 +176,27 @@ static sd_status read_input(sd_app *app, const char *file, embed_input *in) {
       H5Sselect_none(ms);
     }
     double t = sd_profile_phase_begin();
-    if (H5Dread(ds, H5T_NATIVE_DOUBLE, ms, sp, dxpl, in->x) < 0)
-      st = SD_H5_ERROR(SD_ERR_HDF5, "cannot read rows %lld..%lld of %s from '%s'",
-                       (long long)in->first, (long long)(in->first + in->count), in->dataset, file);
+    /* float32 (what `cluster` and `describe` write) is read as such and widened here:
+     * HDF5's MPI-IO path does the float -> double conversion slowly (several times the
+     * read itself); the values are the same (widening is exact) */
+    const size_t nval = (size_t)(in->count > 0 ? in->count : 0) * (size_t)in->d;
+    const int as_float = cls == H5T_FLOAT && H5Tget_size(ty) == sizeof(float);
+    float *xf =
+        as_float ? sd_malloc(nval > 0 ? nval : 1, sizeof *xf, "input rows (float32)") : NULL;
+    /* the read is collective: every rank must take the same branch */
+    st = sd_par_agree(app->comm, as_float && !xf ? SD_ERR_NOMEM : SD_OK);
+    if (st == SD_OK) {
+      herr_t rc = as_float ? H5Dread(ds, H5T_NATIVE_FLOAT, ms, sp, dxpl, xf)
+                           : H5Dread(ds, H5T_NATIVE_DOUBLE, ms, sp, dxpl, in->x);
+      if (rc < 0)
+        st = SD_H5_ERROR(SD_ERR_HDF5, "cannot read rows %lld..%lld of %s from '%s'",
+                         (long long)in->first, (long long)(in->first + in->count), in->dataset,
+                         file);
+      else if (xf)
+        for (size_t e = 0; e < nval; e++)
+          in->x[e] = (double)xf[e];
+    }
+    free(xf);
     sd_profile_phase_end(SD_PHASE_IO, t);
     sd_profile_add_bytes(SD_PHASE_IO, in->count * in->d * 4);
   }

@@ -10,13 +10,15 @@ int sd_tsne_fixed_exponent(double bound, int64_t n);
 int sd_tsne_owner(int64_t n, int size, int64_t j);
 
 /* The split of the sorted slots between ranks in sd_tsne_optimize: given the cuts of this
- * iteration (cut [size + 1], cut[0] = 0, cut[size] = n) and each rank's seconds in the
- * repulsion and in all its other work (times [size, 2]), moves the boundaries
- * bnd [size + 1] (slot units, bnd[0] = 0, bnd[size] = n, non-decreasing) half way to the
- * split that would have equalised the ranks' times. Pure; the same inputs give the same
- * bits on every rank. */
-void sd_tsne_balance(int size, int64_t n, const int64_t *cut, const double *times,
-                     double *bnd);
+ * iteration (cut [size + 1], cut[0] = 0, cut[size] = n), the repulsion's operation counts
+ * work [size, nb] (bin b of rank r: an equal part of [cut[r], cut[r+1])), the seconds per
+ * operation measured by each rank spw [size] (0: none; its bins then count as free) and
+ * each rank's seconds of other work other [size], moves the boundaries
+ * bnd [size + 1] (slot units, bnd[0] = 0, bnd[size] = n, non-decreasing) by the fraction
+ * gain toward the split that equalises repulsion + other work under that cost profile.
+ * Pure; the same inputs give the same bits on every rank. */
+void sd_tsne_balance(int size, int64_t n, const int64_t *cut, int nb, const double *work,
+                     const double *spw, const double *other, double gain, double *bnd);
 /* Tests: when nonzero, sd_tsne_optimize replaces the measured split by pseudo-random cuts
  * (the same on every rank) each iteration; the embedding must not change. */
 extern int sd_tsne_balance_jitter;

@@ -20,6 +20,8 @@ extern void dsyev_(const char *jobz, const char *uplo, const int *n, double *a, 
                    size_t luplo);
 
 #define SD_TSNE_TINY 1e-300
+/* bins per rank of the repulsion's cost profile (the load balancer) */
+#define SD_TSNE_BINS 16
 
 /* CPU seconds of the calling thread: what the load balancer measures (preemption by other
  * processes and busy waiting inside MPI are not work) */
@@ -373,56 +375,56 @@ done:
 
 int sd_tsne_balance_jitter = 0;
 
-void sd_tsne_balance(int size, int64_t n, const int64_t *cut, const double *times,
-                     double *bnd) {
-  /* rank r's repulsion costs t_rep(r) spread evenly over its slots [cut[r], cut[r+1]); its
-   * attraction t_att(r) stays with it. New cut points equalise rep + att under that cost
-   * profile; the boundaries move half way there (measured times are noisy). */
-#define t_rep(r) times[2 * (r)]
-#define t_att(r) times[2 * (r) + 1]
-  double trep = 0, ttot = 0;
-  for (int r = 0; r < size; r++) {
-    trep += t_rep(r) > 0 ? t_rep(r) : 0;
-    ttot += (t_rep(r) > 0 ? t_rep(r) : 0) + (t_att(r) > 0 ? t_att(r) : 0);
-  }
-  if (!(trep > 0) || n <= 0 || size < 2)
+void sd_tsne_balance(int size, int64_t n, const int64_t *cut, int nb, const double *work,
+                     const double *spw, const double *other, double gain, double *bnd) {
+  /* the repulsion's cost profile over the slots: bin b of rank r covers an equal part of
+   * [cut[r], cut[r+1]) and costs spw[r] * work[r nb + b] seconds (the price per operation
+   * differs between regions of the embedding); rank r's other work stays with it. New
+   * boundaries equalise repulsion + other work under that profile. */
+  if (size < 2 || n <= 0 || nb < 1)
     return;
-  const double avg = trep / (double)n; /* seconds per slot, for ranks without slots */
+#define BIN_COST(e) (work[e] > 0 && spw[(e) / nb] > 0 ? spw[(e) / nb] * work[e] : 0.0)
+  double trep = 0, toth = 0;
+  for (int e = 0; e < size * nb; e++)
+    trep += BIN_COST(e);
+  for (int r = 0; r < size; r++)
+    toth += other[r] > 0 ? other[r] : 0;
+  if (!(trep > 0))
+    return;
+  const double share = (trep + toth) / size;
   double want_sum = 0;
   for (int r = 0; r < size; r++) {
-    double w = ttot / size - (t_att(r) > 0 ? t_att(r) : 0);
+    double w = share - (other[r] > 0 ? other[r] : 0);
     want_sum += w > 0 ? w : 0;
   }
   if (!(want_sum > 0))
     return;
-  double target = 0; /* cumulative repulsion time wanted before rank r's share */
-  int q = 0;
-  double fq = 0; /* cumulative cost at cut[q] */
+  const double scale = trep / want_sum;
+  double target = 0, fq = 0; /* cumulative wanted cost; cumulative cost before bin e */
+  int e = 0;
   for (int r = 1; r < size; r++) {
-    double w = ttot / size - (t_att(r - 1) > 0 ? t_att(r - 1) : 0);
-    target += (w > 0 ? w : 0) * (trep / want_sum);
-    /* invert the piecewise-linear cumulative cost */
+    double w = share - (other[r - 1] > 0 ? other[r - 1] : 0);
+    target += (w > 0 ? w : 0) * scale;
     double x = (double)n;
-    while (q < size) {
-      int64_t len = cut[q + 1] - cut[q];
-      double c = len > 0 ? (t_rep(q) > 0 ? t_rep(q) : 0) : 0;
-      double dens = len > 0 ? c / (double)len : avg;
-      if (len > 0 && fq + c >= target) {
-        x = (double)cut[q] + (dens > 0 ? (target - fq) / dens : 0.0);
+    for (; e < size * nb; e++) {
+      const int q = e / nb, bb = e % nb;
+      const int64_t len = cut[q + 1] - cut[q];
+      /* the slots s with (s - cut[q]) nb / len == bb, the bin the tree counts them in */
+      const double lo = (double)cut[q] + (double)((len * bb + nb - 1) / nb);
+      const double hi = (double)cut[q] + (double)((len * (bb + 1) + nb - 1) / nb);
+      const double c = BIN_COST(e);
+      if (hi > lo && c > 0 && fq + c >= target) {
+        x = lo + (hi - lo) * (target - fq) / c;
         break;
       }
       fq += c;
-      q++;
     }
+#undef BIN_COST
     if (x > (double)n)
       x = (double)n;
-    double b = bnd[r] + 0.5 * (x - bnd[r]);
-    if (b < bnd[r - 1])
-      b = bnd[r - 1];
-    bnd[r] = b;
+    double v = bnd[r] + gain * (x - bnd[r]);
+    bnd[r] = v < bnd[r - 1] ? bnd[r - 1] : v;
   }
-#undef t_rep
-#undef t_att
   bnd[0] = 0;
   bnd[size] = (double)n;
   for (int r = size - 1; r > 0; r--)
@@ -448,7 +450,7 @@ sd_status sd_tsne_optimize(MPI_Comm comm, const sd_tsne_params *p, const sd_tsne
   grad_ws w;
   sd_tsne_tree *tree = NULL;
   double *grad = NULL, *upd = NULL, *gains = NULL, *rep = NULL, *att = NULL, *bnd = NULL;
-  double *times = NULL;
+  double *times = NULL, *oth = NULL, *wk = NULL, *spw = NULL;
   int64_t *cut = NULL;
   int *rcnt = NULL, *rdis = NULL;
   sd_status st = grad_ws_init(comm, n, count, &w);
@@ -461,12 +463,15 @@ sd_status sd_tsne_optimize(MPI_Comm comm, const sd_tsne_params *p, const sd_tsne
   rep = sd_malloc(3 * (size_t)n, sizeof *rep, "gathered repulsion");
   att = sd_malloc(c2, sizeof *att, "attraction");
   bnd = sd_malloc((size_t)size + 1, sizeof *bnd, "split of the slots");
-  times = sd_malloc(2 * (size_t)size, sizeof *times, "per-rank times");
+  times = sd_malloc((size_t)size * (SD_TSNE_BINS + 2), sizeof *times, "per-rank times");
+  oth = sd_calloc((size_t)size, sizeof *oth, "per-rank times");
+  wk = sd_malloc((size_t)size * SD_TSNE_BINS, sizeof *wk, "cost profile");
+  spw = sd_calloc((size_t)size, sizeof *spw, "cost profile");
   cut = sd_malloc((size_t)size + 1, sizeof *cut, "split of the slots");
   rcnt = sd_malloc((size_t)size, sizeof *rcnt, "gather counts");
   rdis = sd_malloc((size_t)size, sizeof *rdis, "gather counts");
-  if (st == SD_OK &&
-      (!grad || !upd || !gains || !rep || !att || !bnd || !times || !cut || !rcnt || !rdis))
+  if (st == SD_OK && (!grad || !upd || !gains || !rep || !att || !bnd || !times || !oth || !wk ||
+                      !spw || !cut || !rcnt || !rdis))
     st = SD_ERR_NOMEM;
   if (st == SD_OK && 3 * n > INT32_MAX)
     st = SD_ERROR(SD_ERR_ARG, "t-SNE: %lld points exceed one MPI message", (long long)n);
@@ -479,8 +484,9 @@ sd_status sd_tsne_optimize(MPI_Comm comm, const sd_tsne_params *p, const sd_tsne
   for (int r = 0; r <= size; r++)
     bnd[r] = (double)((int64_t)r * n / size);
   int every = p->report_every > 0 ? p->report_every : 50;
+  const int log_info = sd_log_get_level() >= SD_LOG_LEVEL_INFO;
   uint64_t jit = 0x9e3779b97f4a7c15ULL;
-  double cpu_after = 0; /* CPU seconds of the previous iteration's update */
+  double cpu_after = 0;               /* CPU seconds of the previous iteration's update */
   double busy_max = 0, busy_mean = 0; /* per iteration over ranks, summed: the imbalance */
   for (int it = 0; it < p->iterations; it++) {
     int early = it < p->exaggeration_iters;
@@ -492,7 +498,9 @@ sd_status sd_tsne_optimize(MPI_Comm comm, const sd_tsne_params *p, const sd_tsne
     }
     double exag = early ? p->early_exaggeration : 1.0;
     double mom = early ? p->momentum_early : p->momentum_late;
-    int report = (it + 1) % every == 0;
+    /* the intermediate KL divergences are only logged: not computed when info lines are
+     * not shown (--quiet; the level comes from the command line, the same on every rank) */
+    int report = (it + 1) % every == 0 && log_info;
     double kl = 0, tb = sd_time_now(), c0 = cpu_now();
     /* y_all is the same on every rank, so is the outcome of the build (a non-finite
      * embedding fails everywhere); only running out of memory is local: abort then */
@@ -524,9 +532,11 @@ sd_status sd_tsne_optimize(MPI_Comm comm, const sd_tsne_params *p, const sd_tsne
       rcnt[r] = (int)(3 * (cut[r + 1] - cut[r]));
       rdis[r] = (int)(3 * cut[r]);
     }
+    double mine[SD_TSNE_BINS + 2];
+    memset(mine, 0, sizeof mine);
     double t1 = sd_time_now(), c1 = cpu_now();
-    if (sd_tsne_tree_repulsion_slots(tree, cut[rank], cut[rank + 1], p->theta, rep + 3 * cut[rank]) !=
-        SD_OK)
+    if (sd_tsne_tree_repulsion_slots(tree, cut[rank], cut[rank + 1], p->theta, rep + 3 * cut[rank],
+                                     mine, SD_TSNE_BINS) != SD_OK)
       SD_PAR_FATAL(comm);
     double t2 = sd_time_now(), cr = cpu_now();
     sd_tsne_attraction(a, y_all, exag, att);
@@ -535,31 +545,47 @@ sd_status sd_tsne_optimize(MPI_Comm comm, const sd_tsne_params *p, const sd_tsne
     w.t_att += t3 - t2;
     if (size > 1) {
       SD_CHECK_GOTO(st,
-                    sd_par_check(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, rep, rcnt,
-                                                rdis, MPI_DOUBLE, comm),
+                    sd_par_check(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, rep, rcnt, rdis,
+                                                MPI_DOUBLE, comm),
                                  "allgather(repulsion)"),
                     done);
-      /* the repulsion, and all other work of this rank since its last wait */
-      double mine[2] = {cr - c1, (c1 - c0) + (c3 - cr) + cpu_after};
-      SD_CHECK_GOTO(
-          st,
-          sd_par_check(MPI_Allgather(mine, 2, MPI_DOUBLE, times, 2, MPI_DOUBLE, comm),
-                       "allgather(times)"),
-          done);
+      /* the repulsion's operation counts by bin, its CPU seconds, and those of all other
+       * work of this rank since its last wait */
+      mine[SD_TSNE_BINS] = cr - c1;
+      mine[SD_TSNE_BINS + 1] = (c1 - c0) + (c3 - cr) + cpu_after;
+      SD_CHECK_GOTO(st,
+                    sd_par_check(MPI_Allgather(mine, SD_TSNE_BINS + 2, MPI_DOUBLE, times,
+                                               SD_TSNE_BINS + 2, MPI_DOUBLE, comm),
+                                 "allgather(times)"),
+                    done);
     }
     double t4 = sd_time_now(), c4 = cpu_now();
     w.t_comm += t4 - t3;
     if (size > 1) {
+      /* the cost profile: this iteration's operation counts, priced by each rank's smoothed
+       * seconds per operation; the other work by its smoothed seconds (noise would move the
+       * split) */
+      const int stride = SD_TSNE_BINS + 2;
       double mx = 0, sum = 0;
       for (int r = 0; r < size; r++) {
-        double b = times[2 * r] + times[2 * r + 1];
+        const double *tr = times + (size_t)r * stride;
+        double b = tr[SD_TSNE_BINS] + tr[SD_TSNE_BINS + 1];
         mx = b > mx ? b : mx;
         sum += b;
+        double ops = 0;
+        for (int q = 0; q < SD_TSNE_BINS; q++)
+          ops += tr[q];
+        if (ops > 0 && tr[SD_TSNE_BINS] > 0) {
+          double price = tr[SD_TSNE_BINS] / ops;
+          spw[r] = spw[r] > 0 ? 0.75 * spw[r] + 0.25 * price : price;
+        }
+        oth[r] = it == 0 ? tr[SD_TSNE_BINS + 1] : 0.75 * oth[r] + 0.25 * tr[SD_TSNE_BINS + 1];
+        memcpy(wk + (size_t)r * SD_TSNE_BINS, tr, SD_TSNE_BINS * sizeof *wk);
       }
       busy_max += mx;
       busy_mean += sum / size;
       if (!sd_tsne_balance_jitter)
-        sd_tsne_balance(size, n, cut, times, bnd);
+        sd_tsne_balance(size, n, cut, SD_TSNE_BINS, wk, spw, oth, 0.7, bnd);
     }
     /* Z in point order, as the gathered per-point values were summed before */
     const int32_t *slot = sd_tsne_tree_slots(tree);
@@ -569,12 +595,13 @@ sd_status sd_tsne_optimize(MPI_Comm comm, const sd_tsne_params *p, const sd_tsne
     if (!(Z > 0))
       Z = SD_TSNE_TINY;
     const double iz = 1.0 / Z;
-    double t5 = sd_time_now();
+    double t5 = sd_time_now(), ck = cpu_now();
     if (report) {
       kl_terms(a, y_all, iz, w.zown);
       SD_CHECK_GOTO(st, gather_sum(comm, &w, w.zown, count, n, &kl), done);
     }
     double t6 = sd_time_now();
+    ck = cpu_now() - ck; /* the same share on every rank, and rare: not for the balancer */
     {
       /* the repulsion of the own rows is scattered over the slots: prefetch it a few rows
        * ahead, and select the gains without branches (both keep the reference's values) */
@@ -599,7 +626,7 @@ sd_status sd_tsne_optimize(MPI_Comm comm, const sd_tsne_params *p, const sd_tsne
       }
     }
     double t7 = sd_time_now();
-    cpu_after = cpu_now() - c4;
+    cpu_after = cpu_now() - c4 - ck;
     if (size > 1)
       SD_CHECK_GOTO(st,
                     sd_par_check(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, y_all, w.cnt2,
@@ -651,6 +678,9 @@ done:
   free(att);
   free(bnd);
   free(times);
+  free(oth);
+  free(wk);
+  free(spw);
   free(cut);
   free(rcnt);
   free(rdis);

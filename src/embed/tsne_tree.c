@@ -2,8 +2,10 @@
  *
  * Built every iteration over all points (each rank builds the same tree from the same
  * gathered embedding): points get 64-bit Morton codes of their position in the square
- * bounding box (32 bits per axis), are radix-sorted by (code, index), and the tree is laid
- * out in depth-first order from the sorted ranges. Each node knows its centre of mass, its
+ * bounding box (32 bits per axis), are sorted by (code, index) (an insertion sort from the
+ * previous build's order, or a radix sort), and the tree is laid out in depth-first order in
+ * one pass over the sorted codes (build_stack; the recursive build_node is the reference it
+ * is tested against). Each node knows its centre of mass, its
  * squared side, its point count, its first sorted position and the index of the node after
  * its subtree, so the force traversal is a loop without a stack: accept a cell (jump past
  * its subtree) or descend (go to the next node). Points whose codes coincide (closer than
@@ -125,7 +127,7 @@ static inline uint64_t spread_bits(uint64_t v) {
 
 /* the same by table: the 8 bits of an index spread to the even bits of 16 */
 #define SP8(v)                                                                                     \
-  (((v)&1) | (((v)&2) << 1) | (((v)&4) << 2) | (((v)&8) << 3) | (((v)&16) << 4) |                 \
+  (((v)&1) | (((v)&2) << 1) | (((v)&4) << 2) | (((v)&8) << 3) | (((v)&16) << 4) |                  \
    (((v)&32) << 5) | (((v)&64) << 6) | (((v)&128) << 7))
 #define SP8_4(b) SP8(b), SP8(b + 1), SP8(b + 2), SP8(b + 3)
 #define SP8_16(b) SP8_4(b), SP8_4(b + 4), SP8_4(b + 8), SP8_4(b + 12)
@@ -199,8 +201,8 @@ static void radix_sort(sd_tsne_tree *t, int64_t n) {
  * the starting permutation: between iterations the points move little, so an insertion sort
  * finishes in about n steps; when it needs more than 4n moves (early on, the embedding still
  * changes fast, and the Morton order is not stable under the moving bounding box) the rest
- * is left to the radix sort from the index order, and the next attempts are spaced out. Either way the
- * result is the unique (code, index) order, that of the radix sort alone. */
+ * is left to the radix sort from the index order, and the next attempts are spaced out. Either way
+ * the result is the unique (code, index) order, that of the radix sort alone. */
 static void sort_points(sd_tsne_tree *t, int64_t n, const double *y, double xmin, double ymin,
                         double scale) {
   uint64_t *code = t->code;
@@ -330,7 +332,9 @@ static int32_t build_node(sd_tsne_tree *t, int64_t lo, int64_t hi, int level, do
 }
 
 /* The level below which sorted codes a != b part: their first differing quadrant digit. */
-static inline int split_level(uint64_t a, uint64_t b) { return __builtin_clzll(a ^ b) >> 1; }
+static inline int split_level(uint64_t a, uint64_t b) {
+  return __builtin_clzll(a ^ b) >> 1;
+}
 
 /* The same tree as build_node (the same nodes in the same order with the same bits), in one
  * pass over the sorted codes with a stack of the open cells. The cells containing the run of
@@ -749,9 +753,13 @@ sd_status sd_tsne_tree_repulsion_share(sd_tsne_tree *t, int part, int parts, dou
   return SD_OK;
 }
 
-const int32_t *sd_tsne_tree_order(const sd_tsne_tree *t) { return t->order; }
+const int32_t *sd_tsne_tree_order(const sd_tsne_tree *t) {
+  return t->order;
+}
 
-const int32_t *sd_tsne_tree_slots(const sd_tsne_tree *t) { return t->pos; }
+const int32_t *sd_tsne_tree_slots(const sd_tsne_tree *t) {
+  return t->pos;
+}
 
 int64_t sd_tsne_tree_cut(const sd_tsne_tree *t, int64_t x) {
   if (x <= 0)
@@ -771,7 +779,7 @@ int64_t sd_tsne_tree_cut(const sd_tsne_tree *t, int64_t x) {
 }
 
 sd_status sd_tsne_tree_repulsion_slots(sd_tsne_tree *t, int64_t s0, int64_t s1, double theta,
-                                       double *out) {
+                                       double *out, double *work, int nbins) {
   const double theta2 = theta * theta;
   /* the first group starting at s0 (s0 is a cut) */
   int64_t lo = 0, hi = t->ngroups;
@@ -791,6 +799,9 @@ sd_status sd_tsne_tree_repulsion_slots(sd_tsne_tree *t, int64_t s0, int64_t s1, 
       return SD_ERR_NOMEM;
     for (int32_t s = gn->lo; s < gn->lo + gn->count; s++)
       point_force(t, gn, s, len, out + 3 * (s - s0));
+    if (work) /* the list walk and, per point, the list and the group's own points */
+      work[(gn->lo - s0) * nbins / (s1 - s0)] +=
+          (double)(2 * len) + (double)gn->count * (double)(len + gn->count);
   }
   return SD_OK;
 }

@@ -98,7 +98,6 @@ static double run_embedding(MPI_Comm comm, const sd_tsne_params *p, const double
   return res.kl_divergence;
 }
 
-
 /* the one-pass build (reusing tree b across calls, as the optimiser does) against the
  * recursive reference on y [n, 2]; returns 1 when identical */
 static int tree_matches(sd_tsne_tree *b, int64_t n, const double *y) {
@@ -175,46 +174,78 @@ static void test_tree_builds(void) {
   free(y);
 }
 
-/* the balancer: boundaries stay ordered in [0, n]; equal times leave them in place; a slow
- * share shrinks; iterated on a fixed cost profile it converges to equal times */
+/* the balancer: boundaries stay ordered in [0, n]; a uniform profile with equal other work
+ * keeps an even split; a slow share shrinks; a non-uniform profile is split where the
+ * cumulative cost says; the other work moves the boundary; degenerate inputs change nothing */
 static void test_balance(void) {
   const int64_t n = 1000;
+  enum { NB = 4 };
   int64_t cut[5] = {0, 250, 500, 750, 1000};
   double bnd[5] = {0, 250, 500, 750, 1000};
-  double tm[8] = {1, 0.5, 1, 0.5, 1, 0.5, 1, 0.5};
-  sd_tsne_balance(4, n, cut, tm, bnd);
+  double work[4 * NB], oth[4] = {0.5, 0.5, 0.5, 0.5}, pr[4] = {1e-3, 1e-3, 1e-3, 1e-3};
+  for (int e = 0; e < 4 * NB; e++)
+    work[e] = 100;
+  sd_tsne_balance(4, n, cut, NB, work, pr, oth, 1.0, bnd);
   for (int r = 0; r <= 4; r++)
     SD_EXPECT_NEAR(bnd[r], (double)cut[r], 1e-9);
-  tm[0] = 3; /* rank 0's repulsion is 3x slower per slot */
-  sd_tsne_balance(4, n, cut, tm, bnd);
+  for (int q = 0; q < NB; q++)
+    work[q] = 300; /* rank 0's slots cost 3x */
+  sd_tsne_balance(4, n, cut, NB, work, pr, oth, 1.0, bnd);
   SD_EXPECT_MSG(bnd[1] < 250 && bnd[1] > 0, "boundary 1 at %g", bnd[1]);
   for (int r = 0; r < 4; r++)
     SD_EXPECT(bnd[r] <= bnd[r + 1]);
   SD_EXPECT(bnd[0] == 0 && bnd[4] == 1000);
-  /* cost density: slot s costs 1 + 3 s / n; attraction 0.2 on rank 1 */
-  double b2[3] = {0, 500, 1000};
-  for (int it = 0; it < 40; it++) {
-    int64_t c2[3] = {0, (int64_t)b2[1], 1000};
-    double tt[4];
-    for (int r = 0; r < 2; r++) {
-      double lo = (double)c2[r] / n, hi = (double)c2[r + 1] / n;
-      tt[2 * r] = n * ((hi - lo) + 1.5 * (hi * hi - lo * lo)) * 1e-3;
-      tt[2 * r + 1] = r == 1 ? 0.2 : 0.0;
+  /* 2 ranks, a profile rising over the slots (8 bins per rank), rank 1 with 0.2 s more
+   * other work: the boundary where the costs to its left and right differ by that */
+  {
+    enum { B2 = 8 };
+    int64_t c2[3] = {0, 500, 1000};
+    double w2[2 * B2], b2[3] = {0, 500, 1000}, o2[2] = {0.0, 0.2}, p2[2] = {0.01, 0.01};
+    for (int e = 0; e < 2 * B2; e++)
+      w2[e] = (double)(2 * e + 1);
+    sd_tsne_balance(2, n, c2, B2, w2, p2, o2, 1.0, b2);
+    double total = 0;
+    for (int e = 0; e < 2 * B2; e++)
+      total += w2[e];
+    double want = ((total * 0.01 + 0.2) / 2) / 0.01; /* units left of the boundary */
+    double acc = 0, x = 0;
+    for (int e = 0; e < 2 * B2; e++) {
+      /* bin e holds the slots s with (s - c) B2 / 500 == e % B2: [ceil(62.5 e), ..) */
+      double lo = 500.0 * (e / B2) + ceil(62.5 * (e % B2)),
+             hi = 500.0 * (e / B2) + ceil(62.5 * (e % B2 + 1));
+      if (acc + w2[e] >= want) {
+        x = lo + (hi - lo) * (want - acc) / w2[e];
+        break;
+      }
+      acc += w2[e];
     }
-    sd_tsne_balance(2, n, c2, tt, b2);
+    SD_EXPECT_MSG(fabs(b2[1] - x) < 1e-6, "balanced boundary %g, expected %g", b2[1], x);
+    /* half way with gain 0.5 */
+    double b3[3] = {0, 500, 1000};
+    sd_tsne_balance(2, n, c2, B2, w2, p2, o2, 0.5, b3);
+    SD_EXPECT_NEAR(b3[1], 500 + 0.5 * (x - 500), 1e-6);
   }
-  /* equal: F(b) = (T + 0.2) / 2 with T = 2.5 in these units -> b/n + 1.5 (b/n)^2 = 1.35 */
-  double x = (-1 + sqrt(1 + 6 * 1.35)) / 3;
-  SD_EXPECT_MSG(fabs(b2[1] - x * n) < 3, "balanced boundary %g, expected %g", b2[1], x * n);
-  /* a rank with no slots and no time gets work back; zero times change nothing */
-  int64_t c3[3] = {0, 1000, 1000};
-  double b3[3] = {0, 1000, 1000}, t3[4] = {1, 0, 0, 0};
-  sd_tsne_balance(2, n, c3, t3, b3);
-  SD_EXPECT_MSG(b3[1] < 1000 && b3[1] >= 500, "boundary %g", b3[1]);
-  double t4[4] = {0, 0, 0, 0}, b4[3] = {0, 300, 1000};
-  int64_t c4[3] = {0, 300, 1000};
-  sd_tsne_balance(2, n, c4, t4, b4);
-  SD_EXPECT(b4[1] == 300);
+  /* a rank without slots gets work back; no work or no price changes nothing */
+  {
+    int64_t c3[3] = {0, 1000, 1000};
+    double b3[3] = {0, 1000, 1000}, w3[2] = {500, 0}, o3[2] = {0, 0};
+    double p3[2] = {1e-3, 0};
+    sd_tsne_balance(2, n, c3, 1, w3, p3, o3, 1.0, b3);
+    SD_EXPECT_MSG(fabs(b3[1] - 500) < 1e-9, "boundary %g", b3[1]);
+    double b4[3] = {0, 300, 1000}, w4[2] = {0, 0};
+    int64_t c4[3] = {0, 300, 1000};
+    sd_tsne_balance(2, n, c4, 1, w4, p3, o3, 1.0, b4);
+    SD_EXPECT(b4[1] == 300);
+    double w5[2] = {1, 1}, p5[2] = {0, 0};
+    sd_tsne_balance(2, n, c4, 1, w5, p5, o3, 1.0, b4);
+    SD_EXPECT(b4[1] == 300);
+    /* operations priced 2:1 by the two ranks (rank 0's region is slower per operation):
+     * half of the 1.5 s total lies left of slot 375 */
+    double w6[2] = {500, 500}, p6[2] = {2e-3, 1e-3}, b6[3] = {0, 500, 1000};
+    int64_t c6[3] = {0, 500, 1000};
+    sd_tsne_balance(2, n, c6, 1, w6, p6, o3, 1.0, b6);
+    SD_EXPECT_NEAR(b6[1], 375.0, 1e-9);
+  }
 }
 
 int main(int argc, char **argv) {
@@ -450,11 +481,13 @@ int main(int argc, char **argv) {
           SD_EXPECT(c[0] == 0 && c[4] == n);
           for (int q = 0; q < 4; q++) {
             SD_EXPECT(c[q] <= c[q + 1] && c[q] >= xs[q]);
-            SD_EXPECT_OK(sd_tsne_tree_repulsion_slots(t, c[q], c[q + 1], 0.5, so + 3 * c[q]));
+            SD_EXPECT_OK(
+                sd_tsne_tree_repulsion_slots(t, c[q], c[q + 1], 0.5, so + 3 * c[q], NULL, 0));
           }
           for (int64_t i = 0; i < n; i++) {
             const double *v = so + 3 * (int64_t)slot[i];
-            bad += order[slot[i]] != i || v[0] != neg[2 * i] || v[1] != neg[2 * i + 1] || v[2] != z[i];
+            bad +=
+                order[slot[i]] != i || v[0] != neg[2 * i] || v[1] != neg[2 * i + 1] || v[2] != z[i];
           }
         }
         SD_EXPECT_MSG(bad == 0, "slot-split repulsion: %d point values differ", bad);
