@@ -352,8 +352,7 @@ static sd_status segment_run(sd_app *app) {
   sd_shard_range(N, app->rank, app->size, &first, &count);
   nlocal = count;
   /* frames that are one tile: a job is a block of whole frames, read and written with one
-   * collective call each and inferred batch by batch, so a run makes few collective rounds
-   * (each one waits for the slowest rank) */
+   * call each and inferred batch by batch (few, large transfers) */
   const int blk = tl.max_images > 1 ? io_block_images(tl.max_images, H, W, C, mc_samples > 0) : 1;
   int64_t njobs = tl.max_images > 1 ? (count + blk - 1) / blk : count * tl.ny;
   jobs = sd_malloc((size_t)(njobs ? njobs : 1), sizeof *jobs, "jobs");
@@ -381,10 +380,7 @@ static sd_status segment_run(sd_app *app) {
       i++;
     }
   }
-  int64_t rounds = njobs;
   st = sd_par_agree(app->comm, st);
-  if (st == SD_OK)
-    st = sd_par_allreduce_max_i64(app->comm, &rounds, 1);
   if (st != SD_OK)
     goto done;
 
@@ -504,11 +500,18 @@ static sd_status segment_run(sd_app *app) {
                 "/variance = their per-class variance",
                 mc_samples, (unsigned long long)mc_seed);
 
-  /* the rounds: every rank reads and writes collectively once per round (nothing when idle) */
+  /* the jobs: every rank reads its rows and writes its heatmaps with independent transfers
+   * at its own pace, so one rank's writing overlaps the other ranks' inference (buffered
+   * writes to one file are serialised by the file system's inode lock: collective rounds
+   * made every rank wait for all writes of the round). Nothing collective happens in the
+   * loop: a rank that fails stops, and all agree after it. */
+  hid_t dxi = H5Pcreate(H5P_DATASET_XFER);
+  if (dxi < 0 || H5Pset_dxpl_mpio(dxi, H5FD_MPIO_INDEPENDENT) < 0)
+    st = SD_H5_ERROR(SD_ERR_HDF5, "cannot set independent MPI-IO transfers");
   double t_io = 0, t_cmp = 0;
-  int64_t next_log = rounds / 10 > 0 ? rounds / 10 : 1;
-  for (int64_t r = 0; r < rounds && st == SD_OK; r++) {
-    seg_job *jb = r < njobs ? &jobs[r] : NULL;
+  int64_t next_log = njobs / 10 > 0 ? njobs / 10 : 1;
+  for (int64_t r = 0; r < njobs && st == SD_OK; r++) {
+    seg_job *jb = &jobs[r];
     int r0 = 0, r1 = 0, f0 = 0, f1 = 0;
     if (jb && tl.max_images == 1 && jb->k == 0) {
       double t = sd_profile_phase_begin();
@@ -533,7 +536,7 @@ static sd_status segment_run(sd_app *app) {
       H5Sselect_none(ms);
     }
     sd_status lst = st;
-    if (H5Dread(din, H5T_NATIVE_FLOAT, ms, sin, dx, rows) < 0)
+    if (H5Dread(din, H5T_NATIVE_FLOAT, ms, sin, dxi, rows) < 0)
       lst = SD_H5_ERROR(SD_ERR_IO, "cannot read rows of %s:/images", data);
     sd_h5_close(&ms);
     t_io += sd_time_now() - t;
@@ -564,7 +567,8 @@ static sd_status segment_run(sd_app *app) {
         for (int b0 = 0; b0 < jb->nimg && lst == SD_OK; b0 += tl.max_images) {
           int nb = jb->nimg - b0 < tl.max_images ? jb->nimg - b0 : tl.max_images;
           lst = sd_seg_tiler_row(&tl, rows + (size_t)b0 * in_per, nb, jb->img + b0, 0,
-                                 outb + (size_t)b0 * out_per, varb ? varb + (size_t)b0 * out_per : NULL);
+                                 outb + (size_t)b0 * out_per,
+                                 varb ? varb + (size_t)b0 * out_per : NULL);
         }
       } else {
         lst = sd_seg_tiler_row(&tl, rows, jb->nimg, jb->img, jb->k, outb, varb);
@@ -583,18 +587,20 @@ static sd_status segment_run(sd_app *app) {
       H5Sselect_none(sout);
       H5Sselect_none(ms);
     }
-    if (H5Dwrite(dout, H5T_NATIVE_FLOAT, ms, sout, dx, outb) < 0 && lst == SD_OK)
+    if (H5Dwrite(dout, H5T_NATIVE_FLOAT, ms, sout, dxi, outb) < 0 && lst == SD_OK)
       lst = SD_H5_ERROR(SD_ERR_IO, "cannot write rows of %s:/heatmaps", output);
-    if (mc_samples > 0 && H5Dwrite(dvar, H5T_NATIVE_FLOAT, ms, sout, dx, varb) < 0 && lst == SD_OK)
+    if (mc_samples > 0 && H5Dwrite(dvar, H5T_NATIVE_FLOAT, ms, sout, dxi, varb) < 0 && lst == SD_OK)
       lst = SD_H5_ERROR(SD_ERR_IO, "cannot write rows of %s:/variance", output);
     sd_h5_close(&ms);
     t_io += sd_time_now() - t;
     sd_profile_add_bytes(SD_PHASE_IO, (int64_t)wn * 4);
-    st = sd_par_agree(app->comm, lst);
-    if (st == SD_OK && app->rank == 0 && (r + 1) % next_log == 0 && rounds >= 10)
-      sd_log_info("segment: %lld%% (%.1f s)", (long long)(100 * (r + 1) / rounds),
+    st = lst;
+    if (st == SD_OK && app->rank == 0 && (r + 1) % next_log == 0 && njobs >= 10)
+      sd_log_info("segment: %lld%% (%.1f s)", (long long)(100 * (r + 1) / njobs),
                   sd_time_now() - t_start);
   }
+  sd_h5_close(&dxi);
+  st = sd_par_agree(app->comm, st);
   sd_profile_phase_end(SD_PHASE_IO, sd_time_now() - t_io);
   sd_profile_phase_end(SD_PHASE_COMPUTE, sd_time_now() - t_cmp);
 

@@ -30,7 +30,8 @@ static void single_node_defaults(void) {
 
 int main(int argc, char **argv) {
   single_node_defaults();
-  if (MPI_Init(&argc, &argv) != MPI_SUCCESS) return 1;
+  if (MPI_Init(&argc, &argv) != MPI_SUCCESS)
+    return 1;
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   int code = sd_app_main(MPI_COMM_WORLD, argc, argv);
   MPI_Finalize();

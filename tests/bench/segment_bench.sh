@@ -67,6 +67,8 @@ done
 # (b) segment at 1 and 2 ranks, alternating
 for r in $(seq 1 "$segreps"); do
   for np in 1 2; do
+    # flush the previous run's heatmaps first: their writeback would otherwise land in this run
+    sync
     mpirun -n $np --oversubscribe "$sd" segment --model "$work/u.h5" --data "$work/s.h5" --output "$work/h$np.h5" \
       >"$work/seg.log" 2>&1 || die "segment at $np ranks failed: $(tail -3 "$work/seg.log")"
     line=$(grep "heatmaps of" "$work/seg.log")
