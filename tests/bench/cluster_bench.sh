@@ -8,7 +8,8 @@
 #        SD_BENCH_MODES="kmeans silhouette")
 # Exit status 1 when a target is missed (k-means <= 0.5x, silhouette <= 0.1x, 2 ranks >= 1.8x).
 set -uo pipefail
-DRV=${1:?usage: cluster_bench.sh CLUSTER_BENCH_BINARY}
+DRV=${1:?usage: cluster_bench.sh CLUSTER_BENCH_BINARY (build/tests/cluster/cluster_bench)}
+[ -x "$DRV" ] || { echo "cluster_bench: no executable cluster_bench driver at $DRV (build it: cmake --build build; it is build/tests/cluster/cluster_bench)" >&2; exit 1; }
 PY=/usr/bin/python3
 REPS=${SD_BENCH_REPEATS:-3}
 NKM=${SD_BENCH_KM_N:-1000000}
