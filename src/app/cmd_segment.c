@@ -331,6 +331,15 @@ static sd_status segment_run(sd_app *app) {
   if (st != SD_OK)
     goto done;
   const int th = H <= tile ? round_up(H, align) : tile, tw = W <= tile ? round_up(W, align) : tile;
+  if ((H > tile || W > tile) && overlap > tile - align) {
+    /* tiles must advance by at least one pooling cell */
+    st = SD_ERROR(SD_ERR_CONFIG,
+                  "segment.overlap = %d is too large for segment.tile = %d: the %dx%d frames of %s "
+                  "are tiled, and the overlap must be at most the tile minus 2^depth = %d (e.g. "
+                  "--overlap %d)",
+                  overlap, tile, W, H, data, tile - align, tile / 4 / align * align);
+    goto done;
+  }
   sd_nn_model_set_inference_only(m, 1);
   SD_CHECK_GOTO(st, sd_nn_model_compile(m, batch, 1, th, tw), done);
   SD_CHECK_GOTO(st, sd_ckpt_load_params(app->comm, model, m, 1, 0, NULL), done);
@@ -386,7 +395,13 @@ static sd_status segment_run(sd_app *app) {
 
   /* files: input stack (MPI-IO, read-only) and the output under a temporary name */
   SD_CHECK_GOTO(st, sd_par_agree(app->comm, sd_h5_file_open(app->comm, data, 0, &fin)), done);
-  din = H5Dopen2(fin, "images", H5P_DEFAULT);
+  /* the rows are read independently (below): the chunk-index lookups of /images must then not
+   * be collective metadata reads */
+  hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS);
+  if (dapl >= 0)
+    H5Pset_all_coll_metadata_ops(dapl, 0);
+  din = dapl >= 0 ? H5Dopen2(fin, "images", dapl) : -1;
+  sd_h5_close(&dapl);
   sin = din >= 0 ? H5Dget_space(din) : -1;
   st = sd_par_agree(app->comm,
                     sin >= 0 ? SD_OK : SD_H5_ERROR(SD_ERR_FORMAT, "cannot open %s:/images", data));
@@ -513,37 +528,30 @@ static sd_status segment_run(sd_app *app) {
   for (int64_t r = 0; r < njobs && st == SD_OK; r++) {
     seg_job *jb = &jobs[r];
     int r0 = 0, r1 = 0, f0 = 0, f1 = 0;
-    if (jb && tl.max_images == 1 && jb->k == 0) {
+    if (tl.max_images == 1 && jb->k == 0) {
       double t = sd_profile_phase_begin();
       st = normalize ? frame_stats(din, sin, jb->img, H, W, sbuf, &fmed[0], &fsc[0]) : SD_OK;
       sd_profile_phase_end(SD_PHASE_IO, t);
     }
-    if (jb) {
-      sd_seg_tiler_rows_in(&tl, jb->k, &r0, &r1);
-      sd_seg_tiler_rows_out(&tl, jb->k, &f0, &f1);
-    }
+    sd_seg_tiler_rows_in(&tl, jb->k, &r0, &r1);
+    sd_seg_tiler_rows_out(&tl, jb->k, &f0, &f1);
     /* read rows [r0, r1) of the job's frames */
     double t = sd_time_now();
-    hsize_t rs[3] = {jb ? (hsize_t)jb->img : 0, (hsize_t)r0, 0};
-    hsize_t rc[3] = {jb ? (hsize_t)jb->nimg : 0, (hsize_t)(r1 - r0), (hsize_t)W};
+    hsize_t rs[3] = {(hsize_t)jb->img, (hsize_t)r0, 0};
+    hsize_t rc[3] = {(hsize_t)jb->nimg, (hsize_t)(r1 - r0), (hsize_t)W};
     hsize_t rn = rc[0] * rc[1] * rc[2];
     hsize_t rn1 = rn ? rn : 1;
     hid_t ms = H5Screate_simple(1, &rn1, NULL);
-    if (jb)
-      H5Sselect_hyperslab(sin, H5S_SELECT_SET, rs, NULL, rc, NULL);
-    else {
-      H5Sselect_none(sin);
-      H5Sselect_none(ms);
-    }
+    H5Sselect_hyperslab(sin, H5S_SELECT_SET, rs, NULL, rc, NULL);
     sd_status lst = st;
-    if (H5Dread(din, H5T_NATIVE_FLOAT, ms, sin, dxi, rows) < 0)
+    if (lst == SD_OK && H5Dread(din, H5T_NATIVE_FLOAT, ms, sin, dxi, rows) < 0)
       lst = SD_H5_ERROR(SD_ERR_IO, "cannot read rows of %s:/images", data);
     sd_h5_close(&ms);
     t_io += sd_time_now() - t;
     sd_profile_add_bytes(SD_PHASE_IO, (int64_t)rn * 4);
     /* normalise, infer */
     t = sd_time_now();
-    if (lst == SD_OK && jb) {
+    if (lst == SD_OK) {
       size_t per = (size_t)(r1 - r0) * W;
       for (int i = 0; i < jb->nimg; i++) {
         float *p = rows + (size_t)i * per;
@@ -577,20 +585,18 @@ static sd_status segment_run(sd_app *app) {
     t_cmp += sd_time_now() - t;
     /* write the final rows [f0, f1) of every channel */
     t = sd_time_now();
-    hsize_t ws[4] = {jb ? (hsize_t)jb->img : 0, 0, (hsize_t)f0, 0};
-    hsize_t wc[4] = {jb ? (hsize_t)jb->nimg : 0, (hsize_t)C, (hsize_t)(f1 - f0), (hsize_t)W};
+    hsize_t ws[4] = {(hsize_t)jb->img, 0, (hsize_t)f0, 0};
+    hsize_t wc[4] = {(hsize_t)jb->nimg, (hsize_t)C, (hsize_t)(f1 - f0), (hsize_t)W};
     hsize_t wn = wc[0] * wc[1] * wc[2] * wc[3], wn1 = wn ? wn : 1;
     ms = H5Screate_simple(1, &wn1, NULL);
-    if (jb && lst == SD_OK)
+    if (lst == SD_OK) {
       H5Sselect_hyperslab(sout, H5S_SELECT_SET, ws, NULL, wc, NULL);
-    else {
-      H5Sselect_none(sout);
-      H5Sselect_none(ms);
+      if (H5Dwrite(dout, H5T_NATIVE_FLOAT, ms, sout, dxi, outb) < 0)
+        lst = SD_H5_ERROR(SD_ERR_IO, "cannot write rows of %s:/heatmaps", output);
+      if (lst == SD_OK && mc_samples > 0 &&
+          H5Dwrite(dvar, H5T_NATIVE_FLOAT, ms, sout, dxi, varb) < 0)
+        lst = SD_H5_ERROR(SD_ERR_IO, "cannot write rows of %s:/variance", output);
     }
-    if (H5Dwrite(dout, H5T_NATIVE_FLOAT, ms, sout, dxi, outb) < 0 && lst == SD_OK)
-      lst = SD_H5_ERROR(SD_ERR_IO, "cannot write rows of %s:/heatmaps", output);
-    if (mc_samples > 0 && H5Dwrite(dvar, H5T_NATIVE_FLOAT, ms, sout, dxi, varb) < 0 && lst == SD_OK)
-      lst = SD_H5_ERROR(SD_ERR_IO, "cannot write rows of %s:/variance", output);
     sd_h5_close(&ms);
     t_io += sd_time_now() - t;
     sd_profile_add_bytes(SD_PHASE_IO, (int64_t)wn * 4);
@@ -682,7 +688,8 @@ const sd_command sd_cmd_segment = {
         "overlap by at least --overlap pixels, blended with a raised-cosine window; frames up to "
         "a\n"
         "tile run whole. Writes /heatmaps float32 [N,C,H,W] (channel 0 = background, c = class c,\n"
-        "attribute class_names), /labels and /class_names into one file, collectively, under a\n"
+        "attribute class_names), /labels and /class_names into one file (each rank its rows), "
+        "under a\n"
         "temporary name renamed when complete. --overlay DIR draws PNGs of the chosen images.\n"
         "--mc-samples S (Monte Carlo dropout) runs S passes per tile with dropout active and "
         "batch\n"

@@ -10,7 +10,8 @@
  * the data as fast. So when every rank is on one node (mpirun: OMPI_COMM_WORLD_LOCAL_SIZE
  * equals OMPI_COMM_WORLD_SIZE; srun: one node in the step; or a program started without
  * either) and the user chose no transport (OMPI_MCA_pml unset), ob1 is used. All ranks see
- * the same variables, so they all choose alike. SD_MPI_DEFAULTS=0 turns this off. */
+ * the same variables, so they all choose alike. A pml chosen in an mca-params.conf file is
+ * overridden too (the environment wins there); SD_MPI_DEFAULTS=0 turns this off. */
 static void single_node_defaults(void) {
   const char *off = getenv("SD_MPI_DEFAULTS");
   if ((off && !strcmp(off, "0")) || getenv("OMPI_MCA_pml"))
