@@ -250,6 +250,7 @@ expect_ok "$SD" train --task classify --data "$WORK/d.h5" --epochs 1 --batch 16 
   --set classifier.stages=1 --output "$WORK/cls.h5" --quiet
 expect_fail 2 "classifier model, not a U-Net" $MPIRUN -n 2 "$SD" segment --model "$WORK/cls.h5" --data "$WORK/d.h5" --output "$WORK/x.h5"
 expect_fail 2 "multiple of 2^depth" "$SD" segment --model "$WORK/u.h5" --data "$WORK/d.h5" --output "$WORK/x.h5" --tile 30
+expect_fail 2 "overlap must be at most the tile minus 2^depth" "$SD" segment --model "$WORK/u.h5" --data "$WORK/d.h5" --output "$WORK/x.h5" --tile 16 --overlap 16
 expect_fail 1 "nothere" "$SD" segment --model "$WORK/nothere.h5" --data "$WORK/d.h5" --output "$WORK/x.h5"
 expect_fail 2 "not an image index" "$SD" segment --model "$WORK/u.h5" --data "$WORK/big.h5" --output "$WORK/x.h5" --overlay "$WORK/ov2" --overlay-images 7
 expect_ok "$SD" "${COMMON[@]}" --epochs 1 --set segmenter.max_steps=1 --set segmenter.dropout=0 --output "$WORK/nod.h5" --quiet
