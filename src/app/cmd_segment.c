@@ -56,6 +56,45 @@ static int io_block_images(int max_images, int H, int W, int C, int with_var) {
   return n > (1 << 20) ? (1 << 20) : (int)n;
 }
 
+/* Failure watch for the job loop, which has no collective call: rounds of a non-blocking
+ * MAX-allreduce of (this rank has failed, this rank still has work), one round open at a
+ * time, tested after every job. Every rank sees the same result of the same round, so all
+ * leave the loop after the same round: when a rank has failed (the others stop after their
+ * current job instead of finishing their shard first), or when no rank has work left. */
+typedef struct seg_watch {
+  MPI_Comm comm;
+  MPI_Request req;
+  int loc[2], glob[2];
+} seg_watch;
+
+/* 1 when the open round (posted now if none is open) has completed and says: leave */
+static int watch_poll(seg_watch *w, int failed, int working, int wait) {
+  if (w->req == MPI_REQUEST_NULL) {
+    w->loc[0] = failed;
+    w->loc[1] = working;
+    if (MPI_Iallreduce(w->loc, w->glob, 2, MPI_INT, MPI_MAX, w->comm, &w->req) != MPI_SUCCESS)
+      SD_PAR_FATAL(w->comm);
+  }
+  int done = 0;
+  if (wait) {
+    if (MPI_Wait(&w->req, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+      SD_PAR_FATAL(w->comm);
+    done = 1;
+  } else if (MPI_Test(&w->req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) {
+    SD_PAR_FATAL(w->comm);
+  }
+  if (!done)
+    return 0;
+  w->req = MPI_REQUEST_NULL;
+  return w->glob[0] || !w->glob[1];
+}
+
+/* Tests only (SD_FAULT_SEGMENT_RANK=R): rank R fails its second job as a write error would. */
+static int fault_rank(void) {
+  const char *e = getenv("SD_FAULT_SEGMENT_RANK");
+  return e && *e ? atoi(e) : -1;
+}
+
 static int round_up(int v, int a) {
   return (v + a - 1) / a * a;
 }
@@ -525,7 +564,23 @@ static sd_status segment_run(sd_app *app) {
     st = SD_H5_ERROR(SD_ERR_HDF5, "cannot set independent MPI-IO transfers");
   double t_io = 0, t_cmp = 0;
   int64_t next_log = njobs / 10 > 0 ? njobs / 10 : 1;
-  for (int64_t r = 0; r < njobs && st == SD_OK; r++) {
+  seg_watch watch = {app->comm, MPI_REQUEST_NULL, {0, 0}, {0, 0}};
+  const int fault = fault_rank();
+  for (int64_t r = 0;; r++) {
+    const int working = st == SD_OK && r < njobs;
+    if (!working) {
+      /* failed or finished: wait for the rounds until all leave */
+      while (!watch_poll(&watch, st != SD_OK, 0, 1)) {
+      }
+      break;
+    }
+    if (watch_poll(&watch, 0, 1, 0)) {
+      /* another rank failed (this one still had work): stop here; the agreement below
+       * carries that rank's status and message to everyone */
+      sd_log_debug("segment: rank %d stops after %lld of its %lld jobs: another rank failed",
+                   app->rank, (long long)r, (long long)njobs);
+      break;
+    }
     seg_job *jb = &jobs[r];
     int r0 = 0, r1 = 0, f0 = 0, f1 = 0;
     if (tl.max_images == 1 && jb->k == 0) {
@@ -600,6 +655,11 @@ static sd_status segment_run(sd_app *app) {
     sd_h5_close(&ms);
     t_io += sd_time_now() - t;
     sd_profile_add_bytes(SD_PHASE_IO, (int64_t)wn * 4);
+    if (lst == SD_OK && app->rank == fault && r == 1)
+      lst = SD_ERROR(SD_ERR_IO,
+                     "cannot write rows of %s:/heatmaps (fault injected by "
+                     "SD_FAULT_SEGMENT_RANK for tests)",
+                     output);
     st = lst;
     if (st == SD_OK && app->rank == 0 && (r + 1) % next_log == 0 && njobs >= 10)
       sd_log_info("segment: %lld%% (%.1f s)", (long long)(100 * (r + 1) / njobs),

@@ -252,6 +252,14 @@ expect_fail 2 "classifier model, not a U-Net" $MPIRUN -n 2 "$SD" segment --model
 expect_fail 2 "multiple of 2^depth" "$SD" segment --model "$WORK/u.h5" --data "$WORK/d.h5" --output "$WORK/x.h5" --tile 30
 expect_fail 2 "overlap must be at most the tile minus 2^depth" "$SD" segment --model "$WORK/u.h5" --data "$WORK/d.h5" --output "$WORK/x.h5" --tile 16 --overlap 16
 expect_fail 1 "nothere" "$SD" segment --model "$WORK/nothere.h5" --data "$WORK/d.h5" --output "$WORK/x.h5"
+# a rank failing mid-loop (injected write error on rank 1): every rank leaves the job loop
+# (the others after their current job), the first failing rank's message is reported, exit
+# non-zero, nothing left behind
+out=$(SD_FAULT_SEGMENT_RANK=1 $MPIRUN -x SD_FAULT_SEGMENT_RANK -n 2 "$SD" segment --model "$WORK/u.h5" \
+  --data "$WORK/big.h5" --output "$WORK/fault.h5" --tile 32 --overlap 8 2>&1); rc=$?
+[ $rc -ne 0 ] && ok || fail "injected failure on rank 1: exit 0"
+printf '%s' "$out" | grep -qF "[rank 1] cannot write rows" && ok || fail "injected failure: message: $out"
+no_file "$WORK/fault.h5"
 expect_fail 2 "not an image index" "$SD" segment --model "$WORK/u.h5" --data "$WORK/big.h5" --output "$WORK/x.h5" --overlay "$WORK/ov2" --overlay-images 7
 expect_ok "$SD" "${COMMON[@]}" --epochs 1 --set segmenter.max_steps=1 --set segmenter.dropout=0 --output "$WORK/nod.h5" --quiet
 expect_fail 2 "has no dropout layer" $MPIRUN -n 2 "$SD" segment --model "$WORK/nod.h5" --data "$WORK/d.h5" --output "$WORK/x.h5" --mc-samples 4
