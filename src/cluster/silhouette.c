@@ -31,9 +31,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 
 #include "cluster_internal.h"
 #include "fixed.h"
@@ -84,21 +81,7 @@ typedef struct sil_work {
  * ~10 us on a virtual machine (12 us measured on the 2-core VM), several percent of an exact
  * silhouette of 2e4 rows, and a huge page takes one fault for 512 of them. */
 static void *sil_big_calloc(size_t bytes, const char *what) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  size_t huge = (size_t)2 << 20;
-  if (bytes >= huge / 16) {
-    size_t n = (bytes + huge - 1) / huge * huge;
-    void *q = aligned_alloc(huge, n);
-    if (!q) {
-      SD_ERROR(SD_ERR_NOMEM, "out of memory allocating %zu bytes for %s", n, what);
-      return NULL;
-    }
-    (void)madvise(q, n, MADV_HUGEPAGE); /* a hint: without it the buffer still works */
-    memset(q, 0, bytes);
-    return q;
-  }
-#endif
-  return sd_calloc(bytes, 1, what);
+  return sd_calloc_huge(bytes, 1, ((size_t)2 << 20) / 16, what);
 }
 
 static sd_status sil_work_create(sil_work *w, int p, int nk, int K, int avx2) {
@@ -190,7 +173,6 @@ static void sil_group_generic(sil_work *w, int i0, int in, int j0, int jn, int l
 #include "simd_x86.h"
 #define SIL_HAVE_AVX2 SD_CL_HAVE_AVX2
 #define SIL_AVX2 SD_CL_AVX2
-
 
 /* D of the strip rows [r0, r0 + SIL_STRIP) of A (w->xpa) against the columns [j0, j0 + ld)
  * of B (w->bt, row stride bs) into w->g [SIL_STRIP, ld] (ld a multiple of 16). G is a fused

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define SD_ERROR_MSG_MAX 2048
 #define SD_ERROR_WHERE_MAX 2048
@@ -18,7 +19,8 @@ static struct {
 
 static void append(char *buf, size_t cap, const char *fmt, ...) {
   size_t len = strlen(buf);
-  if (len + 1 >= cap) return;
+  if (len + 1 >= cap)
+    return;
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(buf + len, cap - len, fmt, ap);
@@ -51,14 +53,21 @@ sd_status sd_error_raise(sd_status code, const char *file, int line, const char 
 }
 
 void sd_error_trace(const char *file, int line, const char *func) {
-  if (sd_err.code == SD_OK) return;
+  if (sd_err.code == SD_OK)
+    return;
   append(sd_err.where, sizeof sd_err.where, "%s%s:%d %s", sd_err.where[0] ? "\n" : "",
          base_name(file), line, func);
 }
 
-const char *sd_error_message(void) { return sd_err.msg; }
-const char *sd_error_where(void) { return sd_err.where; }
-sd_status sd_error_code(void) { return sd_err.code; }
+const char *sd_error_message(void) {
+  return sd_err.msg;
+}
+const char *sd_error_where(void) {
+  return sd_err.where;
+}
+sd_status sd_error_code(void) {
+  return sd_err.code;
+}
 
 void sd_error_set_message(sd_status code, const char *msg) {
   sd_err.code = code;
@@ -95,29 +104,62 @@ static void *nomem(size_t n, size_t size, const char *what) {
 }
 
 void *sd_malloc(size_t n, size_t size, const char *what) {
-  if (n == 0 || size == 0) n = size = 1;
-  if (n > SIZE_MAX / size) return nomem(n, size, what);
+  if (n == 0 || size == 0)
+    n = size = 1;
+  if (n > SIZE_MAX / size)
+    return nomem(n, size, what);
   void *p = malloc(n * size);
   return p ? p : nomem(n, size, what);
 }
 
 void *sd_calloc(size_t n, size_t size, const char *what) {
-  if (n == 0 || size == 0) n = size = 1;
-  if (n > SIZE_MAX / size) return nomem(n, size, what);
+  if (n == 0 || size == 0)
+    n = size = 1;
+  if (n > SIZE_MAX / size)
+    return nomem(n, size, what);
   void *p = calloc(n, size);
   return p ? p : nomem(n, size, what);
 }
 
 void *sd_realloc(void *p, size_t n, size_t size, const char *what) {
-  if (n == 0 || size == 0) n = size = 1;
-  if (n > SIZE_MAX / size) return nomem(n, size, what);
+  if (n == 0 || size == 0)
+    n = size = 1;
+  if (n > SIZE_MAX / size)
+    return nomem(n, size, what);
   void *q = realloc(p, n * size);
   return q ? q : nomem(n, size, what);
+}
+
+void *sd_calloc_huge(size_t n, size_t size, size_t huge_from, const char *what) {
+  if (n == 0 || size == 0)
+    n = size = 1;
+  if (n > SIZE_MAX / size)
+    return nomem(n, size, what);
+  size_t bytes = n * size, len = bytes, align = 64;
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  const size_t huge = (size_t)2 << 20;
+  if (bytes >= huge_from && bytes <= SIZE_MAX - huge) {
+    align = huge;
+    len = (bytes + huge - 1) / huge * huge;
+  }
+#else
+  (void)huge_from;
+#endif
+  void *p = NULL;
+  if (posix_memalign(&p, align, len) != 0)
+    return nomem(n, size, what);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  if (align > 64)
+    (void)madvise(p, len, MADV_HUGEPAGE); /* a hint: ignored where THP is off */
+#endif
+  memset(p, 0, bytes);
+  return p;
 }
 
 char *sd_strdup(const char *s) {
   size_t n = strlen(s) + 1;
   char *d = sd_malloc(n, 1, "string");
-  if (d) memcpy(d, s, n);
+  if (d)
+    memcpy(d, s, n);
   return d;
 }

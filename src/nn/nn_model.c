@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "nn_par.h"
 #include "stemdefect/nn.h"
@@ -39,29 +38,9 @@ const char *sd_nn_layer_kind_name(sd_nn_layer_kind kind) {
  * on a VM every 4 KiB page fault is expensive, and the first touch of a 100 MB activation
  * arena took most of a short run's start-up (0.5 s of 0.7 s for 32 images in `segment`). */
 #define SD_NN_HUGE_BYTES ((size_t)4 << 20)
-#define SD_NN_HUGE_ALIGN ((size_t)2 << 20)
 
 static void *aligned_floats(size_t n, const char *what) {
-  void *p = NULL;
-  size_t bytes = (n ? n : 1) * sizeof(float);
-  if (bytes >= SD_NN_HUGE_BYTES) {
-    bytes = (bytes + SD_NN_HUGE_ALIGN - 1) / SD_NN_HUGE_ALIGN * SD_NN_HUGE_ALIGN;
-    if (posix_memalign(&p, SD_NN_HUGE_ALIGN, bytes) != 0) {
-      SD_ERROR(SD_ERR_NOMEM, "out of memory allocating %s (%zu bytes)", what, bytes);
-      return NULL;
-    }
-#ifdef MADV_HUGEPAGE
-    (void)madvise(p, bytes, MADV_HUGEPAGE); /* advice only: ignore where THP is off */
-#endif
-    memset(p, 0, bytes);
-    return p;
-  }
-  if (posix_memalign(&p, 64, bytes) != 0) {
-    SD_ERROR(SD_ERR_NOMEM, "out of memory allocating %s (%zu bytes)", what, bytes);
-    return NULL;
-  }
-  memset(p, 0, bytes);
-  return p;
+  return sd_calloc_huge(n ? n : 1, sizeof(float), SD_NN_HUGE_BYTES, what);
 }
 
 sd_status sd_nn_model_create(sd_nn_model **model) {
@@ -870,7 +849,6 @@ static void pass_end(sd_nn_model *m, int blas_threads) {
   sd_nn_par_active = 1;
 }
 
-
 /* Threads for a layer touching `floats` floats of n images (at most one image each). */
 static int layer_threads(const sd_nn_model *m, int n, size_t floats) {
   int T = floats >= SD_NN_PAR_MIN_FLOATS ? m->pass_threads : 1;
@@ -1019,7 +997,7 @@ static sd_status layer_forward(sd_nn_model *m, sd_nn_layer *L, sd_nn_mode mode) 
   case SD_NN_LAYER_LEAKY_RELU: {
     const float slope = L->kind == SD_NN_LAYER_RELU ? 0.0f : L->u.leaky.slope;
     SD_NN_PAR_RANGE(flat_threads(m, len), len, 16,
-              sd_nn_leaky_relu_forward(hi - lo, slope, a->data + lo, o->data + lo));
+                    sd_nn_leaky_relu_forward(hi - lo, slope, a->data + lo, o->data + lo));
     break;
   }
   case SD_NN_LAYER_MAXPOOL:
@@ -1054,7 +1032,7 @@ static sd_status layer_forward(sd_nn_model *m, sd_nn_layer *L, sd_nn_mode mode) 
         for (size_t i = 0; i < len; i++)
           mask[i] = sd_rng_uniform(&m->dropout_rng) < keep ? scale : 0.0f;
       SD_NN_PAR_RANGE(flat_threads(m, len), len, 16,
-                sd_nn_mul_forward(hi - lo, a->data + lo, mask + lo, o->data + lo));
+                      sd_nn_mul_forward(hi - lo, a->data + lo, mask + lo, o->data + lo));
     } else {
       fill(L->u.dropout.mask, len, 1.0f);
       memcpy(o->data, a->data, sizeof(float) * len);
@@ -1063,8 +1041,9 @@ static sd_status layer_forward(sd_nn_model *m, sd_nn_layer *L, sd_nn_mode mode) 
   case SD_NN_LAYER_CONCAT: {
     const size_t hw = (size_t)o->h * o->w;
     SD_NN_PAR_RANGE(layer_threads(m, n, 2 * len), (size_t)n, 1,
-              sd_nn_concat_forward((int)(hi - lo), a->c, b->c, (int)hw, a->data + lo * a->c * hw,
-                                   b->data + lo * b->c * hw, o->data + lo * o->c * hw));
+                    sd_nn_concat_forward((int)(hi - lo), a->c, b->c, (int)hw,
+                                         a->data + lo * a->c * hw, b->data + lo * b->c * hw,
+                                         o->data + lo * o->c * hw));
     break;
   }
   case SD_NN_LAYER_ADD:
@@ -1076,8 +1055,8 @@ static sd_status layer_forward(sd_nn_model *m, sd_nn_layer *L, sd_nn_mode mode) 
   case SD_NN_LAYER_UPSAMPLE: {
     const size_t ahw = (size_t)a->h * a->w, ohw = (size_t)o->h * o->w;
     SD_NN_PAR_RANGE(flat_threads(m, len), (size_t)n * o->c, 1,
-              sd_nn_upsample_forward((int)(hi - lo), a->h, a->w, L->u.up.factor, L->u.up.mode,
-                                     a->data + lo * ahw, o->data + lo * ohw));
+                    sd_nn_upsample_forward((int)(hi - lo), a->h, a->w, L->u.up.factor, L->u.up.mode,
+                                           a->data + lo * ahw, o->data + lo * ohw));
     break;
   }
   default:
@@ -1183,14 +1162,14 @@ static sd_status layer_backward(sd_nn_model *m, sd_nn_layer *L) {
   case SD_NN_LAYER_DROPOUT:
     if (da)
       SD_NN_PAR_RANGE(flat_threads(m, len), len, 16,
-                sd_nn_mul_backward(hi - lo, L->u.dropout.mask + lo, dy + lo, da + lo));
+                      sd_nn_mul_backward(hi - lo, L->u.dropout.mask + lo, dy + lo, da + lo));
     break;
   case SD_NN_LAYER_CONCAT: {
     const size_t hw = (size_t)o->h * o->w;
     SD_NN_PAR_RANGE(layer_threads(m, n, 2 * len), (size_t)n, 1,
-              sd_nn_concat_backward((int)(hi - lo), a->c, b->c, (int)hw, dy + lo * o->c * hw,
-                                    da ? da + lo * a->c * hw : NULL,
-                                    b->grad ? b->grad + lo * b->c * hw : NULL));
+                    sd_nn_concat_backward((int)(hi - lo), a->c, b->c, (int)hw, dy + lo * o->c * hw,
+                                          da ? da + lo * a->c * hw : NULL,
+                                          b->grad ? b->grad + lo * b->c * hw : NULL));
     break;
   }
   case SD_NN_LAYER_ADD:
@@ -1210,8 +1189,8 @@ static sd_status layer_backward(sd_nn_model *m, sd_nn_layer *L) {
       break;
     const size_t ahw = (size_t)a->h * a->w, ohw = (size_t)o->h * o->w;
     SD_NN_PAR_RANGE(flat_threads(m, len), (size_t)n * o->c, 1,
-              sd_nn_upsample_backward((int)(hi - lo), a->h, a->w, L->u.up.factor, L->u.up.mode,
-                                      dy + lo * ohw, da + lo * ahw));
+                    sd_nn_upsample_backward((int)(hi - lo), a->h, a->w, L->u.up.factor,
+                                            L->u.up.mode, dy + lo * ohw, da + lo * ahw));
     break;
   }
   default:

@@ -32,6 +32,27 @@ int main(void) {
   SD_EXPECT(sd_malloc((size_t)1 << 62, 1 << 8, "huge") == NULL);
   SD_EXPECT(sd_error_code() == SD_ERR_NOMEM && strstr(sd_error_message(), "huge"));
   sd_error_clear();
+  /* large-buffer allocation: zeroed, 64-byte aligned below the threshold, 2 MiB aligned from it
+   * (Linux), overflow caught with the buffer's name */
+  {
+    unsigned char *s = sd_calloc_huge(1000, 3, (size_t)1 << 20, "small");
+    unsigned char *l = sd_calloc_huge((size_t)3 << 20, 1, (size_t)1 << 20, "large");
+    SD_EXPECT(s && l && (uintptr_t)s % 64 == 0);
+#ifdef __linux__
+    SD_EXPECT(l && (uintptr_t)l % ((uintptr_t)2 << 20) == 0);
+#endif
+    int zero = 1;
+    for (size_t i = 0; s && i < 3000; i++)
+      zero &= s[i] == 0;
+    for (size_t i = 0; l && i < ((size_t)3 << 20); i += 4093)
+      zero &= l[i] == 0;
+    SD_EXPECT(zero && l[((size_t)3 << 20) - 1] == 0);
+    free(s);
+    free(l);
+    SD_EXPECT(sd_calloc_huge((size_t)1 << 62, 1 << 8, 1, "too big") == NULL);
+    SD_EXPECT(sd_error_code() == SD_ERR_NOMEM && strstr(sd_error_message(), "too big"));
+    sd_error_clear();
+  }
 
   /* rng: determinism, independence of streams, moments */
   sd_rng a, b, c;
