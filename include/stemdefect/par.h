@@ -28,6 +28,23 @@ void sd_shard_range(int64_t n, int rank, int size, int64_t *first, int64_t *coun
  * local error record (prefixed "[rank r] " when r != 0). */
 sd_status sd_par_agree(MPI_Comm comm, sd_status local);
 
+/* Failure watch for a loop with no collective call in it, whose ranks do different amounts
+ * of work (independent I/O): rounds of a non-blocking MAX-allreduce of (this rank has
+ * failed, this rank still works), one round open at a time. A working rank polls after each
+ * piece of work (wait = 0); a rank that has failed or finished polls with wait = 1 until the
+ * result is 1. Every rank sees the same result of the same round, so all leave after the
+ * same round: when a rank has failed (the others stop after their current piece instead of
+ * finishing their share) or when no rank works any more. No round is left open then. Follow
+ * it with sd_par_agree to ship the failing rank's status and message. MPI errors abort. */
+typedef struct sd_par_watch {
+  MPI_Comm comm;
+  MPI_Request req;
+  int loc[2], glob[2];
+} sd_par_watch;
+void sd_par_watch_init(sd_par_watch *w, MPI_Comm comm);
+/* 1 when a round has completed that says: leave the loop */
+int sd_par_watch_poll(sd_par_watch *w, int failed, int working, int wait);
+
 /* Not collective: prints the pending error with rank and location, unlinks registered
  * temporary files, and aborts the whole job. */
 void sd_par_fatal(MPI_Comm comm, const char *file, int line) __attribute__((noreturn));

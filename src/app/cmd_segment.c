@@ -56,39 +56,6 @@ static int io_block_images(int max_images, int H, int W, int C, int with_var) {
   return n > (1 << 20) ? (1 << 20) : (int)n;
 }
 
-/* Failure watch for the job loop, which has no collective call: rounds of a non-blocking
- * MAX-allreduce of (this rank has failed, this rank still has work), one round open at a
- * time, tested after every job. Every rank sees the same result of the same round, so all
- * leave the loop after the same round: when a rank has failed (the others stop after their
- * current job instead of finishing their shard first), or when no rank has work left. */
-typedef struct seg_watch {
-  MPI_Comm comm;
-  MPI_Request req;
-  int loc[2], glob[2];
-} seg_watch;
-
-/* 1 when the open round (posted now if none is open) has completed and says: leave */
-static int watch_poll(seg_watch *w, int failed, int working, int wait) {
-  if (w->req == MPI_REQUEST_NULL) {
-    w->loc[0] = failed;
-    w->loc[1] = working;
-    if (MPI_Iallreduce(w->loc, w->glob, 2, MPI_INT, MPI_MAX, w->comm, &w->req) != MPI_SUCCESS)
-      SD_PAR_FATAL(w->comm);
-  }
-  int done = 0;
-  if (wait) {
-    if (MPI_Wait(&w->req, MPI_STATUS_IGNORE) != MPI_SUCCESS)
-      SD_PAR_FATAL(w->comm);
-    done = 1;
-  } else if (MPI_Test(&w->req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) {
-    SD_PAR_FATAL(w->comm);
-  }
-  if (!done)
-    return 0;
-  w->req = MPI_REQUEST_NULL;
-  return w->glob[0] || !w->glob[1];
-}
-
 /* Tests only (SD_FAULT_SEGMENT_RANK=R): rank R fails its second job as a write error would. */
 static int fault_rank(void) {
   const char *e = getenv("SD_FAULT_SEGMENT_RANK");
@@ -566,17 +533,19 @@ static sd_status segment_run(sd_app *app) {
     st = SD_H5_ERROR(SD_ERR_HDF5, "cannot set independent MPI-IO transfers");
   double t_io = 0, t_cmp = 0;
   int64_t next_log = njobs / 10 > 0 ? njobs / 10 : 1;
-  seg_watch watch = {app->comm, MPI_REQUEST_NULL, {0, 0}, {0, 0}};
+  /* the loop has no collective: the watch lets all ranks leave together (sd_par_watch) */
+  sd_par_watch watch;
+  sd_par_watch_init(&watch, app->comm);
   const int fault = fault_rank();
   for (int64_t r = 0;; r++) {
     const int working = st == SD_OK && r < njobs;
     if (!working) {
       /* failed or finished: wait for the rounds until all leave */
-      while (!watch_poll(&watch, st != SD_OK, 0, 1)) {
+      while (!sd_par_watch_poll(&watch, st != SD_OK, 0, 1)) {
       }
       break;
     }
-    if (watch_poll(&watch, 0, 1, 0)) {
+    if (sd_par_watch_poll(&watch, 0, 1, 0)) {
       /* another rank failed (this one still had work): stop here; the agreement below
        * carries that rank's status and message to everyone */
       sd_log_debug("segment: rank %d stops after %lld of its %lld jobs: another rank failed",

@@ -20,7 +20,8 @@ void sd_shard_range(int64_t n, int rank, int size, int64_t *first, int64_t *coun
 }
 
 sd_status sd_par_check(int mpi_rc, const char *what) {
-  if (mpi_rc == MPI_SUCCESS) return SD_OK;
+  if (mpi_rc == MPI_SUCCESS)
+    return SD_OK;
   char msg[MPI_MAX_ERROR_STRING];
   int len = 0;
   MPI_Error_string(mpi_rc, msg, &len);
@@ -38,7 +39,8 @@ sd_status sd_par_agree(MPI_Comm comm, sd_status local) {
     sd_par_check(rc, "sd_par_agree");
     SD_PAR_FATAL(comm);
   }
-  if (first == size) return SD_OK;
+  if (first == size)
+    return SD_OK;
   /* ship the status and the message of the first failing rank to everyone */
   char buf[2048 + 16];
   int code = (int)local;
@@ -51,8 +53,34 @@ sd_status sd_par_agree(MPI_Comm comm, sd_status local) {
   MPI_Bcast(&code, 1, MPI_INT, first, comm);
   MPI_Bcast(buf, (int)sizeof buf, MPI_CHAR, first, comm);
   buf[sizeof buf - 1] = '\0';
-  if (rank != first || first != 0) sd_error_set_message((sd_status)code, buf);
+  if (rank != first || first != 0)
+    sd_error_set_message((sd_status)code, buf);
   return (sd_status)code;
+}
+
+void sd_par_watch_init(sd_par_watch *w, MPI_Comm comm) {
+  w->comm = comm;
+  w->req = MPI_REQUEST_NULL;
+  w->loc[0] = w->loc[1] = w->glob[0] = w->glob[1] = 0;
+}
+
+int sd_par_watch_poll(sd_par_watch *w, int failed, int working, int wait) {
+  if (w->req == MPI_REQUEST_NULL) {
+    w->loc[0] = failed;
+    w->loc[1] = working;
+    if (sd_par_check(MPI_Iallreduce(w->loc, w->glob, 2, MPI_INT, MPI_MAX, w->comm, &w->req),
+                     "failure watch (iallreduce)") != SD_OK)
+      SD_PAR_FATAL(w->comm);
+  }
+  int done = 1;
+  int rc =
+      wait ? MPI_Wait(&w->req, MPI_STATUS_IGNORE) : MPI_Test(&w->req, &done, MPI_STATUS_IGNORE);
+  if (sd_par_check(rc, "failure watch (wait)") != SD_OK)
+    SD_PAR_FATAL(w->comm);
+  if (!done)
+    return 0;
+  w->req = MPI_REQUEST_NULL;
+  return w->glob[0] || !w->glob[1];
 }
 
 void sd_par_tmpfile_register(const char *path) {
@@ -82,7 +110,8 @@ void sd_par_fatal(MPI_Comm comm, const char *file, int line) {
           sd_error_message()[0] ? sd_error_message() : "fatal error");
   fflush(stderr);
   for (int i = 0; i < SD_TMP_MAX; i++)
-    if (sd_tmpfiles[i]) unlink(sd_tmpfiles[i]);
+    if (sd_tmpfiles[i])
+      unlink(sd_tmpfiles[i]);
   MPI_Abort(comm, 3);
   abort();
 }
@@ -110,12 +139,14 @@ sd_status sd_par_bcast_string(MPI_Comm comm, char **s, int root) {
   long long len = (rank == root && *s) ? (long long)strlen(*s) : -1;
   SD_CHECK(sd_par_check(MPI_Bcast(&len, 1, MPI_LONG_LONG, root, comm), "bcast(string length)"));
   if (len < 0) {
-    if (rank != root) *s = NULL;
+    if (rank != root)
+      *s = NULL;
     return SD_OK;
   }
   if (rank != root) {
     *s = sd_malloc((size_t)len + 1, 1, "broadcast string");
-    if (!*s) SD_PAR_FATAL(comm); /* cannot agree without a second collective */
+    if (!*s)
+      SD_PAR_FATAL(comm); /* cannot agree without a second collective */
   }
   SD_CHECK(sd_par_check(MPI_Bcast(*s, (int)len + 1, MPI_CHAR, root, comm), "bcast(string)"));
   return SD_OK;
@@ -126,10 +157,13 @@ sd_status sd_par_exscan_i64(MPI_Comm comm, int64_t local, int64_t *offset, int64
   MPI_Comm_rank(comm, &rank);
   int64_t off = 0, tot = 0;
   SD_CHECK(sd_par_check(MPI_Exscan(&local, &off, 1, MPI_INT64_T, MPI_SUM, comm), "exscan"));
-  if (rank == 0) off = 0; /* MPI_Exscan leaves rank 0's result undefined */
+  if (rank == 0)
+    off = 0; /* MPI_Exscan leaves rank 0's result undefined */
   SD_CHECK(sd_par_check(MPI_Allreduce(&local, &tot, 1, MPI_INT64_T, MPI_SUM, comm), "allreduce"));
-  if (offset) *offset = off;
-  if (total) *total = tot;
+  if (offset)
+    *offset = off;
+  if (total)
+    *total = tot;
   return SD_OK;
 }
 

@@ -1,5 +1,5 @@
 /* test_par.c - sharding, agreement on errors (no hang, the failing rank's message reaches
- * everyone), exclusive scan, profile JSON. Runs at 1, 2 and 4 ranks. */
+ * everyone), the non-blocking failure watch, exclusive scan, profile JSON. Runs at 1, 2 and 4 ranks. */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,6 +95,44 @@ int main(int argc, char **argv) {
     SD_EXPECT(strstr(buf, "\"name\": \"alpha\"") != NULL);
     SD_EXPECT(strstr(buf, "\"extra\": 1") != NULL);
     unlink(path);
+  }
+
+  /* failure watch: ranks with different amounts of work (rank r: 3 + 40r pieces of 2 ms; the
+   * failure is seen within a few pieces, far fewer than the last rank has) */
+  for (int fail_rank = -1; fail_rank < size; fail_rank++) {
+    sd_par_watch w;
+    sd_par_watch_init(&w, MPI_COMM_WORLD);
+    const int work = 3 + 40 * rank;
+    int done = 0, failed = 0, rounds_left = 0;
+    for (int r = 0;; r++) {
+      if (failed || r >= work) {
+        while (!sd_par_watch_poll(&w, failed, 0, 1)) {
+        }
+        break;
+      }
+      if (sd_par_watch_poll(&w, 0, 1, 0)) {
+        rounds_left = 1; /* left because another rank failed */
+        break;
+      }
+      usleep(2000); /* a piece of work */
+      done++;
+      if (rank == fail_rank && r == 1)
+        failed = 1;
+    }
+    SD_EXPECT(w.req == MPI_REQUEST_NULL);
+    int any_failed = 0;
+    MPI_Allreduce(&failed, &any_failed, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    SD_EXPECT(any_failed == (fail_rank >= 0));
+    if (fail_rank < 0) {
+      /* nobody failed: every rank did all its work */
+      SD_EXPECT_MSG(done == work && !rounds_left, "rank %d did %d of %d pieces", rank, done, work);
+    } else if (rank == size - 1 && fail_rank != rank && size > 1) {
+      /* the rank with the most work stops early once the failure is seen */
+      SD_EXPECT_MSG(done < work, "rank %d did all %d pieces although rank %d failed", rank, work,
+                    fail_rank);
+    }
+    /* nothing left open: a collective afterwards matches on every rank */
+    SD_EXPECT(sd_par_agree(MPI_COMM_WORLD, SD_OK) == SD_OK);
   }
 
   int fails = sd_test_failures, all = 0;
