@@ -90,17 +90,26 @@ epoch_of() { date -d "$1" +%s 2>/dev/null || echo 0; }
 # ~120 s (Reason=BeginTime) before it may start again, so that the node has revoked the old
 # instance's credential; the test shortens that to 5 s (sooner fails with "Job credential
 # revoked") instead of waiting the two minutes.
+# Right after the requeue the job can show PENDING with Reason=None before the scheduler has
+# marked it BeginTime: the eligible time (already ~120 s ahead) is checked as well, and a
+# pending job is not reported requeued until it has been released (or its start is near), so
+# it cannot be left waiting the two minutes.
 declare -A released
 requeued() {
-  local id=$1 st
+  local id=$1 st el
   [ "$(field "$id" Restarts)" -ge 1 ] 2>/dev/null || return 1
   st=$(sd_slurm_job_state "$id")
   case "$st" in
     PENDING)
-      if [ "$(field "$id" Reason)" = BeginTime ] && [ -z "${released[$id]:-}" ]; then
+      [ -n "${released[$id]:-}" ] && return 0
+      el=$(epoch_of "$(field "$id" EligibleTime)")
+      if [ "$(field "$id" Reason)" = BeginTime ] || [ "$el" -gt $(($(date +%s) + 10)) ]; then
         scontrol update JobId="$id" StartTime=now+5 && released[$id]=1
+        return 0
       fi
-      return 0 ;;
+      # eligible soon (or already): nothing to shorten once the time is known
+      [ "$el" -gt 0 ] && return 0
+      return 1 ;;
     RUNNING | COMPLETED | FAILED | CANCELLED | TIMEOUT) return 0 ;;
     *) return 1 ;; # REQUEUED, COMPLETING: not pending yet
   esac
