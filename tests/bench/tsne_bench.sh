@@ -31,7 +31,7 @@ export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 die() { echo "tsne_bench: $*" >&2; exit 1; }
 [ -x "$sd" ] || die "no stemdefect binary at $sd"
-$py -c "import sklearn, h5py" 2>/dev/null || die "needs Debian's python3-sklearn and python3-h5py for $py"
+$py -c "import sklearn, h5py" 2>/dev/null || die "needs Debian's python3-sklearn and python3-h5py for $py (tests/run.sh --label bench installs them)"
 work=$(mktemp -d "${TMPDIR:-/tmp}/sd_tsne_bench.XXXXXX") || die "mktemp failed"
 if [ "${SD_BENCH_KEEP:-0}" = 1 ]; then echo "tsne_bench: work directory $work" >&2
 else trap 'rm -rf "$work"' EXIT; fi
