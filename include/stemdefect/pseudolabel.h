@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "stemdefect/lattice.h"
+#include "stemdefect/phase.h"
 #include "stemdefect/status.h"
 
 typedef enum sd_pl_threshold {
@@ -47,6 +48,7 @@ typedef struct sd_pl_params {
   double fallback_fraction;   /* weak supervision: an image of a defect class whose detection is
                                  empty gets the top fraction of its local RMS deviation
                                  (cleaned like a detection); 0 = off (sd_pl_fallback) */
+  sd_phase_params phase;      /* extended defects from the lattice phase (sd_pl_phase) */
   double baseline_sigma;      /* baseline: Gaussian blur sigma (px) */
   int baseline_box;           /* baseline: box side (px, odd) */
   double baseline_percentile; /* baseline: threshold percentile (0..100) */
@@ -78,6 +80,14 @@ sd_status sd_pl_image(sd_pl *pl, const float *raw, const sd_lattice *reference, 
  * is 0, the detection is not empty, or the image had no lattice. Returns 1 when it labelled. */
 int sd_pl_fallback(sd_pl *pl, uint8_t *detected);
 
+/* Weak supervision for an image whose class is an extended defect (its shape from the class:
+ * the band of a stacking fault, the band of a twin boundary, the disc of a dislocation core;
+ * phase.h): detected becomes the mask of that shape found from the lattice phase of the image
+ * of the last sd_pl_image, with the lattice it found (lat). *found = 0 (detected untouched) when
+ * the last image had no lattice, the shape is NONE, or the phase gives no such defect. */
+sd_status sd_pl_phase(sd_pl *pl, const sd_lattice *lat, sd_phase_shape shape, uint8_t *detected,
+                      int *found);
+
 /* The notebook baseline on raw (h, w): detected (h, w) = 1 where |blur - box mean| exceeds
  * its percentile. */
 void sd_pl_baseline(sd_pl *pl, const float *raw, uint8_t *detected);
@@ -93,12 +103,6 @@ void sd_pl_dilate(uint8_t *m, int h, int w, uint8_t *tmp);
  * kept. labels: h * w int32 scratch, stack: h * w int32 scratch. */
 int sd_pl_components_filter(uint8_t *m, int h, int w, int min_area, int32_t *labels,
                             int32_t *stack);
-/* Replaces every 8-connected component of the 0/1 map larger than max_area pixels (a grain)
- * by the band of its boundary towards undetected pixels inside the image, dilated band times
- * (3x3, both sides); smaller components are kept. Returns the number of grains. labels,
- * stack: h * w int32 scratch; tmp: h * w bytes. */
-int sd_pl_grain_boundaries(uint8_t *m, int h, int w, int max_area, int band, int32_t *labels,
-                           int32_t *stack, uint8_t *tmp);
 /* Replaces every 8-connected component of the 0/1 map larger than max_area pixels (a grain)
  * by the band of its boundary towards undetected pixels inside the image, dilated band times
  * (3x3, both sides); smaller components are kept. Returns the number of grains. labels,

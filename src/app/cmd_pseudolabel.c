@@ -6,7 +6,9 @@
  * pseudo.h5 collectively, in batches, into a temporary file renamed into place when complete.
  * With --evaluate FILE (and /masks in the stack) the per-class IoU of the pseudo-labels and of
  * the notebook baseline against the true masks go to a JSON file. */
+#include <ctype.h>
 #include <errno.h>
+#include <fnmatch.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,6 +68,13 @@ static void params_from_config(const sd_config *cfg, sd_pl_params *p) {
   p->grain_area = sd_config_float(cfg, "pseudolabel.grain_area");
   p->grain_band = (int)sd_config_int(cfg, "pseudolabel.grain_band");
   p->fallback_fraction = sd_config_float(cfg, "pseudolabel.fallback_fraction");
+  p->phase.sigma = sd_config_float(cfg, "pseudolabel.phase_sigma");
+  p->phase.core_sigma = sd_config_float(cfg, "pseudolabel.core_sigma");
+  p->phase.core_loop = sd_config_float(cfg, "pseudolabel.core_loop");
+  p->phase.band_halfwidth = sd_config_float(cfg, "pseudolabel.band_halfwidth");
+  p->phase.boundary_shift = sd_config_float(cfg, "pseudolabel.boundary_shift");
+  p->phase.core_radius = sd_config_float(cfg, "pseudolabel.core_radius");
+  p->phase.fringes = (int)sd_config_int(cfg, "pseudolabel.phase_fringes");
   p->baseline_sigma = sd_config_float(cfg, "pseudolabel.baseline_sigma");
   p->baseline_box = (int)sd_config_int(cfg, "pseudolabel.baseline_box") | 1;
   p->baseline_percentile = sd_config_float(cfg, "pseudolabel.baseline_percentile");
@@ -98,6 +107,98 @@ static sd_status bulk_class_resolve(const sd_config *cfg, const sd_stack_info *i
       SD_ERR_CONFIG,
       "pseudolabel.bulk_class = '%s' (from %s) is not a class of stack '%s' (classes: %s)", want,
       sd_config_origin(cfg, "pseudolabel.bulk_class"), path, names);
+}
+
+/* 1 when name matches one of the comma-separated shell patterns of list (case-insensitive) */
+static int name_in_list(const char *name, const char *list) {
+  char lname[256], pat[256];
+  size_t k = 0;
+  for (; name[k] && k + 1 < sizeof lname; k++)
+    lname[k] = (char)tolower((unsigned char)name[k]);
+  lname[k] = '\0';
+  const char *q = list;
+  while (*q) {
+    while (*q == ',' || *q == ' ')
+      q++;
+    size_t l = 0;
+    while (q[l] && q[l] != ',')
+      l++;
+    size_t e = l;
+    while (e > 0 && q[e - 1] == ' ')
+      e--;
+    if (e > 0 && e < sizeof pat) {
+      for (size_t i = 0; i < e; i++)
+        pat[i] = (char)tolower((unsigned char)q[i]);
+      pat[e] = '\0';
+      if (fnmatch(pat, lname, 0) == 0)
+        return 1;
+    }
+    q += l;
+  }
+  return 0;
+}
+
+/* The extended-defect shape of every class from pseudolabel.{fault,boundary,core}_classes; a
+ * class in two lists is a configuration error. The bulk class has none. */
+static sd_status class_shapes(const sd_config *cfg, const sd_stack_info *in, int bulk,
+                              sd_phase_shape *shape) {
+  static const char *const keys[3] = {"pseudolabel.fault_classes", "pseudolabel.boundary_classes",
+                                      "pseudolabel.core_classes"};
+  static const sd_phase_shape kinds[3] = {SD_PHASE_SHAPE_FAULT, SD_PHASE_SHAPE_BOUNDARY,
+                                          SD_PHASE_SHAPE_CORE};
+  for (int c = 0; c < in->num_classes; c++) {
+    shape[c] = SD_PHASE_SHAPE_NONE;
+    int from = -1;
+    for (int k = 0; k < 3; k++) {
+      if (c == bulk || !name_in_list(in->class_names[c], sd_config_string(cfg, keys[k])))
+        continue;
+      if (from >= 0)
+        return SD_ERROR(SD_ERR_CONFIG,
+                        "class '%s' matches both %s = '%s' and %s = '%s': give each class one "
+                        "shape",
+                        in->class_names[c], keys[from], sd_config_string(cfg, keys[from]), keys[k],
+                        sd_config_string(cfg, keys[k]));
+      from = k;
+      shape[c] = kinds[k];
+    }
+  }
+  return SD_OK;
+}
+
+static const char *shape_name(sd_phase_shape s) {
+  return s == SD_PHASE_SHAPE_FAULT      ? "fault band (phase step)"
+         : s == SD_PHASE_SHAPE_BOUNDARY ? "boundary band (edge of the coherent matrix)"
+         : s == SD_PHASE_SHAPE_CORE     ? "core disc (phase winding)"
+                                        : "deviation";
+}
+
+/* One image: deviation and detection (class-independent), then the pseudo-label mask of its
+ * class: the extended-defect shape from the lattice phase where the class has one and it is
+ * found, else the detection (with the empty-detection fallback). *how: 0 deviation, 1 phase
+ * shape, 2 fallback. */
+static sd_status label_one(sd_pl *pl, size_t npx, const float *img, const sd_lattice *ref,
+                           int32_t lab, int bulk, int nc, const sd_phase_shape *shapes, float *dev,
+                           uint8_t *det, uint8_t *shp, uint8_t *msk, sd_lattice *lat, int *ok,
+                           int *how) {
+  *how = 0;
+  SD_CHECK(sd_pl_image(pl, img, ref, dev, det, lat, ok));
+  if (lab < 0 || lab >= nc || lab == bulk) {
+    sd_pl_mask(det, npx, lab, bulk, msk);
+    return SD_OK;
+  }
+  int found = 0;
+  if (*ok && shapes[lab] != SD_PHASE_SHAPE_NONE)
+    SD_CHECK(sd_pl_phase(pl, lat, shapes[lab], shp, &found));
+  if (found) {
+    *how = 1;
+    sd_pl_mask(shp, npx, lab, bulk, msk);
+    return SD_OK;
+  }
+  memcpy(shp, det, npx);
+  if (sd_pl_fallback(pl, shp))
+    *how = 2;
+  sd_pl_mask(shp, npx, lab, bulk, msk);
+  return SD_OK;
 }
 
 /* Every rank reads the reference image and estimates its lattice; agreed over ranks. */
@@ -337,7 +438,8 @@ static void json_num(FILE *f, double v) {
 }
 
 static sd_status evaluate_write(const char *path, const sd_stack_info *in, int bulk, int has_truth,
-                                const pl_stats *s, int64_t npx, const sd_app *app) {
+                                const pl_stats *s, int64_t npx, const sd_phase_shape *shapes,
+                                const int64_t *nphase, const sd_app *app) {
   size_t cap = strlen(path) + 32;
   char *tmp = sd_malloc(cap, 1, "temporary name");
   if (!tmp)
@@ -368,7 +470,11 @@ static sd_status evaluate_write(const char *path, const sd_stack_info *in, int b
   for (int c = 0; c < in->num_classes; c++) {
     fprintf(f, "    {\"class\": %d, \"name\": ", c);
     json_str(f, in->class_names[c]);
-    fprintf(f, ", \"images\": %lld, \"detected_fraction\": ", (long long)s->count[c]);
+    fprintf(f, ", \"images\": %lld, \"label_shape\": ", (long long)s->count[c]);
+    json_str(f, c == bulk ? "none (bulk)" : shape_name(shapes[c]));
+    if (shapes[c] != SD_PHASE_SHAPE_NONE)
+      fprintf(f, ", \"shape_found_images\": %lld", (long long)nphase[c]);
+    fprintf(f, ", \"detected_fraction\": ");
     json_num(f, ratio(s->det_px[c], s->count[c] * npx));
     fprintf(f, ", \"baseline_detected_fraction\": ");
     json_num(f, ratio(s->bdet_px[c], s->count[c] * npx));
@@ -496,7 +602,25 @@ static sd_status pseudolabel_run(sd_app *app) {
                 "and detection are written)",
                 (long long)unknown);
 
-  char method[512];
+  sd_phase_shape *shapes = sd_malloc((size_t)nc, sizeof *shapes, "class shapes");
+  int64_t *nphase = sd_calloc((size_t)(2 * nc), sizeof *nphase, "shape counts");
+  st = shapes && nphase ? class_shapes(cfg, in, bulk, shapes) : SD_ERR_NOMEM;
+  st = sd_par_agree(app->comm, st);
+  if (st != SD_OK) {
+    free(shapes);
+    free(nphase);
+    free(all_labels);
+    sd_stack_close(&stack, 0);
+    return st;
+  }
+  char shapes_txt[1024] = "";
+  for (int c = 0; c < nc; c++)
+    if (shapes[c] != SD_PHASE_SHAPE_NONE) {
+      size_t l = strlen(shapes_txt);
+      snprintf(shapes_txt + l, sizeof shapes_txt - l, "%s%s: %s", l ? "; " : "",
+               in->class_names[c], shape_name(shapes[c]));
+    }
+  char method[2048];
   snprintf(method, sizeof method,
            "bulk-lattice deviation: lattice from Fourier peaks (%s), median motif %dx%d, local "
            "registration (radius %g px, window %g px), noise = local MAD (%d px); smoothing %g px, "
@@ -505,12 +629,24 @@ static sd_status pseudolabel_run(sd_app *app) {
            p.deviation.motif_resolution, p.deviation.reg_radius, p.deviation.reg_window,
            p.deviation.noise_window, p.smooth_sigma, sd_config_string(cfg, "pseudolabel.threshold"),
            p.threshold_value, p.min_deviation, p.open_steps, p.close_steps, p.min_area);
+  if (*shapes_txt) {
+    size_t l = strlen(method);
+    snprintf(method + l, sizeof method - l,
+             "; extended defects from the lattice fringe phase (window %g, band half width %g, "
+             "boundary shift %g, core window %g, loop %g, radius %g lattice periods; %d fringes): "
+             "%s",
+             p.phase.sigma, p.phase.band_halfwidth, p.phase.boundary_shift, p.phase.core_sigma,
+             p.phase.core_loop, p.phase.core_radius, p.phase.fringes, shapes_txt);
+    sd_log_info("pseudolabel: pseudo-label shapes from the lattice phase: %s", shapes_txt);
+  }
   sd_log_info("pseudolabel: %lld image(s) of %dx%d, %d classes (bulk = %s), on %d rank(s) -> %s",
               (long long)n, w, h, nc, in->class_names[bulk], app->size, outp);
 
   pl_out o;
   st = out_create(&o, app, outp, in, bulk, unknown, method);
   if (st != SD_OK) {
+    free(shapes);
+    free(nphase);
     free(all_labels);
     sd_stack_close(&stack, 0);
     return st;
@@ -525,12 +661,13 @@ static sd_status pseudolabel_run(sd_app *app) {
   uint8_t *truth = want_truth ? sd_malloc((size_t)bcap * npx, 1, "true masks") : NULL;
   uint8_t *base = sd_malloc(npx, 1, "baseline");
   uint8_t *bmask = sd_malloc(npx, 1, "baseline mask");
+  uint8_t *shp = sd_malloc(npx, 1, "pseudo-label shape");
   double *latv = sd_malloc((size_t)bcap * 4, sizeof *latv, "lattice vectors");
   float *frac = sd_malloc((size_t)bcap, sizeof *frac, "detected fraction");
   pl_stats s = {.nc = nc};
   int64_t *counts = sd_calloc((size_t)(7 * nc + 3), sizeof(int64_t), "statistics");
   sd_pl *pl = NULL;
-  st = (img && dev && det && msk && base && bmask && latv && frac && counts &&
+  st = (img && dev && det && msk && base && bmask && shp && latv && frac && counts &&
         (!want_truth || truth))
            ? SD_OK
            : SD_ERR_NOMEM;
@@ -568,8 +705,9 @@ static sd_status pseudolabel_run(sd_app *app) {
       size_t off = (size_t)i * npx;
       int32_t lab = all_labels[b0 + i];
       sd_lattice lat;
-      int ok = 0;
-      lst = sd_pl_image(pl, img + off, has_ref ? &ref : NULL, dev + off, det + off, &lat, &ok);
+      int ok = 0, how = 0;
+      lst = label_one(pl, npx, img + off, has_ref ? &ref : NULL, lab, bulk, nc, shapes, dev + off,
+                      det + off, shp, msk + off, &lat, &ok, &how);
       if (lst != SD_OK) {
         char msg[2048];
         snprintf(msg, sizeof msg, "image %lld of '%s': %s", (long long)(b0 + i), data,
@@ -579,21 +717,26 @@ static sd_status pseudolabel_run(sd_app *app) {
       }
       if (!ok)
         nolattice++;
+      nfallback += how == 2;
+      if (how == 1)
+        nphase[lab]++;
+      if (ok && lab >= 0 && lab < nc && shapes[lab] != SD_PHASE_SHAPE_NONE)
+        nphase[nc + lab]++;
       double *lv = latv + 4 * i;
       lv[0] = ok ? lat.a1[0] : NAN;
       lv[1] = ok ? lat.a1[1] : NAN;
       lv[2] = ok ? lat.a2[0] : NAN;
       lv[3] = ok ? lat.a2[1] : NAN;
-      if (lab >= 0 && lab < nc && lab != bulk)
-        nfallback += sd_pl_fallback(pl, det + off);
-      sd_pl_mask(det + off, npx, lab, bulk, msk + off);
-      int64_t dcount = 0;
-      for (size_t q = 0; q < npx; q++)
+      int64_t dcount = 0, mcount = 0;
+      for (size_t q = 0; q < npx; q++) {
         dcount += det[off + q];
+        mcount += msk[off + q] != 0;
+      }
       frac[i] = (float)((double)dcount / (double)npx);
       int cls = lab >= 0 && lab < nc ? lab : nc;
       s.count[cls]++;
-      s.det_px[cls] += dcount;
+      /* area of the pseudo-label; for bulk and unknown images (empty masks) the detection */
+      s.det_px[cls] += cls == nc || cls == bulk ? dcount : mcount;
       if (*evalp) {
         sd_pl_baseline(pl, img + off, base);
         int64_t bc = 0;
@@ -641,6 +784,15 @@ static sd_status pseudolabel_run(sd_app *app) {
     st = sd_par_agree(app->comm, sd_par_allreduce_sum_i64(app->comm, &nolattice, 1));
   if (st == SD_OK)
     st = sd_par_agree(app->comm, sd_par_allreduce_sum_i64(app->comm, &nfallback, 1));
+  if (st == SD_OK)
+    st = sd_par_agree(app->comm, sd_par_allreduce_sum_i64(app->comm, nphase, 2 * nc));
+  if (st == SD_OK)
+    for (int c = 0; c < nc; c++)
+      if (shapes[c] != SD_PHASE_SHAPE_NONE && nphase[nc + c] > 0)
+        sd_log_info("pseudolabel: %s: %s found in %lld of %lld image(s) with a lattice (the rest "
+                    "keep the deviation detection)",
+                    in->class_names[c], shape_name(shapes[c]), (long long)nphase[c],
+                    (long long)nphase[nc + c]);
   if (st == SD_OK) {
     if (nfallback > 0)
       sd_log_info("pseudolabel: %lld defect image(s) with an empty detection labelled by the top "
@@ -692,11 +844,11 @@ static sd_status pseudolabel_run(sd_app *app) {
     sd_status pst = SD_OK;
     if (st == SD_OK && app->rank == 0) {
       for (int i = 0; i < k && pst == SD_OK; i++) {
-        pst = sd_pl_image(pl, pimg + (size_t)i * npx, has_ref ? &ref : NULL, pdev + (size_t)i * npx,
-                          det, NULL, NULL);
-        if (plab[i] >= 0 && plab[i] < nc && plab[i] != bulk)
-          sd_pl_fallback(pl, det);
-        sd_pl_mask(det, npx, plab[i], bulk, pm + (size_t)i * npx);
+        sd_lattice lat;
+        int ok = 0, how = 0;
+        pst = label_one(pl, npx, pimg + (size_t)i * npx, has_ref ? &ref : NULL, plab[i], bulk, nc,
+                        shapes, pdev + (size_t)i * npx, det, shp, pm + (size_t)i * npx, &lat, &ok,
+                        &how);
       }
       if (pst == SD_OK)
         pst = preview_write(prevp, k, h, w, pimg, pdev, pm, pt);
@@ -716,7 +868,7 @@ static sd_status pseudolabel_run(sd_app *app) {
   if (st == SD_OK && *evalp) {
     sd_status est = SD_OK;
     if (app->rank == 0)
-      est = evaluate_write(evalp, in, bulk, want_truth, &s, (int64_t)npx, app);
+      est = evaluate_write(evalp, in, bulk, want_truth, &s, (int64_t)npx, shapes, nphase, app);
     st = sd_par_agree(app->comm, est);
     if (st == SD_OK)
       sd_log_info("pseudolabel: evaluation -> %s", evalp);
@@ -729,10 +881,13 @@ static sd_status pseudolabel_run(sd_app *app) {
   free(truth);
   free(base);
   free(bmask);
+  free(shp);
   free(latv);
   free(frac);
   free(counts);
   free(all_labels);
+  free(shapes);
+  free(nphase);
   st = out_close(&o, 1, st);
   sd_status cst = sd_stack_close(&stack, 0);
   if (st == SD_OK)

@@ -17,6 +17,7 @@ struct sd_pl {
   float *scratch; /* (h, w) */
   uint8_t *btmp;  /* (h, w) */
   int32_t *lab, *stk;
+  float *phase_work; /* sd_phase_work_floats(h, w), allocated on first use */
   int have_energy; /* the last sd_pl_image found a lattice (energy holds its local RMS deviation) */
 };
 
@@ -34,6 +35,7 @@ void sd_pl_params_default(sd_pl_params *p) {
   p->grain_area = 0.08;
   p->grain_band = 5;
   p->fallback_fraction = 0.05;
+  sd_phase_params_default(&p->phase);
   p->baseline_sigma = 1.0;
   p->baseline_box = 7;
   p->baseline_percentile = 98.0;
@@ -82,6 +84,7 @@ void sd_pl_destroy(sd_pl **plp) {
   free(pl->btmp);
   free(pl->lab);
   free(pl->stk);
+  free(pl->phase_work);
   free(pl);
   *plp = NULL;
 }
@@ -325,6 +328,23 @@ int sd_pl_fallback(sd_pl *pl, uint8_t *detected) {
     if (detected[i])
       return 1;
   return 0;
+}
+
+sd_status sd_pl_phase(sd_pl *pl, const sd_lattice *lat, sd_phase_shape shape, uint8_t *detected,
+                      int *found) {
+  if (!pl || !lat || !detected || !found)
+    return SD_ERROR(SD_ERR_ARG, "sd_pl_phase: NULL argument");
+  *found = 0;
+  if (!pl->have_energy || shape == SD_PHASE_SHAPE_NONE)
+    return SD_OK;
+  if (!pl->phase_work) {
+    pl->phase_work = sd_malloc(sd_phase_work_floats(pl->h, pl->w), sizeof(float), "phase work");
+    if (!pl->phase_work)
+      return SD_ERR_NOMEM;
+  }
+  /* pl->norm still holds the robust z-scored image of the last sd_pl_image */
+  return sd_phase_detect(pl->norm, pl->h, pl->w, lat, &pl->p.phase, shape, pl->phase_work,
+                         detected, found);
 }
 
 void sd_pl_baseline(sd_pl *pl, const float *raw, uint8_t *detected) {
