@@ -49,6 +49,7 @@ typedef struct sd_pl_params {
                                  empty gets the top fraction of its local RMS deviation
                                  (cleaned like a detection); 0 = off (sd_pl_fallback) */
   sd_phase_params phase;      /* extended defects from the lattice phase (sd_pl_phase) */
+  double point_radius;        /* point-defect disc radius (lattice periods, sd_pl_points) */
   double baseline_sigma;      /* baseline: Gaussian blur sigma (px) */
   int baseline_box;           /* baseline: box side (px, odd) */
   double baseline_percentile; /* baseline: threshold percentile (0..100) */
@@ -87,6 +88,13 @@ int sd_pl_fallback(sd_pl *pl, uint8_t *detected);
  * the last image had no lattice, the shape is NONE, or the phase gives no such defect. */
 sd_status sd_pl_phase(sd_pl *pl, const sd_lattice *lat, sd_phase_shape shape, uint8_t *detected,
                       int *found);
+
+/* Point defects: every 8-connected component of m (h, w, 0/1, e.g. the detection of the last
+ * sd_pl_image or its fallback) becomes the disc of radius point_radius lattice periods of lat
+ * centred on the component's strongest local RMS deviation, so that the pseudo-label has the
+ * footprint of one column whatever the smoothing made of the blob. Nothing happens when the
+ * last image had no lattice. Returns the number of discs. */
+int sd_pl_points(sd_pl *pl, const sd_lattice *lat, uint8_t *m);
 
 /* The notebook baseline on raw (h, w): detected (h, w) = 1 where |blur - box mean| exceeds
  * its percentile. */

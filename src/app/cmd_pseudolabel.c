@@ -75,6 +75,7 @@ static void params_from_config(const sd_config *cfg, sd_pl_params *p) {
   p->phase.boundary_shift = sd_config_float(cfg, "pseudolabel.boundary_shift");
   p->phase.core_radius = sd_config_float(cfg, "pseudolabel.core_radius");
   p->phase.fringes = (int)sd_config_int(cfg, "pseudolabel.phase_fringes");
+  p->point_radius = sd_config_float(cfg, "pseudolabel.point_radius");
   p->baseline_sigma = sd_config_float(cfg, "pseudolabel.baseline_sigma");
   p->baseline_box = (int)sd_config_int(cfg, "pseudolabel.baseline_box") | 1;
   p->baseline_percentile = sd_config_float(cfg, "pseudolabel.baseline_percentile");
@@ -138,18 +139,27 @@ static int name_in_list(const char *name, const char *list) {
   return 0;
 }
 
-/* The extended-defect shape of every class from pseudolabel.{fault,boundary,core}_classes; a
- * class in two lists is a configuration error. The bulk class has none. */
+/* The pseudo-label shape of a class: the detection as it is, an extended-defect shape from the
+ * lattice phase (the values of sd_phase_shape), or point-defect discs. */
+typedef enum pl_shape {
+  PL_DEVIATION = SD_PHASE_SHAPE_NONE,
+  PL_FAULT = SD_PHASE_SHAPE_FAULT,
+  PL_BOUNDARY = SD_PHASE_SHAPE_BOUNDARY,
+  PL_CORE = SD_PHASE_SHAPE_CORE,
+  PL_POINT = 16
+} pl_shape;
+
+/* The shape of every class from pseudolabel.{fault,boundary,core,point}_classes; a class in two
+ * lists is a configuration error. The bulk class has none. */
 static sd_status class_shapes(const sd_config *cfg, const sd_stack_info *in, int bulk,
-                              sd_phase_shape *shape) {
-  static const char *const keys[3] = {"pseudolabel.fault_classes", "pseudolabel.boundary_classes",
-                                      "pseudolabel.core_classes"};
-  static const sd_phase_shape kinds[3] = {SD_PHASE_SHAPE_FAULT, SD_PHASE_SHAPE_BOUNDARY,
-                                          SD_PHASE_SHAPE_CORE};
+                              pl_shape *shape) {
+  static const char *const keys[4] = {"pseudolabel.fault_classes", "pseudolabel.boundary_classes",
+                                      "pseudolabel.core_classes", "pseudolabel.point_classes"};
+  static const pl_shape kinds[4] = {PL_FAULT, PL_BOUNDARY, PL_CORE, PL_POINT};
   for (int c = 0; c < in->num_classes; c++) {
-    shape[c] = SD_PHASE_SHAPE_NONE;
+    shape[c] = PL_DEVIATION;
     int from = -1;
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 4; k++) {
       if (c == bulk || !name_in_list(in->class_names[c], sd_config_string(cfg, keys[k])))
         continue;
       if (from >= 0)
@@ -165,19 +175,20 @@ static sd_status class_shapes(const sd_config *cfg, const sd_stack_info *in, int
   return SD_OK;
 }
 
-static const char *shape_name(sd_phase_shape s) {
-  return s == SD_PHASE_SHAPE_FAULT      ? "fault band (phase step)"
-         : s == SD_PHASE_SHAPE_BOUNDARY ? "boundary band (edge of the coherent matrix)"
-         : s == SD_PHASE_SHAPE_CORE     ? "core disc (phase winding)"
-                                        : "deviation";
+static const char *shape_name(pl_shape s) {
+  return s == PL_FAULT      ? "fault band (phase step)"
+         : s == PL_BOUNDARY ? "boundary band (edge of the coherent matrix)"
+         : s == PL_CORE     ? "core disc (phase winding)"
+         : s == PL_POINT    ? "point discs (deviation peaks)"
+                            : "deviation";
 }
 
 /* One image: deviation and detection (class-independent), then the pseudo-label mask of its
  * class: the extended-defect shape from the lattice phase where the class has one and it is
- * found, else the detection (with the empty-detection fallback). *how: 0 deviation, 1 phase
- * shape, 2 fallback. */
+ * found, else the detection (with the empty-detection fallback), made into discs for a point
+ * class. *how: 0 deviation, 1 phase shape, 2 fallback. */
 static sd_status label_one(sd_pl *pl, size_t npx, const float *img, const sd_lattice *ref,
-                           int32_t lab, int bulk, int nc, const sd_phase_shape *shapes, float *dev,
+                           int32_t lab, int bulk, int nc, const pl_shape *shapes, float *dev,
                            uint8_t *det, uint8_t *shp, uint8_t *msk, sd_lattice *lat, int *ok,
                            int *how) {
   *how = 0;
@@ -187,8 +198,8 @@ static sd_status label_one(sd_pl *pl, size_t npx, const float *img, const sd_lat
     return SD_OK;
   }
   int found = 0;
-  if (*ok && shapes[lab] != SD_PHASE_SHAPE_NONE)
-    SD_CHECK(sd_pl_phase(pl, lat, shapes[lab], shp, &found));
+  if (*ok && shapes[lab] != PL_DEVIATION && shapes[lab] != PL_POINT)
+    SD_CHECK(sd_pl_phase(pl, lat, (sd_phase_shape)shapes[lab], shp, &found));
   if (found) {
     *how = 1;
     sd_pl_mask(shp, npx, lab, bulk, msk);
@@ -197,6 +208,8 @@ static sd_status label_one(sd_pl *pl, size_t npx, const float *img, const sd_lat
   memcpy(shp, det, npx);
   if (sd_pl_fallback(pl, shp))
     *how = 2;
+  if (*ok && shapes[lab] == PL_POINT)
+    sd_pl_points(pl, lat, shp);
   sd_pl_mask(shp, npx, lab, bulk, msk);
   return SD_OK;
 }
@@ -438,7 +451,7 @@ static void json_num(FILE *f, double v) {
 }
 
 static sd_status evaluate_write(const char *path, const sd_stack_info *in, int bulk, int has_truth,
-                                const pl_stats *s, int64_t npx, const sd_phase_shape *shapes,
+                                const pl_stats *s, int64_t npx, const pl_shape *shapes,
                                 const int64_t *nphase, const sd_app *app) {
   size_t cap = strlen(path) + 32;
   char *tmp = sd_malloc(cap, 1, "temporary name");
@@ -472,7 +485,7 @@ static sd_status evaluate_write(const char *path, const sd_stack_info *in, int b
     json_str(f, in->class_names[c]);
     fprintf(f, ", \"images\": %lld, \"label_shape\": ", (long long)s->count[c]);
     json_str(f, c == bulk ? "none (bulk)" : shape_name(shapes[c]));
-    if (shapes[c] != SD_PHASE_SHAPE_NONE)
+    if (shapes[c] != PL_DEVIATION && shapes[c] != PL_POINT)
       fprintf(f, ", \"shape_found_images\": %lld", (long long)nphase[c]);
     fprintf(f, ", \"detected_fraction\": ");
     json_num(f, ratio(s->det_px[c], s->count[c] * npx));
@@ -602,7 +615,7 @@ static sd_status pseudolabel_run(sd_app *app) {
                 "and detection are written)",
                 (long long)unknown);
 
-  sd_phase_shape *shapes = sd_malloc((size_t)nc, sizeof *shapes, "class shapes");
+  pl_shape *shapes = sd_malloc((size_t)nc, sizeof *shapes, "class shapes");
   int64_t *nphase = sd_calloc((size_t)(2 * nc), sizeof *nphase, "shape counts");
   st = shapes && nphase ? class_shapes(cfg, in, bulk, shapes) : SD_ERR_NOMEM;
   st = sd_par_agree(app->comm, st);
@@ -615,7 +628,7 @@ static sd_status pseudolabel_run(sd_app *app) {
   }
   char shapes_txt[1024] = "";
   for (int c = 0; c < nc; c++)
-    if (shapes[c] != SD_PHASE_SHAPE_NONE) {
+    if (shapes[c] != PL_DEVIATION) {
       size_t l = strlen(shapes_txt);
       snprintf(shapes_txt + l, sizeof shapes_txt - l, "%s%s: %s", l ? "; " : "",
                in->class_names[c], shape_name(shapes[c]));
@@ -632,12 +645,12 @@ static sd_status pseudolabel_run(sd_app *app) {
   if (*shapes_txt) {
     size_t l = strlen(method);
     snprintf(method + l, sizeof method - l,
-             "; extended defects from the lattice fringe phase (window %g, band half width %g, "
-             "boundary shift %g, core window %g, loop %g, radius %g lattice periods; %d fringes): "
-             "%s",
+             "; shapes (lattice fringe phase: window %g, band half width %g, boundary shift %g, "
+             "core window %g, loop %g, radius %g lattice periods, %d fringes; point discs of "
+             "radius %g periods): %s",
              p.phase.sigma, p.phase.band_halfwidth, p.phase.boundary_shift, p.phase.core_sigma,
-             p.phase.core_loop, p.phase.core_radius, p.phase.fringes, shapes_txt);
-    sd_log_info("pseudolabel: pseudo-label shapes from the lattice phase: %s", shapes_txt);
+             p.phase.core_loop, p.phase.core_radius, p.phase.fringes, p.point_radius, shapes_txt);
+    sd_log_info("pseudolabel: pseudo-label shapes: %s", shapes_txt);
   }
   sd_log_info("pseudolabel: %lld image(s) of %dx%d, %d classes (bulk = %s), on %d rank(s) -> %s",
               (long long)n, w, h, nc, in->class_names[bulk], app->size, outp);
@@ -720,7 +733,7 @@ static sd_status pseudolabel_run(sd_app *app) {
       nfallback += how == 2;
       if (how == 1)
         nphase[lab]++;
-      if (ok && lab >= 0 && lab < nc && shapes[lab] != SD_PHASE_SHAPE_NONE)
+      if (ok && lab >= 0 && lab < nc && shapes[lab] != PL_DEVIATION && shapes[lab] != PL_POINT)
         nphase[nc + lab]++;
       double *lv = latv + 4 * i;
       lv[0] = ok ? lat.a1[0] : NAN;
@@ -788,7 +801,7 @@ static sd_status pseudolabel_run(sd_app *app) {
     st = sd_par_agree(app->comm, sd_par_allreduce_sum_i64(app->comm, nphase, 2 * nc));
   if (st == SD_OK)
     for (int c = 0; c < nc; c++)
-      if (shapes[c] != SD_PHASE_SHAPE_NONE && nphase[nc + c] > 0)
+      if (shapes[c] != PL_DEVIATION && shapes[c] != PL_POINT && nphase[nc + c] > 0)
         sd_log_info("pseudolabel: %s: %s found in %lld of %lld image(s) with a lattice (the rest "
                     "keep the deviation detection)",
                     in->class_names[c], shape_name(shapes[c]), (long long)nphase[c],

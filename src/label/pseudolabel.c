@@ -36,6 +36,7 @@ void sd_pl_params_default(sd_pl_params *p) {
   p->grain_band = 5;
   p->fallback_fraction = 0.05;
   sd_phase_params_default(&p->phase);
+  p->point_radius = 0.42;
   p->baseline_sigma = 1.0;
   p->baseline_box = 7;
   p->baseline_percentile = 98.0;
@@ -345,6 +346,63 @@ sd_status sd_pl_phase(sd_pl *pl, const sd_lattice *lat, sd_phase_shape shape, ui
   /* pl->norm still holds the robust z-scored image of the last sd_pl_image */
   return sd_phase_detect(pl->norm, pl->h, pl->w, lat, &pl->p.phase, shape, pl->phase_work,
                          detected, found);
+}
+
+int sd_pl_points(sd_pl *pl, const sd_lattice *lat, uint8_t *m) {
+  if (!pl || !lat || !m || !pl->have_energy)
+    return 0;
+  int h = pl->h, w = pl->w;
+  size_t n = (size_t)h * w;
+  double rad = pl->p.point_radius * sd_phase_period(lat);
+  if (!(rad > 0) || !isfinite(rad))
+    return 0;
+  /* component peaks: flood fill like sd_pl_components_filter; centres in scratch (x, y pairs) */
+  int32_t *lab = pl->lab, *stk = pl->stk;
+  for (size_t i = 0; i < n; i++)
+    lab[i] = -1;
+  float *cen = pl->scratch; /* at most n / 2 components of >= 1 px: 2 floats each fit in n */
+  int nc = 0;
+  for (size_t s0 = 0; s0 < n; s0++) {
+    if (!m[s0] || lab[s0] >= 0)
+      continue;
+    size_t top = 0, count = 0, best = s0;
+    stk[top++] = (int32_t)s0;
+    lab[s0] = 1;
+    while (top > count) {
+      int32_t q = stk[count++];
+      if (pl->energy[q] > pl->energy[best])
+        best = (size_t)q;
+      int qy = q / w, qx = q % w;
+      for (int dy = -1; dy <= 1; dy++)
+        for (int dx = -1; dx <= 1; dx++) {
+          int yy = qy + dy, xx = qx + dx;
+          if (yy < 0 || xx < 0 || yy >= h || xx >= w)
+            continue;
+          size_t r = (size_t)yy * w + xx;
+          if (m[r] && lab[r] < 0) {
+            lab[r] = 1;
+            stk[top++] = (int32_t)r;
+          }
+        }
+    }
+    if ((size_t)(2 * nc + 2) <= n) {
+      cen[2 * nc] = (float)(best % w);
+      cen[2 * nc + 1] = (float)(best / w);
+      nc++;
+    }
+  }
+  memset(m, 0, n);
+  double r2 = rad * rad;
+  for (int k = 0; k < nc; k++) {
+    double cx = cen[2 * k], cy = cen[2 * k + 1];
+    int y0 = (int)floor(cy - rad), y1 = (int)ceil(cy + rad);
+    int x0 = (int)floor(cx - rad), x1 = (int)ceil(cx + rad);
+    for (int y = y0 < 0 ? 0 : y0; y <= y1 && y < h; y++)
+      for (int x = x0 < 0 ? 0 : x0; x <= x1 && x < w; x++)
+        if ((x - cx) * (x - cx) + (y - cy) * (y - cy) < r2)
+          m[(size_t)y * w + x] = 1;
+  }
+  return nc;
 }
 
 void sd_pl_baseline(sd_pl *pl, const float *raw, uint8_t *detected) {

@@ -37,7 +37,9 @@ for i in range(len(y)):
             f = (m[i] > 0).mean()
             assert 0.03 < f < 0.6, (i, names[y[i]], f)
         elif det[i].any():
-            assert ((m[i] > 0) == (det[i] > 0)).all(), i
+            # point classes: one disc of the column's size per detected component
+            f = (m[i] > 0).mean()
+            assert 0 < f < 0.3, (i, names[y[i]], f)
 assert np.isfinite(d).all()
 assert abs(float(np.median(np.abs(d))) - 0.6745) < 0.25, np.median(np.abs(d))  # noise units
 for k in ("program", "git_commit", "command_line", "config", "ranks", "created"):

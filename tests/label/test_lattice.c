@@ -273,6 +273,30 @@ static void test_planted_defect(void) {
                 "detected %d pixels, %d of them within 5 px of the vacancy", n, near);
   SD_EXPECT_MSG(dev[(int)lround(vy) * S + (int)lround(vx)] < -3, "deviation at the vacancy %.2f",
                 dev[(int)lround(vy) * S + (int)lround(vx)]);
+  /* point disc: the detection becomes the disc of point_radius lattice periods around its
+   * strongest deviation, on the vacancy */
+  {
+    sd_lattice lat;
+    uint8_t *pts = malloc(S * S);
+    memcpy(pts, det, S * S);
+    SD_EXPECT_OK(sd_pl_image(pl, img, NULL, dev, pts, &lat, &ok));
+    int nd = sd_pl_points(pl, &lat, pts);
+    double r = pp.point_radius * sd_phase_period(&lat), sx = 0, sy = 0;
+    int area = 0;
+    for (int y = 0; y < S; y++)
+      for (int x = 0; x < S; x++)
+        if (pts[y * S + x]) {
+          area++;
+          sx += x;
+          sy += y;
+        }
+    SD_EXPECT_MSG(nd == 1 && fabs(area - M_PI * r * r) < 0.15 * M_PI * r * r &&
+                      hypot(sx / area - vx, sy / area - vy) < 2.0,
+                  "point disc: %d disc(s), area %d (pi r^2 = %.0f), centre (%.1f, %.1f), vacancy "
+                  "(%.1f, %.1f)",
+                  nd, area, M_PI * r * r, area ? sx / area : 0, area ? sy / area : 0, vx, vy);
+    free(pts);
+  }
   /* weak supervision */
   sd_pl_mask(det, S * S, 3, 0, mask);
   int m3 = 0, other = 0;
