@@ -50,6 +50,7 @@ typedef struct sd_pl_params {
                                  (cleaned like a detection); 0 = off (sd_pl_fallback) */
   sd_phase_params phase;      /* extended defects from the lattice phase (sd_pl_phase) */
   double point_radius;        /* point-defect disc radius (lattice periods, sd_pl_points) */
+  double swap_window;         /* window of the swap matched filter (lattice periods, sd_pl_swap) */
   double baseline_sigma;      /* baseline: Gaussian blur sigma (px) */
   int baseline_box;           /* baseline: box side (px, odd) */
   double baseline_percentile; /* baseline: threshold percentile (0..100) */
@@ -95,6 +96,17 @@ sd_status sd_pl_phase(sd_pl *pl, const sd_lattice *lat, sd_phase_shape shape, ui
  * footprint of one column whatever the smoothing made of the blob. Nothing happens when the
  * last image had no lattice. Returns the number of discs. */
 int sd_pl_points(sd_pl *pl, const sd_lattice *lat, uint8_t *m);
+
+/* Antisite (swapped basis columns): the motif of the last sd_pl_image rotated by 180 degrees
+ * about the point that best maps it onto itself (for a two-column basis the midpoint, so the
+ * rotation swaps the columns) gives the template T = gain (swapped - motif) re-tiled with the
+ * registration; the matched filter G * (residual T) / sqrt(G * (noise^2 T^2)) (window
+ * swap_window periods) peaks where a cell's columns are swapped. m becomes the disc of
+ * point_radius periods at its maximum. Weak supervision: it labels the best cell of every image
+ * it is given (only images whose class says a swap is there), it does not decide whether one
+ * exists. Returns 0 (m untouched) without a lattice or for a motif the rotation leaves exactly
+ * unchanged, 1 when it labelled. */
+int sd_pl_swap(sd_pl *pl, const sd_lattice *lat, uint8_t *m);
 
 /* The notebook baseline on raw (h, w): detected (h, w) = 1 where |blur - box mean| exceeds
  * its percentile. */

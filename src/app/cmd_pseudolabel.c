@@ -76,6 +76,7 @@ static void params_from_config(const sd_config *cfg, sd_pl_params *p) {
   p->phase.core_radius = sd_config_float(cfg, "pseudolabel.core_radius");
   p->phase.fringes = (int)sd_config_int(cfg, "pseudolabel.phase_fringes");
   p->point_radius = sd_config_float(cfg, "pseudolabel.point_radius");
+  p->swap_window = sd_config_float(cfg, "pseudolabel.swap_window");
   p->baseline_sigma = sd_config_float(cfg, "pseudolabel.baseline_sigma");
   p->baseline_box = (int)sd_config_int(cfg, "pseudolabel.baseline_box") | 1;
   p->baseline_percentile = sd_config_float(cfg, "pseudolabel.baseline_percentile");
@@ -146,20 +147,22 @@ typedef enum pl_shape {
   PL_FAULT = SD_PHASE_SHAPE_FAULT,
   PL_BOUNDARY = SD_PHASE_SHAPE_BOUNDARY,
   PL_CORE = SD_PHASE_SHAPE_CORE,
-  PL_POINT = 16
+  PL_POINT = 16,
+  PL_SWAP = 17
 } pl_shape;
 
 /* The shape of every class from pseudolabel.{fault,boundary,core,point}_classes; a class in two
  * lists is a configuration error. The bulk class has none. */
 static sd_status class_shapes(const sd_config *cfg, const sd_stack_info *in, int bulk,
                               pl_shape *shape) {
-  static const char *const keys[4] = {"pseudolabel.fault_classes", "pseudolabel.boundary_classes",
-                                      "pseudolabel.core_classes", "pseudolabel.point_classes"};
-  static const pl_shape kinds[4] = {PL_FAULT, PL_BOUNDARY, PL_CORE, PL_POINT};
+  static const char *const keys[5] = {"pseudolabel.fault_classes", "pseudolabel.boundary_classes",
+                                      "pseudolabel.core_classes", "pseudolabel.point_classes",
+                                      "pseudolabel.swap_classes"};
+  static const pl_shape kinds[5] = {PL_FAULT, PL_BOUNDARY, PL_CORE, PL_POINT, PL_SWAP};
   for (int c = 0; c < in->num_classes; c++) {
     shape[c] = PL_DEVIATION;
     int from = -1;
-    for (int k = 0; k < 4; k++) {
+    for (int k = 0; k < 5; k++) {
       if (c == bulk || !name_in_list(in->class_names[c], sd_config_string(cfg, keys[k])))
         continue;
       if (from >= 0)
@@ -180,6 +183,7 @@ static const char *shape_name(pl_shape s) {
          : s == PL_BOUNDARY ? "boundary band (edge of the coherent matrix)"
          : s == PL_CORE     ? "core disc (phase winding)"
          : s == PL_POINT    ? "point discs (deviation peaks)"
+         : s == PL_SWAP     ? "swap disc (matched filter of swapped basis columns)"
                             : "deviation";
 }
 
@@ -198,7 +202,9 @@ static sd_status label_one(sd_pl *pl, size_t npx, const float *img, const sd_lat
     return SD_OK;
   }
   int found = 0;
-  if (*ok && shapes[lab] != PL_DEVIATION && shapes[lab] != PL_POINT)
+  if (*ok && shapes[lab] == PL_SWAP)
+    found = sd_pl_swap(pl, lat, shp);
+  else if (*ok && shapes[lab] != PL_DEVIATION && shapes[lab] != PL_POINT)
     SD_CHECK(sd_pl_phase(pl, lat, (sd_phase_shape)shapes[lab], shp, &found));
   if (found) {
     *how = 1;
@@ -208,7 +214,7 @@ static sd_status label_one(sd_pl *pl, size_t npx, const float *img, const sd_lat
   memcpy(shp, det, npx);
   if (sd_pl_fallback(pl, shp))
     *how = 2;
-  if (*ok && shapes[lab] == PL_POINT)
+  if (*ok && (shapes[lab] == PL_POINT || shapes[lab] == PL_SWAP))
     sd_pl_points(pl, lat, shp);
   sd_pl_mask(shp, npx, lab, bulk, msk);
   return SD_OK;

@@ -242,6 +242,8 @@ const sd_config_key sd_config_schema[] = {
     {"pseudolabel.core_classes", S, 0, 0, NULL, "classes whose pseudo-label is the disc where the fringe phase winds (dislocation cores); \"\" = none"},
     {"pseudolabel.point_classes", S, 0, 0, NULL, "classes whose pseudo-label is, for each detected component, the disc of radius point_radius around its strongest deviation (point defects); \"\" = none"},
     {"pseudolabel.point_radius", F, 0.05, 5, NULL, "radius of the point-defect disc (lattice periods; about one column FWHM)"},
+    {"pseudolabel.swap_classes", S, 0, 0, NULL, "classes whose pseudo-label is the disc where the residual best matches swapped basis columns (antisites); \"\" = none"},
+    {"pseudolabel.swap_window", F, 0.05, 5, NULL, "window (Gaussian sigma) of the swapped-columns matched filter (lattice periods)"},
     {"pseudolabel.phase_sigma", F, 0.05, 5, NULL, "window (Gaussian sigma) of the fringe phase for faults and boundaries (lattice periods)"},
     {"pseudolabel.core_sigma", F, 0.05, 5, NULL, "window of the fringe phase for the winding around a core (lattice periods)"},
     {"pseudolabel.core_loop", F, 0.05, 5, NULL, "half side of the square loop of the phase winding number (lattice periods)"},

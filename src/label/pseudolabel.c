@@ -37,6 +37,7 @@ void sd_pl_params_default(sd_pl_params *p) {
   p->fallback_fraction = 0.05;
   sd_phase_params_default(&p->phase);
   p->point_radius = 0.42;
+  p->swap_window = 0.3;
   p->baseline_sigma = 1.0;
   p->baseline_box = 7;
   p->baseline_percentile = 98.0;
@@ -403,6 +404,120 @@ int sd_pl_points(sd_pl *pl, const sd_lattice *lat, uint8_t *m) {
           m[(size_t)y * w + x] = 1;
   }
   return nc;
+}
+
+/* bilinear sample of the periodic motif at bin coordinates (x, y) (bin i has centre i) */
+static double motif_at(const float *mo, int M, double x, double y) {
+  double fx = floor(x), fy = floor(y);
+  int i0 = (int)fx, j0 = (int)fy;
+  double ax = x - fx, ay = y - fy;
+  int i1 = ((i0 + 1) % M + M) % M, j1 = ((j0 + 1) % M + M) % M;
+  i0 = (i0 % M + M) % M;
+  j0 = (j0 % M + M) % M;
+  return (1 - ay) * ((1 - ax) * mo[j0 * M + i0] + ax * mo[j0 * M + i1]) +
+         ay * ((1 - ax) * mo[j1 * M + i0] + ax * mo[j1 * M + i1]);
+}
+
+int sd_pl_swap(sd_pl *pl, const sd_lattice *lat, uint8_t *m) {
+  if (!pl || !lat || !m || !pl->have_energy)
+    return 0;
+  const sd_deviation_ws *ws = pl->dev;
+  int h = pl->h, w = pl->w, M = ws->p.motif_resolution;
+  size_t n = (size_t)h * w;
+  double period = sd_phase_period(lat);
+  if (!(period > 0) || !isfinite(period))
+    return 0;
+  const float *mo = ws->motif;
+  /* the centre of the 180-degree rotation that best maps the motif onto itself: for a
+   * two-column basis (a CdTe dumbbell) its midpoint, where the rotation swaps the columns.
+   * Rotations about half-bin points map bin i to (c - 1 - i) mod M exactly. */
+  double mean = 0, lo = mo[0], hi = mo[0];
+  for (int i = 0; i < M * M; i++) {
+    mean += mo[i];
+    lo = mo[i] < lo ? mo[i] : lo;
+    hi = mo[i] > hi ? mo[i] : hi;
+  }
+  mean /= (double)M * M;
+  if (!(hi > lo))
+    return 0;
+  int bi = 0, bj = 0;
+  double best = -INFINITY;
+  for (int cj = 0; cj < 2 * M; cj++)
+    for (int ci = 0; ci < 2 * M; ci++) {
+      double c = 0;
+      for (int j = 0; j < M; j++) {
+        int jj = (((cj - 1 - j) % M) + M) % M;
+        for (int i = 0; i < M; i++) {
+          int ii = (((ci - 1 - i) % M) + M) % M;
+          c += (mo[j * M + i] - mean) * (mo[jj * M + ii] - mean);
+        }
+      }
+      if (c > best) {
+        best = c;
+        bi = ci;
+        bj = cj;
+      }
+    }
+  if (!pl->phase_work) {
+    pl->phase_work = sd_malloc(sd_phase_work_floats(h, w), sizeof(float), "phase work");
+    if (!pl->phase_work)
+      return 0;
+  }
+  float *rot = pl->phase_work, *P = rot + M * M, *T = P + n, *num = T + n, *den = num + n;
+  /* refine the centre to a tenth of a bin (bilinear, periodic), so that a column that sits
+   * between bin centres still rotates onto itself */
+  double cu = bi * 0.5, cv = bj * 0.5, bestc = -INFINITY; /* in bins: rotation i -> 2c - 1 - i */
+  double c0u = cu, c0v = cv;
+  for (int dv = -5; dv <= 5; dv++)
+    for (int du = -5; du <= 5; du++) {
+      double u0 = c0u + 0.1 * du, v0 = c0v + 0.1 * dv, c = 0;
+      for (int j = 0; j < M; j++)
+        for (int i = 0; i < M; i++)
+          c += (mo[j * M + i] - mean) * (motif_at(mo, M, 2 * u0 - 1 - i, 2 * v0 - 1 - j) - mean);
+      if (c > bestc) {
+        bestc = c;
+        cu = u0;
+        cv = v0;
+      }
+    }
+  double var = 0, diff = 0;
+  for (int j = 0; j < M; j++)
+    for (int i = 0; i < M; i++) {
+      rot[j * M + i] = (float)motif_at(mo, M, 2 * cu - 1 - i, 2 * cv - 1 - j);
+      double d = rot[j * M + i] - mo[j * M + i];
+      diff += d * d;
+      var += (mo[j * M + i] - mean) * (mo[j * M + i] - mean);
+    }
+  if (!(var > 0) || !(diff > 1e-6 * var))
+    return 0; /* the rotation leaves the motif unchanged: nothing to swap */
+  /* T = what the image would change by where a cell's columns are swapped */
+  sd_motif_render(mo, M, lat, ws->shift, h, w, P, NULL);
+  sd_motif_render(rot, M, lat, ws->shift, h, w, T, NULL);
+  for (size_t i = 0; i < n; i++) {
+    T[i] = ws->gain[i] * (T[i] - P[i]);
+    num[i] = ws->residual[i] * T[i];
+    den[i] = ws->noise[i] * ws->noise[i] * T[i] * T[i];
+  }
+  /* matched filter over about one cell: SNR of the swap amplitude */
+  double sig = pl->p.swap_window * period;
+  sd_gauss_blur(num, h, w, sig, 0, pl->tmp, num);
+  sd_gauss_blur(den, h, w, sig, 0, pl->tmp, den);
+  size_t arg = 0;
+  double zbest = -INFINITY;
+  for (size_t i = 0; i < n; i++) {
+    double z = den[i] > 0 ? num[i] / sqrt(den[i]) : 0;
+    if (z > zbest) {
+      zbest = z;
+      arg = i;
+    }
+  }
+  if (!(zbest > 0))
+    return 0;
+  double cx = (double)(arg % w), cy = (double)(arg / w), rad = pl->p.point_radius * period;
+  for (int y = 0; y < h; y++)
+    for (int x = 0; x < w; x++)
+      m[(size_t)y * w + x] = (x - cx) * (x - cx) + (y - cy) * (y - cy) < rad * rad;
+  return 1;
 }
 
 void sd_pl_baseline(sd_pl *pl, const float *raw, uint8_t *detected) {

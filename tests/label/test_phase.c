@@ -12,6 +12,7 @@
 #include "stemdefect/image.h"
 #include "stemdefect/lattice.h"
 #include "stemdefect/phase.h"
+#include "stemdefect/pseudolabel.h"
 #include "stemdefect/rng.h"
 
 enum { S = 96 };
@@ -245,7 +246,79 @@ static void test_energy(void) {
   free(work);
 }
 
+/* Antisite: a dumbbell lattice (two columns of weights 1 and 0.75, 4.5 px apart) with one
+ * dumbbell's columns swapped; sd_pl_swap must put its disc on that dumbbell. */
+static void render_dumbbells(float *img, int two, double swap_x, double swap_y, double *mx,
+                             double *my, uint64_t seed) {
+  memset(img, 0, sizeof(float) * S * S);
+  double best = 1e9;
+  int bn1 = 0, bn2 = 0;
+  for (int n1 = -30; n1 <= 30; n1++)
+    for (int n2 = -30; n2 <= 30; n2++) {
+      double x = ORG[0] + n1 * A1[0] + n2 * A2[0], y = ORG[1] + n1 * A1[1] + n2 * A2[1];
+      double d = hypot(x - swap_x, y - swap_y);
+      if (d < best)
+        best = d, bn1 = n1, bn2 = n2;
+    }
+  for (int n1 = -30; n1 <= 30; n1++)
+    for (int n2 = -30; n2 <= 30; n2++) {
+      double x = ORG[0] + n1 * A1[0] + n2 * A2[0], y = ORG[1] + n1 * A1[1] + n2 * A2[1];
+      if (x < -10 || y < -10 || x > S + 10 || y > S + 10)
+        continue;
+      int sw = two && n1 == bn1 && n2 == bn2;
+      double wa = sw ? 0.75 : 1.0, wb = sw ? 1.0 : 0.75;
+      for (int yy = (int)floor(y - 8); yy <= (int)ceil(y + 12); yy++)
+        for (int xx = (int)floor(x - 8); xx <= (int)ceil(x + 8); xx++) {
+          if (yy < 0 || xx < 0 || yy >= S || xx >= S)
+            continue;
+          double da = (xx - x) * (xx - x) + (yy - y) * (yy - y);
+          double db = (xx - x) * (xx - x) + (yy - y - 4.5) * (yy - y - 4.5);
+          img[yy * S + xx] += (float)(wa * exp(-da / (2 * 1.3 * 1.3)) +
+                                      (two ? wb * exp(-db / (2 * 1.3 * 1.3)) : 0.0));
+        }
+      if (n1 == bn1 && n2 == bn2) {
+        *mx = x;
+        *my = y + (two ? 2.25 : 0);
+      }
+    }
+  sd_rng r;
+  sd_rng_init(&r, seed, 5, 6);
+  for (int i = 0; i < S * S; i++)
+    img[i] += (float)(0.04 * sd_rng_normal(&r));
+}
+
+static void test_swap(void) {
+  float *img = malloc(sizeof(float) * S * S), *dev = malloc(sizeof(float) * S * S);
+  uint8_t *det = malloc(S * S), *m = malloc(S * S);
+  sd_pl_params pp;
+  sd_pl_params_default(&pp);
+  sd_pl *pl = NULL;
+  SD_EXPECT_OK(sd_pl_create(S, S, &pp, &pl));
+  double mx = 0, my = 0;
+  render_dumbbells(img, 1, 47.0, 52.0, &mx, &my, 21);
+  sd_lattice lat;
+  int ok = 0;
+  SD_EXPECT_OK(sd_pl_image(pl, img, NULL, dev, det, &lat, &ok));
+  SD_EXPECT(ok);
+  memset(m, 0, S * S);
+  int got = sd_pl_swap(pl, &lat, m);
+  double sx = 0, sy = 0, sn = 0;
+  for (int y = 0; y < S; y++)
+    for (int x = 0; x < S; x++)
+      if (m[y * S + x])
+        sx += x, sy += y, sn++;
+  SD_EXPECT_MSG(got == 1 && sn > 0 && hypot(sx / sn - mx, sy / sn - my) < 3.0,
+                "swapped dumbbell at (%.1f, %.1f): swap disc %d at (%.1f, %.1f)", mx, my, got,
+                sn ? sx / sn : 0, sn ? sy / sn : 0);
+  sd_pl_destroy(&pl);
+  free(img);
+  free(dev);
+  free(det);
+  free(m);
+}
+
 int main(void) {
+  test_swap();
   test_energy();
   test_fault(DEF_FAULT_A2);
   test_fault(DEF_FAULT_A1);
