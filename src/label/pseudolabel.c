@@ -463,7 +463,12 @@ int sd_pl_swap(sd_pl *pl, const sd_lattice *lat, uint8_t *m) {
     if (!pl->phase_work)
       return 0;
   }
-  float *rot = pl->phase_work, *P = rot + M * M, *T = P + n, *num = T + n, *den = num + n;
+  float *rot = sd_malloc((size_t)M * M, sizeof *rot, "rotated motif");
+  if (!rot) {
+    sd_error_clear();
+    return 0;
+  }
+  float *P = pl->phase_work, *T = P + n, *num = T + n, *den = num + n;
   /* refine the centre to a tenth of a bin (bilinear, periodic), so that a column that sits
    * between bin centres still rotates onto itself */
   double cu = bi * 0.5, cv = bj * 0.5, bestc = -INFINITY; /* in bins: rotation i -> 2c - 1 - i */
@@ -488,11 +493,14 @@ int sd_pl_swap(sd_pl *pl, const sd_lattice *lat, uint8_t *m) {
       diff += d * d;
       var += (mo[j * M + i] - mean) * (mo[j * M + i] - mean);
     }
-  if (!(var > 0) || !(diff > 1e-6 * var))
+  if (!(var > 0) || !(diff > 1e-6 * var)) {
+    free(rot);
     return 0; /* the rotation leaves the motif unchanged: nothing to swap */
+  }
   /* T = what the image would change by where a cell's columns are swapped */
   sd_motif_render(mo, M, lat, ws->shift, h, w, P, NULL);
   sd_motif_render(rot, M, lat, ws->shift, h, w, T, NULL);
+  free(rot);
   for (size_t i = 0; i < n; i++) {
     T[i] = ws->gain[i] * (T[i] - P[i]);
     num[i] = ws->residual[i] * T[i];
