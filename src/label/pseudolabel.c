@@ -133,6 +133,31 @@ void sd_pl_dilate(uint8_t *m, int h, int w, uint8_t *tmp) {
     }
 }
 
+/* 8-connected flood fill of the component of m holding seed: its pixels end up in
+ * stack[0..count) (returned), labels[...] = 1 for them. */
+static size_t flood(const uint8_t *m, int h, int w, size_t seed, int32_t *labels,
+                    int32_t *stack) {
+  size_t top = 0, count = 0;
+  stack[top++] = (int32_t)seed;
+  labels[seed] = 1;
+  while (top > count) {
+    int32_t p = stack[count++];
+    int py = p / w, px = p % w;
+    for (int dy = -1; dy <= 1; dy++)
+      for (int dx = -1; dx <= 1; dx++) {
+        int yy = py + dy, xx = px + dx;
+        if (yy < 0 || xx < 0 || yy >= h || xx >= w)
+          continue;
+        size_t q = (size_t)yy * w + xx;
+        if (m[q] && labels[q] < 0) {
+          labels[q] = 1;
+          stack[top++] = (int32_t)q;
+        }
+      }
+  }
+  return count;
+}
+
 int sd_pl_components_filter(uint8_t *m, int h, int w, int min_area, int32_t *labels,
                             int32_t *stack) {
   size_t n = (size_t)h * w;
@@ -142,25 +167,7 @@ int sd_pl_components_filter(uint8_t *m, int h, int w, int min_area, int32_t *lab
   for (size_t s = 0; s < n; s++) {
     if (!m[s] || labels[s] >= 0)
       continue;
-    /* flood fill: the component's pixels end up in stack[0..count) */
-    size_t top = 0, count = 0;
-    stack[top++] = (int32_t)s;
-    labels[s] = 1;
-    while (top > count) {
-      int32_t p = stack[count++];
-      int py = p / w, px = p % w;
-      for (int dy = -1; dy <= 1; dy++)
-        for (int dx = -1; dx <= 1; dx++) {
-          int yy = py + dy, xx = px + dx;
-          if (yy < 0 || xx < 0 || yy >= h || xx >= w)
-            continue;
-          size_t q = (size_t)yy * w + xx;
-          if (m[q] && labels[q] < 0) {
-            labels[q] = 1;
-            stack[top++] = (int32_t)q;
-          }
-        }
-    }
+    size_t count = flood(m, h, w, s, labels, stack);
     if ((int64_t)count < min_area)
       for (size_t k = 0; k < count; k++)
         m[stack[k]] = 0;
@@ -357,7 +364,7 @@ int sd_pl_points(sd_pl *pl, const sd_lattice *lat, uint8_t *m) {
   double rad = pl->p.point_radius * sd_phase_period(lat);
   if (!(rad > 0) || !isfinite(rad))
     return 0;
-  /* component peaks: flood fill like sd_pl_components_filter; centres in scratch (x, y pairs) */
+  /* component peaks (centres in scratch as x, y pairs) */
   int32_t *lab = pl->lab, *stk = pl->stk;
   for (size_t i = 0; i < n; i++)
     lab[i] = -1;
@@ -366,26 +373,10 @@ int sd_pl_points(sd_pl *pl, const sd_lattice *lat, uint8_t *m) {
   for (size_t s0 = 0; s0 < n; s0++) {
     if (!m[s0] || lab[s0] >= 0)
       continue;
-    size_t top = 0, count = 0, best = s0;
-    stk[top++] = (int32_t)s0;
-    lab[s0] = 1;
-    while (top > count) {
-      int32_t q = stk[count++];
-      if (pl->energy[q] > pl->energy[best])
-        best = (size_t)q;
-      int qy = q / w, qx = q % w;
-      for (int dy = -1; dy <= 1; dy++)
-        for (int dx = -1; dx <= 1; dx++) {
-          int yy = qy + dy, xx = qx + dx;
-          if (yy < 0 || xx < 0 || yy >= h || xx >= w)
-            continue;
-          size_t r = (size_t)yy * w + xx;
-          if (m[r] && lab[r] < 0) {
-            lab[r] = 1;
-            stk[top++] = (int32_t)r;
-          }
-        }
-    }
+    size_t count = flood(m, h, w, s0, lab, stk), best = s0;
+    for (size_t k = 0; k < count; k++)
+      if (pl->energy[stk[k]] > pl->energy[best])
+        best = (size_t)stk[k];
     if ((size_t)(2 * nc + 2) <= n) {
       cen[2 * nc] = (float)(best % w);
       cen[2 * nc + 1] = (float)(best / w);
@@ -573,24 +564,7 @@ int sd_pl_grain_boundaries(uint8_t *m, int h, int w, int max_area, int band, int
   for (size_t s = 0; s < n; s++) {
     if (!m[s] || labels[s] >= 0)
       continue;
-    size_t top = 0, count = 0;
-    stack[top++] = (int32_t)s;
-    labels[s] = 1;
-    while (top > count) {
-      int32_t p = stack[count++];
-      int py = p / w, px = p % w;
-      for (int dy = -1; dy <= 1; dy++)
-        for (int dx = -1; dx <= 1; dx++) {
-          int yy = py + dy, xx = px + dx;
-          if (yy < 0 || xx < 0 || yy >= h || xx >= w)
-            continue;
-          size_t q = (size_t)yy * w + xx;
-          if (m[q] && labels[q] < 0) {
-            labels[q] = 1;
-            stack[top++] = (int32_t)q;
-          }
-        }
-    }
+    size_t count = flood(m, h, w, s, labels, stack);
     if ((int64_t)count > max_area) {
       grains++;
       for (size_t k = 0; k < count; k++)
