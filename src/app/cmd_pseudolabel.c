@@ -534,6 +534,16 @@ static sd_status evaluate_write(const char *path, const sd_stack_info *in, int b
 
 /* ---- the command ------------------------------------------------------------------------ */
 
+/* Error before the output exists: frees the per-class and label arrays, closes the stack. */
+static sd_status early_exit(void *shapes, int64_t *nphase, int32_t *all_labels, sd_stack **stack,
+                            sd_status st) {
+  free(shapes);
+  free(nphase);
+  free(all_labels);
+  sd_stack_close(stack, 0);
+  return st;
+}
+
 static sd_status pseudolabel_run(sd_app *app) {
   const sd_config *cfg = app->cfg;
   const char *data = sd_config_string(cfg, "pseudolabel.data");
@@ -625,13 +635,8 @@ static sd_status pseudolabel_run(sd_app *app) {
   int64_t *nphase = sd_calloc((size_t)(2 * nc), sizeof *nphase, "shape counts");
   st = shapes && nphase ? class_shapes(cfg, in, bulk, shapes) : SD_ERR_NOMEM;
   st = sd_par_agree(app->comm, st);
-  if (st != SD_OK) {
-    free(shapes);
-    free(nphase);
-    free(all_labels);
-    sd_stack_close(&stack, 0);
-    return st;
-  }
+  if (st != SD_OK)
+    return early_exit(shapes, nphase, all_labels, &stack, st);
   char shapes_txt[1024] = "";
   for (int c = 0; c < nc; c++)
     if (shapes[c] != PL_DEVIATION) {
@@ -663,13 +668,8 @@ static sd_status pseudolabel_run(sd_app *app) {
 
   pl_out o;
   st = out_create(&o, app, outp, in, bulk, unknown, method);
-  if (st != SD_OK) {
-    free(shapes);
-    free(nphase);
-    free(all_labels);
-    sd_stack_close(&stack, 0);
-    return st;
-  }
+  if (st != SD_OK)
+    return early_exit(shapes, nphase, all_labels, &stack, st);
 
   int64_t bcap = count < PL_BATCH ? (count > 0 ? count : 1) : PL_BATCH;
   int want_truth = *evalp && in->has_masks;

@@ -1,8 +1,9 @@
 /* test_phase.c - extended defects from the lattice fringe phase (phase.h) on synthetic lattices
  * whose defect geometry is known exactly: a stacking-type fault (one side translated by half a
  * lattice vector along the fault plane) in two orientations, a coherent twin (the far side the
- * mirror image of the near side across the boundary), an edge dislocation (Volterra displacement b theta / 2 pi), and the perfect
- * lattice (no winding: no core). The lattice is estimated on the image as the pseudo-labels do. */
+ * mirror image of the near side across the boundary), an edge dislocation (Volterra
+ * displacement b theta / 2 pi), the perfect lattice (no winding: no core) and one swapped
+ * dumbbell (antisite). The lattice is estimated on the image as the pseudo-labels do. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
