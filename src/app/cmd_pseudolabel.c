@@ -198,7 +198,7 @@ static sd_status label_one(sd_pl *pl, size_t npx, const float *img, const sd_lat
   *how = 0;
   SD_CHECK(sd_pl_image(pl, img, ref, dev, det, lat, ok));
   if (lab < 0 || lab >= nc || lab == bulk) {
-    sd_pl_mask(det, npx, lab, bulk, msk);
+    memset(msk, 0, npx); /* bulk and unknown images: empty masks */
     return SD_OK;
   }
   int found = 0;

@@ -172,13 +172,20 @@ static sd_status best_line(const float *v, int h, int w, double nx, double ny, s
   int hb = (int)floor(hw / PHASE_BIN + 0.5);
   if (hb < 1)
     hb = 1;
+  /* a fault band must cross the image, not graze a corner or an edge (where the window is
+   * one-sided and the energy is high): at least half the widest band's pixels */
+  double widest = 0;
+  for (int b = 0; b <= nb; b++) {
+    int lo = b - hb < 0 ? 0 : b - hb, hi = b + hb > nb ? nb : b + hb;
+    widest = C[hi] - C[lo] > widest ? C[hi] - C[lo] : widest;
+  }
   for (int b = 0; b <= nb; b++) {
     double o = b * PHASE_BIN - R, score;
     int side = 0;
     if (shape == SD_PHASE_SHAPE_FAULT) {
       int lo = b - hb < 0 ? 0 : b - hb, hi = b + hb > nb ? nb : b + hb;
       double sb = S[hi] - S[lo], cb = C[hi] - C[lo];
-      if (cb < 0.024 * (double)n || cnt - cb < 0.25 * (double)n)
+      if (cb < 0.024 * (double)n || cb < 0.5 * widest || cnt - cb < 0.25 * (double)n)
         continue;
       score = sb / cb - (tot - sb) / (cnt - cb);
     } else {
@@ -189,6 +196,8 @@ static sd_status best_line(const float *v, int h, int w, double nx, double ny, s
       score = n1 * n2 * (m1 - m2) * (m1 - m2) / (cnt * cnt);
       side = m1 > m2 ? 1 : -1;
     }
+    if (!isfinite(score))
+      continue;
     if (!out->ok || score > out->score) {
       out->ok = 1;
       out->score = score;
@@ -263,10 +272,11 @@ static sd_status detect_core(const float *img, int h, int w, const sd_lattice *l
     return SD_OK; /* no winding: no core found */
   double rad = p->core_radius * period;
   double ccx = sx / sw, ccy = sy / sw;
+  int any = 0;
   for (int y = 0; y < h; y++)
     for (int x = 0; x < w; x++)
-      out[(size_t)y * w + x] = hypot(x - ccx, y - ccy) < rad;
-  *found = 1;
+      any |= out[(size_t)y * w + x] = hypot(x - ccx, y - ccy) < rad;
+  *found = any;
   return SD_OK;
 }
 
@@ -309,17 +319,18 @@ sd_status sd_phase_detect(const float *img, int h, int w, const sd_lattice *lat,
       bny = ny;
     }
   }
-  if (!best.ok)
-    return SD_OK;
+  if (!best.ok || (shape == SD_PHASE_SHAPE_FAULT && !(best.score > 0)))
+    return SD_OK; /* no band stands out: keep the caller's detection */
   double o = best.offset;
   if (shape == SD_PHASE_SHAPE_BOUNDARY)
     o -= best.high_side * p->boundary_shift * period;
   double cx = 0.5 * (w - 1), cy = 0.5 * (h - 1);
+  int any = 0;
   for (int y = 0; y < h; y++)
     for (int x = 0; x < w; x++) {
       double d = (x - cx) * bnx + (y - cy) * bny;
-      out[(size_t)y * w + x] = fabs(d - o) < hw;
+      any |= out[(size_t)y * w + x] = fabs(d - o) < hw;
     }
-  *found = 1;
+  *found = any;
   return SD_OK;
 }

@@ -431,14 +431,16 @@ int sd_pl_swap(sd_pl *pl, const sd_lattice *lat, uint8_t *m) {
   mean /= (double)M * M;
   if (!(hi > lo))
     return 0;
-  int bi = 0, bj = 0;
+  /* c and c + M give the same map: M x M candidates; the sum over bins is strided for a fine
+   * motif (at most 32 x 32 terms), the refinement below uses every bin */
+  int bi = 0, bj = 0, st = M > 32 ? M / 32 : 1;
   double best = -INFINITY;
-  for (int cj = 0; cj < 2 * M; cj++)
-    for (int ci = 0; ci < 2 * M; ci++) {
+  for (int cj = 0; cj < M; cj++)
+    for (int ci = 0; ci < M; ci++) {
       double c = 0;
-      for (int j = 0; j < M; j++) {
+      for (int j = 0; j < M; j += st) {
         int jj = (((cj - 1 - j) % M) + M) % M;
-        for (int i = 0; i < M; i++) {
+        for (int i = 0; i < M; i += st) {
           int ii = (((ci - 1 - i) % M) + M) % M;
           c += (mo[j * M + i] - mean) * (mo[jj * M + ii] - mean);
         }
@@ -451,8 +453,10 @@ int sd_pl_swap(sd_pl *pl, const sd_lattice *lat, uint8_t *m) {
     }
   if (!pl->phase_work) {
     pl->phase_work = sd_malloc(sd_phase_work_floats(h, w), sizeof(float), "phase work");
-    if (!pl->phase_work)
+    if (!pl->phase_work) {
+      sd_error_clear();
       return 0;
+    }
   }
   float *rot = sd_malloc((size_t)M * M, sizeof *rot, "rotated motif");
   if (!rot) {
@@ -521,6 +525,7 @@ int sd_pl_swap(sd_pl *pl, const sd_lattice *lat, uint8_t *m) {
 
 void sd_pl_baseline(sd_pl *pl, const float *raw, uint8_t *detected) {
   int h = pl->h, w = pl->w, r = pl->p.baseline_box / 2;
+  pl->have_energy = 0; /* norm and energy are overwritten below */
   size_t n = (size_t)h * w;
   normalise(raw, n, pl->norm, pl->scratch);
   sd_gauss_blur(pl->norm, h, w, pl->p.baseline_sigma, 1, pl->tmp, pl->energy);
