@@ -137,6 +137,10 @@ sd_status sd_motif_fold(const float *img, int h, int w, const sd_lattice *lat, i
                         const float *shift, const float *gain, const float *offset, float *motif,
                         float **samples, size_t *cap);
 
+/* Periodic bilinear value of the motif (m, m) at fractional cell coordinates (f1, f2) (bin i
+ * has its centre at (i + 0.5) / m). */
+float sd_motif_sample(const float *motif, int m, double f1, double f2);
+
 /* Re-tiles the motif: out[y][x] = motif(fractional(x - shift)), bilinear and periodic.
  * shift (h, w, 2) or NULL. grad (h, w, 2) or NULL receives d out / d (x, y). */
 void sd_motif_render(const float *motif, int m, const sd_lattice *lat, const float *shift, int h,

@@ -190,8 +190,7 @@ static void shift_at(const float *s, int h, int w, double x, double y, double ou
   }
 }
 
-/* Periodic bilinear motif value at fractional coordinates (f1, f2). */
-static float motif_at(const float *motif, int m, double f1, double f2) {
+float sd_motif_sample(const float *motif, int m, double f1, double f2) {
   double u = (f1 - floor(f1)) * m - 0.5, v = (f2 - floor(f2)) * m - 0.5;
   int i0 = (int)floor(u), j0 = (int)floor(v);
   double fu = u - i0, fv = v - j0;
@@ -282,14 +281,16 @@ void sd_motif_render(const float *motif, int m, const sd_lattice *lat, const flo
         qy -= shift[2 * i + 1];
       }
       double f1 = b1[0] * qx + b1[1] * qy, f2 = b2[0] * qx + b2[1] * qy;
-      out[i] = motif_at(motif, m, f1, f2);
+      out[i] = sd_motif_sample(motif, m, f1, f2);
       if (grad) {
         /* central differences over +-0.5 px */
         double hx1 = 0.5 * b1[0], hx2 = 0.5 * b2[0], hy1 = 0.5 * b1[1], hy2 = 0.5 * b2[1];
         grad[2 * i] =
-            motif_at(motif, m, f1 + hx1, f2 + hx2) - motif_at(motif, m, f1 - hx1, f2 - hx2);
+            sd_motif_sample(motif, m, f1 + hx1, f2 + hx2) -
+            sd_motif_sample(motif, m, f1 - hx1, f2 - hx2);
         grad[2 * i + 1] =
-            motif_at(motif, m, f1 + hy1, f2 + hy2) - motif_at(motif, m, f1 - hy1, f2 - hy2);
+            sd_motif_sample(motif, m, f1 + hy1, f2 + hy2) -
+            sd_motif_sample(motif, m, f1 - hy1, f2 - hy2);
       }
     }
 }

@@ -397,16 +397,9 @@ int sd_pl_points(sd_pl *pl, const sd_lattice *lat, uint8_t *m) {
   return nc;
 }
 
-/* bilinear sample of the periodic motif at bin coordinates (x, y) (bin i has centre i) */
-static double motif_at(const float *mo, int M, double x, double y) {
-  double fx = floor(x), fy = floor(y);
-  int i0 = (int)fx, j0 = (int)fy;
-  double ax = x - fx, ay = y - fy;
-  int i1 = ((i0 + 1) % M + M) % M, j1 = ((j0 + 1) % M + M) % M;
-  i0 = (i0 % M + M) % M;
-  j0 = (j0 % M + M) % M;
-  return (1 - ay) * ((1 - ax) * mo[j0 * M + i0] + ax * mo[j0 * M + i1]) +
-         ay * ((1 - ax) * mo[j1 * M + i0] + ax * mo[j1 * M + i1]);
+/* the periodic motif at bin coordinates (x, y), bin i centred at x = i */
+static double motif_bin(const float *mo, int M, double x, double y) {
+  return sd_motif_sample(mo, M, (x + 0.5) / M, (y + 0.5) / M);
 }
 
 int sd_pl_swap(sd_pl *pl, const sd_lattice *lat, uint8_t *m) {
@@ -473,7 +466,7 @@ int sd_pl_swap(sd_pl *pl, const sd_lattice *lat, uint8_t *m) {
       double u0 = c0u + 0.1 * du, v0 = c0v + 0.1 * dv, c = 0;
       for (int j = 0; j < M; j++)
         for (int i = 0; i < M; i++)
-          c += (mo[j * M + i] - mean) * (motif_at(mo, M, 2 * u0 - 1 - i, 2 * v0 - 1 - j) - mean);
+          c += (mo[j * M + i] - mean) * (motif_bin(mo, M, 2 * u0 - 1 - i, 2 * v0 - 1 - j) - mean);
       if (c > bestc) {
         bestc = c;
         cu = u0;
@@ -483,7 +476,7 @@ int sd_pl_swap(sd_pl *pl, const sd_lattice *lat, uint8_t *m) {
   double var = 0, diff = 0;
   for (int j = 0; j < M; j++)
     for (int i = 0; i < M; i++) {
-      rot[j * M + i] = (float)motif_at(mo, M, 2 * cu - 1 - i, 2 * cv - 1 - j);
+      rot[j * M + i] = (float)motif_bin(mo, M, 2 * cu - 1 - i, 2 * cv - 1 - j);
       double d = rot[j * M + i] - mo[j * M + i];
       diff += d * d;
       var += (mo[j * M + i] - mean) * (mo[j * M + i] - mean);
