@@ -653,12 +653,13 @@ sd_status sd_tsne_optimize(MPI_Comm comm, const sd_tsne_params *p, const sd_tsne
     sd_tsne_tree_info ti;
     sd_tsne_tree_stats(tree, &ti);
     sd_log_info("embed: optimisation %.2f s on rank 0: tree builds %.2f s (sort %.2f, cells "
-                "%.2f, groups %.2f; %lld cells, %lld groups at the end; %lld of %lld sorts from the previous order), repulsion %.2f "
-                "s (slots %lld-%lld of %lld at the end), attraction %.2f s, communication and "
-                "waiting %.2f s, update %.2f s, KL reports %.2f s; CPU per iteration summed: "
-                "slowest rank %.2f s, mean %.2f s",
+                "%.2f, groups %.2f; %lld cells, %lld groups at the end; %lld of %lld sorts "
+                "from the previous order), repulsion %.2f s (slots %lld-%lld of %lld at the "
+                "end), attraction %.2f s, communication and waiting %.2f s, update %.2f s, "
+                "KL reports %.2f s; CPU per iteration summed: slowest rank %.2f s, mean %.2f s",
                 sd_time_now() - t0, t_build, ti.seconds_sort, ti.seconds_nodes, ti.seconds_groups,
-                (long long)ti.nodes, (long long)ti.groups, (long long)ti.sorts_insertion, (long long)(ti.sorts_insertion + ti.sorts_radix),
+                (long long)ti.nodes, (long long)ti.groups, (long long)ti.sorts_insertion,
+                (long long)(ti.sorts_insertion + ti.sorts_radix),
                 w.t_rep, (long long)cut[rank], (long long)cut[rank + 1], (long long)n, w.t_att,
                 w.t_comm, t_upd, t_kl, busy_max, busy_mean);
     if (res) {
