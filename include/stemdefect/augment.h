@@ -34,5 +34,10 @@ void sd_shift_reflect_u8(const uint8_t *src, uint8_t *dst, int h, int w, int dy,
  * NULL (s*s, scratch_u8 s*s) it gets the same geometric transform. */
 void sd_augment_apply(const sd_augment_params *p, sd_rng *rng, float *img, int s, float *scratch,
                       uint8_t *mask, uint8_t *scratch_u8);
+/* The same for an image of `channels` planes (channels x s x s): every plane and the mask get
+ * the same geometric transform; the intensity jitter and the noise go to plane 0 (the image)
+ * only. channels = 1 is sd_augment_apply, draw for draw. */
+void sd_augment_apply_channels(const sd_augment_params *p, sd_rng *rng, float *img, int channels,
+                               int s, float *scratch, uint8_t *mask, uint8_t *scratch_u8);
 
 #endif

@@ -32,7 +32,8 @@
 #include "stemdefect/rng.h"
 #include "stemdefect/status.h"
 
-/* Builds (does not compile) the U-Net for (1, H, W) input with H, W multiples of 2^depth:
+/* Builds (does not compile) the U-Net for (cin, H, W) input (cin set when compiling: 1 = the
+ * image, 2 = the image and its deviation from the bulk lattice) with H, W multiples of 2^depth:
  * encoder levels l = 0..depth-1 of two conv3x3 (width * 2^l channels) [+BN] + ReLU, each
  * followed by 2x2 max pooling; a bottleneck of two conv3x3 (width * 2^depth) [+BN] + ReLU,
  * then dropout (rate dropout; 0 = none); decoder levels
@@ -73,8 +74,9 @@ int sd_seg_tile_positions(int len, int t, int overlap, int align, int *pos, int 
 void sd_seg_window_1d(const int *pos, int n, int i, int t, float *w);
 
 typedef struct sd_seg_tiler {
-  sd_nn_model *m;         /* compiled [batch, 1, th, tw]; not owned */
+  sd_nn_model *m;         /* compiled [batch, cin, th, tw]; not owned */
   int C;                  /* classes (output channels) */
+  int cin;                /* input channels (1: image; 2: image and lattice deviation) */
   int H, W;               /* frame size */
   int th, tw;             /* tile size */
   int batch;              /* tiles per forward (= the model's compiled batch) */
@@ -82,7 +84,7 @@ typedef struct sd_seg_tiler {
   int ny, nx;             /* tiles per column and row */
   int *py, *px;           /* [ny], [nx] tile positions */
   float *wy, *wx;         /* [ny * th], [nx * tw] blending windows */
-  float *tiles;           /* [batch, th, tw] tile inputs */
+  float *tiles;           /* [batch, cin, th, tw] tile inputs */
   int *tile_img, *tile_x; /* [batch] image and column tile of each batched tile */
   float *acc;  /* [max_images, C, th, W] weighted probability sums of the rows in flight */
   float *wacc; /* [th, W] summed weights (the same for every image) */
@@ -95,7 +97,7 @@ typedef struct sd_seg_tiler {
   float *acc_var;    /* [max_images, C, th, W] weighted variance sums of the rows in flight */
 } sd_seg_tiler;
 
-/* Sets up tiling of H x W frames for the compiled U-Net m (input [batch,1,th,tw], output
+/* Sets up tiling of H x W frames for the compiled U-Net m (input [batch,cin,th,tw], output
  * channels C); overlap in pixels, align = 2^depth. Allocates every buffer once. */
 sd_status sd_seg_tiler_create(sd_seg_tiler *t, sd_nn_model *m, int H, int W, int overlap,
                               int align);
@@ -113,14 +115,15 @@ void sd_seg_tiler_rows_out(const sd_seg_tiler *t, int k, int *f0, int *f1);
 
 /* Processes tile row k (called for k = 0..ny-1 in order) of nimg <= max_images frames, the
  * stack images first_image .. first_image + nimg - 1 (their index keys the MC-dropout masks).
- * rows [nimg, r1-r0, W]: the normalised input rows [r0, r1) of each frame (contiguous).
+ * rows [nimg, cin, r1-r0, W]: the normalised input rows [r0, r1) of each input channel of each
+ * frame (contiguous).
  * out [nimg, C, f1-f0, W]: the blended probabilities of the final rows [f0, f1) (with MC
  * dropout their mean over the passes); var [nimg, C, f1-f0, W] (MC dropout only, may be NULL):
  * the blended per-class variance over the passes. */
 sd_status sd_seg_tiler_row(sd_seg_tiler *t, const float *rows, int nimg, int64_t first_image, int k,
                            float *out, float *var);
 
-/* Whole frames in memory: img [nimg, H, W] normalised -> out (and with MC dropout var)
+/* Whole frames in memory: img [nimg, cin, H, W] normalised -> out (and with MC dropout var)
  * [nimg, C, H, W], nimg <= max_images; images first_image.. as in sd_seg_tiler_row. */
 sd_status sd_seg_tiler_frames(sd_seg_tiler *t, const float *img, int nimg, int64_t first_image,
                               float *out, float *var);

@@ -27,9 +27,10 @@
 /* Images of one part (train, validation or test) held by this rank, normalised. */
 typedef struct sd_train_data {
   int h, w;
+  int channels;       /* input channels per image (1 after loading; 2 with the deviation) */
   int64_t n;          /* images held by this rank */
   int64_t n_global;   /* images of the part over all ranks */
-  float *images;      /* (n, h, w) normalised */
+  float *images;      /* (n, channels, h, w): the normalised image [, its lattice deviation] */
   int32_t *labels;    /* (n) class */
   uint8_t *masks;     /* (n, h, w) per-pixel class, or NULL */
   int64_t *index;     /* (n) stack index of each image */

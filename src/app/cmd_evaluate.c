@@ -23,6 +23,7 @@ static const sd_cli_option evaluate_options[] = {
     {"--output", "classifier.metrics", "JSON", NULL, 0},
     {"--part", "classifier.part", "PART", NULL, 0},
     {"--tta", "classifier.tta", "MODE", NULL, 0},
+    {"--deviation", "segment.deviation", "FILE", NULL, 0},
     {NULL, NULL, NULL, NULL, 0}};
 
 static const sd_cli_option predict_options[] = {

@@ -259,10 +259,11 @@ static const run_stage stages[] = {
      &sd_cmd_pseudolabel, pseudolabel_configure, NULL, NULL},
     {"segmenter", "train,segmenter,segment", "data,pseudolabel", "unet.h5,unet_metrics.json",
      "segmenter.data=stack.h5,segmenter.labels=pseudo.h5,segmenter.output=unet.h5,"
-     "segmenter.checkpoint=unet.h5.ckpt",
+     "segmenter.checkpoint=unet.h5.ckpt,segment.deviation=pseudo.h5",
      NULL, segmenter_configure, segmenter_execute, "unet.h5.ckpt"},
-    {"segment", "segment", "data,segmenter", "heatmaps.h5",
-     "segment.model=unet.h5,segment.data=stack.h5,segment.output=heatmaps.h5,segment.overlay=overlays",
+    {"segment", "segment", "data,segmenter,pseudolabel", "heatmaps.h5",
+     "segment.model=unet.h5,segment.data=stack.h5,segment.output=heatmaps.h5,"
+     "segment.deviation=pseudo.h5,segment.overlay=overlays",
      NULL, segment_configure, segment_execute, NULL},
     {"describe", "describe", "data,segment,pseudolabel", "descriptors.h5",
      "describe.heatmaps=heatmaps.h5,describe.data=stack.h5,describe.residual=pseudo.h5,"

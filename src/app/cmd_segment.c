@@ -27,6 +27,7 @@ static const sd_cli_option segment_options[] = {
     {"--model", "segment.model", "MODEL", NULL, 0},
     {"--data", "segment.data", "STACK", NULL, 0},
     {"--output", "segment.output", "FILE", NULL, 0},
+    {"--deviation", "segment.deviation", "FILE", NULL, 0},
     {"--tile", "segment.tile", "PX", NULL, 0},
     {"--overlap", "segment.overlap", "PX", NULL, 0},
     {"--batch", "segment.batch", "B", NULL, 0},
@@ -286,7 +287,7 @@ static sd_status segment_run(sd_app *app) {
   seg_job *jobs = NULL;
   float *rows = NULL, *outb = NULL, *varb = NULL, *sbuf = NULL, *fmed = NULL, *fsc = NULL;
   hid_t fin = -1, din = -1, sin = -1, fout = -1, dout = -1, sout = -1, dl = -1, sl = -1, dx = -1;
-  hid_t dvar = -1;
+  hid_t dvar = -1, fdev = -1, ddev = -1, sdev = -1;
   char *tmp = NULL;
   int64_t nlocal = 0, n_images = 0;
   double in_bytes = 0;
@@ -346,8 +347,17 @@ static sd_status segment_run(sd_app *app) {
                   overlap, tile, W, H, data, tile - align, tile / 4 / align * align);
     goto done;
   }
+  const int cin = mc == 2 ? 2 : 1; /* 2: the image and its deviation from the bulk lattice */
+  const char *devpath = sd_config_string(cfg, "segment.deviation");
+  if (cin == 2 && !*devpath) {
+    st = SD_ERROR(SD_ERR_ARG,
+                  "the U-Net %s takes the image and its deviation from the bulk lattice: give "
+                  "--deviation pseudo.h5, the output of `stemdefect pseudolabel --data %s`",
+                  model, data);
+    goto done;
+  }
   sd_nn_model_set_inference_only(m, 1);
-  SD_CHECK_GOTO(st, sd_nn_model_compile(m, batch, 1, th, tw), done);
+  SD_CHECK_GOTO(st, sd_nn_model_compile(m, batch, cin, th, tw), done);
   SD_CHECK_GOTO(st, sd_ckpt_load_params(app->comm, model, m, 1, 0, NULL), done);
   if (mc_samples > 0 && sd_nn_model_first_dropout(m) < 0) {
     st = SD_ERROR(SD_ERR_CONFIG,
@@ -373,7 +383,8 @@ static sd_status segment_run(sd_app *app) {
   jobs = sd_malloc((size_t)(njobs ? njobs : 1), sizeof *jobs, "jobs");
   int rmax = tl.max_images > 1 ? H : tl.th; /* input rows per job and frame */
   /* the I/O blocks (up to 32 MB) on huge pages: first touches of 4 KB pages are slow on VMs */
-  rows = sd_calloc_huge((size_t)blk * rmax * W, sizeof *rows, (size_t)4 << 20, "input rows");
+  rows = sd_calloc_huge((size_t)blk * cin * rmax * W, sizeof *rows, (size_t)4 << 20,
+                        "input rows");
   const size_t out_rows = (size_t)blk * C * (tl.max_images > 1 ? H : tl.th) * W;
   outb = sd_calloc_huge(out_rows, sizeof *outb, (size_t)4 << 20, "output rows");
   varb = mc_samples > 0 ? sd_calloc_huge(out_rows, sizeof *varb, (size_t)4 << 20, "variance rows")
@@ -409,10 +420,35 @@ static sd_status segment_run(sd_app *app) {
   if (dapl >= 0)
     H5Pset_all_coll_metadata_ops(dapl, 0);
   din = dapl >= 0 ? H5Dopen2(fin, "images", dapl) : -1;
-  sd_h5_close(&dapl);
   sin = din >= 0 ? H5Dget_space(din) : -1;
   st = sd_par_agree(app->comm,
                     sin >= 0 ? SD_OK : SD_H5_ERROR(SD_ERR_FORMAT, "cannot open %s:/images", data));
+  if (st == SD_OK && cin == 2) {
+    /* the second input channel: the rows of the deviation file, read like the images */
+    st = sd_par_agree(app->comm, sd_h5_file_open(app->comm, devpath, 0, &fdev));
+    if (st != SD_OK)
+      st = SD_ERROR(st, "cannot open the deviation file %s: %s", devpath, sd_error_message());
+    if (st == SD_OK && H5Lexists(fdev, "deviation", H5P_DEFAULT) > 0)
+      ddev = H5Dopen2(fdev, "deviation", dapl);
+    sdev = ddev >= 0 ? H5Dget_space(ddev) : -1;
+    hsize_t dd[3] = {0};
+    int nd = sdev >= 0 ? H5Sget_simple_extent_ndims(sdev) : -1;
+    if (nd == 3)
+      H5Sget_simple_extent_dims(sdev, dd, NULL);
+    if (st == SD_OK && sdev < 0)
+      st = SD_ERROR(SD_ERR_ARG,
+                    "%s has no /deviation dataset (expected float32 [N,H,W], the output of "
+                    "`stemdefect pseudolabel --data %s`)",
+                    devpath, data);
+    else if (st == SD_OK && (nd != 3 || (int64_t)dd[0] != N || (int)dd[1] != H || (int)dd[2] != W))
+      st = SD_ERROR(SD_ERR_ARG,
+                    "%s:/deviation has shape [%llu,%llu,%llu] (rank %d) but %s holds [%lld,%d,%d]: "
+                    "give the pseudolabel output of this stack",
+                    devpath, (unsigned long long)dd[0], (unsigned long long)dd[1],
+                    (unsigned long long)dd[2], nd, data, (long long)N, H, W);
+    st = sd_par_agree(app->comm, st);
+  }
+  sd_h5_close(&dapl);
   if (st != SD_OK)
     goto done;
   if (app->rank == 0) {
@@ -566,21 +602,29 @@ static sd_status segment_run(sd_app *app) {
     hsize_t rs[3] = {(hsize_t)jb->img, (hsize_t)r0, 0};
     hsize_t rc[3] = {(hsize_t)jb->nimg, (hsize_t)(r1 - r0), (hsize_t)W};
     hsize_t rn = rc[0] * rc[1] * rc[2];
-    hsize_t rn1 = rn ? rn : 1;
-    hid_t ms = H5Screate_simple(1, &rn1, NULL);
-    H5Sselect_hyperslab(sin, H5S_SELECT_SET, rs, NULL, rc, NULL);
+    /* memory [nimg, cin, rows, W]: the images into channel 0, the deviation into 1 */
+    hsize_t md[4] = {rc[0] ? rc[0] : 1, (hsize_t)cin, rc[1] ? rc[1] : 1, (hsize_t)W};
+    hsize_t m0[4] = {0, 0, 0, 0}, mcnt[4] = {rc[0], 1, rc[1], rc[2]};
+    hid_t ms = H5Screate_simple(4, md, NULL);
     sd_status lst = st;
-    if (lst == SD_OK && H5Dread(din, H5T_NATIVE_FLOAT, ms, sin, dxi, rows) < 0)
-      lst = SD_H5_ERROR(SD_ERR_IO, "cannot read rows of %s:/images", data);
+    for (int c = 0; c < cin && lst == SD_OK; c++) {
+      m0[1] = (hsize_t)c;
+      H5Sselect_hyperslab(ms, H5S_SELECT_SET, m0, NULL, mcnt, NULL);
+      hid_t dset = c ? ddev : din, fsp = c ? sdev : sin;
+      H5Sselect_hyperslab(fsp, H5S_SELECT_SET, rs, NULL, rc, NULL);
+      if (H5Dread(dset, H5T_NATIVE_FLOAT, ms, fsp, dxi, rows) < 0)
+        lst = SD_H5_ERROR(SD_ERR_IO, "cannot read rows of %s:/%s", c ? devpath : data,
+                          c ? "deviation" : "images");
+    }
     sd_h5_close(&ms);
     t_io += sd_time_now() - t;
-    sd_profile_add_bytes(SD_PHASE_IO, (int64_t)rn * 4);
+    sd_profile_add_bytes(SD_PHASE_IO, (int64_t)rn * 4 * cin);
     /* normalise, infer */
     t = sd_time_now();
     if (lst == SD_OK) {
       size_t per = (size_t)(r1 - r0) * W;
       for (int i = 0; i < jb->nimg; i++) {
-        float *p = rows + (size_t)i * per;
+        float *p = rows + (size_t)i * cin * per; /* channel 0: the image */
         if (!normalize)
           continue;
         if (tl.max_images > 1) {
@@ -597,7 +641,7 @@ static sd_status segment_run(sd_app *app) {
           p[q] = (p[q] - med) * inv;
       }
       if (tl.max_images > 1) {
-        const size_t in_per = (size_t)H * W, out_per = (size_t)C * H * W;
+        const size_t in_per = (size_t)cin * H * W, out_per = (size_t)C * H * W;
         for (int b0 = 0; b0 < jb->nimg && lst == SD_OK; b0 += tl.max_images) {
           int nb = jb->nimg - b0 < tl.max_images ? jb->nimg - b0 : tl.max_images;
           lst = sd_seg_tiler_row(&tl, rows + (size_t)b0 * in_per, nb, jb->img + b0, 0,
@@ -642,8 +686,8 @@ static sd_status segment_run(sd_app *app) {
   sd_profile_phase_end(SD_PHASE_COMPUTE, sd_time_now() - t_cmp);
 
 done:;
-  hid_t ids[] = {dx, dvar, dl, sl, dout, sout, sin, din, fin};
-  for (int i = 0; i < 9; i++)
+  hid_t ids[] = {dx, dvar, dl, sl, dout, sout, sin, din, fin, sdev, ddev, fdev};
+  for (int i = 0; i < 12; i++)
     sd_h5_close(&ids[i]);
   if (fout >= 0 && H5Fclose(fout) < 0 && st == SD_OK)
     st = SD_H5_ERROR(SD_ERR_IO, "cannot close %s", output);
@@ -709,8 +753,9 @@ const sd_command sd_cmd_segment = {
     .name = "segment",
     .summary =
         "per-class defect heatmaps of a stack with a trained U-Net (tiled, sharded over ranks)",
-    .usage = "--model unet.h5 --data stack.h5 --output heatmaps.h5 [--tile PX] [--overlap PX] "
-             "[--overlay DIR --overlay-images 0,5,9] [--mc-samples S [--mc-seed SEED]]",
+    .usage = "--model unet.h5 --data stack.h5 --output heatmaps.h5 [--deviation pseudo.h5] "
+             "[--tile PX] [--overlap PX] [--overlay DIR --overlay-images 0,5,9] "
+             "[--mc-samples S [--mc-seed SEED]]",
     .description =
         "Ranks split the stack; each reads its images with parallel HDF5, normalises each frame "
         "as\n"
@@ -726,7 +771,9 @@ const sd_command sd_cmd_segment = {
         "batch\n"
         "norm in eval mode: /heatmaps holds their mean, /variance [N,C,H,W] their per-class\n"
         "variance (blended like the heatmaps; masks keyed by image, tile, pass and --mc-seed, so\n"
-        "the same at any rank count); overlays gain a panel of the summed variance.",
+        "the same at any rank count); overlays gain a panel of the summed variance.\n"
+        "A U-Net trained on image + lattice deviation (segmenter.input) also reads the same rows\n"
+        "of /deviation from --deviation FILE, the output of `pseudolabel` on this stack.",
     .sections = "segment,general",
     .positional_key = NULL,
     .options = segment_options,

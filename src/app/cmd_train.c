@@ -30,6 +30,7 @@ static const sd_cli_option train_options[] = {
     {"--seed", "classifier.seed", "S", NULL, 0},
     {"--checkpoint", "classifier.checkpoint", "FILE", NULL, 0},
     {"--labels", "segmenter.labels", "FILE", NULL, 0},
+    {"--deviation", "segmenter.deviation", "FILE", NULL, 0},
     {NULL, NULL, NULL, NULL, 0}};
 
 /* Simulated pretraining data: shards of the first n simulated images, rendered where they

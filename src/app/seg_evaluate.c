@@ -86,6 +86,17 @@ sd_status sd_segment_evaluate_run(sd_app *app) {
   const int normalize = !strcmp(state.normalization, "robust_zscore");
   SD_CHECK_GOTO(st, sd_train_data_load(app->comm, stack, part, want, 0, normalize, has_masks, &d),
                 done);
+  if (c_ == 2) {
+    const char *dev = sd_config_string(cfg, "segment.deviation");
+    if (!*dev) {
+      st = SD_ERROR(SD_ERR_ARG,
+                    "the U-Net %s takes the image and its deviation from the bulk lattice: give "
+                    "--deviation pseudo.h5, the output of `stemdefect pseudolabel --data %s`",
+                    model, data);
+      goto done;
+    }
+    SD_CHECK_GOTO(st, sd_segment_attach_deviation(app->comm, dev, in, &d), done);
+  }
   /* the model at the frame size (reflect-padded to a multiple of 2^depth), or tiled */
   const int align = 1 << sd_unet_depth(m);
   int tile = (int)sd_config_int(cfg, "segment.tile");
@@ -93,7 +104,7 @@ sd_status sd_segment_evaluate_run(sd_app *app) {
   int th = H <= tile ? (H + align - 1) / align * align : tile;
   int tw = W <= tile ? (W + align - 1) / align * align : tile;
   sd_nn_model_set_inference_only(m, 1);
-  SD_CHECK_GOTO(st, sd_nn_model_compile(m, (int)sd_config_int(cfg, "segment.batch"), 1, th, tw),
+  SD_CHECK_GOTO(st, sd_nn_model_compile(m, (int)sd_config_int(cfg, "segment.batch"), c_, th, tw),
                 done);
   SD_CHECK_GOTO(st, sd_ckpt_load_params(app->comm, model, m, 1, 0, NULL), done);
   st = sd_seg_tiler_create(&tl, m, H, W, (int)sd_config_int(cfg, "segment.overlap"), align);
@@ -112,7 +123,7 @@ sd_status sd_segment_evaluate_run(sd_app *app) {
   double t0 = sd_time_now();
   for (int64_t i0 = 0; st == SD_OK && i0 < d.n; i0 += tl.max_images) {
     int n = (int)(d.n - i0 < tl.max_images ? d.n - i0 : tl.max_images);
-    st = sd_seg_tiler_frames(&tl, d.images + (size_t)i0 * npx, n, 0, probs, NULL); /* no MC */
+    st = sd_seg_tiler_frames(&tl, d.images + (size_t)i0 * npx * c_, n, 0, probs, NULL); /* no MC */
     for (int i = 0; st == SD_OK && i < n; i++) {
       const float *p = probs + (size_t)i * C * npx;
       const uint8_t *mk = has_masks ? d.masks + (size_t)(i0 + i) * npx : NULL;

@@ -111,6 +111,129 @@ done:
   return sd_par_agree(comm, st);
 }
 
+/* Opens path:/deviation and checks it against the stack: float [N,H,W]. *has = 0 (and SD_OK)
+ * when the file has no /deviation and need == 0. */
+static sd_status deviation_open(MPI_Comm comm, const char *path, const sd_stack_info *in,
+                                int need, hid_t *f, hid_t *ds, int *has) {
+  *has = 0;
+  *ds = H5I_INVALID_HID;
+  sd_status st = sd_par_agree(comm, sd_h5_file_open(comm, path, 0, f));
+  if (st != SD_OK)
+    return SD_ERROR(st, "cannot open the deviation file %s: %s", path, sd_error_message());
+  if (H5Lexists(*f, "deviation", H5P_DEFAULT) <= 0) {
+    if (need)
+      st = SD_ERROR(SD_ERR_ARG,
+                    "%s has no /deviation dataset (expected float32 [N,H,W], the deviation from "
+                    "the bulk lattice written by `stemdefect pseudolabel --data STACK`)",
+                    path);
+    return sd_par_agree(comm, st);
+  }
+  *ds = H5Dopen2(*f, "deviation", H5P_DEFAULT);
+  hid_t fs = *ds >= 0 ? H5Dget_space(*ds) : H5I_INVALID_HID;
+  hsize_t dims[3] = {0};
+  int nd = fs >= 0 ? H5Sget_simple_extent_ndims(fs) : -1;
+  if (nd == 3)
+    H5Sget_simple_extent_dims(fs, dims, NULL);
+  sd_h5_close(&fs);
+  if (nd != 3 || (int64_t)dims[0] != in->n || (int)dims[1] != in->height ||
+      (int)dims[2] != in->width)
+    st = SD_ERROR(SD_ERR_ARG,
+                  "%s:/deviation has shape [%llu,%llu,%llu] (rank %d) but the data stack holds "
+                  "[%lld,%d,%d]: give the pseudolabel output of this stack",
+                  path, (unsigned long long)dims[0], (unsigned long long)dims[1],
+                  (unsigned long long)dims[2], nd, (long long)in->n, in->height, in->width);
+  else
+    *has = 1;
+  return sd_par_agree(comm, st);
+}
+
+sd_status sd_segment_has_deviation(MPI_Comm comm, const char *path, const sd_stack_info *in,
+                                   int *has) {
+  hid_t f = H5I_INVALID_HID, ds = H5I_INVALID_HID;
+  sd_status st = deviation_open(comm, path, in, 0, &f, &ds, has);
+  sd_h5_close(&ds);
+  sd_h5_close(&f);
+  return st;
+}
+
+sd_status sd_segment_attach_deviation(MPI_Comm comm, const char *path, const sd_stack_info *in,
+                                      sd_train_data *d) {
+  hid_t f = H5I_INVALID_HID, ds = H5I_INVALID_HID, fs = H5I_INVALID_HID, ms = H5I_INVALID_HID;
+  int has = 0;
+  sd_status st = deviation_open(comm, path, in, 1, &f, &ds, &has);
+  const size_t npx = (size_t)in->height * in->width;
+  float *both = NULL;
+  if (st == SD_OK && d->channels != 1)
+    st = SD_ERROR(SD_ERR_INTERNAL, "deviation attached to data of %d channels", d->channels);
+  if (st == SD_OK) {
+    both = sd_malloc((size_t)(d->n ? d->n : 1) * 2 * npx, sizeof *both, "image and deviation");
+    fs = H5Dget_space(ds);
+    hsize_t mdims[1] = {npx};
+    ms = H5Screate_simple(1, mdims, NULL);
+    st = both ? SD_OK : SD_ERR_NOMEM;
+  }
+  double t = sd_profile_phase_begin();
+  for (int64_t i = 0; st == SD_OK && i < d->n; i++) {
+    float *dst = both + (size_t)i * 2 * npx;
+    memcpy(dst, d->images + (size_t)i * npx, npx * sizeof *dst);
+    hsize_t start[3] = {(hsize_t)d->index[i], 0, 0},
+            count[3] = {1, (hsize_t)in->height, (hsize_t)in->width};
+    if (H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
+        H5Dread(ds, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, dst + npx) < 0)
+      st = SD_H5_ERROR(SD_ERR_IO, "cannot read %s:/deviation image %lld", path,
+                       (long long)d->index[i]);
+    for (size_t p = 0; st == SD_OK && p < npx; p++)
+      if (!isfinite(dst[npx + p]))
+        st = SD_ERROR(SD_ERR_FORMAT, "%s:/deviation image %lld holds a non-finite value", path,
+                      (long long)d->index[i]);
+  }
+  sd_profile_phase_end(SD_PHASE_IO, t);
+  sd_profile_add_bytes(SD_PHASE_IO, d->n * (int64_t)npx * 4);
+  if (st == SD_OK) {
+    free(d->images);
+    d->images = both;
+    d->channels = 2;
+  } else
+    free(both);
+  sd_h5_close(&ms);
+  sd_h5_close(&fs);
+  sd_h5_close(&ds);
+  sd_h5_close(&f);
+  return sd_par_agree(comm, st);
+}
+
+/* The input of a new U-Net from segmenter.input: 2 channels (image and deviation) or 1, and the
+ * file the deviation comes from (segmenter.deviation, else the labels file). */
+static sd_status input_channels(const sd_app *app, const sd_stack_info *in, const char *labels,
+                                int *channels, const char **devfile) {
+  const sd_config *cfg = app->cfg;
+  const char *mode = sd_config_string(cfg, "segmenter.input");
+  const char *dev = sd_config_string(cfg, "segmenter.deviation");
+  if (!*dev)
+    dev = labels;
+  *channels = 1;
+  *devfile = dev;
+  if (!strcmp(mode, "image"))
+    return SD_OK;
+  if (!*dev) {
+    if (!strcmp(mode, "auto"))
+      return SD_OK;
+    return SD_ERROR(SD_ERR_CONFIG,
+                    "segmenter.input = image+deviation needs the deviation from the bulk lattice: "
+                    "give --labels pseudo.h5 or --set segmenter.deviation=pseudo.h5 (the output "
+                    "of `stemdefect pseudolabel` on the training stack)");
+  }
+  int has = 0;
+  SD_CHECK(sd_segment_has_deviation(app->comm, dev, in, &has));
+  if (!has && strcmp(mode, "auto") != 0)
+    return SD_ERROR(SD_ERR_ARG,
+                    "segmenter.input = image+deviation, but %s has no /deviation (expected the "
+                    "output of `stemdefect pseudolabel` on the training stack)",
+                    dev);
+  *channels = has ? 2 : 1;
+  return SD_OK;
+}
+
 /* train/validation/test split stratified by image label (unknown labels as one stratum) */
 static sd_status make_split(const sd_config *cfg, sd_stack *stack, int8_t **part) {
   const sd_stack_info *in = sd_stack_get_info(stack);
@@ -249,11 +372,31 @@ sd_status sd_segment_train_run(sd_app *app) {
   opts.patience = (int)sd_config_int(cfg, "segmenter.patience");
   opts.prov = &app->prov;
 
+  int channels = 1;
+  const char *devfile = "";
+  if (!resume)
+    SD_CHECK_GOTO(st, input_channels(app, in, labels, &channels, &devfile), done);
   if (resume) {
     sd_ckpt_state saved;
     int c, h, w;
     SD_CHECK_GOTO(st, sd_ckpt_open_model(app->comm, ckpt, &m, &c, &h, &w, &saved), done);
     free(saved.split);
+    /* the checkpoint decides the input; a second channel needs the deviation file */
+    channels = c;
+    devfile = sd_config_string(cfg, "segmenter.deviation");
+    if (!*devfile)
+      devfile = labels;
+    int has = 0;
+    if (c == 2 && *devfile)
+      SD_CHECK_GOTO(st, sd_segment_has_deviation(app->comm, devfile, in, &has), done);
+    if (c == 2 && !has) {
+      st = SD_ERROR(SD_ERR_ARG,
+                    "checkpoint %s takes the image and its lattice deviation: give --labels "
+                    "pseudo.h5 or --set segmenter.deviation=pseudo.h5 (a file with /deviation, "
+                    "from `stemdefect pseudolabel`)%s%s",
+                    ckpt, *devfile ? "; this one has none: " : "", devfile);
+      goto done;
+    }
     if (strcmp(saved.task, "segment") != 0 || saved.num_classes != state.num_classes ||
         h != in->height || w != in->width) {
       st = SD_ERROR(SD_ERR_ARG,
@@ -263,7 +406,7 @@ sd_status sd_segment_train_run(sd_app *app) {
                     in->height);
       goto done;
     }
-    SD_CHECK_GOTO(st, sd_nn_model_compile(m, max_local, 1, h, w), done);
+    SD_CHECK_GOTO(st, sd_nn_model_compile(m, max_local, channels, h, w), done);
     SD_CHECK_GOTO(st, sd_ckpt_load_params(app->comm, ckpt, m, 1, 1, NULL), done);
     state.epoch = saved.epoch;
     state.step = saved.step;
@@ -279,7 +422,7 @@ sd_status sd_segment_train_run(sd_app *app) {
                                 sd_config_bool(cfg, "segmenter.batchnorm"),
                                 (float)sd_config_float(cfg, "segmenter.dropout"), in->num_classes),
                   done);
-    SD_CHECK_GOTO(st, sd_nn_model_compile(m, max_local, 1, in->height, in->width), done);
+    SD_CHECK_GOTO(st, sd_nn_model_compile(m, max_local, channels, in->height, in->width), done);
     SD_CHECK_GOTO(st, sd_nn_model_init_params(m, seed), done);
   }
 
@@ -294,9 +437,14 @@ sd_status sd_segment_train_run(sd_app *app) {
     SD_CHECK_GOTO(st, read_label_masks(app->comm, labels, in, &tr), done);
     SD_CHECK_GOTO(st, read_label_masks(app->comm, labels, in, &va), done);
   }
-  sd_log_info("train: U-Net (depth %d) on %lld training images of %dx%d, masks from %s, %d "
-              "classes, batch %d over %d shard(s) on %d rank(s), %zu parameters",
-              depth, (long long)tr.n_global, in->width, in->height, own ? data : labels,
+  if (channels == 2) {
+    SD_CHECK_GOTO(st, sd_segment_attach_deviation(app->comm, devfile, in, &tr), done);
+    SD_CHECK_GOTO(st, sd_segment_attach_deviation(app->comm, devfile, in, &va), done);
+  }
+  sd_log_info("train: U-Net (depth %d) on %lld training images of %dx%d, input %s, masks from "
+              "%s, %d classes, batch %d over %d shard(s) on %d rank(s), %zu parameters",
+              depth, (long long)tr.n_global, in->width, in->height,
+              channels == 2 ? "image + lattice deviation" : "image", own ? data : labels,
               in->num_classes, B, S, app->size, sd_nn_model_trainable_count(m));
   sd_train_install_signal_handlers();
   st = sd_train_run(app->comm, m, &tr, &va, &opts, &state, NULL, 0, NULL);

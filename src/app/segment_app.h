@@ -4,6 +4,7 @@
 #define STEMDEFECT_SEGMENT_APP_H
 
 #include "app.h"
+#include "stemdefect/train.h"
 
 /* Collective: `train --task segment` (segmenter section; the train command's --data,
  * --output, --epochs, --batch, --lr, --seed, --resume, --checkpoint flags override the
@@ -21,5 +22,16 @@ sd_status sd_segment_model_is_unet(MPI_Comm comm, const char *path, int *is_unet
 /* The config key actually used for segmenter option `name`: "classifier.<name>" when the
  * train/evaluate command line set it with its flag, else "segmenter.<name>". buf: 64 bytes. */
 const char *sd_segment_key(const sd_config *cfg, const char *name, char *buf);
+
+/* Collective: *has = 1 when path has /deviation float [N,H,W] matching the stack (a
+ * /deviation of another shape is an error naming both shapes). */
+sd_status sd_segment_has_deviation(MPI_Comm comm, const char *path, const sd_stack_info *in,
+                                   int *has);
+
+/* Collective: turns the one-channel data d (loaded by sd_train_data_load from the stack in)
+ * into two channels per image: the image, then its row of path:/deviation (the stack index
+ * d->index[i]). Errors name the file and what was expected. */
+sd_status sd_segment_attach_deviation(MPI_Comm comm, const char *path, const sd_stack_info *in,
+                                      sd_train_data *d);
 
 #endif

@@ -67,6 +67,8 @@ const sd_config_key sd_config_schema[] = {
     /* segmenter: `train --task segment` (the U-Net); segment: tiled heatmaps */
     {"segmenter.data", S, 0, 0, NULL, "image stack to train the U-Net on (--data)"},
     {"segmenter.labels", S, 0, 0, NULL, "HDF5 file whose /masks (uint8 [N,H,W], 0 = background, c = class c) are the targets, e.g. pseudo.h5 (--labels; \"\" = the stack's own /masks)"},
+    {"segmenter.input", E, 0, 0, "auto|image|image+deviation", "U-Net input: the image, or the image and its deviation from the bulk lattice as a second channel (/deviation of the pseudolabel output, in noise standard deviations); auto = image+deviation when the deviation file has /deviation"},
+    {"segmenter.deviation", S, 0, 0, NULL, "file whose /deviation float32 [N,H,W] (pseudolabel output of the training stack) is the second input channel (--deviation; \"\" = the --labels file)"},
     {"segmenter.output", S, 0, 0, NULL, "U-Net model file to write (--output)"},
     {"segmenter.resume", B, 0, 0, NULL, "continue from the checkpoint where it stopped (--resume)"},
     {"segmenter.checkpoint", S, 0, 0, NULL, "checkpoint path (\"\" = <output>.ckpt)"},
@@ -98,6 +100,7 @@ const sd_config_key sd_config_schema[] = {
     {"segment.model", S, 0, 0, NULL, "U-Net model file (--model)"},
     {"segment.data", S, 0, 0, NULL, "image stack to segment (--data)"},
     {"segment.output", S, 0, 0, NULL, "heatmaps file to write: /heatmaps float32 [N,C,H,W] (--output)"},
+    {"segment.deviation", S, 0, 0, NULL, "pseudolabel output of the stack: its /deviation is the second input channel of a U-Net trained on image+deviation (--deviation; not read by one-channel models)"},
     {"segment.tile", I, 8, 8192, NULL, "tile side in pixels (a multiple of 2^depth); larger frames are tiled, smaller ones run whole"},
     {"segment.overlap", I, 0, 4096, NULL, "least overlap of neighbouring tiles, pixels (blended with a raised-cosine window)"},
     {"segment.batch", I, 1, 4096, NULL, "tiles per forward pass"},

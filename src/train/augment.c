@@ -66,8 +66,8 @@ void sd_shift_reflect_u8(const uint8_t *src, uint8_t *dst, int h, int w, int dy,
   }
 }
 
-void sd_augment_apply(const sd_augment_params *p, sd_rng *rng, float *img, int s, float *scratch,
-                      uint8_t *mask, uint8_t *scratch_u8) {
+void sd_augment_apply_channels(const sd_augment_params *p, sd_rng *rng, float *img, int channels,
+                               int s, float *scratch, uint8_t *mask, uint8_t *scratch_u8) {
   size_t n = (size_t)s * s;
   /* draw everything first, in a fixed order, so the stream does not depend on the flags */
   int t = (int)sd_rng_below(rng, 8);
@@ -77,24 +77,35 @@ void sd_augment_apply(const sd_augment_params *p, sd_rng *rng, float *img, int s
   double gain = exp(p->gain_jitter * sd_rng_normal(rng));
   double offset = p->offset_jitter * sd_rng_normal(rng);
   double sigma = p->noise_sigma_max * sd_rng_uniform(rng);
-  if (p->symmetries && t) {
-    sd_dihedral(img, scratch, s, t);
-    memcpy(img, scratch, n * sizeof *img);
-    if (mask) {
-      sd_dihedral_u8(mask, scratch_u8, s, t);
-      memcpy(mask, scratch_u8, n);
+  /* the geometry moves every channel and the mask alike */
+  for (int c = 0; c < channels; c++) {
+    float *ic = img + (size_t)c * n;
+    if (p->symmetries && t) {
+      sd_dihedral(ic, scratch, s, t);
+      memcpy(ic, scratch, n * sizeof *ic);
+    }
+    if (p->max_shift > 0 && (dy || dx)) {
+      sd_shift_reflect(ic, scratch, s, s, dy, dx);
+      memcpy(ic, scratch, n * sizeof *ic);
     }
   }
-  if (p->max_shift > 0 && (dy || dx)) {
-    sd_shift_reflect(img, scratch, s, s, dy, dx);
-    memcpy(img, scratch, n * sizeof *img);
-    if (mask) {
-      sd_shift_reflect_u8(mask, scratch_u8, s, s, dy, dx);
-      memcpy(mask, scratch_u8, n);
-    }
+  if (mask && p->symmetries && t) {
+    sd_dihedral_u8(mask, scratch_u8, s, t);
+    memcpy(mask, scratch_u8, n);
   }
+  if (mask && p->max_shift > 0 && (dy || dx)) {
+    sd_shift_reflect_u8(mask, scratch_u8, s, s, dy, dx);
+    memcpy(mask, scratch_u8, n);
+  }
+  /* intensity jitter and noise: the image (channel 0) only; a deviation channel is already in
+   * units of the image's own noise */
   if (p->gain_jitter > 0 || p->offset_jitter > 0)
     for (size_t i = 0; i < n; i++) img[i] = (float)(img[i] * gain + offset);
   if (sigma > 0)
     for (size_t i = 0; i < n; i++) img[i] += (float)(sigma * sd_rng_normal(rng));
+}
+
+void sd_augment_apply(const sd_augment_params *p, sd_rng *rng, float *img, int s, float *scratch,
+                      uint8_t *mask, uint8_t *scratch_u8) {
+  sd_augment_apply_channels(p, rng, img, 1, s, scratch, mask, scratch_u8);
 }

@@ -69,6 +69,7 @@ sd_status sd_train_data_load(MPI_Comm comm, sd_stack *stack, const int8_t *part,
   const sd_stack_info *in = sd_stack_get_info(stack);
   out->h = in->height;
   out->w = in->width;
+  out->channels = 1;
   if (with_masks && !in->has_masks)
     return SD_ERROR(SD_ERR_ARG, "the stack has no /masks to train on");
   /* the sorted global list of this part */

@@ -57,12 +57,13 @@ uint64_t sd_seg_mc_key(int64_t image, int tile, int sample) {
 sd_status sd_seg_tiler_create(sd_seg_tiler *t, sd_nn_model *m, int H, int W, int overlap,
                               int align) {
   memset(t, 0, sizeof *t);
-  if (!m->compiled || m->in_c != 1)
-    return SD_ERROR(SD_ERR_INTERNAL, "tiler needs a compiled single-channel model");
+  if (!m->compiled || m->in_c < 1)
+    return SD_ERROR(SD_ERR_INTERNAL, "tiler needs a compiled model");
   if (H < 1 || W < 1)
     return SD_ERROR(SD_ERR_ARG, "frame of %dx%d pixels", W, H);
   t->m = m;
   t->C = sd_nn_model_output(m)->c;
+  t->cin = m->in_c;
   t->H = H;
   t->W = W;
   t->th = m->in_h;
@@ -81,7 +82,8 @@ sd_status sd_seg_tiler_create(sd_seg_tiler *t, sd_nn_model *m, int H, int W, int
   t->max_images = (t->ny == 1 && t->nx == 1) ? t->batch : 1;
   t->wy = sd_malloc((size_t)t->ny * t->th, sizeof *t->wy, "tile windows");
   t->wx = sd_malloc((size_t)t->nx * t->tw, sizeof *t->wx, "tile windows");
-  t->tiles = sd_malloc((size_t)t->batch * t->th * t->tw, sizeof *t->tiles, "tile batch");
+  t->tiles =
+      sd_malloc((size_t)t->batch * t->cin * t->th * t->tw, sizeof *t->tiles, "tile batch");
   t->tile_img = sd_malloc((size_t)t->batch, sizeof *t->tile_img, "tile batch");
   t->tile_x = sd_malloc((size_t)t->batch, sizeof *t->tile_x, "tile batch");
   t->acc = sd_calloc((size_t)t->max_images * t->C * t->th * W, sizeof *t->acc, "tile accumulator");
@@ -223,15 +225,16 @@ static void finish_rows(const sd_seg_tiler *t, float *acc, int nimg, int k, int 
     memset(acc, 0, (size_t)t->max_images * C * th * W * sizeof *acc);
 }
 
-sd_status sd_seg_tiler_row(sd_seg_tiler *t, const float *rows, int nimg, int64_t first_image, int k,
-                           float *out, float *var) {
+/* tile row k of nimg frames whose input channel c of frame i starts at
+ * rows + (i * cin + c) * plane (row r0 of the frame first, W floats per row) */
+static sd_status tiler_row(sd_seg_tiler *t, const float *rows, size_t plane, int nimg,
+                           int64_t first_image, int k, float *out, float *var) {
   if (k < 0 || k >= t->ny || nimg < 1 || nimg > t->max_images)
     return SD_ERROR(SD_ERR_INTERNAL, "tile row %d of %d, %d images (max %d)", k, t->ny, nimg,
                     t->max_images);
   const int th = t->th, tw = t->tw, W = t->W, H = t->H;
   int r0, r1;
   sd_seg_tiler_rows_in(t, k, &r0, &r1);
-  const int nr = r1 - r0;
   int ylim = H - r0 < th ? H - r0 : th;
   /* weights of this tile row */
   const float *wy = t->wy + (size_t)k * th;
@@ -244,19 +247,22 @@ sd_status sd_seg_tiler_row(sd_seg_tiler *t, const float *rows, int nimg, int64_t
   }
   /* cut the tiles (reflect-padded where the frame is smaller than a tile), batch, run */
   int nb = 0;
+  const int cin = t->cin;
   for (int i = 0; i < nimg; i++) {
-    const float *src = rows + (size_t)i * nr * W;
     for (int j = 0; j < t->nx; j++) {
-      float *dst = t->tiles + (size_t)nb * th * tw;
       int x0 = t->px[j];
-      for (int y = 0; y < th; y++) {
-        const float *sr = src + (size_t)(reflect(r0 + y, H) - r0) * W;
-        float *dr = dst + (size_t)y * tw;
-        if (x0 + tw <= W)
-          memcpy(dr, sr + x0, (size_t)tw * sizeof *dr);
-        else
-          for (int x = 0; x < tw; x++)
-            dr[x] = sr[reflect(x0 + x, W)];
+      for (int c = 0; c < cin; c++) {
+        const float *src = rows + ((size_t)i * cin + c) * plane;
+        float *dst = t->tiles + ((size_t)nb * cin + c) * th * tw;
+        for (int y = 0; y < th; y++) {
+          const float *sr = src + (size_t)(reflect(r0 + y, H) - r0) * W;
+          float *dr = dst + (size_t)y * tw;
+          if (x0 + tw <= W)
+            memcpy(dr, sr + x0, (size_t)tw * sizeof *dr);
+          else
+            for (int x = 0; x < tw; x++)
+              dr[x] = sr[reflect(x0 + x, W)];
+        }
       }
       t->tile_img[nb] = i;
       t->tile_x[nb] = j;
@@ -282,6 +288,15 @@ sd_status sd_seg_tiler_row(sd_seg_tiler *t, const float *rows, int nimg, int64_t
   return SD_OK;
 }
 
+sd_status sd_seg_tiler_row(sd_seg_tiler *t, const float *rows, int nimg, int64_t first_image, int k,
+                           float *out, float *var) {
+  if (k < 0 || k >= t->ny)
+    return SD_ERROR(SD_ERR_INTERNAL, "tile row %d of %d", k, t->ny);
+  int r0, r1;
+  sd_seg_tiler_rows_in(t, k, &r0, &r1);
+  return tiler_row(t, rows, (size_t)(r1 - r0) * t->W, nimg, first_image, k, out, var);
+}
+
 sd_status sd_seg_tiler_frames(sd_seg_tiler *t, const float *img, int nimg, int64_t first_image,
                               float *out, float *var) {
   const int C = t->C, W = t->W, H = t->H;
@@ -290,6 +305,7 @@ sd_status sd_seg_tiler_frames(sd_seg_tiler *t, const float *img, int nimg, int64
   /* one tile per frame: rows [0, H) of nimg frames are contiguous, one call */
   if (t->ny == 1 && t->nx == 1)
     return sd_seg_tiler_row(t, img, nimg, first_image, 0, out, var);
+  const size_t plane = (size_t)H * W; /* between the input channels of a frame */
   /* else one frame at a time, tile row by tile row; the final rows [C, f1-f0, W] are staged
    * and copied to their place in each channel (once per tile row, not per pixel) */
   const size_t rows = (size_t)C * t->th * W;
@@ -303,7 +319,8 @@ sd_status sd_seg_tiler_frames(sd_seg_tiler *t, const float *img, int nimg, int64
       int r0, r1, f0, f1;
       sd_seg_tiler_rows_in(t, k, &r0, &r1);
       sd_seg_tiler_rows_out(t, k, &f0, &f1);
-      st = sd_seg_tiler_row(t, img + ((size_t)i * H + r0) * W, 1, first_image + i, k, tmp, tvar);
+      st = tiler_row(t, img + (size_t)i * t->cin * plane + (size_t)r0 * W, plane, 1, first_image + i,
+                     k, tmp, tvar);
       const size_t n = (size_t)(f1 - f0) * W;
       for (int c = 0; st == SD_OK && c < C; c++) {
         const size_t to = (((size_t)i * C + c) * H + f0) * W;

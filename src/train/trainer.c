@@ -141,6 +141,9 @@ sd_status sd_classifier_build(sd_nn_model **out, int width, int stages, int bloc
 
 /* ---- evaluation -------------------------------------------------------------------------- */
 
+/* input channels per image (data built by hand may leave the field 0: one channel) */
+static int data_channels(const sd_train_data *d) { return d->channels > 1 ? d->channels : 1; }
+
 sd_status sd_train_evaluate(MPI_Comm comm, sd_nn_model *m, const sd_train_data *d, float *out,
                             double *loss_sum, int64_t *correct) {
   int64_t nb = d->n > 0 ? (d->n + m->batch - 1) / m->batch : 0;
@@ -153,7 +156,8 @@ sd_status sd_train_evaluate(MPI_Comm comm, sd_nn_model *m, const sd_train_data *
   for (int64_t b = 0; b < nb && st == SD_OK; b++) {
     int64_t first = b * m->batch;
     int n = (int)(d->n - first < m->batch ? d->n - first : m->batch);
-    st = sd_nn_model_forward(m, d->images + (size_t)first * npx, n, SD_NN_MODE_EVAL);
+    st = sd_nn_model_forward(m, d->images + (size_t)first * npx * data_channels(d), n,
+                             SD_NN_MODE_EVAL);
     if (st != SD_OK) break;
     sd_nn_tensor *o = sd_nn_model_output(m);
     size_t per = sd_nn_tensor_sample_size(o);
@@ -197,7 +201,8 @@ sd_status sd_train_evaluate_segment(MPI_Comm comm, sd_nn_model *m, const sd_trai
     int n = (int)(d->n - first < m->batch ? d->n - first : m->batch);
     for (size_t p = 0; p < (size_t)n * npx; p++)
       target[p] = d->masks[(size_t)first * npx + p];
-    st = sd_nn_model_forward(m, d->images + (size_t)first * npx, n, SD_NN_MODE_EVAL);
+    st = sd_nn_model_forward(m, d->images + (size_t)first * npx * data_channels(d), n,
+                             SD_NN_MODE_EVAL);
     if (st == SD_OK)
       st = sd_nn_loss_sums(sd_nn_model_output(m), target, class_weights, sums);
   }
@@ -220,10 +225,12 @@ sd_status sd_train_evaluate_segment(MPI_Comm comm, sd_nn_model *m, const sd_trai
 /* ---- training ---------------------------------------------------------------------------- */
 
 /* Segmentation: replaces sample (img, mask) of local image li by a 2x2 mosaic of it and three
- * other images of the same shard (local first..first+count), preferring other classes. */
+ * other images of the same shard (local first..first+count), preferring other classes; every
+ * input channel gets the same windows. */
 static void mosaic_sample(const sd_train_data *d, int64_t first, int64_t count, int64_t li,
                           sd_rng *r, float *img, uint8_t *mask, float *scratch, uint8_t *mscratch) {
   size_t npx = (size_t)d->h * d->w;
+  const int ch = data_channels(d);
   const float *src[4];
   const uint8_t *msk[4];
   int32_t used[4];
@@ -239,11 +246,18 @@ static void mosaic_sample(const sd_train_data *d, int64_t first, int64_t count, 
       pick = first + (int64_t)sd_rng_below(r, (uint64_t)count);
     }
     used[q] = d->labels[pick];
-    src[q] = d->images + (size_t)pick * npx;
+    src[q] = d->images + (size_t)pick * npx * ch;
     msk[q] = d->masks + (size_t)pick * npx;
   }
-  sd_seg_mosaic(src, msk, d->h, r, scratch, mscratch);
-  memcpy(img, scratch, npx * sizeof *img);
+  /* the windows depend only on the masks and the draws: each channel repeats the draws */
+  sd_rng r0 = *r;
+  for (int c = 0; c < ch; c++) {
+    const float *sc[4];
+    for (int q = 0; q < 4; q++) sc[q] = src[q] + (size_t)c * npx;
+    *r = r0;
+    sd_seg_mosaic(sc, msk, d->h, r, scratch, mscratch);
+    memcpy(img + (size_t)c * npx, scratch, npx * sizeof *img);
+  }
   memcpy(mask, mscratch, npx);
 }
 
@@ -287,6 +301,9 @@ sd_status sd_train_run(MPI_Comm comm, sd_nn_model *m, const sd_train_data *train
   const int h = train->h, w = train->w;
   const size_t npx = (size_t)h * w;
   const int C = state->num_classes;
+  const int ch = data_channels(train);
+  if (m->in_c != ch || (val && val->n_global > 0 && data_channels(val) != ch))
+    return SD_ERROR(SD_ERR_INTERNAL, "model of %d input channels, data of %d", m->in_c, ch);
 
   /* class weights (training part, all ranks) */
   float weights[SD_CKPT_MAX_CLASSES];
@@ -320,7 +337,7 @@ sd_status sd_train_run(MPI_Comm comm, sd_nn_model *m, const sd_train_data *train
 
   /* buffers allocated once */
   int **perm = sd_calloc((size_t)train->num_local + 1, sizeof *perm, "shard orders");
-  float *xb = sd_malloc((size_t)local_batch * npx, sizeof *xb, "batch images");
+  float *xb = sd_malloc((size_t)local_batch * npx * ch, sizeof *xb, "batch images");
   /* dropout masks keyed by (step, shard, position in the shard's part of the batch), so P ranks
    * x batch B/P draw the masks of 1 rank x batch B */
   uint64_t *dkeys = sd_malloc((size_t)local_batch, sizeof *dkeys, "dropout keys");
@@ -401,14 +418,15 @@ sd_status sd_train_run(MPI_Comm comm, sd_nn_model *m, const sd_train_data *train
           int64_t li = train->shard_first[j] + perm[j][k * per_shard + q];
           dkeys[bi] = sd_rng_mix64(((uint64_t)step << 24) ^ ((uint64_t)train->shard_id[j] << 12) ^
                                    (uint64_t)q);
-          float *dst = xb + (size_t)bi * npx;
-          memcpy(dst, train->images + (size_t)li * npx, npx * sizeof *dst);
+          float *dst = xb + (size_t)bi * npx * ch;
+          memcpy(dst, train->images + (size_t)li * npx * ch, npx * ch * sizeof *dst);
           if (opts->task == SD_TRAIN_TASK_SEGMENT) {
             memcpy(mb, train->masks + (size_t)li * npx, npx);
             if (opts->mosaic_prob > 0 && sd_rng_uniform(&mrng) < opts->mosaic_prob)
               mosaic_sample(train, train->shard_first[j], train->shard_count[j], li, &mrng, dst, mb,
                             scratch, mscratch);
-            if (opts->augment) sd_augment_apply(&opts->aug, &arng, dst, h, scratch, mb, mscratch);
+            if (opts->augment)
+              sd_augment_apply_channels(&opts->aug, &arng, dst, ch, h, scratch, mb, mscratch);
             for (size_t p = 0; p < npx; p++) yb[(size_t)bi * npx + p] = mb[p];
           } else {
             if (opts->augment) sd_augment_apply(&opts->aug, &arng, dst, h, scratch, NULL, NULL);

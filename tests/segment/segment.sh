@@ -242,6 +242,63 @@ PY
 fi
 fi
 
+echo "[$SECONDS s] 5b. image + deviation input"
+# 5b. a U-Net whose second input channel is the pseudolabel deviation: chosen by default when
+# --labels has /deviation (segmenter.input = auto), segment/evaluate read the same rows of
+# --deviation, heatmaps are the same at 1, 2 and 4 ranks and tiled at 1 and 2, resume is
+# bitwise, the channel is used, and missing or mismatched deviation files fail clearly
+expect_ok $MPIRUN -n 2 "$SD" pseudolabel --data "$WORK/d.h5" --output "$WORK/p.h5" --quiet
+expect_ok $MPIRUN -n 2 "$SD" pseudolabel --data "$WORK/big.h5" --output "$WORK/pb.h5" --quiet
+$MPIRUN -n 2 "$SD" "${COMMON[@]}" --epochs 2 --labels "$WORK/p.h5" --output "$WORK/u2.h5" >"$WORK/train2.log" 2>&1 && ok || fail "image+deviation training failed: $(tail -3 "$WORK/train2.log")"
+grep -q "input image + lattice deviation, masks from $WORK/p.h5" "$WORK/train2.log" && ok || fail "auto did not pick image+deviation: $(grep -m1 'U-Net (depth' "$WORK/train2.log")"
+h5dump -a /model/input_channels "$WORK/u2.h5" 2>/dev/null | grep -q "(0): 2" && ok || fail "model u2.h5 does not take 2 input channels"
+expect_ok "$SD" "${COMMON[@]}" --epochs 1 --set segmenter.max_steps=1 --labels "$WORK/p.h5" --set segmenter.input=image --output "$WORK/u1.h5" --quiet
+h5dump -a /model/input_channels "$WORK/u1.h5" 2>/dev/null | grep -q "(0): 1" && ok || fail "segmenter.input=image did not give 1 input channel"
+expect_ok "$SD" segment --model "$WORK/u2.h5" --data "$WORK/d.h5" --deviation "$WORK/p.h5" --output "$WORK/hd1.h5" --quiet
+for np in 2 4; do
+  expect_ok $MPIRUN -n $np "$SD" segment --model "$WORK/u2.h5" --data "$WORK/d.h5" --deviation "$WORK/p.h5" --output "$WORK/hd$np.h5" --batch 8 --quiet
+  h5diff -d 1e-5 "$WORK/hd1.h5" "$WORK/hd$np.h5" /heatmaps /heatmaps >/dev/null && ok || fail "image+deviation heatmaps at $np ranks differ from 1 rank"
+done
+expect_ok "$SD" segment --model "$WORK/u2.h5" --data "$WORK/big.h5" --deviation "$WORK/pb.h5" --output "$WORK/hdt1.h5" --tile 32 --overlap 8 --quiet
+expect_ok $MPIRUN -n 2 "$SD" segment --model "$WORK/u2.h5" --data "$WORK/big.h5" --deviation "$WORK/pb.h5" --output "$WORK/hdt2.h5" --tile 32 --overlap 8 --batch 4 --quiet
+h5diff -d 1e-5 "$WORK/hdt1.h5" "$WORK/hdt2.h5" /heatmaps /heatmaps >/dev/null && ok || fail "tiled image+deviation heatmaps at 2 ranks differ"
+expect_ok "$SD" evaluate --model "$WORK/u2.h5" --data "$WORK/d.h5" --deviation "$WORK/p.h5" --part all --output "$WORK/m2.json" --quiet
+if [ $have_py = 1 ]; then
+  # the deviation channel is used: another deviation gives other heatmaps; evaluate's IoU
+  # comes from the same heatmaps as segment's
+  $PY - "$WORK/p.h5" "$WORK/pz.h5" <<'PY' && ok || fail "zero-deviation copy"
+import sys, shutil, h5py
+shutil.copy(sys.argv[1], sys.argv[2])
+with h5py.File(sys.argv[2], "r+") as f:
+    f["deviation"][...] = 0
+PY
+  expect_ok "$SD" segment --model "$WORK/u2.h5" --data "$WORK/d.h5" --deviation "$WORK/pz.h5" --output "$WORK/hdz.h5" --quiet
+  $PY - "$WORK/hd1.h5" "$WORK/hdz.h5" "$WORK/d.h5" "$WORK/m2.json" <<'PY' && ok || fail "image+deviation heatmaps"
+import sys, json, h5py, numpy as np
+a = h5py.File(sys.argv[1], "r")["heatmaps"][...]; z = h5py.File(sys.argv[2], "r")["heatmaps"][...]
+assert np.allclose(a.sum(axis=1), 1, atol=1e-5)
+assert np.abs(a - z).max() > 1e-3, np.abs(a - z).max()
+t = h5py.File(sys.argv[3], "r")["masks"][...]; p = a.argmax(1)
+m = json.load(open(sys.argv[4]))
+iou = [np.sum((p == c) & (t == c)) / max(np.sum((p == c) | (t == c)), 1) for c in range(1, 3)]
+assert abs(np.mean(iou) - m["mean_iou"]) < 2e-3, (iou, m["mean_iou"])
+PY
+fi
+# resume of an image+deviation checkpoint is bitwise the uninterrupted run
+expect_ok $MPIRUN -n 2 "$SD" "${COMMON[@]}" --epochs 1 --labels "$WORK/p.h5" --output "$WORK/rd0.h5" --quiet
+expect_ok $MPIRUN -n 2 "$SD" "${COMMON[@]}" --epochs 1 --labels "$WORK/p.h5" --output "$WORK/rd.h5" --set segmenter.max_steps=3 --checkpoint "$WORK/rd.ckpt" --quiet
+expect_ok $MPIRUN -n 2 "$SD" "${COMMON[@]}" --epochs 1 --labels "$WORK/p.h5" --output "$WORK/rd.h5" --resume --checkpoint "$WORK/rd.ckpt" --quiet
+h5diff "$WORK/rd0.h5" "$WORK/rd.h5" /params /params >/dev/null && ok || fail "resumed image+deviation U-Net differs"
+expect_fail 2 "takes the image and its lattice deviation" "$SD" "${COMMON[@]}" --epochs 1 --output "$WORK/x.h5" --resume --checkpoint "$WORK/rd.ckpt"
+expect_fail 2 "takes the image and its deviation from the bulk lattice: give --deviation" $MPIRUN -n 2 "$SD" segment --model "$WORK/u2.h5" --data "$WORK/d.h5" --output "$WORK/x.h5"
+expect_fail 2 "takes the image and its deviation from the bulk lattice: give --deviation" "$SD" evaluate --model "$WORK/u2.h5" --data "$WORK/d.h5"
+expect_fail 2 "/deviation has shape" $MPIRUN -n 2 "$SD" segment --model "$WORK/u2.h5" --data "$WORK/d.h5" --deviation "$WORK/pb.h5" --output "$WORK/x.h5"
+expect_fail 2 "/deviation has shape" "$SD" evaluate --model "$WORK/u2.h5" --data "$WORK/d.h5" --deviation "$WORK/pb.h5"
+expect_fail 2 "has no /deviation dataset" "$SD" segment --model "$WORK/u2.h5" --data "$WORK/d.h5" --deviation "$WORK/d.h5" --output "$WORK/x.h5"
+expect_fail 2 "has no /deviation" "$SD" "${COMMON[@]}" --epochs 1 --output "$WORK/x.h5" --set segmenter.input=image+deviation --deviation "$WORK/d.h5"
+expect_fail 2 "segmenter.input = image+deviation needs the deviation" "$SD" "${COMMON[@]}" --epochs 1 --output "$WORK/x.h5" --set segmenter.input=image+deviation
+[ -e "$WORK/x.h5" ] && fail "a failed run left $WORK/x.h5" || ok
+
 echo "[$SECONDS s] 6. bad input"
 # 6. bad input: one clear message, exit 2, nothing left behind
 expect_fail 2 "has no /masks" "$SD" "${COMMON[@]}" --epochs 1 --output "$WORK/x.h5" --labels "$WORK/h1.h5"

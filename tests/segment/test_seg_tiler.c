@@ -143,14 +143,15 @@ static void test_mosaic(void) {
   free(om);
 }
 
-/* tiled (tile 128, overlap 32) against whole-frame inference of a 320x288 frame */
-static void test_tiled_equals_whole(void) {
+/* tiled (tile 128, overlap 32) against whole-frame inference of a 320x288 frame of cin input
+ * channels (2: image and deviation, planes of one frame H*W apart) */
+static void test_tiled_equals_whole(int cin) {
   const int H = 320, W = 288, depth = 2, C = 3;
   sd_nn_model *a = NULL, *b = NULL;
   SD_EXPECT_OK(sd_unet_build(&a, depth, 4, 1, 0.0f, C));
   SD_EXPECT_OK(sd_unet_build(&b, depth, 4, 1, 0.0f, C));
-  SD_EXPECT_OK(sd_nn_model_compile(a, 1, 1, H, W));
-  SD_EXPECT_OK(sd_nn_model_compile(b, 4, 1, 128, 128));
+  SD_EXPECT_OK(sd_nn_model_compile(a, 1, cin, H, W));
+  SD_EXPECT_OK(sd_nn_model_compile(b, 4, cin, 128, 128));
   SD_EXPECT_OK(sd_nn_model_init_params(a, 7));
   SD_EXPECT_OK(sd_nn_model_init_params(b, 7));
   /* non-trivial running statistics so eval-mode BN is not the identity */
@@ -160,13 +161,18 @@ static void test_tiled_equals_whole(void) {
     for (size_t k = 0; k < p->count; k++)
       x[k] = y[k] = strstr(p->name, "var") ? 0.5f + 0.1f * (k % 5) : 0.05f * (k % 3);
   }
-  float *img = malloc((size_t)H * W * sizeof *img);
+  float *img = malloc((size_t)cin * H * W * sizeof *img);
   sd_rng r;
   sd_rng_init(&r, 5, 0, 1);
   for (int y = 0; y < H; y++)
     for (int x = 0; x < W; x++)
       img[y * W + x] = (float)(sin(0.7 * x) * cos(0.5 * y) + 0.3 * sd_rng_normal(&r) +
                                (hypot(y - 150, x - 100) < 12 ? 2 : 0));
+  /* a second channel unlike the first (a deviation-like map: noise and a blob elsewhere) */
+  for (int y = 0; cin > 1 && y < H; y++)
+    for (int x = 0; x < W; x++)
+      img[(size_t)H * W + y * W + x] =
+          (float)(sd_rng_normal(&r) + (hypot(y - 220, x - 200) < 9 ? 4 : 0));
   sd_seg_tiler tw, tt;
   SD_EXPECT_OK(sd_seg_tiler_create(&tw, a, H, W, 32, 1 << depth));
   SD_EXPECT_OK(sd_seg_tiler_create(&tt, b, H, W, 32, 1 << depth));
@@ -217,16 +223,31 @@ static void test_tiled_equals_whole(void) {
   SD_EXPECT_MSG(interior < 1e-4, "tiled vs whole away from tile borders: max |dp| = %g over %ld px",
                 interior, n_int);
   SD_EXPECT_MSG(sum1 < 1e-5, "blended probabilities sum to 1 +- %g", sum1);
-  printf("tiled vs whole: max |dp| %.3g away from tile borders (%ld px), %.3g anywhere\n", interior,
-         n_int, anywhere);
+  printf("tiled vs whole (%d input channel(s)): max |dp| %.3g away from tile borders (%ld px), "
+         "%.3g anywhere\n",
+         cin, interior, n_int, anywhere);
+  if (cin > 1) {
+    /* the second channel matters: zeroing it changes the probabilities */
+    float *pz = malloc((size_t)C * H * W * sizeof *pz);
+    float *iz = malloc((size_t)cin * H * W * sizeof *iz);
+    memcpy(iz, img, (size_t)cin * H * W * sizeof *iz);
+    memset(iz + (size_t)H * W, 0, (size_t)H * W * sizeof *iz);
+    SD_EXPECT_OK(sd_seg_tiler_frames(&tt, iz, 1, 0, pz, NULL));
+    double dz = 0;
+    for (size_t i = 0; i < (size_t)C * H * W; i++)
+      dz = fmax(dz, fabs(pz[i] - pt[i]));
+    SD_EXPECT_MSG(dz > 1e-3, "the second input channel does not change the output (%g)", dz);
+    free(pz);
+    free(iz);
+  }
   /* a frame smaller than the tile is reflect-padded and runs whole */
   sd_seg_tiler ts;
   SD_EXPECT_OK(sd_seg_tiler_create(&ts, b, 100, 90, 32, 4));
   SD_EXPECT(ts.ny == 1 && ts.nx == 1 && ts.max_images == 4);
   float *ps = malloc((size_t)2 * C * 100 * 90 * sizeof *ps),
-        *im2 = malloc((size_t)2 * 100 * 90 * sizeof *im2);
-  for (int i = 0; i < 2 * 100 * 90; i++)
-    im2[i] = img[i % (H * W)];
+        *im2 = malloc((size_t)2 * cin * 100 * 90 * sizeof *im2);
+  for (int i = 0; i < 2 * cin * 100 * 90; i++)
+    im2[i] = img[i % (cin * H * W)];
   SD_EXPECT_OK(sd_seg_tiler_frames(&ts, im2, 2, 0, ps, NULL));
   int fin = 1;
   for (int i = 0; i < 2 * C * 100 * 90; i++)
@@ -337,7 +358,8 @@ int main(void) {
   test_geometry();
   test_stats();
   test_mosaic();
-  test_tiled_equals_whole();
+  test_tiled_equals_whole(1);
+  test_tiled_equals_whole(2);
   test_mc_dropout();
   return sd_test_finish("test_seg_tiler");
 }
