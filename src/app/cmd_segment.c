@@ -350,10 +350,7 @@ static sd_status segment_run(sd_app *app) {
   const int cin = mc == 2 ? 2 : 1; /* 2: the image and its deviation from the bulk lattice */
   const char *devpath = sd_config_string(cfg, "segment.deviation");
   if (cin == 2 && !*devpath) {
-    st = SD_ERROR(SD_ERR_ARG,
-                  "the U-Net %s takes the image and its deviation from the bulk lattice: give "
-                  "--deviation pseudo.h5, the output of `stemdefect pseudolabel --data %s`",
-                  model, data);
+    st = sd_segment_need_deviation(model, data);
     goto done;
   }
   sd_nn_model_set_inference_only(m, 1);
@@ -425,27 +422,11 @@ static sd_status segment_run(sd_app *app) {
                     sin >= 0 ? SD_OK : SD_H5_ERROR(SD_ERR_FORMAT, "cannot open %s:/images", data));
   if (st == SD_OK && cin == 2) {
     /* the second input channel: the rows of the deviation file, read like the images */
-    st = sd_par_agree(app->comm, sd_h5_file_open(app->comm, devpath, 0, &fdev));
-    if (st != SD_OK)
-      st = SD_ERROR(st, "cannot open the deviation file %s: %s", devpath, sd_error_message());
-    if (st == SD_OK && H5Lexists(fdev, "deviation", H5P_DEFAULT) > 0)
-      ddev = H5Dopen2(fdev, "deviation", dapl);
-    sdev = ddev >= 0 ? H5Dget_space(ddev) : -1;
-    hsize_t dd[3] = {0};
-    int nd = sdev >= 0 ? H5Sget_simple_extent_ndims(sdev) : -1;
-    if (nd == 3)
-      H5Sget_simple_extent_dims(sdev, dd, NULL);
+    int has = 0;
+    st = sd_segment_open_deviation(app->comm, devpath, N, H, W, 1, dapl, &fdev, &ddev, &has);
+    sdev = st == SD_OK ? H5Dget_space(ddev) : -1;
     if (st == SD_OK && sdev < 0)
-      st = SD_ERROR(SD_ERR_ARG,
-                    "%s has no /deviation dataset (expected float32 [N,H,W], the output of "
-                    "`stemdefect pseudolabel --data %s`)",
-                    devpath, data);
-    else if (st == SD_OK && (nd != 3 || (int64_t)dd[0] != N || (int)dd[1] != H || (int)dd[2] != W))
-      st = SD_ERROR(SD_ERR_ARG,
-                    "%s:/deviation has shape [%llu,%llu,%llu] (rank %d) but %s holds [%lld,%d,%d]: "
-                    "give the pseudolabel output of this stack",
-                    devpath, (unsigned long long)dd[0], (unsigned long long)dd[1],
-                    (unsigned long long)dd[2], nd, data, (long long)N, H, W);
+      st = SD_H5_ERROR(SD_ERR_FORMAT, "cannot read the shape of %s:/deviation", devpath);
     st = sd_par_agree(app->comm, st);
   }
   sd_h5_close(&dapl);

@@ -89,10 +89,7 @@ sd_status sd_segment_evaluate_run(sd_app *app) {
   if (c_ == 2) {
     const char *dev = sd_config_string(cfg, "segment.deviation");
     if (!*dev) {
-      st = SD_ERROR(SD_ERR_ARG,
-                    "the U-Net %s takes the image and its deviation from the bulk lattice: give "
-                    "--deviation pseudo.h5, the output of `stemdefect pseudolabel --data %s`",
-                    model, data);
+      st = sd_segment_need_deviation(model, data);
       goto done;
     }
     SD_CHECK_GOTO(st, sd_segment_attach_deviation(app->comm, dev, in, &d), done);

@@ -111,10 +111,8 @@ done:
   return sd_par_agree(comm, st);
 }
 
-/* Opens path:/deviation and checks it against the stack: float [N,H,W]. *has = 0 (and SD_OK)
- * when the file has no /deviation and need == 0. */
-static sd_status deviation_open(MPI_Comm comm, const char *path, const sd_stack_info *in,
-                                int need, hid_t *f, hid_t *ds, int *has) {
+sd_status sd_segment_open_deviation(MPI_Comm comm, const char *path, int64_t n, int h, int w,
+                                    int need, hid_t dapl, hid_t *f, hid_t *ds, int *has) {
   *has = 0;
   *ds = H5I_INVALID_HID;
   sd_status st = sd_par_agree(comm, sd_h5_file_open(comm, path, 0, f));
@@ -128,23 +126,41 @@ static sd_status deviation_open(MPI_Comm comm, const char *path, const sd_stack_
                     path);
     return sd_par_agree(comm, st);
   }
-  *ds = H5Dopen2(*f, "deviation", H5P_DEFAULT);
+  *ds = H5Dopen2(*f, "deviation", dapl);
   hid_t fs = *ds >= 0 ? H5Dget_space(*ds) : H5I_INVALID_HID;
   hsize_t dims[3] = {0};
   int nd = fs >= 0 ? H5Sget_simple_extent_ndims(fs) : -1;
   if (nd == 3)
     H5Sget_simple_extent_dims(fs, dims, NULL);
   sd_h5_close(&fs);
-  if (nd != 3 || (int64_t)dims[0] != in->n || (int)dims[1] != in->height ||
-      (int)dims[2] != in->width)
+  if (nd != 3 || (int64_t)dims[0] != n || (int)dims[1] != h || (int)dims[2] != w)
     st = SD_ERROR(SD_ERR_ARG,
                   "%s:/deviation has shape [%llu,%llu,%llu] (rank %d) but the data stack holds "
                   "[%lld,%d,%d]: give the pseudolabel output of this stack",
                   path, (unsigned long long)dims[0], (unsigned long long)dims[1],
-                  (unsigned long long)dims[2], nd, (long long)in->n, in->height, in->width);
+                  (unsigned long long)dims[2], nd, (long long)n, h, w);
   else
     *has = 1;
   return sd_par_agree(comm, st);
+}
+
+sd_status sd_segment_need_deviation(const char *model, const char *data) {
+  return SD_ERROR(SD_ERR_ARG,
+                  "the U-Net %s takes the image and its deviation from the bulk lattice: give "
+                  "--deviation pseudo.h5, the output of `stemdefect pseudolabel --data %s`",
+                  model, data);
+}
+
+/* the file of the training deviation: segmenter.deviation, else the labels file */
+static const char *deviation_file(const sd_config *cfg, const char *labels) {
+  const char *dev = sd_config_string(cfg, "segmenter.deviation");
+  return *dev ? dev : labels;
+}
+
+static sd_status deviation_open(MPI_Comm comm, const char *path, const sd_stack_info *in,
+                                int need, hid_t *f, hid_t *ds, int *has) {
+  return sd_segment_open_deviation(comm, path, in->n, in->height, in->width, need, H5P_DEFAULT,
+                                   f, ds, has);
 }
 
 sd_status sd_segment_has_deviation(MPI_Comm comm, const char *path, const sd_stack_info *in,
@@ -208,9 +224,7 @@ static sd_status input_channels(const sd_app *app, const sd_stack_info *in, cons
                                 int *channels, const char **devfile) {
   const sd_config *cfg = app->cfg;
   const char *mode = sd_config_string(cfg, "segmenter.input");
-  const char *dev = sd_config_string(cfg, "segmenter.deviation");
-  if (!*dev)
-    dev = labels;
+  const char *dev = deviation_file(cfg, labels);
   *channels = 1;
   *devfile = dev;
   if (!strcmp(mode, "image"))
@@ -383,9 +397,7 @@ sd_status sd_segment_train_run(sd_app *app) {
     free(saved.split);
     /* the checkpoint decides the input; a second channel needs the deviation file */
     channels = c;
-    devfile = sd_config_string(cfg, "segmenter.deviation");
-    if (!*devfile)
-      devfile = labels;
+    devfile = deviation_file(cfg, labels);
     int has = 0;
     if (c == 2 && *devfile)
       SD_CHECK_GOTO(st, sd_segment_has_deviation(app->comm, devfile, in, &has), done);
