@@ -275,7 +275,7 @@ static sd_status segment_run(sd_app *app) {
   if (!*output)
     return SD_ERROR(SD_ERR_ARG, "no output: give --output heatmaps.h5");
   sd_profile_stage_begin("segment");
-  double t_start = sd_time_now();
+  double t_start = sd_time_now(), t_setup = t_start, t_files = t_start, t_loop = t_start;
 
   sd_nn_model *m = NULL;
   sd_ckpt_state state;
@@ -409,6 +409,7 @@ static sd_status segment_run(sd_app *app) {
   if (st != SD_OK)
     goto done;
 
+  t_setup = sd_time_now();
   /* files: input stack (MPI-IO, read-only) and the output under a temporary name */
   SD_CHECK_GOTO(st, sd_par_agree(app->comm, sd_h5_file_open(app->comm, data, 0, &fin)), done);
   /* the rows are read independently (below): the chunk-index lookups of /images must then not
@@ -545,6 +546,7 @@ static sd_status segment_run(sd_app *app) {
    * writes to one file are serialised by the file system's inode lock: collective rounds
    * made every rank wait for all writes of the round). Nothing collective happens in the
    * loop: a rank that fails stops, and all agree after it. */
+  t_files = sd_time_now();
   hid_t dxi = H5Pcreate(H5P_DATASET_XFER);
   if (dxi < 0 || H5Pset_dxpl_mpio(dxi, H5FD_MPIO_INDEPENDENT) < 0)
     st = SD_H5_ERROR(SD_ERR_HDF5, "cannot set independent MPI-IO transfers");
@@ -663,6 +665,7 @@ static sd_status segment_run(sd_app *app) {
   }
   sd_h5_close(&dxi);
   st = sd_par_agree(app->comm, st);
+  t_loop = sd_time_now();
   sd_profile_phase_end(SD_PHASE_IO, sd_time_now() - t_io);
   sd_profile_phase_end(SD_PHASE_COMPUTE, sd_time_now() - t_cmp);
 
@@ -687,6 +690,11 @@ done:;
       st = rs;
   }
   double secs = sd_time_now() - t_start;
+  if (st == SD_OK)
+    sd_log_debug("segment: rank %d: model, labels and buffers %.3f s, opening and creating the "
+                 "files %.3f s, jobs %.3f s, closing %.3f s",
+                 app->rank, t_setup - t_start, t_files - t_setup, t_loop - t_files,
+                 sd_time_now() - t_loop);
   if (st == SD_OK) {
     double v[2] = {(double)sd_peak_rss_bytes(), 0};
     sd_par_allreduce_max_double(app->comm, v, 1);
