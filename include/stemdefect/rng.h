@@ -25,7 +25,8 @@ enum sd_rng_stream {
   SD_RNG_STREAM_DROPOUT = 5,
   SD_RNG_STREAM_KMEANS = 6,
   SD_RNG_STREAM_TSNE = 7,
-  SD_RNG_STREAM_MOSAIC = 8
+  SD_RNG_STREAM_MOSAIC = 8,
+  SD_RNG_STREAM_FOREST = 9
 };
 
 void sd_rng_init(sd_rng *r, uint64_t seed, uint64_t a, uint64_t b);

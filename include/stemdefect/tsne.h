@@ -4,7 +4,8 @@
  * [first, first+count) of sd_shard_range(n, r, size). The pipeline is
  *   1. sd_tsne_knn: exact k nearest neighbours by blocked GEMM distances, the row blocks of
  *      the ranks travelling around a ring (O(N^2 D / P) work per rank: meant for modest N
- *      and D, e.g. N <= ~1e5; a vantage-point tree would be the next step beyond that);
+ *      and D, e.g. N <= ~5e4), or sd_tsne_knn_forest: approximate neighbours from a
+ *      random-projection forest (O(N T leaf D / P) per rank, every rank holding all rows);
  *   2. sd_tsne_calibrate: per-point binary search on the Gaussian precision beta so the
  *      entropy of the conditional row p_{j|i} equals log(perplexity) (nats);
  *   3. sd_tsne_symmetrize: P = (P_cond + P_cond^T) / 2N, a sparse matrix distributed by row
@@ -39,6 +40,13 @@ typedef enum sd_tsne_init {
   SD_TSNE_INIT_RANDOM = 1 /* 1e-4 * N(0, 1), point i from the stream (seed, i) */
 } sd_tsne_init;
 
+typedef enum sd_tsne_knn_method {
+  SD_TSNE_KNN_AUTO = 0,  /* exact up to SD_TSNE_KNN_EXACT_MAX rows, the forest above */
+  SD_TSNE_KNN_EXACT = 1, /* sd_tsne_knn */
+  SD_TSNE_KNN_FOREST = 2 /* sd_tsne_knn_forest */
+} sd_tsne_knn_method;
+#define SD_TSNE_KNN_EXACT_MAX 50000
+
 typedef struct sd_tsne_params {
   double perplexity;         /* target perplexity (> 0, < n) */
   double theta;              /* Barnes-Hut opening angle (0 = exact: every cell opened) */
@@ -47,7 +55,10 @@ typedef struct sd_tsne_params {
   double early_exaggeration; /* P is multiplied by this during the first exaggeration_iters */
   int exaggeration_iters;    /* iterations with exaggeration and momentum_early */
   int neighbors; /* k of the kNN graph; <= 0: auto = min(n - 1, floor(3 perplexity) + 1) */
-  uint64_t seed; /* random init */
+  sd_tsne_knn_method knn; /* how the neighbours are found */
+  int forest_trees;        /* trees of the random-projection forest (>= 1) */
+  int forest_refine;       /* neighbours-of-neighbours rounds after the forest (>= 0) */
+  uint64_t seed;           /* random init and the forest's projections */
   sd_tsne_init init;
   int report_every;      /* log the KL divergence every this many iterations (computed
                           * only when info messages are shown) */
@@ -89,6 +100,22 @@ sd_status sd_tsne_standardize(MPI_Comm comm, double *x_own, int64_t count, int d
  * distances, recomputed in a fixed order (so identical at any rank count). 1 <= k < n. */
 sd_status sd_tsne_knn(MPI_Comm comm, const double *x_own, int64_t count, int d, int64_t n, int k,
                       int64_t *nbr, double *dist2);
+
+/* Collective. Approximate k nearest neighbours of the own rows among all n rows, from a
+ * forest of `trees` random-projection trees (median splits on the difference of two random
+ * rows, leaves of sd_tsne_forest_leaf_size(k) rows at most, half that at least; tree t
+ * depends on (seed, t) only): the candidates of a row are the rows sharing one of its
+ * leaves, ranked by the exact squared distance; then `refine` rounds in which the 16
+ * nearest neighbours of each neighbour (all lists gathered: n k int32 per rank) are
+ * candidates too (NN-descent's local join). Same output contract as sd_tsne_knn
+ * (sorted by (distance, index), identical at any rank count); every rank holds all n rows
+ * (n d doubles) and the trees (2n int32 each). */
+sd_status sd_tsne_knn_forest(MPI_Comm comm, const double *x_own, int64_t count, int d, int64_t n,
+                             int k, int trees, int refine, uint64_t seed, int64_t *nbr,
+                             double *dist2);
+int sd_tsne_forest_leaf_size(int k);
+/* The method params resolve to for n rows (never AUTO). */
+sd_tsne_knn_method sd_tsne_resolve_knn(const sd_tsne_params *p, int64_t n);
 
 /* Not collective. For each of rows rows of squared neighbour distances dist2 [rows, k]:
  * binary search (<= 200 steps, tolerance 1e-5 nats) on beta so that the entropy of
@@ -201,6 +228,7 @@ typedef struct sd_tsne_result {
   double kl_divergence; /* at the last iteration (Barnes-Hut Z) */
   int iterations;
   int neighbors;
+  sd_tsne_knn_method knn; /* the method used (exact or forest) */
   double learning_rate;
   int64_t unconverged; /* rows whose bandwidth search missed the tolerance */
   double seconds_affinities, seconds_optimize;

@@ -37,6 +37,9 @@ static const sd_cli_option embed_options[] = {
     {"--early-exaggeration", "embed.early_exaggeration", "X", NULL, 0},
     {"--exaggeration-iters", "embed.exaggeration_iters", "N", NULL, 0},
     {"--neighbors", "embed.neighbors", "K", NULL, 0},
+    {"--knn", "embed.knn", "auto|exact|forest", NULL, 0},
+    {"--forest-trees", "embed.forest_trees", "T", NULL, 0},
+    {"--forest-refine", "embed.forest_refine", "R", NULL, 0},
     {"--init", "embed.init", "pca|random", NULL, 0},
     {"--seed", "embed.seed", "S", NULL, 0},
     {"--figure", "embed.figure", "PNG", NULL, 0},
@@ -402,6 +405,13 @@ static sd_status write_output(sd_app *app, const char *path, const embed_input *
     if (st == SD_OK)
       st = sd_h5_attr_write_int(root, "neighbors", res->neighbors);
     if (st == SD_OK)
+      st = sd_h5_attr_write_string(root, "knn",
+                                   res->knn == SD_TSNE_KNN_FOREST ? "forest" : "exact");
+    if (st == SD_OK && res->knn == SD_TSNE_KNN_FOREST)
+      st = sd_h5_attr_write_int(root, "forest_trees", p->forest_trees);
+    if (st == SD_OK && res->knn == SD_TSNE_KNN_FOREST)
+      st = sd_h5_attr_write_int(root, "forest_refine", p->forest_refine);
+    if (st == SD_OK)
       st = attr_double(root, "early_exaggeration", p->early_exaggeration);
     if (st == SD_OK)
       st = sd_h5_attr_write_int(root, "exaggeration_iters", p->exaggeration_iters);
@@ -457,6 +467,12 @@ static sd_status params_from_config(const sd_config *cfg, sd_tsne_params *p) {
   if (!isnan(k) && k != floor(k))
     return SD_ERROR(SD_ERR_CONFIG, "embed.neighbors = %g must be a whole number or auto", k);
   p->seed = (uint64_t)sd_config_int(cfg, "embed.seed");
+  const char *knn = sd_config_string(cfg, "embed.knn");
+  p->knn = !strcmp(knn, "exact")    ? SD_TSNE_KNN_EXACT
+           : !strcmp(knn, "forest") ? SD_TSNE_KNN_FOREST
+                                    : SD_TSNE_KNN_AUTO;
+  p->forest_trees = (int)sd_config_int(cfg, "embed.forest_trees");
+  p->forest_refine = (int)sd_config_int(cfg, "embed.forest_refine");
   p->init = strcmp(sd_config_string(cfg, "embed.init"), "random") == 0 ? SD_TSNE_INIT_RANDOM
                                                                        : SD_TSNE_INIT_PCA;
   return SD_OK;

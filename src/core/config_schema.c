@@ -207,7 +207,10 @@ const sd_config_key sd_config_schema[] = {
     {"embed.early_exaggeration", F, 1, 1000, NULL, "P is multiplied by this during the first exaggeration_iters iterations"},
     {"embed.exaggeration_iters", I, 0, 10000000, NULL, "iterations with early exaggeration and momentum 0.5 (then 0.8)"},
     {"embed.neighbors", A, 1, 1e6, NULL, "neighbours of the input similarity graph (auto = floor(3 x perplexity) + 1, at most N - 1)"},
-    {"embed.seed", I, 0, 9.007199254740992e15, NULL, "random seed (random init; the embedding does not depend on the rank count)"},
+    {"embed.knn", E, 0, 0, "auto|exact|forest", "how the neighbours are found: exact (blocked GEMM, rows passed around a ring of ranks: O(N^2 D / P)) or approximate from a random-projection forest (every rank holds all rows); auto = exact up to 50000 rows"},
+    {"embed.forest_trees", I, 1, 1000, NULL, "trees of the random-projection forest (more: better neighbours, proportionally slower)"},
+    {"embed.forest_refine", I, 0, 10, NULL, "rounds after the forest in which the 16 nearest neighbours of each neighbour are candidates too (NN-descent's local join)"},
+    {"embed.seed", I, 0, 9.007199254740992e15, NULL, "random seed (random init and the kNN forest's projections; the embedding does not depend on the rank count)"},
     {"embed.init", E, 0, 0, "pca|random", "initial embedding: first two principal components (std 1e-4) or 1e-4 x N(0,1)"},
     {"embed.figure", S, 0, 0, NULL, "write a PNG scatter of the embedding coloured by cluster and true class here (\"\" = none)"},
 

@@ -23,4 +23,22 @@ void sd_tsne_balance(int size, int64_t n, const int64_t *cut, int nb, const doub
  * (the same on every rank) each iteration; the embedding must not change. */
 extern int sd_tsne_balance_jitter;
 
+/* kNN helpers shared by the exact search (tsne_affinity.c) and the forest (tsne_forest.c). */
+/* Squared distance by a fixed-order loop (the same bits on any rank). */
+static inline double sd_tsne_dist2(const double *a, const double *b, int d) {
+  double s = 0;
+  for (int t = 0; t < d; t++) {
+    double u = a[t] - b[t];
+    s += u * u;
+  }
+  return s;
+}
+/* Max-heap hd/hi [cap] of the (d2, index) pairs under the lexicographic order: keeps the cap
+ * smallest pushed; *size grows to cap. */
+void sd_tsne_heap_push(double *hd, int64_t *hi, int *size, int cap, double d, int64_t idx);
+/* The k heap entries sorted by (d2, index) into nbr [k] and dist2 [k]. */
+#define SD_TSNE_MAX_K_STACK 512
+void sd_tsne_heap_sorted(const double *hd, const int64_t *hi, int k, int64_t *nbr,
+                         double *dist2);
+
 #endif

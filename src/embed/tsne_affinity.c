@@ -21,6 +21,9 @@ void sd_tsne_params_default(sd_tsne_params *p) {
   p->early_exaggeration = 12.0;
   p->exaggeration_iters = 250;
   p->neighbors = 0;
+  p->knn = SD_TSNE_KNN_AUTO;
+  p->forest_trees = 10;
+  p->forest_refine = 2;
   p->seed = 1;
   p->init = SD_TSNE_INIT_PCA;
   p->report_every = 50;
@@ -36,6 +39,12 @@ int sd_tsne_resolve_neighbors(const sd_tsne_params *p, int64_t n) {
   if (k < 1)
     k = 1;
   return (int)k;
+}
+
+sd_tsne_knn_method sd_tsne_resolve_knn(const sd_tsne_params *p, int64_t n) {
+  if (p->knn != SD_TSNE_KNN_AUTO)
+    return p->knn;
+  return n > SD_TSNE_KNN_EXACT_MAX ? SD_TSNE_KNN_FOREST : SD_TSNE_KNN_EXACT;
 }
 
 double sd_tsne_resolve_learning_rate(const sd_tsne_params *p, int64_t n) {
@@ -61,6 +70,15 @@ sd_status sd_tsne_params_check(const sd_tsne_params *p, int64_t n) {
   if (p->exaggeration_iters < 0 || !(p->early_exaggeration >= 1))
     return SD_ERROR(SD_ERR_ARG, "early exaggeration %g for %d iterations (expected >= 1, >= 0)",
                     p->early_exaggeration, p->exaggeration_iters);
+  if (p->knn != SD_TSNE_KNN_AUTO && p->knn != SD_TSNE_KNN_EXACT && p->knn != SD_TSNE_KNN_FOREST)
+    return SD_ERROR(SD_ERR_ARG, "kNN method %d is unknown (expected auto, exact or forest)",
+                    (int)p->knn);
+  if (p->forest_trees < 1 || p->forest_trees > 1000)
+    return SD_ERROR(SD_ERR_ARG, "forest trees %d is out of range (expected 1..1000)",
+                    p->forest_trees);
+  if (p->forest_refine < 0 || p->forest_refine > 10)
+    return SD_ERROR(SD_ERR_ARG, "forest refinement rounds %d is out of range (expected 0..10)",
+                    p->forest_refine);
   int k = sd_tsne_resolve_neighbors(p, n);
   if (p->neighbors > 0 && p->neighbors > n - 1)
     return SD_ERROR(SD_ERR_ARG, "neighbors %d is too large for %lld points (at most %lld)",
@@ -185,7 +203,7 @@ static void heap_sift_down(double *hd, int64_t *hi, int size, int pos) {
   }
 }
 
-static void heap_push(double *hd, int64_t *hi, int *size, int cap, double d, int64_t idx) {
+void sd_tsne_heap_push(double *hd, int64_t *hi, int *size, int cap, double d, int64_t idx) {
   if (*size < cap) {
     int pos = (*size)++;
     hd[pos] = d;
@@ -209,16 +227,6 @@ static void heap_push(double *hd, int64_t *hi, int *size, int cap, double d, int
   }
 }
 
-/* squared distance by a fixed-order loop (the same bits on any rank) */
-static inline double dist2_exact(const double *a, const double *b, int d) {
-  double s = 0;
-  for (int t = 0; t < d; t++) {
-    double u = a[t] - b[t];
-    s += u * u;
-  }
-  return s;
-}
-
 typedef struct knn_pair {
   double d;
   int64_t i;
@@ -231,6 +239,40 @@ static int pair_cmp(const void *a, const void *b) {
   if (key_less(y->d, y->i, x->d, x->i))
     return 1;
   return 0;
+}
+
+void sd_tsne_heap_sorted(const double *hd, const int64_t *hi, int k, int64_t *nbr,
+                         double *dist2) {
+  knn_pair pairs[SD_TSNE_MAX_K_STACK];
+  knn_pair *pp = k <= SD_TSNE_MAX_K_STACK ? pairs : sd_malloc((size_t)k, sizeof *pp, "kNN pairs");
+  if (!pp) { /* a selection sort in place of qsort: slow but needs no memory */
+    for (int j = 0; j < k; j++) {
+      nbr[j] = hi[j];
+      dist2[j] = hd[j];
+    }
+    for (int a = 0; a < k; a++)
+      for (int b = a + 1; b < k; b++)
+        if (key_less(dist2[b], nbr[b], dist2[a], nbr[a])) {
+          double td = dist2[a];
+          dist2[a] = dist2[b];
+          dist2[b] = td;
+          int64_t ti = nbr[a];
+          nbr[a] = nbr[b];
+          nbr[b] = ti;
+        }
+    return;
+  }
+  for (int j = 0; j < k; j++) {
+    pp[j].d = hd[j];
+    pp[j].i = hi[j];
+  }
+  qsort(pp, (size_t)k, sizeof *pp, pair_cmp);
+  for (int j = 0; j < k; j++) {
+    nbr[j] = pp[j].i;
+    dist2[j] = pp[j].d;
+  }
+  if (pp != pairs)
+    free(pp);
 }
 
 #define KNN_TILE_A 256
@@ -265,8 +307,8 @@ static void knn_block(const double *xa, const double *na, int64_t ca, int64_t fa
             if (approx - tol > rd[0])
               continue; /* surely farther than the k-th */
           }
-          double ex = dist2_exact(xa + ia * d, xb + (b0 + c) * d, d);
-          heap_push(rd, ri, sz, k, ex, gb);
+          double ex = sd_tsne_dist2(xa + ia * d, xb + (b0 + c) * d, d);
+          sd_tsne_heap_push(rd, ri, sz, k, ex, gb);
         }
       }
     }
@@ -287,7 +329,6 @@ sd_status sd_tsne_knn(MPI_Comm comm, const double *x_own, int64_t count, int d, 
   double *buf[2] = {NULL, NULL}, *nrm[2] = {NULL, NULL}, *na = NULL, *tile = NULL, *hd = NULL;
   int64_t *hi = NULL;
   int *hsize = NULL;
-  knn_pair *pairs = NULL;
   buf[0] = sd_malloc(bufrows * (size_t)d, sizeof(double), "kNN ring buffer");
   buf[1] = sd_malloc(bufrows * (size_t)d, sizeof(double), "kNN ring buffer");
   nrm[0] = sd_malloc(bufrows, sizeof(double), "kNN norms");
@@ -297,8 +338,7 @@ sd_status sd_tsne_knn(MPI_Comm comm, const double *x_own, int64_t count, int d, 
   hd = sd_malloc(bufrows * (size_t)k, sizeof *hd, "kNN heaps");
   hi = sd_malloc(bufrows * (size_t)k, sizeof *hi, "kNN heaps");
   hsize = sd_calloc(bufrows, sizeof *hsize, "kNN heap sizes");
-  pairs = sd_malloc((size_t)k, sizeof *pairs, "kNN pairs");
-  if (!buf[0] || !buf[1] || !nrm[0] || !nrm[1] || !na || !tile || !hd || !hi || !hsize || !pairs)
+  if (!buf[0] || !buf[1] || !nrm[0] || !nrm[1] || !na || !tile || !hd || !hi || !hsize)
     st = SD_ERR_NOMEM;
   st = sd_par_agree(comm, st);
   if (st != SD_OK)
@@ -358,15 +398,7 @@ sd_status sd_tsne_knn(MPI_Comm comm, const double *x_own, int64_t count, int d, 
                     hsize[i], k);
       break;
     }
-    for (int j = 0; j < k; j++) {
-      pairs[j].d = hd[i * k + j];
-      pairs[j].i = hi[i * k + j];
-    }
-    qsort(pairs, (size_t)k, sizeof *pairs, pair_cmp);
-    for (int j = 0; j < k; j++) {
-      nbr[i * k + j] = pairs[j].i;
-      dist2[i * k + j] = pairs[j].d;
-    }
+    sd_tsne_heap_sorted(hd + i * k, hi + i * k, k, nbr + i * k, dist2 + i * k);
   }
   st = sd_par_agree(comm, st);
 done:
@@ -379,7 +411,6 @@ done:
   free(hd);
   free(hi);
   free(hsize);
-  free(pairs);
   return st;
 }
 

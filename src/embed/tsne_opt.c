@@ -704,9 +704,21 @@ sd_status sd_tsne_run(MPI_Comm comm, const sd_tsne_params *p, const double *x_ow
   st = sd_par_agree(comm, st);
   if (st != SD_OK)
     goto done;
-  sd_log_info("embed: %lld points x %d columns, %d neighbours (exact kNN, ring of row blocks)",
-              (long long)n, d, k);
-  SD_CHECK_GOTO(st, sd_tsne_knn(comm, x_own, count, d, n, k, nbr, d2), done);
+  const sd_tsne_knn_method knn = sd_tsne_resolve_knn(p, n);
+  if (knn == SD_TSNE_KNN_FOREST) {
+    sd_log_info("embed: %lld points x %d columns, %d neighbours (approximate: random-projection "
+                "forest of %d trees, leaves of at most %d points, %d refinement round(s))",
+                (long long)n, d, k, p->forest_trees, sd_tsne_forest_leaf_size(k),
+                p->forest_refine);
+    SD_CHECK_GOTO(st,
+                  sd_tsne_knn_forest(comm, x_own, count, d, n, k, p->forest_trees,
+                                     p->forest_refine, p->seed, nbr, d2),
+                  done);
+  } else {
+    sd_log_info("embed: %lld points x %d columns, %d neighbours (exact kNN, ring of row blocks)",
+                (long long)n, d, k);
+    SD_CHECK_GOTO(st, sd_tsne_knn(comm, x_own, count, d, n, k, nbr, d2), done);
+  }
   int64_t bad = 0;
   sd_tsne_calibrate(count, k, d2, p->perplexity, pc, NULL, NULL, &bad);
   SD_CHECK_GOTO(st, sd_par_allreduce_sum_i64(comm, &bad, 1), done);
@@ -726,6 +738,7 @@ sd_status sd_tsne_run(MPI_Comm comm, const sd_tsne_params *p, const double *x_ow
   SD_CHECK_GOTO(st, sd_tsne_optimize(comm, p, a, y_all, res), done);
   if (res) {
     res->neighbors = k;
+    res->knn = knn;
     res->unconverged = bad;
     res->seconds_affinities = t1 - t0;
   }

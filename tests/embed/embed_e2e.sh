@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # embed_e2e.sh - `stemdefect embed` end to end: a synthetic blobs file (written by mkblobs
 # with the serial HDF5 API) embedded at 1, 2 and 4 ranks gives bitwise identical
-# /embedding; the output layout and attributes; /scores preferred over /descriptors; the
-# figure; bad inputs fail with one clear message and leave no output behind.
+# /embedding; the output layout and attributes; the random-projection forest (the same bits at
+# any rank count, clean clusters); /scores preferred over /descriptors; the figure; bad inputs
+# fail with one clear message and leave no output behind.
 source "$SD_SOURCE_DIR/tests/e2e/lib.sh"
 MK=${SD_MKBLOBS:?SD_MKBLOBS not set}
 export OPENBLAS_NUM_THREADS=1
@@ -44,6 +45,39 @@ expect_ok "$SD" embed --input "$WORK/both.h5" --output "$WORK/es.h5" --perplexit
 h5dump -a /input_dataset "$WORK/es.h5" | grep -q '"/scores"' && ok || fail "/scores not preferred"
 head -c 8 "$WORK/fig.png" | od -An -c | grep -q "P   N   G" && ok || fail "figure is not a PNG"
 no_file "$WORK/fig.png.tmp"
+# the random-projection forest: the same bits at 1, 2 and 4 ranks, recorded in the file,
+# and (on these separated blobs) an embedding whose clusters are as clean as the exact one's
+for np in 1 2 4; do
+  expect_ok $MPIRUN -n $np "$SD" embed --input "$WORK/blobs.h5" --output "$WORK/f$np.h5" \
+    --perplexity 20 --iterations 200 --exaggeration-iters 100 --seed 3 --knn forest \
+    --forest-trees 4 --quiet
+done
+for np in 2 4; do
+  h5diff -d 0 "$WORK/f1.h5" "$WORK/f$np.h5" /embedding /embedding >/dev/null 2>&1 && ok ||
+    fail "forest /embedding at $np ranks differs from 1 rank"
+done
+h5dump -a /knn "$WORK/f2.h5" | grep -q '"forest"' && ok || fail "knn attribute (forest)"
+h5dump -a /forest_trees "$WORK/f2.h5" | grep -q "(0): 4" && ok || fail "forest_trees attribute"
+h5dump -a /knn "$WORK/e2.h5" | grep -q '"exact"' && ok || fail "knn attribute (exact: auto below 50000 rows)"
+h5diff -d 0 "$WORK/e1.h5" "$WORK/f1.h5" /embedding /embedding >/dev/null 2>&1 &&
+  fail "the forest run gives the exact run's embedding (was the forest used?)" || ok
+/usr/bin/python3 - "$WORK/e1.h5" "$WORK/f1.h5" <<'PY' && ok || fail "forest embedding: kNN purity"
+import sys, h5py, numpy as np
+for f in sys.argv[1:]:
+    with h5py.File(f) as h:
+        y, lab = h["/embedding"][...], h["/labels"][...]
+    d = ((y[:, None, :] - y[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    nn = np.argsort(d, 1)[:, :10]
+    purity = (lab[nn] == lab[:, None]).mean()
+    print(f, "10-NN label purity", round(purity, 3), file=sys.stderr)
+    if purity < 0.95:
+        sys.exit(1)
+PY
+expect_fail 2 "embed.knn" "$SD" embed --input "$WORK/blobs.h5" --output "$WORK/bad6.h5" --knn tree
+no_file "$WORK/bad6.h5"
+expect_fail 2 "embed.forest_trees" "$SD" embed --input "$WORK/blobs.h5" --output "$WORK/bad7.h5" --forest-trees 0
+no_file "$WORK/bad7.h5"
 # a config file section works like the options
 printf 'embed:\n  perplexity: 20\n  iterations: 200\n  exaggeration_iters: 100\n  seed: 3\n' > "$WORK/c.yaml"
 expect_ok "$SD" embed --config "$WORK/c.yaml" --input "$WORK/blobs.h5" --output "$WORK/ec.h5" --quiet

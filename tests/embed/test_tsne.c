@@ -248,6 +248,102 @@ static void test_balance(void) {
   }
 }
 
+/* The random-projection forest against the exact search: recall, ordering, distances, the
+ * same neighbours at any rank count, a single leaf = the exact result, bad arguments. */
+static void test_knn_forest(MPI_Comm world) {
+  int rank, size;
+  MPI_Comm_rank(world, &rank);
+  MPI_Comm_size(world, &size);
+  const int64_t n = 3000;
+  const int d = 12, k = 15, trees = 10;
+  double *x = malloc((size_t)n * d * sizeof *x);
+  int *lab = malloc((size_t)n * sizeof *lab);
+  make_blobs(n, d, 6, 2.0, 23, x, lab);
+  int64_t first, count;
+  sd_shard_range(n, rank, size, &first, &count);
+  size_t ck = (size_t)(count + 1) * k;
+  int64_t *ne = malloc(ck * sizeof *ne), *nf = malloc(ck * sizeof *nf);
+  int64_t *ns = malloc((size_t)n * k * sizeof *ns);
+  double *de = malloc(ck * sizeof *de), *df = malloc(ck * sizeof *df);
+  double *ds = malloc((size_t)n * k * sizeof *ds);
+  SD_EXPECT_OK(sd_tsne_knn(world, x + first * d, count, d, n, k, ne, de));
+  SD_EXPECT_OK(sd_tsne_knn_forest(world, x + first * d, count, d, n, k, trees, 1, 7, nf, df));
+  /* one process with all rows: the own rows' neighbours must be the same bits */
+  SD_EXPECT_OK(sd_tsne_knn_forest(MPI_COMM_SELF, x, n, d, n, k, trees, 1, 7, ns, ds));
+  int64_t hit = 0, bad_order = 0, bad_dist = 0, diff = 0;
+  for (int64_t q = 0; q < count; q++) {
+    const int64_t i = first + q;
+    for (int j = 0; j < k; j++) {
+      const int64_t a = nf[q * k + j];
+      for (int e = 0; e < k; e++)
+        hit += ne[q * k + e] == a;
+      if (a == i || a < 0 || a >= n)
+        bad_order++;
+      if (j > 0 && !(df[q * k + j - 1] < df[q * k + j] ||
+                     (df[q * k + j - 1] == df[q * k + j] && nf[q * k + j - 1] < a)))
+        bad_order++;
+      double ex = dist2(x + i * d, x + a * d, d);
+      if (fabs(df[q * k + j] - ex) > 1e-12 * (1 + ex))
+        bad_dist++;
+      if (ns[i * k + j] != a || memcmp(&ds[i * k + j], &df[q * k + j], sizeof(double)) != 0)
+        diff++;
+    }
+  }
+  int64_t v[4] = {hit, bad_order, bad_dist, diff};
+  MPI_Allreduce(MPI_IN_PLACE, v, 4, MPI_INT64_T, MPI_SUM, world);
+  const double recall = (double)v[0] / ((double)n * k);
+  if (rank == 0)
+    fprintf(stderr, "kNN forest (%d trees, n %lld, d %d, k %d): recall %.4f of the exact "
+            "neighbours\n", trees, (long long)n, d, k, recall);
+  SD_EXPECT_MSG(recall >= 0.95, "forest recall %.4f (expected >= 0.95)", recall);
+  SD_EXPECT_MSG(v[1] == 0, "%lld forest entries out of order, self or out of range",
+                (long long)v[1]);
+  SD_EXPECT_MSG(v[2] == 0, "%lld forest distances differ from the direct sum", (long long)v[2]);
+  SD_EXPECT_MSG(v[3] == 0, "%lld forest entries differ between %d rank(s) and 1", (long long)v[3],
+                size);
+  /* more trees, and the refinement round, find more of the exact neighbours */
+  double rec[2];
+  for (int c = 0; c < 2; c++) {
+    SD_EXPECT_OK(sd_tsne_knn_forest(MPI_COMM_SELF, x, n, d, n, k, c ? trees : 1, 0, 7, ns, ds));
+    int64_t h = 0;
+    for (int64_t q = 0; q < count; q++)
+      for (int j = 0; j < k; j++)
+        for (int e = 0; e < k; e++)
+          h += ne[q * k + e] == ns[(first + q) * k + j];
+    MPI_Allreduce(MPI_IN_PLACE, &h, 1, MPI_INT64_T, MPI_SUM, world);
+    rec[c] = (double)h / ((double)n * k);
+  }
+  if (rank == 0)
+    fprintf(stderr, "kNN forest without refinement: 1 tree recall %.4f, %d trees %.4f\n", rec[0],
+            trees, rec[1]);
+  SD_EXPECT_MSG(rec[0] > 0.1 && rec[0] < rec[1] && rec[1] < recall,
+                "recall: 1 tree %.4f, %d trees %.4f, with refinement %.4f", rec[0], trees, rec[1],
+                recall);
+  /* n <= the leaf size: one leaf holds all rows, the result is the exact one */
+  {
+    const int64_t m = 20;
+    const int kk = 12; /* leaf 26 >= 20 */
+    int64_t e1[20 * 12], f1[20 * 12];
+    double e2[20 * 12], f2[20 * 12];
+    SD_EXPECT_OK(sd_tsne_knn(MPI_COMM_SELF, x, m, d, m, kk, e1, e2));
+    SD_EXPECT_OK(sd_tsne_knn_forest(MPI_COMM_SELF, x, m, d, m, kk, 3, 1, 1, f1, f2));
+    int bad = 0;
+    for (int e = 0; e < m * kk; e++)
+      bad += e1[e] != f1[e] || fabs(e2[e] - f2[e]) > 1e-12 * (1 + e2[e]);
+    SD_EXPECT_MSG(bad == 0, "single leaf: %d entries differ from the exact search", bad);
+    SD_EXPECT(sd_tsne_knn_forest(MPI_COMM_SELF, x, m, d, m, kk, 0, 1, 1, f1, f2) == SD_ERR_ARG);
+    SD_EXPECT(sd_tsne_knn_forest(MPI_COMM_SELF, x, m, d, m, 20, 3, 1, 1, f1, f2) == SD_ERR_ARG);
+  }
+  free(x);
+  free(lab);
+  free(ne);
+  free(nf);
+  free(ns);
+  free(de);
+  free(df);
+  free(ds);
+}
+
 int main(int argc, char **argv) {
   MPI_Init(&argc, &argv);
   int rank, size;
@@ -257,6 +353,7 @@ int main(int argc, char **argv) {
 
   test_tree_builds();
   test_balance();
+  test_knn_forest(world);
 
   /* ---- fixed-point column sums ---- */
   {

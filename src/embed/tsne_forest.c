@@ -1,0 +1,358 @@
+/* tsne_forest.c - approximate k nearest neighbours by a random-projection forest, for inputs
+ * too large for the exact quadratic search (sd_tsne_knn).
+ *
+ * Every rank gets all rows (one allgather). Tree t splits the rows recursively at the median
+ * of their projections on the difference of two rows drawn at random, until a node holds at
+ * most `leaf` rows; the trees are built by ranks in turn (tree t by rank t mod P) and
+ * broadcast as a permutation of the rows plus the leaf boundaries. The candidates of row i
+ * are the other rows of its leaf in every tree; their squared distances are computed in a
+ * fixed order and the k smallest kept, sorted by (distance, index).
+ * A tree depends only on (seed, t) and the rows, and the candidate set of a row only on the
+ * trees, so the neighbours are the same at any rank count. Median splits keep every leaf at
+ * >= (leaf + 1) / 2 rows, so leaf >= 2k + 1 guarantees k candidates from one tree. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "embed_internal.h"
+#include "stemdefect/log.h"
+#include "stemdefect/par.h"
+#include "stemdefect/rng.h"
+#include "stemdefect/tsne.h"
+
+/* the nearest neighbours of each neighbour that a refinement round looks at */
+#define SD_FOREST_FAN 16
+
+typedef struct proj_pair {
+  double v;  /* projection */
+  int32_t i; /* row */
+} proj_pair;
+
+/* squared distance in four interleaved partial sums (a fixed order: the same bits on any
+ * rank; about four times the speed of the single chain of sd_tsne_dist2) */
+static inline double dist2_4(const double *a, const double *b, int d) {
+  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int t = 0;
+  for (; t + 4 <= d; t += 4) {
+    double u0 = a[t] - b[t], u1 = a[t + 1] - b[t + 1], u2 = a[t + 2] - b[t + 2],
+           u3 = a[t + 3] - b[t + 3];
+    s0 += u0 * u0;
+    s1 += u1 * u1;
+    s2 += u2 * u2;
+    s3 += u3 * u3;
+  }
+  for (; t < d; t++) {
+    double u = a[t] - b[t];
+    s0 += u * u;
+  }
+  return (s0 + s1) + (s2 + s3);
+}
+
+static inline int pp_less(const proj_pair *a, const proj_pair *b) {
+  return a->v < b->v || (a->v == b->v && a->i < b->i);
+}
+
+static inline void pp_swap(proj_pair *a, int64_t x, int64_t y) {
+  proj_pair t = a[x];
+  a[x] = a[y];
+  a[y] = t;
+}
+
+/* Rearranges a [m] (distinct under pp_less) so that a[h] has rank h, the ones before it are
+ * smaller and the ones after it larger (quickselect with a median-of-three pivot:
+ * deterministic for a given input order). */
+static void select_nth(proj_pair *a, int64_t m, int64_t h) {
+  int64_t lo = 0, hi = m - 1;
+  while (hi > lo) {
+    int64_t mid = lo + (hi - lo) / 2;
+    if (pp_less(&a[mid], &a[lo]))
+      pp_swap(a, mid, lo);
+    if (pp_less(&a[hi], &a[lo]))
+      pp_swap(a, hi, lo);
+    if (pp_less(&a[hi], &a[mid]))
+      pp_swap(a, hi, mid);
+    const proj_pair piv = a[mid];
+    int64_t i = lo, j = hi;
+    while (i <= j) {
+      while (pp_less(&a[i], &piv))
+        i++;
+      while (pp_less(&piv, &a[j]))
+        j--;
+      if (i <= j) {
+        pp_swap(a, i, j);
+        i++;
+        j--;
+      }
+    }
+    if (h <= j)
+      hi = j;
+    else if (h >= i)
+      lo = i;
+    else
+      return;
+  }
+}
+
+/* Tree t over x [n, d]: out [2n + 2] receives the permutation of the rows (out[0 .. n)),
+ * the leaf count L (out[n]) and the L + 1 leaf starts (out[n + 1 ..]). stack [2n] and
+ * scratch [n] are work space; v [d]. */
+static void build_tree(const double *x, int64_t n, int d, int leaf, uint64_t seed, int t,
+                       int32_t *out, int64_t *stack, proj_pair *scratch, double *v) {
+  int32_t *perm = out, *starts = out + n + 1;
+  for (int64_t i = 0; i < n; i++)
+    perm[i] = (int32_t)i;
+  int64_t top = 0, nleaves = 0;
+  uint64_t node = 0;
+  stack[top++] = 0;
+  stack[top++] = n;
+  while (top > 0) {
+    const int64_t hi = stack[--top], lo = stack[--top];
+    const int64_t m = hi - lo;
+    if (m <= leaf) {
+      starts[nleaves++] = (int32_t)lo;
+      continue;
+    }
+    sd_rng r;
+    sd_rng_init(&r, seed, ((uint64_t)t << 40) ^ node++, SD_RNG_STREAM_FOREST);
+    int64_t qa = (int64_t)sd_rng_below(&r, (uint64_t)m);
+    int64_t qb = (int64_t)sd_rng_below(&r, (uint64_t)(m - 1));
+    if (qb >= qa)
+      qb++;
+    const double *xa = x + (size_t)perm[lo + qa] * d, *xb = x + (size_t)perm[lo + qb] * d;
+    for (int c = 0; c < d; c++)
+      v[c] = xa[c] - xb[c];
+    for (int64_t q = 0; q < m; q++) {
+      const int32_t i = perm[lo + q];
+      const double *xi = x + (size_t)i * d;
+      double s = 0;
+      for (int c = 0; c < d; c++)
+        s += v[c] * xi[c];
+      scratch[q].v = s;
+      scratch[q].i = i;
+    }
+    /* the median split (equal projections are ordered by row: the halves never empty) */
+    const int64_t h = m / 2;
+    select_nth(scratch, m, h);
+    for (int64_t q = 0; q < m; q++)
+      perm[lo + q] = scratch[q].i;
+    /* right pushed first: leaves come out left to right */
+    stack[top++] = lo + h;
+    stack[top++] = hi;
+    stack[top++] = lo;
+    stack[top++] = lo + h;
+  }
+  out[n] = (int32_t)nleaves;
+  starts[nleaves] = (int32_t)n;
+}
+
+int sd_tsne_forest_leaf_size(int k) {
+  return 2 * k + 2;
+}
+
+sd_status sd_tsne_knn_forest(MPI_Comm comm, const double *x_own, int64_t count, int d, int64_t n,
+                             int k, int trees, int refine, uint64_t seed, int64_t *nbr,
+                             double *dist2) {
+  int rank, size;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  if (k < 1 || k >= n)
+    return SD_ERROR(SD_ERR_ARG, "kNN: k = %d needs 1 <= k < %lld", k, (long long)n);
+  if (trees < 1)
+    return SD_ERROR(SD_ERR_ARG, "kNN forest: %d trees (expected >= 1)", trees);
+  if (refine < 0)
+    return SD_ERROR(SD_ERR_ARG, "kNN forest: %d refinement rounds (expected >= 0)", refine);
+  if ((double)n * d > (double)INT32_MAX || 2.0 * (double)n + 2 > (double)INT32_MAX ||
+      (refine > 0 && (double)n * k > (double)INT32_MAX))
+    return SD_ERROR(SD_ERR_ARG,
+                    "kNN forest: %lld rows x %d columns exceed one MPI message (%d values); "
+                    "reduce the columns (e.g. fewer PCA components) or the rows",
+                    (long long)n, d, INT32_MAX);
+  const int leaf = sd_tsne_forest_leaf_size(k);
+  int64_t first, cnt;
+  sd_shard_range(n, rank, size, &first, &cnt);
+  const size_t tn = 2 * (size_t)n + 2;
+  sd_status st = SD_OK;
+  double *x = sd_malloc((size_t)n * d, sizeof *x, "kNN forest: all rows");
+  double *scratch_x = sd_malloc((size_t)n * d, sizeof *x, "kNN forest: rows in tree order");
+  int32_t *slot0 = sd_malloc((size_t)n, sizeof *slot0, "kNN forest: tree order");
+  int32_t *tr = sd_malloc((size_t)trees * tn, sizeof *tr, "kNN forest: trees");
+  int64_t *stack = sd_malloc(2 * (size_t)n + 2, sizeof *stack, "kNN forest: stack");
+  proj_pair *scratch = sd_malloc((size_t)n, sizeof *scratch, "kNN forest: projections");
+  double *v = sd_malloc((size_t)d, sizeof *v, "kNN forest: direction");
+  int32_t *leafof = sd_malloc((size_t)trees * (size_t)(count > 0 ? count : 1), sizeof *leafof,
+                              "kNN forest: leaves of the own rows");
+  int32_t *mark = sd_malloc((size_t)n, sizeof *mark, "kNN forest: marks");
+  int64_t *qorder = sd_malloc((size_t)(count > 0 ? count : 1), sizeof *qorder,
+                              "kNN forest: query order");
+  double *hd = sd_malloc((size_t)k, sizeof *hd, "kNN heap");
+  int64_t *hi = sd_malloc((size_t)k, sizeof *hi, "kNN heap");
+  int *cnts = sd_malloc((size_t)size, sizeof *cnts, "gather counts");
+  int *disp = sd_malloc((size_t)size, sizeof *disp, "gather counts");
+  int *cnk = sd_malloc((size_t)size, sizeof *cnk, "gather counts");
+  int *dik = sd_malloc((size_t)size, sizeof *dik, "gather counts");
+  int32_t *own32 = refine > 0 ? sd_malloc((size_t)(count > 0 ? count : 1) * k, sizeof *own32,
+                                          "kNN forest: own lists")
+                              : NULL;
+  int32_t *all32 =
+      refine > 0 ? sd_malloc((size_t)n * k, sizeof *all32, "kNN forest: all lists") : NULL;
+  if (!x || !scratch_x || !slot0 || !tr || !stack || !scratch || !v || !leafof || !mark || !qorder || !hd || !hi || !cnts || !disp || !cnk || !dik ||
+      (refine > 0 && (!own32 || !all32)))
+    st = SD_ERR_NOMEM;
+  st = sd_par_agree(comm, st);
+  if (st != SD_OK)
+    goto done;
+  for (int r = 0; r < size; r++) {
+    int64_t f, c;
+    sd_shard_range(n, r, size, &f, &c);
+    cnts[r] = (int)(c * d);
+    disp[r] = (int)(f * d);
+    cnk[r] = (int)(c * k);
+    dik[r] = (int)(f * k);
+  }
+  SD_CHECK_GOTO(st,
+                sd_par_check(MPI_Allgatherv(x_own, (int)(count * d), MPI_DOUBLE, x, cnts, disp,
+                                            MPI_DOUBLE, comm),
+                             "allgather(kNN forest rows)"),
+                done);
+  double t0 = sd_time_now();
+  for (int t = rank; t < trees; t += size)
+    build_tree(x, n, d, leaf, seed, t, tr + (size_t)t * tn, stack, scratch, v);
+  for (int t = 0; t < trees; t++)
+    SD_CHECK_GOTO(st,
+                  sd_par_check(MPI_Bcast(tr + (size_t)t * tn, (int)tn, MPI_INT32_T, t % size, comm),
+                               "broadcast(kNN forest tree)"),
+                  done);
+  double t1 = sd_time_now();
+  /* the leaf of every own row in every tree */
+  for (int t = 0; t < trees; t++) {
+    const int32_t *perm = tr + (size_t)t * tn, *starts = perm + n + 1;
+    const int32_t nl = perm[n];
+    int32_t *lo = leafof + (size_t)t * (size_t)count;
+    for (int32_t l = 0; l < nl; l++)
+      for (int32_t s = starts[l]; s < starts[l + 1]; s++) {
+        int64_t i = perm[s];
+        if (i >= first && i < first + count)
+          lo[i - first] = l;
+      }
+  }
+  for (int64_t i = 0; i < n; i++)
+    mark[i] = -1;
+  /* the rows in the order of tree 0 (xs[slot0[i]] = row i): the candidates of a row are
+   * near it, so their rows then lie near each other in memory (4x fewer cache misses) */
+  {
+    const int32_t *perm = tr;
+    for (int64_t s = 0; s < n; s++) {
+      slot0[perm[s]] = (int32_t)s;
+      memcpy(scratch_x + (size_t)s * d, x + (size_t)perm[s] * d, (size_t)d * sizeof *x);
+    }
+    double *tmp = x;
+    x = scratch_x;
+    scratch_x = tmp;
+  }
+#define ROW(j) (x + (size_t)slot0[j] * d)
+  /* the own rows in the order of tree 0: neighbouring queries share most candidates, which
+   * then stay in cache (the result of a row does not depend on the order) */
+  {
+    const int32_t *perm = tr;
+    int64_t e = 0;
+    for (int64_t s = 0; s < n; s++)
+      if (perm[s] >= first && perm[s] < first + count)
+        qorder[e++] = perm[s] - first;
+  }
+  int64_t cand = 0;
+  for (int64_t qq = 0; qq < count; qq++) {
+    const int64_t q = qorder[qq];
+    const int64_t gi = first + q;
+    const double *xi = ROW(gi);
+    int hs = 0;
+    mark[gi] = (int32_t)q; /* self excluded */
+    for (int t = 0; t < trees; t++) {
+      const int32_t *perm = tr + (size_t)t * tn, *starts = perm + n + 1;
+      const int32_t l = leafof[(size_t)t * (size_t)count + q];
+      for (int32_t s = starts[l]; s < starts[l + 1]; s++) {
+        const int32_t j = perm[s];
+        if (mark[j] == (int32_t)q)
+          continue;
+        mark[j] = (int32_t)q;
+        cand++;
+        sd_tsne_heap_push(hd, hi, &hs, k, dist2_4(xi, ROW(j), d), j);
+      }
+    }
+    if (hs != k) {
+      st = SD_ERROR(SD_ERR_INTERNAL, "kNN forest: row %lld has %d of %d candidates",
+                    (long long)gi, hs, k);
+      break;
+    }
+    sd_tsne_heap_sorted(hd, hi, k, nbr + q * k, dist2 + q * k);
+  }
+  st = sd_par_agree(comm, st);
+  double t2 = sd_time_now();
+  /* refinement rounds (the local join of NN-descent): a row's neighbours' nearest
+   * neighbours are candidates too; all rows' lists are gathered first, so a round reads
+   * the previous round's lists only (the same result at any rank count) */
+  const int fan = k < SD_FOREST_FAN ? k : SD_FOREST_FAN;
+  for (int round = 0; round < refine && st == SD_OK; round++) {
+    for (int64_t q = 0; q < count; q++)
+      for (int j = 0; j < k; j++)
+        own32[q * k + j] = (int32_t)nbr[q * k + j];
+    SD_CHECK_GOTO(st,
+                  sd_par_check(MPI_Allgatherv(own32, (int)(count * k), MPI_INT32_T, all32, cnk,
+                                              dik, MPI_INT32_T, comm),
+                               "allgather(kNN forest lists)"),
+                  done);
+    for (int64_t qq = 0; qq < count; qq++) {
+      const int64_t q = qorder[qq];
+      const int64_t gi = first + q;
+      const double *xi = ROW(gi);
+      const int32_t stamp = (int32_t)(count + (round * count) + q); /* unused by earlier passes */
+      int hs = 0;
+      mark[gi] = stamp;
+      for (int j = 0; j < k; j++) { /* the current list */
+        const int32_t a = all32[(size_t)gi * k + j];
+        mark[a] = stamp;
+        sd_tsne_heap_push(hd, hi, &hs, k, dist2[q * k + j], a);
+      }
+      for (int j = 0; j < k; j++) {
+        const int32_t *la = all32 + (size_t)all32[(size_t)gi * k + j] * k;
+        for (int e = 0; e < fan; e++) {
+          const int32_t b = la[e];
+          if (mark[b] == stamp)
+            continue;
+          mark[b] = stamp;
+          cand++;
+          sd_tsne_heap_push(hd, hi, &hs, k, dist2_4(xi, ROW(b), d), b);
+        }
+      }
+      sd_tsne_heap_sorted(hd, hi, k, nbr + q * k, dist2 + q * k);
+    }
+  }
+#undef ROW
+  st = sd_par_agree(comm, st);
+  if (st == SD_OK) {
+    int64_t c[1] = {cand};
+    st = sd_par_allreduce_sum_i64(comm, c, 1);
+    sd_log_debug("embed: kNN forest of %d trees (leaves of %d-%d rows): trees %.2f s, "
+                 "queries %.2f s, %d refinement round(s) %.2f s, %.0f candidates per row",
+                 trees, (leaf + 1) / 2, leaf, t1 - t0, t2 - t1, refine, sd_time_now() - t2,
+                 n > 0 ? (double)c[0] / (double)n : 0.0);
+  }
+done:
+  free(x);
+  free(scratch_x);
+  free(slot0);
+  free(tr);
+  free(stack);
+  free(scratch);
+  free(v);
+  free(leafof);
+  free(mark);
+  free(qorder);
+  free(hd);
+  free(hi);
+  free(cnts);
+  free(disp);
+  free(cnk);
+  free(dik);
+  free(own32);
+  free(all32);
+  return st;
+}
