@@ -184,6 +184,16 @@ static inline int key_less(double da, int64_t ia, double db, int64_t ib) {
   return da < db || (da == db && ia < ib);
 }
 
+/* swaps entries a and b of the parallel arrays (d2, index) */
+static inline void entry_swap(double *hd, int64_t *hi, int a, int b) {
+  double td = hd[a];
+  hd[a] = hd[b];
+  hd[b] = td;
+  int64_t ti = hi[a];
+  hi[a] = hi[b];
+  hi[b] = ti;
+}
+
 static void heap_sift_down(double *hd, int64_t *hi, int size, int pos) {
   for (;;) {
     int l = 2 * pos + 1, r = l + 1, big = pos;
@@ -193,12 +203,7 @@ static void heap_sift_down(double *hd, int64_t *hi, int size, int pos) {
       big = r;
     if (big == pos)
       return;
-    double td = hd[pos];
-    hd[pos] = hd[big];
-    hd[big] = td;
-    int64_t ti = hi[pos];
-    hi[pos] = hi[big];
-    hi[big] = ti;
+    entry_swap(hd, hi, pos, big);
     pos = big;
   }
 }
@@ -212,12 +217,7 @@ void sd_tsne_heap_push(double *hd, int64_t *hi, int *size, int cap, double d, in
       int par = (pos - 1) / 2;
       if (!key_less(hd[par], hi[par], hd[pos], hi[pos]))
         break;
-      double td = hd[pos];
-      hd[pos] = hd[par];
-      hd[par] = td;
-      int64_t ti = hi[pos];
-      hi[pos] = hi[par];
-      hi[par] = ti;
+      entry_swap(hd, hi, pos, par);
       pos = par;
     }
   } else if (key_less(d, idx, hd[0], hi[0])) {
@@ -252,14 +252,8 @@ void sd_tsne_heap_sorted(const double *hd, const int64_t *hi, int k, int64_t *nb
     }
     for (int a = 0; a < k; a++)
       for (int b = a + 1; b < k; b++)
-        if (key_less(dist2[b], nbr[b], dist2[a], nbr[a])) {
-          double td = dist2[a];
-          dist2[a] = dist2[b];
-          dist2[b] = td;
-          int64_t ti = nbr[a];
-          nbr[a] = nbr[b];
-          nbr[b] = ti;
-        }
+        if (key_less(dist2[b], nbr[b], dist2[a], nbr[a]))
+          entry_swap(dist2, nbr, a, b);
     return;
   }
   for (int j = 0; j < k; j++) {
