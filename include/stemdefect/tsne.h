@@ -109,7 +109,8 @@ sd_status sd_tsne_knn(MPI_Comm comm, const double *x_own, int64_t count, int d, 
  * nearest neighbours of each neighbour (all lists gathered: n k int32 per rank) are
  * candidates too (NN-descent's local join). Same output contract as sd_tsne_knn
  * (sorted by (distance, index), identical at any rank count); every rank holds all n rows
- * (n d doubles) and the trees (2n int32 each). */
+ * (n d doubles; twice that while they are reordered), the trees (2n int32 each) and, with
+ * refinement, all lists (n k int32). */
 sd_status sd_tsne_knn_forest(MPI_Comm comm, const double *x_own, int64_t count, int d, int64_t n,
                              int k, int trees, int refine, uint64_t seed, int64_t *nbr,
                              double *dist2);

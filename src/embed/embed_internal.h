@@ -36,9 +36,12 @@ static inline double sd_tsne_dist2(const double *a, const double *b, int d) {
 /* Max-heap hd/hi [cap] of the (d2, index) pairs under the lexicographic order: keeps the cap
  * smallest pushed; *size grows to cap. */
 void sd_tsne_heap_push(double *hd, int64_t *hi, int *size, int cap, double d, int64_t idx);
-/* The k heap entries sorted by (d2, index) into nbr [k] and dist2 [k]. */
-#define SD_TSNE_MAX_K_STACK 512
-void sd_tsne_heap_sorted(const double *hd, const int64_t *hi, int k, int64_t *nbr,
-                         double *dist2);
+/* The k heap entries sorted by (d2, index) into nbr [k] and dist2 [k]; scratch [k]. */
+typedef struct sd_tsne_pair {
+  double d;
+  int64_t i;
+} sd_tsne_pair;
+void sd_tsne_heap_sorted(const double *hd, const int64_t *hi, int k, sd_tsne_pair *scratch,
+                         int64_t *nbr, double *dist2);
 
 #endif

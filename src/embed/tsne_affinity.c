@@ -227,13 +227,8 @@ void sd_tsne_heap_push(double *hd, int64_t *hi, int *size, int cap, double d, in
   }
 }
 
-typedef struct knn_pair {
-  double d;
-  int64_t i;
-} knn_pair;
-
 static int pair_cmp(const void *a, const void *b) {
-  const knn_pair *x = a, *y = b;
+  const sd_tsne_pair *x = a, *y = b;
   if (key_less(x->d, x->i, y->d, y->i))
     return -1;
   if (key_less(y->d, y->i, x->d, x->i))
@@ -241,32 +236,17 @@ static int pair_cmp(const void *a, const void *b) {
   return 0;
 }
 
-void sd_tsne_heap_sorted(const double *hd, const int64_t *hi, int k, int64_t *nbr,
-                         double *dist2) {
-  knn_pair pairs[SD_TSNE_MAX_K_STACK];
-  knn_pair *pp = k <= SD_TSNE_MAX_K_STACK ? pairs : sd_malloc((size_t)k, sizeof *pp, "kNN pairs");
-  if (!pp) { /* a selection sort in place of qsort: slow but needs no memory */
-    for (int j = 0; j < k; j++) {
-      nbr[j] = hi[j];
-      dist2[j] = hd[j];
-    }
-    for (int a = 0; a < k; a++)
-      for (int b = a + 1; b < k; b++)
-        if (key_less(dist2[b], nbr[b], dist2[a], nbr[a]))
-          entry_swap(dist2, nbr, a, b);
-    return;
-  }
+void sd_tsne_heap_sorted(const double *hd, const int64_t *hi, int k, sd_tsne_pair *scratch,
+                         int64_t *nbr, double *dist2) {
   for (int j = 0; j < k; j++) {
-    pp[j].d = hd[j];
-    pp[j].i = hi[j];
+    scratch[j].d = hd[j];
+    scratch[j].i = hi[j];
   }
-  qsort(pp, (size_t)k, sizeof *pp, pair_cmp);
+  qsort(scratch, (size_t)k, sizeof *scratch, pair_cmp);
   for (int j = 0; j < k; j++) {
-    nbr[j] = pp[j].i;
-    dist2[j] = pp[j].d;
+    nbr[j] = scratch[j].i;
+    dist2[j] = scratch[j].d;
   }
-  if (pp != pairs)
-    free(pp);
 }
 
 #define KNN_TILE_A 256
@@ -323,6 +303,7 @@ sd_status sd_tsne_knn(MPI_Comm comm, const double *x_own, int64_t count, int d, 
   double *buf[2] = {NULL, NULL}, *nrm[2] = {NULL, NULL}, *na = NULL, *tile = NULL, *hd = NULL;
   int64_t *hi = NULL;
   int *hsize = NULL;
+  sd_tsne_pair *pairs = NULL;
   buf[0] = sd_malloc(bufrows * (size_t)d, sizeof(double), "kNN ring buffer");
   buf[1] = sd_malloc(bufrows * (size_t)d, sizeof(double), "kNN ring buffer");
   nrm[0] = sd_malloc(bufrows, sizeof(double), "kNN norms");
@@ -332,7 +313,8 @@ sd_status sd_tsne_knn(MPI_Comm comm, const double *x_own, int64_t count, int d, 
   hd = sd_malloc(bufrows * (size_t)k, sizeof *hd, "kNN heaps");
   hi = sd_malloc(bufrows * (size_t)k, sizeof *hi, "kNN heaps");
   hsize = sd_calloc(bufrows, sizeof *hsize, "kNN heap sizes");
-  if (!buf[0] || !buf[1] || !nrm[0] || !nrm[1] || !na || !tile || !hd || !hi || !hsize)
+  pairs = sd_malloc((size_t)k, sizeof *pairs, "kNN pairs");
+  if (!buf[0] || !buf[1] || !nrm[0] || !nrm[1] || !na || !tile || !hd || !hi || !hsize || !pairs)
     st = SD_ERR_NOMEM;
   st = sd_par_agree(comm, st);
   if (st != SD_OK)
@@ -392,7 +374,7 @@ sd_status sd_tsne_knn(MPI_Comm comm, const double *x_own, int64_t count, int d, 
                     hsize[i], k);
       break;
     }
-    sd_tsne_heap_sorted(hd + i * k, hi + i * k, k, nbr + i * k, dist2 + i * k);
+    sd_tsne_heap_sorted(hd + i * k, hi + i * k, k, pairs, nbr + i * k, dist2 + i * k);
   }
   st = sd_par_agree(comm, st);
 done:
@@ -405,6 +387,7 @@ done:
   free(hd);
   free(hi);
   free(hsize);
+  free(pairs);
   return st;
 }
 

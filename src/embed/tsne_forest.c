@@ -142,6 +142,8 @@ static void build_tree(const double *x, int64_t n, int d, int leaf, uint64_t see
   }
   out[n] = (int32_t)nleaves;
   starts[nleaves] = (int32_t)n;
+  /* the unused tail is broadcast too: defined bits */
+  memset(starts + nleaves + 1, 0, (size_t)(n - nleaves) * sizeof *starts);
 }
 
 int sd_tsne_forest_leaf_size(int k) {
@@ -160,17 +162,15 @@ sd_status sd_tsne_knn_forest(MPI_Comm comm, const double *x_own, int64_t count, 
     return SD_ERROR(SD_ERR_ARG, "kNN forest: %d trees (expected >= 1)", trees);
   if (refine < 0)
     return SD_ERROR(SD_ERR_ARG, "kNN forest: %d refinement rounds (expected >= 0)", refine);
-  if ((double)n * d > (double)INT32_MAX || 2.0 * (double)n + 2 > (double)INT32_MAX ||
-      (refine > 0 && (double)n * k > (double)INT32_MAX))
-    return SD_ERROR(SD_ERR_ARG,
-                    "kNN forest: %lld rows x %d columns exceed one MPI message (%d values); "
-                    "reduce the columns (e.g. fewer PCA components) or the rows",
-                    (long long)n, d, INT32_MAX);
+  if (2.0 * (double)n + 2 > (double)INT32_MAX)
+    return SD_ERROR(SD_ERR_ARG, "kNN forest: %lld rows exceed one MPI message (%d values)",
+                    (long long)n, INT32_MAX);
   const int leaf = sd_tsne_forest_leaf_size(k);
   int64_t first, cnt;
   sd_shard_range(n, rank, size, &first, &cnt);
   const size_t tn = 2 * (size_t)n + 2;
   sd_status st = SD_OK;
+  MPI_Datatype rowt = MPI_DATATYPE_NULL, listt = MPI_DATATYPE_NULL;
   double *x = sd_malloc((size_t)n * d, sizeof *x, "kNN forest: all rows");
   double *scratch_x = sd_malloc((size_t)n * d, sizeof *x, "kNN forest: rows in tree order");
   int32_t *slot0 = sd_malloc((size_t)n, sizeof *slot0, "kNN forest: tree order");
@@ -181,10 +181,11 @@ sd_status sd_tsne_knn_forest(MPI_Comm comm, const double *x_own, int64_t count, 
   int32_t *leafof = sd_malloc((size_t)trees * (size_t)(count > 0 ? count : 1), sizeof *leafof,
                               "kNN forest: leaves of the own rows");
   int32_t *mark = sd_malloc((size_t)n, sizeof *mark, "kNN forest: marks");
-  int64_t *qorder = sd_malloc((size_t)(count > 0 ? count : 1), sizeof *qorder,
-                              "kNN forest: query order");
+  int64_t *qorder =
+      sd_malloc((size_t)(count > 0 ? count : 1), sizeof *qorder, "kNN forest: query order");
   double *hd = sd_malloc((size_t)k, sizeof *hd, "kNN heap");
   int64_t *hi = sd_malloc((size_t)k, sizeof *hi, "kNN heap");
+  sd_tsne_pair *pairs = sd_malloc((size_t)k, sizeof *pairs, "kNN pairs");
   int *cnts = sd_malloc((size_t)size, sizeof *cnts, "gather counts");
   int *disp = sd_malloc((size_t)size, sizeof *disp, "gather counts");
   int *cnk = sd_malloc((size_t)size, sizeof *cnk, "gather counts");
@@ -194,7 +195,8 @@ sd_status sd_tsne_knn_forest(MPI_Comm comm, const double *x_own, int64_t count, 
                               : NULL;
   int32_t *all32 =
       refine > 0 ? sd_malloc((size_t)n * k, sizeof *all32, "kNN forest: all lists") : NULL;
-  if (!x || !scratch_x || !slot0 || !tr || !stack || !scratch || !v || !leafof || !mark || !qorder || !hd || !hi || !cnts || !disp || !cnk || !dik ||
+  if (!x || !scratch_x || !slot0 || !tr || !stack || !scratch || !v || !leafof || !mark ||
+      !qorder || !hd || !hi || !pairs || !cnts || !disp || !cnk || !dik ||
       (refine > 0 && (!own32 || !all32)))
     st = SD_ERR_NOMEM;
   st = sd_par_agree(comm, st);
@@ -203,14 +205,17 @@ sd_status sd_tsne_knn_forest(MPI_Comm comm, const double *x_own, int64_t count, 
   for (int r = 0; r < size; r++) {
     int64_t f, c;
     sd_shard_range(n, r, size, &f, &c);
-    cnts[r] = (int)(c * d);
-    disp[r] = (int)(f * d);
-    cnk[r] = (int)(c * k);
-    dik[r] = (int)(f * k);
+    cnts[r] = (int)c; /* rows: the datatypes below are whole rows and whole lists */
+    disp[r] = (int)f;
+    cnk[r] = (int)c;
+    dik[r] = (int)f;
   }
+  MPI_Type_contiguous(d, MPI_DOUBLE, &rowt);
+  MPI_Type_commit(&rowt);
+  MPI_Type_contiguous(k, MPI_INT32_T, &listt);
+  MPI_Type_commit(&listt);
   SD_CHECK_GOTO(st,
-                sd_par_check(MPI_Allgatherv(x_own, (int)(count * d), MPI_DOUBLE, x, cnts, disp,
-                                            MPI_DOUBLE, comm),
+                sd_par_check(MPI_Allgatherv(x_own, (int)count, rowt, x, cnts, disp, rowt, comm),
                              "allgather(kNN forest rows)"),
                 done);
   double t0 = sd_time_now();
@@ -244,9 +249,9 @@ sd_status sd_tsne_knn_forest(MPI_Comm comm, const double *x_own, int64_t count, 
       slot0[perm[s]] = (int32_t)s;
       memcpy(scratch_x + (size_t)s * d, x + (size_t)perm[s] * d, (size_t)d * sizeof *x);
     }
-    double *tmp = x;
+    free(x);
     x = scratch_x;
-    scratch_x = tmp;
+    scratch_x = NULL;
   }
 #define ROW(j) (x + (size_t)slot0[j] * d)
   /* the own rows in the order of tree 0: neighbouring queries share most candidates, which
@@ -278,11 +283,11 @@ sd_status sd_tsne_knn_forest(MPI_Comm comm, const double *x_own, int64_t count, 
       }
     }
     if (hs != k) {
-      st = SD_ERROR(SD_ERR_INTERNAL, "kNN forest: row %lld has %d of %d candidates",
-                    (long long)gi, hs, k);
+      st = SD_ERROR(SD_ERR_INTERNAL, "kNN forest: row %lld has %d of %d candidates", (long long)gi,
+                    hs, k);
       break;
     }
-    sd_tsne_heap_sorted(hd, hi, k, nbr + q * k, dist2 + q * k);
+    sd_tsne_heap_sorted(hd, hi, k, pairs, nbr + q * k, dist2 + q * k);
   }
   st = sd_par_agree(comm, st);
   double t2 = sd_time_now();
@@ -294,16 +299,18 @@ sd_status sd_tsne_knn_forest(MPI_Comm comm, const double *x_own, int64_t count, 
     for (int64_t q = 0; q < count; q++)
       for (int j = 0; j < k; j++)
         own32[q * k + j] = (int32_t)nbr[q * k + j];
-    SD_CHECK_GOTO(st,
-                  sd_par_check(MPI_Allgatherv(own32, (int)(count * k), MPI_INT32_T, all32, cnk,
-                                              dik, MPI_INT32_T, comm),
-                               "allgather(kNN forest lists)"),
-                  done);
+    SD_CHECK_GOTO(
+        st,
+        sd_par_check(MPI_Allgatherv(own32, (int)count, listt, all32, cnk, dik, listt, comm),
+                     "allgather(kNN forest lists)"),
+        done);
     for (int64_t qq = 0; qq < count; qq++) {
       const int64_t q = qorder[qq];
       const int64_t gi = first + q;
       const double *xi = ROW(gi);
-      const int32_t stamp = (int32_t)(count + (round * count) + q); /* unused by earlier passes */
+      /* rows marked q by an earlier pass were measured for this row then: the lists only
+       * get closer, so they cannot enter now unless they are in the list already */
+      const int32_t stamp = (int32_t)q;
       int hs = 0;
       mark[gi] = stamp;
       for (int j = 0; j < k; j++) { /* the current list */
@@ -322,7 +329,7 @@ sd_status sd_tsne_knn_forest(MPI_Comm comm, const double *x_own, int64_t count, 
           sd_tsne_heap_push(hd, hi, &hs, k, dist2_4(xi, ROW(b), d), b);
         }
       }
-      sd_tsne_heap_sorted(hd, hi, k, nbr + q * k, dist2 + q * k);
+      sd_tsne_heap_sorted(hd, hi, k, pairs, nbr + q * k, dist2 + q * k);
     }
   }
 #undef ROW
@@ -336,6 +343,10 @@ sd_status sd_tsne_knn_forest(MPI_Comm comm, const double *x_own, int64_t count, 
                  n > 0 ? (double)c[0] / (double)n : 0.0);
   }
 done:
+  if (rowt != MPI_DATATYPE_NULL)
+    MPI_Type_free(&rowt);
+  if (listt != MPI_DATATYPE_NULL)
+    MPI_Type_free(&listt);
   free(x);
   free(scratch_x);
   free(slot0);
@@ -348,6 +359,7 @@ done:
   free(qorder);
   free(hd);
   free(hi);
+  free(pairs);
   free(cnts);
   free(disp);
   free(cnk);

@@ -293,8 +293,10 @@ static void test_knn_forest(MPI_Comm world) {
   MPI_Allreduce(MPI_IN_PLACE, v, 4, MPI_INT64_T, MPI_SUM, world);
   const double recall = (double)v[0] / ((double)n * k);
   if (rank == 0)
-    fprintf(stderr, "kNN forest (%d trees, n %lld, d %d, k %d): recall %.4f of the exact "
-            "neighbours\n", trees, (long long)n, d, k, recall);
+    fprintf(stderr,
+            "kNN forest (%d trees, n %lld, d %d, k %d): recall %.4f of the exact "
+            "neighbours\n",
+            trees, (long long)n, d, k, recall);
   SD_EXPECT_MSG(recall >= 0.95, "forest recall %.4f (expected >= 0.95)", recall);
   SD_EXPECT_MSG(v[1] == 0, "%lld forest entries out of order, self or out of range",
                 (long long)v[1]);
@@ -319,6 +321,44 @@ static void test_knn_forest(MPI_Comm world) {
   SD_EXPECT_MSG(rec[0] > 0.1 && rec[0] < rec[1] && rec[1] < recall,
                 "recall: 1 tree %.4f, %d trees %.4f, with refinement %.4f", rec[0], trees, rec[1],
                 recall);
+  /* duplicated rows on a coarse grid (tied projections and distances), 2 refinement rounds,
+   * fewer trees than ranks, and fewer rows than ranks (ranks with none): the world result
+   * equals the one-process result bit for bit, and is sorted and self-free */
+  for (int c = 0; c < 2; c++) {
+    const int64_t m = c ? 3 : 500;
+    const int kk = c ? 1 : 9, dd = 3;
+    double *g = malloc((size_t)m * dd * sizeof *g);
+    sd_rng r;
+    sd_rng_init(&r, 41, (uint64_t)c, 3);
+    for (int64_t e = 0; e < m * dd; e++)
+      g[e] = (double)sd_rng_below(&r, 3); /* 27 distinct rows: many copies */
+    int64_t f2, c2;
+    sd_shard_range(m, rank, size, &f2, &c2);
+    int64_t *gw = malloc((size_t)(c2 + 1) * kk * sizeof *gw),
+            *gs = malloc((size_t)m * kk * sizeof *gs);
+    double *hw = malloc((size_t)(c2 + 1) * kk * sizeof *hw),
+           *hs = malloc((size_t)m * kk * sizeof *hs);
+    SD_EXPECT_OK(sd_tsne_knn_forest(world, g + f2 * dd, c2, dd, m, kk, 2, 2, 5, gw, hw));
+    SD_EXPECT_OK(sd_tsne_knn_forest(MPI_COMM_SELF, g, m, dd, m, kk, 2, 2, 5, gs, hs));
+    int64_t bad = 0;
+    for (int64_t q = 0; q < c2; q++)
+      for (int j = 0; j < kk; j++) {
+        const int64_t e = q * kk + j;
+        bad += gw[e] != gs[(f2 + q) * kk + j] || hw[e] != hs[(f2 + q) * kk + j];
+        bad += gw[e] == f2 + q ||
+               (j > 0 && (hw[e - 1] > hw[e] || (hw[e - 1] == hw[e] && gw[e - 1] >= gw[e])));
+      }
+    MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_INT64_T, MPI_SUM, world);
+    SD_EXPECT_MSG(bad == 0,
+                  "%lld rows: %lld forest entries differ from 1 process or are out of "
+                  "order",
+                  (long long)m, (long long)bad);
+    free(g);
+    free(gw);
+    free(gs);
+    free(hw);
+    free(hs);
+  }
   /* n <= the leaf size: one leaf holds all rows, the result is the exact one */
   {
     const int64_t m = 20;
