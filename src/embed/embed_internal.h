@@ -23,6 +23,10 @@ void sd_tsne_balance(int size, int64_t n, const int64_t *cut, int nb, const doub
  * (the same on every rank) each iteration; the embedding must not change. */
 extern int sd_tsne_balance_jitter;
 
+/* Tests: when nonzero, sd_tsne_knn_forest measures every candidate in double precision
+ * (no float screen); the neighbours must not change. */
+extern int sd_tsne_forest_unscreened;
+
 /* kNN helpers shared by the exact search (tsne_affinity.c) and the forest (tsne_forest.c). */
 /* Squared distance by a fixed-order loop (the same bits on any rank). */
 static inline double sd_tsne_dist2(const double *a, const double *b, int d) {

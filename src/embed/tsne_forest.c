@@ -10,6 +10,7 @@
  * A tree depends only on (seed, t) and the rows, and the candidate set of a row only on the
  * trees, so the neighbours are the same at any rank count. Median splits keep every leaf at
  * >= (leaf + 1) / 2 rows, so leaf >= 2k + 1 guarantees k candidates from one tree. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,6 +46,47 @@ static inline double dist2_4(const double *a, const double *b, int d) {
     s0 += u * u;
   }
   return (s0 + s1) + (s2 + s3);
+}
+
+/* the same in single precision from float copies of the rows (a screen only) */
+static inline float dist2_f(const float *a, const float *b, int d) {
+  float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int t = 0;
+  for (; t + 8 <= d; t += 8)
+    for (int u = 0; u < 8; u++) {
+      float w = a[t + u] - b[t + u];
+      s[u] += w * w;
+    }
+  for (; t < d; t++) {
+    float w = a[t] - b[t];
+    s[0] += w * w;
+  }
+  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+/* Pushes candidate j (row xj, float copy fj) of the row xi / fi into the heap unless its
+ * single-precision distance proves it farther than the current k-th. Rounding the rows to
+ * float moves each coordinate difference by at most e = 2^-22 max|x|, so by the triangle
+ * inequality |u_f| >= |u| - sqrt(d) e, and the float sum of d squares is within a factor
+ * 1 + rho (rho = 1.2e-7 d) of |u_f|^2: a candidate with df > (1 + rho) (sqrt(top) +
+ * sqrt(d) e)^2 is farther than the k-th. *thr holds that threshold (infinite until the heap
+ * is full) and is renewed when the top changes, so the heap ends with exactly the entries
+ * it would have without the screen. */
+int sd_tsne_forest_unscreened = 0;
+
+static inline double screen_threshold(double top, double sde, double rho) {
+  const double r = sqrt(top) + sde;
+  return (1.0 + rho) * r * r * (1.0 + 1e-12) + 1e-300;
+}
+
+static inline void push_screened(double *hd, int64_t *hi, int *hs, int k, const double *xi,
+                                 const float *fi, const double *xj, const float *fj, int d,
+                                 double sde, double rho, double *thr, int64_t j) {
+  if (*hs == k && !sd_tsne_forest_unscreened && (double)dist2_f(fi, fj, d) > *thr)
+    return;
+  sd_tsne_heap_push(hd, hi, hs, k, dist2_4(xi, xj, d), j);
+  if (*hs == k)
+    *thr = screen_threshold(hd[0], sde, rho);
 }
 
 static inline int pp_less(const proj_pair *a, const proj_pair *b) {
@@ -174,6 +216,7 @@ sd_status sd_tsne_knn_forest(MPI_Comm comm, const double *x_own, int64_t count, 
   double *x = sd_malloc((size_t)n * d, sizeof *x, "kNN forest: all rows");
   double *scratch_x = sd_malloc((size_t)n * d, sizeof *x, "kNN forest: rows in tree order");
   int32_t *slot0 = sd_malloc((size_t)n, sizeof *slot0, "kNN forest: tree order");
+  float *xf = sd_malloc((size_t)n * d, sizeof *xf, "kNN forest: float rows");
   int32_t *tr = sd_malloc((size_t)trees * tn, sizeof *tr, "kNN forest: trees");
   int64_t *stack = sd_malloc(2 * (size_t)n + 2, sizeof *stack, "kNN forest: stack");
   proj_pair *scratch = sd_malloc((size_t)n, sizeof *scratch, "kNN forest: projections");
@@ -195,7 +238,7 @@ sd_status sd_tsne_knn_forest(MPI_Comm comm, const double *x_own, int64_t count, 
                               : NULL;
   int32_t *all32 =
       refine > 0 ? sd_malloc((size_t)n * k, sizeof *all32, "kNN forest: all lists") : NULL;
-  if (!x || !scratch_x || !slot0 || !tr || !stack || !scratch || !v || !leafof || !mark ||
+  if (!x || !scratch_x || !slot0 || !xf || !tr || !stack || !scratch || !v || !leafof || !mark ||
       !qorder || !hd || !hi || !pairs || !cnts || !disp || !cnk || !dik ||
       (refine > 0 && (!own32 || !all32)))
     st = SD_ERR_NOMEM;
@@ -253,7 +296,15 @@ sd_status sd_tsne_knn_forest(MPI_Comm comm, const double *x_own, int64_t count, 
     x = scratch_x;
     scratch_x = NULL;
   }
+  /* float copies of the rows for the distance screen (half the memory traffic) */
+  double emax = 0;
+  for (size_t e = 0; e < (size_t)n * d; e++) {
+    xf[e] = (float)x[e];
+    emax = fabs(x[e]) > emax ? fabs(x[e]) : emax;
+  }
+  const double sde = sqrt((double)d) * ldexp(emax, -22), rho = 1.2e-7 * (double)d;
 #define ROW(j) (x + (size_t)slot0[j] * d)
+#define ROWF(j) (xf + (size_t)slot0[j] * d)
   /* the own rows in the order of tree 0: neighbouring queries share most candidates, which
    * then stay in cache (the result of a row does not depend on the order) */
   {
@@ -268,6 +319,8 @@ sd_status sd_tsne_knn_forest(MPI_Comm comm, const double *x_own, int64_t count, 
     const int64_t q = qorder[qq];
     const int64_t gi = first + q;
     const double *xi = ROW(gi);
+    const float *fi = ROWF(gi);
+    double thr = INFINITY;
     int hs = 0;
     mark[gi] = (int32_t)q; /* self excluded */
     for (int t = 0; t < trees; t++) {
@@ -279,7 +332,7 @@ sd_status sd_tsne_knn_forest(MPI_Comm comm, const double *x_own, int64_t count, 
           continue;
         mark[j] = (int32_t)q;
         cand++;
-        sd_tsne_heap_push(hd, hi, &hs, k, dist2_4(xi, ROW(j), d), j);
+        push_screened(hd, hi, &hs, k, xi, fi, ROW(j), ROWF(j), d, sde, rho, &thr, j);
       }
     }
     if (hs != k) {
@@ -308,6 +361,8 @@ sd_status sd_tsne_knn_forest(MPI_Comm comm, const double *x_own, int64_t count, 
       const int64_t q = qorder[qq];
       const int64_t gi = first + q;
       const double *xi = ROW(gi);
+      const float *fi = ROWF(gi);
+      double thr = INFINITY;
       /* rows marked q by an earlier pass were measured for this row then: the lists only
        * get closer, so they cannot enter now unless they are in the list already */
       const int32_t stamp = (int32_t)q;
@@ -318,6 +373,7 @@ sd_status sd_tsne_knn_forest(MPI_Comm comm, const double *x_own, int64_t count, 
         mark[a] = stamp;
         sd_tsne_heap_push(hd, hi, &hs, k, dist2[q * k + j], a);
       }
+      thr = screen_threshold(hd[0], sde, rho);
       for (int j = 0; j < k; j++) {
         const int32_t *la = all32 + (size_t)all32[(size_t)gi * k + j] * k;
         for (int e = 0; e < fan; e++) {
@@ -326,13 +382,14 @@ sd_status sd_tsne_knn_forest(MPI_Comm comm, const double *x_own, int64_t count, 
             continue;
           mark[b] = stamp;
           cand++;
-          sd_tsne_heap_push(hd, hi, &hs, k, dist2_4(xi, ROW(b), d), b);
+          push_screened(hd, hi, &hs, k, xi, fi, ROW(b), ROWF(b), d, sde, rho, &thr, b);
         }
       }
       sd_tsne_heap_sorted(hd, hi, k, pairs, nbr + q * k, dist2 + q * k);
     }
   }
 #undef ROW
+#undef ROWF
   st = sd_par_agree(comm, st);
   if (st == SD_OK) {
     int64_t c[1] = {cand};
@@ -350,6 +407,7 @@ done:
   free(x);
   free(scratch_x);
   free(slot0);
+  free(xf);
   free(tr);
   free(stack);
   free(scratch);

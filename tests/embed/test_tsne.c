@@ -359,6 +359,27 @@ static void test_knn_forest(MPI_Comm world) {
     free(hw);
     free(hs);
   }
+  /* the float screen changes nothing: the same bits without it, also for rows far from the
+   * origin (float rounding then coarse against the distances between them) */
+  for (int c = 0; c < 2; c++) {
+    double *xo = malloc((size_t)n * d * sizeof *xo);
+    for (int64_t e = 0; e < n * d; e++)
+      xo[e] = x[e] + (c ? 3e4 : 0.0);
+    int64_t *n1 = malloc((size_t)n * k * sizeof *n1), *n2 = malloc((size_t)n * k * sizeof *n2);
+    double *e1 = malloc((size_t)n * k * sizeof *e1), *e2 = malloc((size_t)n * k * sizeof *e2);
+    SD_EXPECT_OK(sd_tsne_knn_forest(MPI_COMM_SELF, xo, n, d, n, k, 4, 2, 9, n1, e1));
+    sd_tsne_forest_unscreened = 1;
+    SD_EXPECT_OK(sd_tsne_knn_forest(MPI_COMM_SELF, xo, n, d, n, k, 4, 2, 9, n2, e2));
+    sd_tsne_forest_unscreened = 0;
+    SD_EXPECT_MSG(memcmp(n1, n2, (size_t)n * k * sizeof *n1) == 0 &&
+                      memcmp(e1, e2, (size_t)n * k * sizeof *e1) == 0,
+                  "the float screen changed the neighbours (offset %g)", c ? 3e4 : 0.0);
+    free(xo);
+    free(n1);
+    free(n2);
+    free(e1);
+    free(e2);
+  }
   /* n <= the leaf size: one leaf holds all rows, the result is the exact one */
   {
     const int64_t m = 20;
