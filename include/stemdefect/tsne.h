@@ -54,11 +54,11 @@ typedef struct sd_tsne_params {
   double learning_rate;      /* <= 0: auto = max(n / early_exaggeration / 4, 50) */
   double early_exaggeration; /* P is multiplied by this during the first exaggeration_iters */
   int exaggeration_iters;    /* iterations with exaggeration and momentum_early */
-  int neighbors; /* k of the kNN graph; <= 0: auto = min(n - 1, floor(3 perplexity) + 1) */
+  int neighbors;          /* k of the kNN graph; <= 0: auto = min(n - 1, floor(3 perplexity) + 1) */
   sd_tsne_knn_method knn; /* how the neighbours are found */
-  int forest_trees;        /* trees of the random-projection forest (>= 1) */
-  int forest_refine;       /* neighbours-of-neighbours rounds after the forest (>= 0) */
-  uint64_t seed;           /* random init and the forest's projections */
+  int forest_trees;       /* trees of the random-projection forest (>= 1) */
+  int forest_refine;      /* neighbours-of-neighbours rounds after the forest (>= 0) */
+  uint64_t seed;          /* random init and the forest's projections */
   sd_tsne_init init;
   int report_every;      /* log the KL divergence every this many iterations (computed
                           * only when info messages are shown) */
@@ -109,7 +109,8 @@ sd_status sd_tsne_knn(MPI_Comm comm, const double *x_own, int64_t count, int d, 
  * nearest neighbours of each neighbour (all lists gathered: n k int32 per rank) are
  * candidates too (NN-descent's local join). Same output contract as sd_tsne_knn
  * (sorted by (distance, index), identical at any rank count); every rank holds all n rows
- * (n d doubles; twice that while they are reordered), the trees (2n int32 each) and, with
+ * (n d doubles, twice that while they are reordered, plus a float copy), the trees (2n int32
+ * each) and, with
  * refinement, all lists (n k int32). */
 sd_status sd_tsne_knn_forest(MPI_Comm comm, const double *x_own, int64_t count, int d, int64_t n,
                              int k, int trees, int refine, uint64_t seed, int64_t *nbr,
