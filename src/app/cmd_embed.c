@@ -405,8 +405,8 @@ static sd_status write_output(sd_app *app, const char *path, const embed_input *
     if (st == SD_OK)
       st = sd_h5_attr_write_int(root, "neighbors", res->neighbors);
     if (st == SD_OK)
-      st = sd_h5_attr_write_string(root, "knn",
-                                   res->knn == SD_TSNE_KNN_FOREST ? "forest" : "exact");
+      st =
+          sd_h5_attr_write_string(root, "knn", res->knn == SD_TSNE_KNN_FOREST ? "forest" : "exact");
     if (st == SD_OK && res->knn == SD_TSNE_KNN_FOREST)
       st = sd_h5_attr_write_int(root, "forest_trees", p->forest_trees);
     if (st == SD_OK && res->knn == SD_TSNE_KNN_FOREST)

@@ -659,9 +659,9 @@ sd_status sd_tsne_optimize(MPI_Comm comm, const sd_tsne_params *p, const sd_tsne
                 "KL reports %.2f s; CPU per iteration summed: slowest rank %.2f s, mean %.2f s",
                 sd_time_now() - t0, t_build, ti.seconds_sort, ti.seconds_nodes, ti.seconds_groups,
                 (long long)ti.nodes, (long long)ti.groups, (long long)ti.sorts_insertion,
-                (long long)(ti.sorts_insertion + ti.sorts_radix),
-                w.t_rep, (long long)cut[rank], (long long)cut[rank + 1], (long long)n, w.t_att,
-                w.t_comm, t_upd, t_kl, busy_max, busy_mean);
+                (long long)(ti.sorts_insertion + ti.sorts_radix), w.t_rep, (long long)cut[rank],
+                (long long)cut[rank + 1], (long long)n, w.t_att, w.t_comm, t_upd, t_kl, busy_max,
+                busy_mean);
     if (res) {
       res->kl_divergence = kl;
       res->iterations = p->iterations;
@@ -708,11 +708,10 @@ sd_status sd_tsne_run(MPI_Comm comm, const sd_tsne_params *p, const double *x_ow
   if (knn == SD_TSNE_KNN_FOREST) {
     sd_log_info("embed: %lld points x %d columns, %d neighbours (approximate: random-projection "
                 "forest of %d trees, leaves of at most %d points, %d refinement round(s))",
-                (long long)n, d, k, p->forest_trees, sd_tsne_forest_leaf_size(k),
-                p->forest_refine);
+                (long long)n, d, k, p->forest_trees, sd_tsne_forest_leaf_size(k), p->forest_refine);
     SD_CHECK_GOTO(st,
-                  sd_tsne_knn_forest(comm, x_own, count, d, n, k, p->forest_trees,
-                                     p->forest_refine, p->seed, nbr, d2),
+                  sd_tsne_knn_forest(comm, x_own, count, d, n, k, p->forest_trees, p->forest_refine,
+                                     p->seed, nbr, d2),
                   done);
   } else {
     sd_log_info("embed: %lld points x %d columns, %d neighbours (exact kNN, ring of row blocks)",
