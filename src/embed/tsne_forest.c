@@ -5,11 +5,14 @@
  * of their projections on the difference of two rows drawn at random, until a node holds at
  * most `leaf` rows; the trees are built by ranks in turn (tree t by rank t mod P) and
  * broadcast as a permutation of the rows plus the leaf boundaries. The candidates of row i
- * are the other rows of its leaf in every tree; their squared distances are computed in a
- * fixed order and the k smallest kept, sorted by (distance, index).
+ * are the other rows of its leaf in every tree, then (refinement rounds, over all rows'
+ * gathered lists) the nearest neighbours of its neighbours; their squared distances are
+ * computed in a fixed order (after a float screen that provably rejects only candidates
+ * farther than the current k-th) and the k smallest kept, sorted by (distance, index).
  * A tree depends only on (seed, t) and the rows, and the candidate set of a row only on the
- * trees, so the neighbours are the same at any rank count. Median splits keep every leaf at
- * >= (leaf + 1) / 2 rows, so leaf >= 2k + 1 guarantees k candidates from one tree. */
+ * trees and the lists, so the neighbours are the same at any rank count. Median splits keep
+ * every leaf at >= (leaf + 1) / 2 rows, so leaf >= 2k + 1 guarantees k candidates from one
+ * tree. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
