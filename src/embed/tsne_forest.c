@@ -317,79 +317,76 @@ sd_status sd_tsne_knn_forest(MPI_Comm comm, const double *x_own, int64_t count, 
       if (perm[s] >= first && perm[s] < first + count)
         qorder[e++] = perm[s] - first;
   }
+  /* pass 0: the rows sharing a leaf; passes 1..refine (the local join of NN-descent): the
+   * nearest neighbours of the neighbours, from all rows' lists gathered at the start of the
+   * pass (so a pass reads the previous pass's lists only: the same result at any rank
+   * count). A row marked q by an earlier pass was measured for row q then; the lists only
+   * get closer, so it cannot enter now unless it is in the list already. */
   int64_t cand = 0;
-  for (int64_t qq = 0; qq < count; qq++) {
-    const int64_t q = qorder[qq];
-    const int64_t gi = first + q;
-    const double *xi = ROW(gi);
-    const float *fi = ROWF(gi);
-    double thr = INFINITY;
-    int hs = 0;
-    mark[gi] = (int32_t)q; /* self excluded */
-    for (int t = 0; t < trees; t++) {
-      const int32_t *perm = tr + (size_t)t * tn, *starts = perm + n + 1;
-      const int32_t l = leafof[(size_t)t * (size_t)count + q];
-      for (int32_t s = starts[l]; s < starts[l + 1]; s++) {
-        const int32_t j = perm[s];
-        if (mark[j] == (int32_t)q)
-          continue;
-        mark[j] = (int32_t)q;
-        cand++;
-        push_screened(hd, hi, &hs, k, xi, fi, ROW(j), ROWF(j), d, sde, rho, &thr, j);
-      }
-    }
-    if (hs != k) {
-      st = SD_ERROR(SD_ERR_INTERNAL, "kNN forest: row %lld has %d of %d candidates", (long long)gi,
-                    hs, k);
-      break;
-    }
-    sd_tsne_heap_sorted(hd, hi, k, pairs, nbr + q * k, dist2 + q * k);
-  }
-  st = sd_par_agree(comm, st);
-  double t2 = sd_time_now();
-  /* refinement rounds (the local join of NN-descent): a row's neighbours' nearest
-   * neighbours are candidates too; all rows' lists are gathered first, so a round reads
-   * the previous round's lists only (the same result at any rank count) */
+  double t2 = t1;
   const int fan = k < SD_FOREST_FAN ? k : SD_FOREST_FAN;
-  for (int round = 0; round < refine && st == SD_OK; round++) {
-    for (int64_t q = 0; q < count; q++)
-      for (int j = 0; j < k; j++)
-        own32[q * k + j] = (int32_t)nbr[q * k + j];
-    SD_CHECK_GOTO(
-        st,
-        sd_par_check(MPI_Allgatherv(own32, (int)count, listt, all32, cnk, dik, listt, comm),
-                     "allgather(kNN forest lists)"),
-        done);
+  for (int pass = 0; pass <= refine && st == SD_OK; pass++) {
+    if (pass > 0) {
+      for (int64_t q = 0; q < count; q++)
+        for (int j = 0; j < k; j++)
+          own32[q * k + j] = (int32_t)nbr[q * k + j];
+      SD_CHECK_GOTO(
+          st,
+          sd_par_check(MPI_Allgatherv(own32, (int)count, listt, all32, cnk, dik, listt, comm),
+                       "allgather(kNN forest lists)"),
+          done);
+    }
     for (int64_t qq = 0; qq < count; qq++) {
       const int64_t q = qorder[qq];
+      const int32_t stamp = (int32_t)q;
       const int64_t gi = first + q;
       const double *xi = ROW(gi);
       const float *fi = ROWF(gi);
       double thr = INFINITY;
-      /* rows marked q by an earlier pass were measured for this row then: the lists only
-       * get closer, so they cannot enter now unless they are in the list already */
-      const int32_t stamp = (int32_t)q;
       int hs = 0;
-      mark[gi] = stamp;
-      for (int j = 0; j < k; j++) { /* the current list */
-        const int32_t a = all32[(size_t)gi * k + j];
-        mark[a] = stamp;
-        sd_tsne_heap_push(hd, hi, &hs, k, dist2[q * k + j], a);
-      }
-      thr = screen_threshold(hd[0], sde, rho);
-      for (int j = 0; j < k; j++) {
-        const int32_t *la = all32 + (size_t)all32[(size_t)gi * k + j] * k;
-        for (int e = 0; e < fan; e++) {
-          const int32_t b = la[e];
-          if (mark[b] == stamp)
-            continue;
-          mark[b] = stamp;
-          cand++;
-          push_screened(hd, hi, &hs, k, xi, fi, ROW(b), ROWF(b), d, sde, rho, &thr, b);
+      mark[gi] = stamp; /* self excluded */
+      if (pass == 0) {
+        for (int t = 0; t < trees; t++) {
+          const int32_t *perm = tr + (size_t)t * tn, *starts = perm + n + 1;
+          const int32_t l = leafof[(size_t)t * (size_t)count + q];
+          for (int32_t s = starts[l]; s < starts[l + 1]; s++) {
+            const int32_t j = perm[s];
+            if (mark[j] == stamp)
+              continue;
+            mark[j] = stamp;
+            cand++;
+            push_screened(hd, hi, &hs, k, xi, fi, ROW(j), ROWF(j), d, sde, rho, &thr, j);
+          }
         }
+      } else {
+        for (int j = 0; j < k; j++) { /* the current list */
+          const int32_t a = all32[(size_t)gi * k + j];
+          mark[a] = stamp;
+          sd_tsne_heap_push(hd, hi, &hs, k, dist2[q * k + j], a);
+        }
+        thr = screen_threshold(hd[0], sde, rho);
+        for (int j = 0; j < k; j++) {
+          const int32_t *la = all32 + (size_t)all32[(size_t)gi * k + j] * k;
+          for (int e = 0; e < fan; e++) {
+            const int32_t b = la[e];
+            if (mark[b] == stamp)
+              continue;
+            mark[b] = stamp;
+            cand++;
+            push_screened(hd, hi, &hs, k, xi, fi, ROW(b), ROWF(b), d, sde, rho, &thr, b);
+          }
+        }
+      }
+      if (hs != k) {
+        st = SD_ERROR(SD_ERR_INTERNAL, "kNN forest: row %lld has %d of %d candidates",
+                      (long long)gi, hs, k);
+        break;
       }
       sd_tsne_heap_sorted(hd, hi, k, pairs, nbr + q * k, dist2 + q * k);
     }
+    st = sd_par_agree(comm, st);
+    if (pass == 0)
+      t2 = sd_time_now();
   }
 #undef ROW
 #undef ROWF
