@@ -574,9 +574,9 @@ const sd_command sd_cmd_embed = {
         "Embeds /scores of the input (the PCA scores written by `stemdefect cluster`) or, when "
         "the\n"
         "file has no /scores, its /descriptors standardised column-wise. Input similarities come\n"
-        "from the exact k nearest neighbours (k = 3 x perplexity + 1 by default; blocked GEMM\n"
-        "distances with the row blocks of the ranks passed around a ring: fine for modest N and "
-        "D)\n"
+        "from the k nearest neighbours (k = 3 x perplexity + 1 by default): exact up to 50000\n"
+        "rows (blocked GEMM distances, the row blocks of the ranks passed around a ring), above\n"
+        "that approximate from a random-projection forest (--knn exact|forest forces either),\n"
         "and a per-point bandwidth search to the perplexity; the embedding is optimised with\n"
         "Barnes-Hut repulsion (theta), early exaggeration, momentum and gains as in the\n"
         "reference method. The same seed gives the same embedding at any rank count.",
