@@ -1,7 +1,7 @@
 /* tsne_affinity.c - t-SNE input side: parameters, exact fixed-point sums, column
  * standardisation, exact kNN by GEMM with a ring exchange of row blocks (the approximate
- * forest is in tsne_forest.c), the perplexity
- * calibration, and the distributed symmetrisation of P. */
+ * forest is in tsne_forest.c), the perplexity calibration, and the distributed
+ * symmetrisation of P. */
 #include <cblas.h>
 #include <float.h>
 #include <math.h>
