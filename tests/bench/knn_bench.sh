@@ -22,16 +22,10 @@ rounds=${SD_BENCH_ROUNDS:-3}
 trees=${SD_BENCH_TREES:-10}
 refine=${SD_BENCH_REFINE:-2}
 k=91
-py=/usr/bin/python3
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
-
-die() { echo "knn_bench: $*" >&2; exit 1; }
+BENCH_NAME=knn_bench
+source "$here/sklearn_lib.sh"
 [ -x "$drv" ] || die "no knn_bench driver at $drv (build the tests first)"
-$py -c "import sklearn, h5py" 2>/dev/null || die "needs Debian's python3-sklearn and python3-h5py for $py (tests/run.sh --label bench installs them)"
-work=$(mktemp -d "${TMPDIR:-/tmp}/sd_knn_bench.XXXXXX") || die "mktemp failed"
-if [ "${SD_BENCH_KEEP:-0}" = 1 ]; then echo "knn_bench: work directory $work" >&2
-else trap 'rm -rf "$work"' EXIT; fi
+bench_setup
 
 $py "$here/tsne_bench.py" data "$work/data.h5" "$n" "$d" 1 || die "cannot write the data"
 echo "knn_bench: N=$n D=$d k=$k, forest $trees trees + $refine refinement round(s), $rounds round(s); load: $(cut -d' ' -f1-3 /proc/loadavg)" >&2

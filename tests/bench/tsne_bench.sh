@@ -24,17 +24,11 @@ n=${SD_BENCH_N:-10000}
 d=${SD_BENCH_D:-50}
 iters=${SD_BENCH_ITERS:-1000}
 rounds=${SD_BENCH_ROUNDS:-3}
-py=/usr/bin/python3
 helper="$here/tsne_bench.py"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
-
-die() { echo "tsne_bench: $*" >&2; exit 1; }
+BENCH_NAME=tsne_bench
+source "$here/sklearn_lib.sh"
 [ -x "$sd" ] || die "no stemdefect binary at $sd"
-$py -c "import sklearn, h5py" 2>/dev/null || die "needs Debian's python3-sklearn and python3-h5py for $py (tests/run.sh --label bench installs them)"
-work=$(mktemp -d "${TMPDIR:-/tmp}/sd_tsne_bench.XXXXXX") || die "mktemp failed"
-if [ "${SD_BENCH_KEEP:-0}" = 1 ]; then echo "tsne_bench: work directory $work" >&2
-else trap 'rm -rf "$work"' EXIT; fi
+bench_setup
 
 $py "$helper" data "$work/data.h5" "$n" "$d" 1 || die "cannot write the data"
 echo "tsne_bench: N=$n D=$d perplexity 30, $iters iterations, theta 0.5, $rounds round(s); load: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
