@@ -47,7 +47,8 @@ typedef enum sd_plot_legend {
   SD_PLOT_LEGEND_TOP_RIGHT = 0,
   SD_PLOT_LEGEND_TOP_LEFT = 1,
   SD_PLOT_LEGEND_BOTTOM_RIGHT = 2,
-  SD_PLOT_LEGEND_MIDDLE_RIGHT = 3
+  SD_PLOT_LEGEND_MIDDLE_RIGHT = 3,
+  SD_PLOT_LEGEND_AUTO = 4 /* the corner that hides the fewest data points */
 } sd_plot_legend;
 void sd_plot_legend_at(sd_plot *p, sd_plot_legend where);
 /* Ticks of the x axis at integers only (k values, component numbers). */

@@ -579,6 +579,7 @@ static sd_status write_figures(const cl_result *r, const char *prefix, double va
     st = sd_plot_panel(pl, 0, title, "k (clusters)", "mean silhouette");
   if (st == SD_OK) {
     sd_plot_integer_x(pl, 1);
+    sd_plot_legend_at(pl, SD_PLOT_LEGEND_AUTO);
     st = sd_plot_line(pl, nk, kx, r->sil, r->sil_se, 0, SD_PLOT_STYLE_LINE_MARKERS, "silhouette");
   }
   if (st == SD_OK)
@@ -588,6 +589,7 @@ static sd_status write_figures(const cl_result *r, const char *prefix, double va
                        "Calinski-Harabasz");
   if (st == SD_OK) {
     sd_plot_integer_x(pl, 1);
+    sd_plot_legend_at(pl, SD_PLOT_LEGEND_AUTO);
     st = sd_plot_line(pl, nk, kx, r->ch, NULL, 1, SD_PLOT_STYLE_LINE_MARKERS, "Calinski-Harabasz");
   }
   if (st == SD_OK)
@@ -597,7 +599,7 @@ static sd_status write_figures(const cl_result *r, const char *prefix, double va
                        "Davies-Bouldin");
   if (st == SD_OK) {
     sd_plot_integer_x(pl, 1);
-    sd_plot_legend_at(pl, SD_PLOT_LEGEND_TOP_LEFT);
+    sd_plot_legend_at(pl, SD_PLOT_LEGEND_AUTO);
     st = sd_plot_line(pl, nk, kx, r->db, NULL, 2, SD_PLOT_STYLE_LINE_MARKERS, "Davies-Bouldin");
   }
   if (st == SD_OK)

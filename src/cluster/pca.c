@@ -154,7 +154,12 @@ sd_status sd_pca_eig(MPI_Comm comm, int d, const double *a, double *evals, doubl
   if (st == SD_OK)
     st = sd_par_allreduce_max_double(comm, wq, 2);
   if (st == SD_OK && ingrid) {
-    int lwork = (int)(wq[0] * 1.1) + 1024, liwork = (int)wq[1] + 64;
+    /* the query undercounts what pdsyevd hands on to PDORMTR (its back-transformation needs
+     * max(nb (nb - 1) / 2, (nq + mp) nb) + nb^2): with one block per rank (d <= nb, e.g.
+     * d = 42..64 on one rank) PDORMTR rejected its LWORK, printed a message, and pdsyevd
+     * returned info 0 with wrong eigenvectors. Four times that requirement on top. */
+    int lwork = (int)(wq[0] * 1.1) + 1024 + 4 * (nb * nb + (mloc + nloc) * nb),
+        liwork = (int)wq[1] + 64;
     work = sd_malloc((size_t)lwork, sizeof *work, "pdsyevd work");
     iwork = sd_malloc((size_t)liwork, sizeof *iwork, "pdsyevd iwork");
     if (!work || !iwork)
@@ -187,6 +192,28 @@ sd_status sd_pca_eig(MPI_Comm comm, int d, const double *a, double *evals, doubl
     st = sd_par_allreduce_sum_double(comm, w, d);
   if (st == SD_OK)
     eig_finish(d, a, w, zfull, evals, evecs);
+  if (st == SD_OK) {
+    /* ScaLAPACK can return info 0 with wrong vectors (above): check the eigen-equation
+     * (the same data on every rank, so the same verdict) */
+    double big = 0, worst = 0;
+    for (int i = 0; i < d; i++)
+      big = fmax(big, fabs(evals[i]));
+    for (int i = 0; i < d; i++) {
+      const double *v = evecs + (size_t)i * d;
+      for (int r = 0; r < d; r++) {
+        double s = 0;
+        for (int c = 0; c < d; c++)
+          s += a[(size_t)r * d + c] * v[c];
+        worst = fmax(worst, fabs(s - evals[i] * v[r]));
+      }
+    }
+    if (!(worst <= 1e-5 * big + 1e-300))
+      st = SD_ERROR(SD_ERR_INTERNAL,
+                    "ScaLAPACK pdsyevd returned eigenvectors that do not solve the eigen-equation "
+                    "of the %d x %d covariance (residual %.3g, largest eigenvalue %.3g) on a %d x "
+                    "%d grid",
+                    d, d, worst, big, nprow, npcol);
+  }
   if (ingrid)
     Cblacs_gridexit(ctxt);
   Cfree_blacs_system_handle(handle);

@@ -473,6 +473,36 @@ static void draw_panel(cairo_t *cr, const panel *q, double X0, double Y0, double
       by = bottom - 8 - bh;
     if (q->legend == SD_PLOT_LEGEND_MIDDLE_RIGHT)
       by = (top + bottom - bh) / 2;
+    if (q->legend == SD_PLOT_LEGEND_AUTO) {
+      /* the corner whose box covers the fewest data points (ties: top right, top left,
+       * bottom right, bottom left) */
+      const double cx[4] = {right - lw - 48, left + 8, right - lw - 48, left + 8};
+      const double cy[4] = {top + 8, top + 8, bottom - 8 - bh, bottom - 8 - bh};
+      int64_t best = -1;
+      for (int c = 0; c < 4; c++) {
+        int64_t hits = 0;
+        for (int j = 0; j < q->ns; j++) {
+          const series *s = &q->s[j];
+          if (s->kind == SERIES_VLINE)
+            continue;
+          for (int64_t i = 0; i < s->n; i++) {
+            if (!isfinite(s->x[i]) || !isfinite(s->y[i]))
+              continue;
+            const double px = PX(s->x[i]), py = PY(s->y[i]), m = 8;
+            /* a bar covers its column down to the axis */
+            const double py0 = s->kind == SERIES_BARS ? PY(ylo > 0 ? ylo : 0) : py;
+            if (px >= cx[c] - m && px <= cx[c] + lw + 40 + m && fmax(py, py0) >= cy[c] - m &&
+                fmin(py, py0) <= cy[c] + bh + m)
+              hits++;
+          }
+        }
+        if (best < 0 || hits < best) {
+          best = hits;
+          bx = cx[c];
+          by = cy[c];
+        }
+      }
+    }
     cairo_set_source_rgba(cr, 1, 1, 1, 0.85);
     cairo_rectangle(cr, bx, by, lw + 40, nl * 18 + 8);
     cairo_fill(cr);

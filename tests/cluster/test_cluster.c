@@ -57,6 +57,54 @@ static void test_external(void) {
   SD_EXPECT_NEAR(pur, 1.0, 1e-12);
 }
 
+/* ScaLAPACK against LAPACK and one process against the communicator for sizes around the
+ * block size (d = 42..64 on one rank once came back from pdsyevd with info 0 and wrong
+ * vectors: its workspace query undercounted) */
+static void test_pca_sizes(MPI_Comm comm) {
+  const int sizes[] = {7, 16, 41, 42, 43, 64, 65, 100};
+  for (size_t t = 0; t < sizeof sizes / sizeof *sizes; t++) {
+    const int d = sizes[t];
+    double *a = calloc((size_t)d * d, sizeof *a), *ev = malloc((size_t)d * sizeof *ev),
+           *evec = malloc((size_t)d * d * sizeof *evec), *lv = malloc((size_t)d * sizeof *lv),
+           *lvec = malloc((size_t)d * d * sizeof *lvec), *sv = malloc((size_t)d * sizeof *sv),
+           *svec = malloc((size_t)d * d * sizeof *svec);
+    sd_rng r;
+    sd_rng_init(&r, 3, (uint64_t)d, 1);
+    double *x = malloc((size_t)3 * d * d * sizeof *x);
+    for (int i = 0; i < 3 * d * d; i++)
+      x[i] = sd_rng_normal(&r) * (1.0 + (i % d));
+    for (int i = 0; i < 3 * d; i++)
+      for (int p = 0; p < d; p++)
+        for (int q = 0; q < d; q++)
+          a[p * d + q] += x[i * d + p] * x[i * d + q] / (3.0 * d);
+    SD_EXPECT_OK(sd_pca_eig(comm, d, a, ev, evec));
+    SD_EXPECT_OK(sd_pca_eig_lapack(d, a, lv, lvec));
+    SD_EXPECT_OK(sd_pca_eig(MPI_COMM_SELF, d, a, sv, svec));
+    double de = 0, dv = 0;
+    for (int i = 0; i < d; i++) {
+      de = fmax(de, fabs(ev[i] - lv[i]) / lv[0]);
+      for (int j = 0; j < d; j++)
+        dv = fmax(dv, fabs(evec[i * d + j] - lvec[i * d + j]));
+    }
+    /* well separated spectrum: the vectors agree up to the rounding of eig_finish */
+    SD_EXPECT_MSG(de < 1e-10 && dv < 1e-5,
+                  "d = %d: eigenvalues differ by %g, vectors by %g from "
+                  "LAPACK",
+                  d, de, dv);
+    SD_EXPECT_MSG(!memcmp(ev, sv, (size_t)d * sizeof *ev) &&
+                      !memcmp(evec, svec, (size_t)d * d * sizeof *evec),
+                  "d = %d: eigenpairs differ between one process and %d", d, size_);
+    free(a);
+    free(ev);
+    free(evec);
+    free(lv);
+    free(lvec);
+    free(sv);
+    free(svec);
+    free(x);
+  }
+}
+
 static void test_pca(MPI_Comm comm) {
   int64_t m = 3001;
   int d = 7;
@@ -567,6 +615,7 @@ int main(int argc, char **argv) {
   MPI_Comm_size(MPI_COMM_WORLD, &size_);
   if (rank_ == 0)
     test_external();
+  test_pca_sizes(MPI_COMM_WORLD);
   test_pca(MPI_COMM_WORLD);
   test_kmeans(MPI_COMM_WORLD, SD_KM_INIT_PLUSPLUS);
   test_kmeans(MPI_COMM_WORLD, SD_KM_INIT_PARALLEL);
