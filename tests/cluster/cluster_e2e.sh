@@ -17,6 +17,22 @@ for n in 2 4; do
     [ "$(attr "$WORK/c1.h5" $a)" = "$(attr "$WORK/c$n.h5" $a)" ] && ok || fail "attribute $a differs at $n ranks"
   done
 done
+# as many columns as the real descriptors (43; the PCA keeps > 41: one ScaLAPACK block per
+# rank, where one rank once got wrong components): 1, 2 and 4 ranks give the same bits
+"$MK" "$WORK/w.h5" 1500 45 5 7 8 || { echo "mkdescriptors failed"; exit 1; }
+for n in 1 2 4; do
+  expect_ok $MPIRUN -n $n "$SD" cluster --descriptors "$WORK/w.h5" --output "$WORK/w$n.h5" --k 2:6 \
+    --variance 0.999
+done
+p=$(attr "$WORK/w1.h5" components)
+[ -z "$p" ] && p=$(h5dump -d /scores -H "$WORK/w1.h5" | sed -n 's/.*( *[0-9]*, *\([0-9]*\) ).*/\1/p' | head -1)
+awk -v p="$p" 'BEGIN{exit !(p > 41)}' && ok || fail "the wide case keeps only $p components (wanted > 41)"
+for n in 2 4; do
+  h5diff -d 0 "$WORK/w1.h5" "$WORK/w$n.h5" /scores /scores >/dev/null 2>&1 && ok ||
+    fail "wide descriptors: /scores differ between 1 and $n ranks"
+  h5diff -d 0 "$WORK/w1.h5" "$WORK/w$n.h5" /assignments /assignments >/dev/null 2>&1 && ok ||
+    fail "wide descriptors: /assignments differ between 1 and $n ranks"
+done
 k=$(attr "$WORK/c1.h5" chosen_k)
 [ "$k" = 4 ] && ok || fail "chosen_k = $k, wanted 4 (the blob count)"
 ari=$(attr "$WORK/c1.h5" ari)
