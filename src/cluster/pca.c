@@ -155,9 +155,10 @@ sd_status sd_pca_eig(MPI_Comm comm, int d, const double *a, double *evals, doubl
     st = sd_par_allreduce_max_double(comm, wq, 2);
   if (st == SD_OK && ingrid) {
     /* the query undercounts what pdsyevd hands on to PDORMTR (its back-transformation needs
-     * max(nb (nb - 1) / 2, (nq + mp) nb) + nb^2): with one block per rank (d <= nb, e.g.
-     * d = 42..64 on one rank) PDORMTR rejected its LWORK, printed a message, and pdsyevd
-     * returned info 0 with wrong eigenvectors. Four times that requirement on top. */
+     * max(nb (nb - 1) / 2, (nq + mp) nb) + nb^2): with 1.1 x the query + 1024 alone, PDORMTR
+     * rejected its LWORK (d = 42..73 on one rank, 91..135 on a 2 x 2 grid, 151..197 on 3 x
+     * 3, ...), printed a message, and pdsyevd returned info 0 with wrong eigenvectors. Four
+     * times that requirement on top. */
     int lwork = (int)(wq[0] * 1.1) + 1024 + 4 * (nb * nb + (mloc + nloc) * nb),
         liwork = (int)wq[1] + 64;
     work = sd_malloc((size_t)lwork, sizeof *work, "pdsyevd work");
@@ -193,26 +194,44 @@ sd_status sd_pca_eig(MPI_Comm comm, int d, const double *a, double *evals, doubl
   if (st == SD_OK)
     eig_finish(d, a, w, zfull, evals, evecs);
   if (st == SD_OK) {
-    /* ScaLAPACK can return info 0 with wrong vectors (above): check the eigen-equation
-     * (the same data on every rank, so the same verdict) */
-    double big = 0, worst = 0;
-    for (int i = 0; i < d; i++)
-      big = fmax(big, fabs(evals[i]));
+    /* ScaLAPACK can return info 0 with wrong vectors (above): check that the vectors have
+     * unit length and solve the eigen-equation, within the rounding of eig_finish (vectors
+     * to 2^-26, eigenvalues to 2^-30 of the trace); NaN fails every test */
+    double scale = 0, worst = 0, norm = 0, trace = 0;
+    for (int i = 0; i < d; i++) {
+      trace += fabs(a[(size_t)i * d + i]);
+      const double e = fabs(evals[i]);
+      if (!(e <= scale))
+        scale = e;
+      for (int c = 0; c < d; c++) {
+        const double x = fabs(a[(size_t)i * d + c]);
+        if (!(x <= scale))
+          scale = x;
+      }
+    }
+    const double qv = ldexp(1.0, (trace > 0 ? ilogb(trace) : 0) - 30);
     for (int i = 0; i < d; i++) {
       const double *v = evecs + (size_t)i * d;
+      double vv = 0;
       for (int r = 0; r < d; r++) {
         double s = 0;
         for (int c = 0; c < d; c++)
           s += a[(size_t)r * d + c] * v[c];
-        worst = fmax(worst, fabs(s - evals[i] * v[r]));
+        const double e = fabs(s - evals[i] * v[r]);
+        if (!(e <= worst))
+          worst = e;
+        vv += v[r] * v[r];
       }
+      if (!(fabs(vv - 1.0) <= norm))
+        norm = fabs(vv - 1.0);
     }
-    if (!(worst <= 1e-5 * big + 1e-300))
+    if (!(worst <= 1e-5 * scale + qv + 1e-300) || !(norm <= 1e-6))
       st = SD_ERROR(SD_ERR_INTERNAL,
                     "ScaLAPACK pdsyevd returned eigenvectors that do not solve the eigen-equation "
-                    "of the %d x %d covariance (residual %.3g, largest eigenvalue %.3g) on a %d x "
-                    "%d grid",
-                    d, d, worst, big, nprow, npcol);
+                    "of the %d x %d matrix (residual %.3g against entries up to %.3g, unit length "
+                    "off by %.3g) on a %d x %d grid",
+                    d, d, worst, scale, norm, nprow, npcol);
+    st = sd_par_agree(comm, st);
   }
   if (ingrid)
     Cblacs_gridexit(ctxt);

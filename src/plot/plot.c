@@ -483,16 +483,24 @@ static void draw_panel(cairo_t *cr, const panel *q, double X0, double Y0, double
         int64_t hits = 0;
         for (int j = 0; j < q->ns; j++) {
           const series *s = &q->s[j];
-          if (s->kind == SERIES_VLINE)
+          const double m = 8, x0 = cx[c] - m, x1 = cx[c] + lw + 40 + m;
+          if (s->kind == SERIES_VLINE) { /* crosses every box it passes */
+            const double px = s->n > 0 && isfinite(s->x[0]) ? PX(s->x[0]) : NAN;
+            hits += px >= x0 && px <= x1;
             continue;
+          }
           for (int64_t i = 0; i < s->n; i++) {
             if (!isfinite(s->x[i]) || !isfinite(s->y[i]))
               continue;
-            const double px = PX(s->x[i]), py = PY(s->y[i]), m = 8;
-            /* a bar covers its column down to the axis */
-            const double py0 = s->kind == SERIES_BARS ? PY(ylo > 0 ? ylo : 0) : py;
-            if (px >= cx[c] - m && px <= cx[c] + lw + 40 + m && fmax(py, py0) >= cy[c] - m &&
-                fmin(py, py0) <= cy[c] + bh + m)
+            /* a bar covers its column down to the axis, an error bar its whiskers */
+            const double hw = s->kind == SERIES_BARS ? s->width / 2 : 0;
+            const double ex = s->e && isfinite(s->e[i]) ? fabs(s->e[i]) : 0;
+            const double pxa = PX(s->x[i] - hw), pxb = PX(s->x[i] + hw);
+            double ya = PY(s->y[i] + ex), yb = PY(s->y[i] - ex);
+            if (s->kind == SERIES_BARS)
+              yb = PY(ylo > 0 ? ylo : 0);
+            if (fmax(pxa, pxb) >= x0 && fmin(pxa, pxb) <= x1 && fmax(ya, yb) >= cy[c] - m &&
+                fmin(ya, yb) <= cy[c] + bh + m)
               hits++;
           }
         }
