@@ -82,14 +82,30 @@ static inline double screen_threshold(double top, double sde, double rho) {
   return (1.0 + rho) * r * r * (1.0 + 1e-12) + 1e-300;
 }
 
-static inline void push_screened(double *hd, int64_t *hi, int *hs, int k, const double *xi,
-                                 const float *fi, const double *xj, const float *fj, int d,
-                                 double sde, double rho, double *thr, int64_t j) {
-  if (*hs == k && !sd_tsne_forest_unscreened && (double)dist2_f(fi, fj, d) > *thr)
+/* One row's search: its heap of the k best (distance, row) pairs and its screen. */
+typedef struct forest_query {
+  double *hd;
+  int64_t *hi;
+  int hs, k, d;
+  int32_t stamp;    /* marks the rows already measured for this row */
+  const double *xi; /* the row, and its float copy */
+  const float *fi;
+  double sde, rho, thr; /* the screen's error terms and threshold */
+} forest_query;
+
+/* Measures candidate j (row xj, float copy fj) unless the row has been measured for this
+ * query already (mark) or its float distance puts it beyond the k-th. */
+static inline void visit(forest_query *fq, int32_t *mark, int64_t *cand, const double *xj,
+                         const float *fj, int32_t j) {
+  if (mark[j] == fq->stamp)
     return;
-  sd_tsne_heap_push(hd, hi, hs, k, dist2_4(xi, xj, d), j);
-  if (*hs == k)
-    *thr = screen_threshold(hd[0], sde, rho);
+  mark[j] = fq->stamp;
+  (*cand)++;
+  if (fq->hs == fq->k && !sd_tsne_forest_unscreened && (double)dist2_f(fq->fi, fj, fq->d) > fq->thr)
+    return;
+  sd_tsne_heap_push(fq->hd, fq->hi, &fq->hs, fq->k, dist2_4(fq->xi, xj, fq->d), j);
+  if (fq->hs == fq->k)
+    fq->thr = screen_threshold(fq->hd[0], fq->sde, fq->rho);
 }
 
 static inline int pp_less(const proj_pair *a, const proj_pair *b) {
@@ -211,8 +227,9 @@ sd_status sd_tsne_knn_forest(MPI_Comm comm, const double *x_own, int64_t count, 
     return SD_ERROR(SD_ERR_ARG, "kNN forest: %lld rows exceed one MPI message (%d values)",
                     (long long)n, INT32_MAX);
   const int leaf = sd_tsne_forest_leaf_size(k);
-  int64_t first, cnt;
-  sd_shard_range(n, rank, size, &first, &cnt);
+  int64_t first, own;
+  sd_shard_range(n, rank, size, &first, &own);
+  (void)own; /* = count: the rows follow sd_shard_range (the contract) */
   const size_t tn = 2 * (size_t)n + 2;
   sd_status st = SD_OK;
   MPI_Datatype rowt = MPI_DATATYPE_NULL, listt = MPI_DATATYPE_NULL;
@@ -234,16 +251,13 @@ sd_status sd_tsne_knn_forest(MPI_Comm comm, const double *x_own, int64_t count, 
   sd_tsne_pair *pairs = sd_malloc((size_t)k, sizeof *pairs, "kNN pairs");
   int *cnts = sd_malloc((size_t)size, sizeof *cnts, "gather counts");
   int *disp = sd_malloc((size_t)size, sizeof *disp, "gather counts");
-  int *cnk = sd_malloc((size_t)size, sizeof *cnk, "gather counts");
-  int *dik = sd_malloc((size_t)size, sizeof *dik, "gather counts");
   int32_t *own32 = refine > 0 ? sd_malloc((size_t)(count > 0 ? count : 1) * k, sizeof *own32,
                                           "kNN forest: own lists")
                               : NULL;
   int32_t *all32 =
       refine > 0 ? sd_malloc((size_t)n * k, sizeof *all32, "kNN forest: all lists") : NULL;
   if (!x || !scratch_x || !slot0 || !xf || !tr || !stack || !scratch || !v || !leafof || !mark ||
-      !qorder || !hd || !hi || !pairs || !cnts || !disp || !cnk || !dik ||
-      (refine > 0 && (!own32 || !all32)))
+      !qorder || !hd || !hi || !pairs || !cnts || !disp || (refine > 0 && (!own32 || !all32)))
     st = SD_ERR_NOMEM;
   st = sd_par_agree(comm, st);
   if (st != SD_OK)
@@ -251,10 +265,8 @@ sd_status sd_tsne_knn_forest(MPI_Comm comm, const double *x_own, int64_t count, 
   for (int r = 0; r < size; r++) {
     int64_t f, c;
     sd_shard_range(n, r, size, &f, &c);
-    cnts[r] = (int)c; /* rows: the datatypes below are whole rows and whole lists */
+    cnts[r] = (int)c; /* rows: the datatypes are whole rows and whole lists */
     disp[r] = (int)f;
-    cnk[r] = (int)c;
-    dik[r] = (int)f;
   }
   MPI_Type_contiguous(d, MPI_DOUBLE, &rowt);
   MPI_Type_commit(&rowt);
@@ -332,54 +344,38 @@ sd_status sd_tsne_knn_forest(MPI_Comm comm, const double *x_own, int64_t count, 
           own32[q * k + j] = (int32_t)nbr[q * k + j];
       SD_CHECK_GOTO(
           st,
-          sd_par_check(MPI_Allgatherv(own32, (int)count, listt, all32, cnk, dik, listt, comm),
+          sd_par_check(MPI_Allgatherv(own32, (int)count, listt, all32, cnts, disp, listt, comm),
                        "allgather(kNN forest lists)"),
           done);
     }
     for (int64_t qq = 0; qq < count; qq++) {
       const int64_t q = qorder[qq];
-      const int32_t stamp = (int32_t)q;
       const int64_t gi = first + q;
-      const double *xi = ROW(gi);
-      const float *fi = ROWF(gi);
-      double thr = INFINITY;
-      int hs = 0;
-      mark[gi] = stamp; /* self excluded */
+      forest_query fq = {hd, hi, 0, k, d, (int32_t)q, ROW(gi), ROWF(gi), sde, rho, INFINITY};
+      mark[gi] = fq.stamp; /* self excluded */
       if (pass == 0) {
         for (int t = 0; t < trees; t++) {
           const int32_t *perm = tr + (size_t)t * tn, *starts = perm + n + 1;
           const int32_t l = leafof[(size_t)t * (size_t)count + q];
-          for (int32_t s = starts[l]; s < starts[l + 1]; s++) {
-            const int32_t j = perm[s];
-            if (mark[j] == stamp)
-              continue;
-            mark[j] = stamp;
-            cand++;
-            push_screened(hd, hi, &hs, k, xi, fi, ROW(j), ROWF(j), d, sde, rho, &thr, j);
-          }
+          for (int32_t s = starts[l]; s < starts[l + 1]; s++)
+            visit(&fq, mark, &cand, ROW(perm[s]), ROWF(perm[s]), perm[s]);
         }
       } else {
         for (int j = 0; j < k; j++) { /* the current list */
           const int32_t a = all32[(size_t)gi * k + j];
-          mark[a] = stamp;
-          sd_tsne_heap_push(hd, hi, &hs, k, dist2[q * k + j], a);
+          mark[a] = fq.stamp;
+          sd_tsne_heap_push(hd, hi, &fq.hs, k, dist2[q * k + j], a);
         }
-        thr = screen_threshold(hd[0], sde, rho);
+        fq.thr = screen_threshold(hd[0], sde, rho);
         for (int j = 0; j < k; j++) {
           const int32_t *la = all32 + (size_t)all32[(size_t)gi * k + j] * k;
-          for (int e = 0; e < fan; e++) {
-            const int32_t b = la[e];
-            if (mark[b] == stamp)
-              continue;
-            mark[b] = stamp;
-            cand++;
-            push_screened(hd, hi, &hs, k, xi, fi, ROW(b), ROWF(b), d, sde, rho, &thr, b);
-          }
+          for (int e = 0; e < fan; e++)
+            visit(&fq, mark, &cand, ROW(la[e]), ROWF(la[e]), la[e]);
         }
       }
-      if (hs != k) {
+      if (fq.hs != k) {
         st = SD_ERROR(SD_ERR_INTERNAL, "kNN forest: row %lld has %d of %d candidates",
-                      (long long)gi, hs, k);
+                      (long long)gi, fq.hs, k);
         break;
       }
       sd_tsne_heap_sorted(hd, hi, k, pairs, nbr + q * k, dist2 + q * k);
@@ -420,8 +416,6 @@ done:
   free(pairs);
   free(cnts);
   free(disp);
-  free(cnk);
-  free(dik);
   free(own32);
   free(all32);
   return st;
