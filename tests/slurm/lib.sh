@@ -67,8 +67,27 @@ sd_slurm__leftover_pids() {
   done
 }
 
-sd_slurm_stop() {
+# sd_slurm__stop_daemons FIRST: stops the daemons started from index FIRST of SD_SLURM_PIDS on
+# (0 munged, 1 slurmctld, 2 slurmd), last started first, and forgets them.
+sd_slurm__stop_daemons() {
   local i pid n
+  for ((i = ${#SD_SLURM_PIDS[@]} - 1; i >= $1; i--)); do
+    pid=${SD_SLURM_PIDS[$i]}
+    if kill -TERM "$pid" 2>/dev/null; then
+      for n in $(seq 1 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.2
+      done
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+    unset "SD_SLURM_PIDS[$i]"
+  done
+  SD_SLURM_PIDS=("${SD_SLURM_PIDS[@]}")
+}
+
+sd_slurm_stop() {
+  local n
   [ ${#SD_SLURM_PIDS[@]} -gt 0 ] || return 0
   # first end the jobs through Slurm (bounded), so no job outlives the cluster
   if [ ${#SD_SLURM_PIDS[@]} -ge 3 ] && [ -n "$(timeout 10 squeue -h -o %i 2>/dev/null)" ]; then
@@ -79,17 +98,7 @@ sd_slurm_stop() {
     done
   fi
   # then the daemons, in reverse order of start: slurmd, slurmctld, munged
-  for ((i = ${#SD_SLURM_PIDS[@]} - 1; i >= 0; i--)); do
-    pid=${SD_SLURM_PIDS[$i]}
-    kill -TERM "$pid" 2>/dev/null || continue
-    for n in $(seq 1 50); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.2
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  SD_SLURM_PIDS=()
+  sd_slurm__stop_daemons 0
   # last, anything of this cluster still alive (a job step of a test that was interrupted)
   for pid in $(sd_slurm__leftover_pids); do
     sd_slurm_log "killing leftover process $pid: $(tr '\0' ' ' </proc/"$pid"/cmdline 2>/dev/null | cut -c1-100)"
@@ -148,36 +157,17 @@ sd_slurm_wait_job() {
   done
 }
 
-sd_slurm_start() {
-  SD_SLURM_DIR=$1
-  local d=$SD_SLURM_DIR p host node t0 s
-  for p in slurmctld slurmd munged sbatch srun scontrol squeue scancel; do
-    command -v "$p" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin:/sbin
-    command -v "$p" >/dev/null 2>&1 || { sd_slurm_log "$p not found: install the Debian packages slurm-wlm and munge"; return 1; }
-  done
-  mkdir -p "$d/munge" "$d/state" "$d/spool" "$d/tmp" || return 1
-  # munged wants the socket directory (and its parents) searchable by everyone
-  chmod 755 "$d" "$d/munge"
+# status 2 when the daemon output FILE (or its .log) says its port was in use, else 1
+sd_slurm__port_lost() {
+  grep -q 'Address already in use' "$1" "${1%.out}.log" 2>/dev/null && return 2
+  return 1
+}
 
-  # munge: own key, socket, pid, seed and log files
-  dd if=/dev/urandom of="$d/munge/munge.key" bs=1024 count=1 status=none || return 1
-  chmod 400 "$d/munge/munge.key"
-  munged --foreground --socket="$d/munge/munge.sock" --key-file="$d/munge/munge.key" \
-    --pid-file="$d/munge/munged.pid" --seed-file="$d/munge/munged.seed" \
-    --log-file="$d/munged.log" --num-threads=2 >"$d/munged.out" 2>&1 &
-  SD_SLURM_PIDS+=($!)
-  t0=$(date +%s)
-  until [ -S "$d/munge/munge.sock" ]; do
-    kill -0 "${SD_SLURM_PIDS[0]}" 2>/dev/null || { sd_slurm_log "munged exited: $(cat "$d/munged.out")"; sd_slurm_dump_logs; return 1; }
-    [ $(($(date +%s) - t0)) -lt 20 ] || { sd_slurm_log "munged socket did not appear within 20 s"; sd_slurm_dump_logs; return 1; }
-    sleep 0.2
-  done
-
-  # slurm.conf: the node as slurmd sees it (CPUs, sockets, cores, memory)
-  host=$(hostname -s)
-  node=$(slurmd -C 2>/dev/null | head -n 1 | sed "s/^NodeName=[^ ]*/NodeName=$host/")
-  [ -n "$node" ] || { sd_slurm_log "slurmd -C printed no node line"; return 1; }
-  local base=$((20000 + ($$ * 7) % 30000))
+# sd_slurm__daemons DIR HOST NODELINE BASEPORT: writes slurm.conf with two free ports from
+# BASEPORT on and starts slurmctld and slurmd. Returns 2 when a daemon lost its port to another
+# process (the caller retries), 1 on any other failure.
+sd_slurm__daemons() {
+  local d=$1 host=$2 node=$3 base=$4 t0 s
   local ctld_port slurmd_port
   ctld_port=$(sd_slurm_free_port "$base") || { sd_slurm_log "no free port near $base"; return 1; }
   slurmd_port=$(sd_slurm_free_port $((ctld_port + 1))) || { sd_slurm_log "no free port near $ctld_port"; return 1; }
@@ -228,8 +218,8 @@ EOF
   SD_SLURM_PIDS+=($!)
   t0=$(date +%s)
   until timeout 5 scontrol ping 2>/dev/null | grep -q 'is UP'; do
-    kill -0 "${SD_SLURM_PIDS[1]}" 2>/dev/null || { sd_slurm_log "slurmctld exited: $(tail -5 "$d/slurmctld.out")"; sd_slurm_dump_logs; return 1; }
-    [ $(($(date +%s) - t0)) -lt 30 ] || { sd_slurm_log "slurmctld did not answer within 30 s"; sd_slurm_dump_logs; return 1; }
+    kill -0 "${SD_SLURM_PIDS[1]}" 2>/dev/null || { sd_slurm_log "slurmctld exited: $(tail -5 "$d/slurmctld.out")"; sd_slurm__port_lost "$d/slurmctld.out"; return; }
+    [ $(($(date +%s) - t0)) -lt 30 ] || { sd_slurm_log "slurmctld did not answer within 30 s"; return 1; }
     sleep 0.5
   done
   SD_SLURM_HARNESS=$d slurmd -D -N "$host" -f "$SLURM_CONF" >"$d/slurmd.out" 2>&1 &
@@ -238,9 +228,58 @@ EOF
   while :; do
     s=$(timeout 5 sinfo -h -n "$host" -o '%T' 2>/dev/null | head -n 1)
     [ "$s" = idle ] && break
-    kill -0 "${SD_SLURM_PIDS[2]}" 2>/dev/null || { sd_slurm_log "slurmd exited: $(tail -5 "$d/slurmd.out")"; sd_slurm_dump_logs; return 1; }
-    [ $(($(date +%s) - t0)) -lt 40 ] || { sd_slurm_log "node $host not idle within 40 s (state '$s')"; sd_slurm_dump_logs; return 1; }
+    kill -0 "${SD_SLURM_PIDS[2]}" 2>/dev/null || { sd_slurm_log "slurmd exited: $(tail -5 "$d/slurmd.out")"; sd_slurm__port_lost "$d/slurmd.out"; return; }
+    [ $(($(date +%s) - t0)) -lt 40 ] || { sd_slurm_log "node $host not idle within 40 s (state '$s')"; return 1; }
     sleep 0.5
   done
-  sd_slurm_log "single-node Slurm up in $d (ports $ctld_port/$slurmd_port, node: $node)"
+  SD_SLURM_PORTS="$ctld_port/$slurmd_port"
+}
+
+sd_slurm_start() {
+  SD_SLURM_DIR=$1
+  local d=$SD_SLURM_DIR p host node t0 s
+  for p in slurmctld slurmd munged sbatch srun scontrol squeue scancel; do
+    command -v "$p" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin:/sbin
+    command -v "$p" >/dev/null 2>&1 || { sd_slurm_log "$p not found: install the Debian packages slurm-wlm and munge"; return 1; }
+  done
+  mkdir -p "$d/munge" "$d/state" "$d/spool" "$d/tmp" || return 1
+  # munged wants the socket directory (and its parents) searchable by everyone
+  chmod 755 "$d" "$d/munge"
+
+  # munge: own key, socket, pid, seed and log files
+  dd if=/dev/urandom of="$d/munge/munge.key" bs=1024 count=1 status=none || return 1
+  chmod 400 "$d/munge/munge.key"
+  munged --foreground --socket="$d/munge/munge.sock" --key-file="$d/munge/munge.key" \
+    --pid-file="$d/munge/munged.pid" --seed-file="$d/munge/munged.seed" \
+    --log-file="$d/munged.log" --num-threads=2 >"$d/munged.out" 2>&1 &
+  SD_SLURM_PIDS+=($!)
+  t0=$(date +%s)
+  until [ -S "$d/munge/munge.sock" ]; do
+    kill -0 "${SD_SLURM_PIDS[0]}" 2>/dev/null || { sd_slurm_log "munged exited: $(cat "$d/munged.out")"; sd_slurm_dump_logs; return 1; }
+    [ $(($(date +%s) - t0)) -lt 20 ] || { sd_slurm_log "munged socket did not appear within 20 s"; sd_slurm_dump_logs; return 1; }
+    sleep 0.2
+  done
+
+  # slurm.conf: the node as slurmd sees it (CPUs, sockets, cores, memory)
+  host=$(hostname -s)
+  node=$(slurmd -C 2>/dev/null | head -n 1 | sed "s/^NodeName=[^ ]*/NodeName=$host/")
+  [ -n "$node" ] || { sd_slurm_log "slurmd -C printed no node line"; return 1; }
+  # Ports below the kernel's ephemeral range: a port above it can be taken between the check
+  # and the bind by any outgoing connection (scontrol's, MPI's in a parallel test).
+  local lo attempt rc
+  lo=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null) || lo=32768
+  [ "${lo:-0}" -gt 12000 ] 2>/dev/null || lo=32768
+  for attempt in 1 2 3; do
+    sd_slurm__daemons "$d" "$host" "$node" $((10000 + ($$ * 7 + attempt * 997) % (lo - 10500)))
+    rc=$?
+    [ $rc = 0 ] && break
+    [ $rc = 2 ] && [ $attempt -lt 3 ] || { sd_slurm_dump_logs; return 1; }
+    sd_slurm_log "a port was taken between the check and the bind; retrying with other ports"
+    sd_slurm__stop_daemons 1
+    for p in slurmctld slurmd; do
+      [ -f "$d/$p.log" ] && mv "$d/$p.log" "$d/$p.log.try$attempt"
+      [ -f "$d/$p.out" ] && mv "$d/$p.out" "$d/$p.out.try$attempt"
+    done
+  done
+  sd_slurm_log "single-node Slurm up in $d (ports $SD_SLURM_PORTS, node: $node)"
 }
