@@ -2,7 +2,9 @@
 #
 # Starts Debian's munged, slurmctld and slurmd as the current user (root, no systemd) inside
 # one temporary directory: own munge key and socket, own slurm.conf, state and spool dirs,
-# logs, and ports derived from $$ (checked free), so two copies can run side by side.
+# logs, and ports derived from $$ (checked free, below the kernel's ephemeral range; retried
+# with other ports when one is taken before the daemon binds it), so two copies can run side
+# by side.
 #
 #   sd_slurm_start DIR     start everything under DIR; exports SLURM_CONF; waits (bounded)
 #                          until the node is idle. Returns non-zero with the logs on failure.
@@ -237,7 +239,7 @@ EOF
 
 sd_slurm_start() {
   SD_SLURM_DIR=$1
-  local d=$SD_SLURM_DIR p host node t0 s
+  local d=$SD_SLURM_DIR p host node t0
   for p in slurmctld slurmd munged sbatch srun scontrol squeue scancel; do
     command -v "$p" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin:/sbin
     command -v "$p" >/dev/null 2>&1 || { sd_slurm_log "$p not found: install the Debian packages slurm-wlm and munge"; return 1; }
